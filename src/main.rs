@@ -1,1 +1,343 @@
-fn main() {}
+//! `mnet`: the command-line tool. A thin layer over the `mnet-compiler`
+//! library: argument parsing (clap), reading files, printing results and
+//! rendered diagnostics, and exit codes (0 success, 1 the input is wrong,
+//! 2 usage).
+
+use clap::{Parser, Subcommand};
+use mnet_compiler::resolve::{assignment, resolve, Pick};
+use mnet_compiler::stats::{fixed_json, fixed_stats, render_fixed, render_space, space_json};
+use mnet_compiler::{check_source, Checked, CheckedNetwork};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "mnet",
+    version,
+    about = "A declarative model compiler for microcontrollers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Parse, elaborate and check every network of each file; one summary line a file.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Per-layer shapes and costs, totals, and for a search space the range of each total.
+    Stats {
+        file: PathBuf,
+        /// Pick one network of a search space: min, max or random:SEED.
+        #[arg(long)]
+        pick: Option<Pick>,
+        /// Print one JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Which network, when the file defines several.
+        #[arg(long)]
+        network: Option<String>,
+    },
+    /// Write one network of a search space as a choice-free .mnet file.
+    Resolve {
+        file: PathBuf,
+        /// min, max or random:SEED.
+        #[arg(long)]
+        pick: Pick,
+        /// Output file.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Overwrite the output file if it exists.
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        network: Option<String>,
+    },
+    /// Print a file in canonical form.
+    Fmt {
+        file: PathBuf,
+        /// Exit with 1 if the file is not in canonical form (prints nothing).
+        #[arg(long)]
+        check: bool,
+        /// Write to this file instead of standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Overwrite the output file if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the elaborated IR of each network (search graph, or with --pick the fixed graph).
+    Ir {
+        file: PathBuf,
+        #[arg(long)]
+        pick: Option<Pick>,
+    },
+}
+
+/// A user-facing failure: already formatted, exit code 1.
+struct UserError(String);
+
+type Result<T> = std::result::Result<T, UserError>;
+
+fn read(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| UserError(format!("error: cannot read {}: {e}\n", path.display())))?;
+    String::from_utf8(bytes).map_err(|e| {
+        UserError(format!(
+            "error: {} is not UTF-8 text (invalid byte at offset {})\n",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        ))
+    })
+}
+
+fn load(path: &Path) -> Result<Checked> {
+    let text = read(path)?;
+    check_source(&path.display().to_string(), &text).map_err(|f| UserError(f.render()))
+}
+
+fn one_network(checked: &Checked, path: &Path, name: Option<&str>) -> Result<CheckedNetwork> {
+    let nets = &checked.networks;
+    match name {
+        Some(n) => nets
+            .iter()
+            .find(|c| c.graph.info.name == n)
+            .cloned()
+            .ok_or_else(|| {
+                let names: Vec<&str> = nets.iter().map(|c| c.graph.info.name.as_str()).collect();
+                UserError(format!(
+                    "error: {} has no network `{n}` (it has: {})\n",
+                    path.display(),
+                    if names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                ))
+            }),
+        None => match nets.len() {
+            0 => Err(UserError(format!(
+                "error: {} defines no network (only blocks or boards)\n",
+                path.display()
+            ))),
+            1 => Ok(nets[0].clone()),
+            _ => {
+                let names: Vec<&str> = nets.iter().map(|c| c.graph.info.name.as_str()).collect();
+                Err(UserError(format!(
+                    "error: {} defines several networks; choose one with --network ({})\n",
+                    path.display(),
+                    names.join(", ")
+                )))
+            }
+        },
+    }
+}
+
+fn fixed_of(net: &CheckedNetwork, pick: Pick) -> Result<mnet_compiler::ir::FixedGraph> {
+    let choice = assignment(&net.graph, &net.summary, pick);
+    resolve(&net.graph, &choice).map_err(|e| UserError(format!("error: {e}\n")))
+}
+
+/// Write `text` to `path` without clobbering: refuses an existing file unless
+/// `force`, and writes through a temporary file so no partial file is left.
+fn write_new(path: &Path, text: &str, force: bool) -> Result<()> {
+    if path.exists() && !force {
+        return Err(UserError(format!(
+            "error: {} already exists; pass --force to overwrite it\n",
+            path.display()
+        )));
+    }
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        return Err(UserError(format!(
+            "error: directory {} does not exist\n",
+            dir.display()
+        )));
+    }
+    let file_name = path
+        .file_name()
+        .map(|f| f.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{file_name}.mnet-tmp"));
+    std::fs::write(&tmp, text)
+        .map_err(|e| UserError(format!("error: cannot write {}: {e}\n", tmp.display())))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        UserError(format!("error: cannot write {}: {e}\n", path.display()))
+    })
+}
+
+fn summary_line(path: &Path, checked: &Checked) -> String {
+    if checked.networks.is_empty() {
+        return format!("{}: no network, {} blocks", path.display(), checked.blocks);
+    }
+    let parts: Vec<String> = checked
+        .networks
+        .iter()
+        .map(|n| {
+            let g = &n.graph;
+            let size = if g.choices.is_empty() {
+                "fixed network".to_string()
+            } else {
+                format!(
+                    "{} networks",
+                    mnet_compiler::space::format_count(&n.summary.count)
+                )
+            };
+            format!(
+                "{}: {} layers, {} choices, {}",
+                g.info.name,
+                g.layer_count(),
+                g.choices.len(),
+                size
+            )
+        })
+        .collect();
+    format!("{}: {}", path.display(), parts.join("; "))
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Check { files } => {
+            let mut failed = Vec::new();
+            for f in &files {
+                match load(f) {
+                    Ok(c) => println!("{}", summary_line(f, &c)),
+                    Err(UserError(e)) => failed.push(e),
+                }
+            }
+            if !failed.is_empty() {
+                return Err(UserError(failed.join("")));
+            }
+        }
+        Command::Stats {
+            file,
+            pick,
+            json,
+            network,
+        } => {
+            let checked = load(&file)?;
+            let net = one_network(&checked, &file, network.as_deref())?;
+            let fixed = match pick {
+                Some(p) => Some(fixed_of(&net, p)?),
+                None if net.graph.choices.is_empty() => Some(fixed_of(&net, Pick::Min)?),
+                None => None,
+            };
+            match (fixed, json) {
+                (Some(f), false) => print!("{}", render_fixed(&f.info, &fixed_stats(&f))),
+                (Some(f), true) => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&fixed_json(&f.info, &fixed_stats(&f)))
+                        .expect("json")
+                ),
+                (None, false) => print!("{}", render_space(&net.graph, &net.summary)),
+                (None, true) => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&space_json(&net.graph, &net.summary))
+                        .expect("json")
+                ),
+            }
+        }
+        Command::Resolve {
+            file,
+            pick,
+            output,
+            force,
+            network,
+        } => {
+            let checked = load(&file)?;
+            let net = one_network(&checked, &file, network.as_deref())?;
+            let fixed = fixed_of(&net, pick)?;
+            let shown = file
+                .file_name()
+                .map(|f| f.to_string_lossy().to_string())
+                .unwrap_or_default();
+            let note = format!(
+                "{} resolved from {shown} with `mnet resolve --pick {pick}`",
+                fixed.info.name
+            );
+            let text =
+                mnet_grammar::print_module(&mnet_compiler::to_mnet::to_module(&fixed, &note));
+            // The written file must check and give the picked network's stats.
+            let again = check_source(&output.display().to_string(), &text).map_err(|f| {
+                UserError(format!(
+                    "internal error: the resolved network does not check:\n{}",
+                    f.render()
+                ))
+            })?;
+            let want = fixed_stats(&fixed).totals;
+            let got = again.networks.first().map(|n| n.summary.min);
+            if got != Some(want) {
+                return Err(UserError(
+                    "internal error: the resolved network's stats differ from the pick\n".into(),
+                ));
+            }
+            write_new(&output, &text, force)?;
+            let t = want;
+            println!(
+                "{}: wrote {} ({} layers, {} ops, {} flash bytes, {} peak working bytes)",
+                file.display(),
+                output.display(),
+                fixed_stats(&fixed).rows.len(),
+                t.ops(),
+                t.flash_bytes,
+                t.peak_working_bytes
+            );
+        }
+        Command::Fmt {
+            file,
+            check,
+            output,
+            force,
+        } => {
+            let text = read(&file)?;
+            let mut sources = mnet_grammar::Sources::new();
+            let id = sources.add(file.display().to_string(), text.clone());
+            let (module, diags) = mnet_grammar::parse(id, &text);
+            if !diags.is_empty() {
+                return Err(UserError(sources.render(&diags)));
+            }
+            let printed = mnet_grammar::print_module(&module);
+            if check {
+                if printed != text {
+                    return Err(UserError(format!(
+                        "{} is not in canonical form (run `mnet fmt`)\n",
+                        file.display()
+                    )));
+                }
+            } else {
+                match output {
+                    Some(o) => write_new(&o, &printed, force)?,
+                    None => print!("{printed}"),
+                }
+            }
+        }
+        Command::Ir { file, pick } => {
+            let checked = load(&file)?;
+            for net in &checked.networks {
+                match pick {
+                    Some(p) => print!("{}", fixed_of(net, p)?.dump()),
+                    None => print!("{}", net.graph.dump(&checked.sources)),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(UserError(msg)) => {
+            eprint!("{msg}");
+            ExitCode::from(1)
+        }
+    }
+}

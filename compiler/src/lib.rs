@@ -1,1 +1,153 @@
+//! The mnet compiler: from `.mnet` source to a checked search space, exact
+//! costs, and fixed networks.
+//!
+//! The pipeline is [`check_source`]: load the file and the standard-library
+//! modules it uses ([`program`]), elaborate each network to a
+//! [`SearchGraph`](ir::SearchGraph) ([`elaborate`]), analyse the space exactly
+//! ([`space`]: shapes of every network, min/max of every total, the number of
+//! networks) and check budgets. A [`Pick`](resolve::Pick) then
+//! [`resolve`](resolve::resolve)s a space to a [`FixedGraph`](ir::FixedGraph),
+//! which [`stats`] tabulates and [`to_mnet`] writes back as source.
 
+pub mod elaborate;
+pub mod ir;
+pub mod program;
+pub mod resolve;
+pub mod shape;
+pub mod space;
+pub mod stats;
+pub mod to_mnet;
+
+use ir::{BudgetKind, SearchGraph, SearchOp};
+use mnet_grammar::{Diagnostic, Diagnostics, Sources};
+use petgraph::visit::Walker;
+use program::Program;
+use space::SpaceSummary;
+
+/// A file that failed: its sources (to render) and the diagnostics.
+#[derive(Debug)]
+pub struct Failure {
+    pub sources: Sources,
+    pub diagnostics: Diagnostics,
+}
+
+impl Failure {
+    pub fn render(&self) -> String {
+        self.sources.render(&self.diagnostics)
+    }
+}
+
+/// A checked network: its search graph and the exact analysis.
+#[derive(Debug, Clone)]
+pub struct CheckedNetwork {
+    pub graph: SearchGraph,
+    pub summary: SpaceSummary,
+}
+
+/// A file that passed `check`.
+#[derive(Debug)]
+pub struct Checked {
+    pub sources: Sources,
+    pub networks: Vec<CheckedNetwork>,
+    /// Blocks the file defines itself.
+    pub blocks: usize,
+}
+
+/// Parse, elaborate and analyse a `.mnet` source. `name` is how diagnostics
+/// name the file.
+pub fn check_source(name: &str, text: &str) -> Result<Checked, Failure> {
+    let (program, module, mut diags) = Program::load(name, text);
+    if !diags.is_empty() {
+        return Err(Failure {
+            sources: program.sources,
+            diagnostics: diags,
+        });
+    }
+    let mut networks = Vec::new();
+    for (net, span) in program.networks(module) {
+        match elaborate::elaborate_network(&program, module, net, span) {
+            Ok(g) => {
+                let dead = unused_layers(&g);
+                if !dead.is_empty() {
+                    diags.extend(dead);
+                    continue;
+                }
+                match space::analyze(&g, &program.sources) {
+                    Ok(summary) => {
+                        diags.extend(budget_errors(&g, &summary));
+                        networks.push(CheckedNetwork { graph: g, summary });
+                    }
+                    Err(d) => diags.extend(d),
+                }
+            }
+            Err(d) => diags.extend(d),
+        }
+    }
+    if !diags.is_empty() {
+        return Err(Failure {
+            sources: program.sources,
+            diagnostics: diags,
+        });
+    }
+    let blocks = program.own_block_count(module);
+    Ok(Checked {
+        sources: program.sources,
+        networks,
+        blocks,
+    })
+}
+
+/// Layers whose result never reaches the output are almost always a slip
+/// (a forgotten assignment); they would also inflate every cost.
+fn unused_layers(g: &SearchGraph) -> Diagnostics {
+    let reversed = petgraph::visit::Reversed(&g.graph);
+    let reachable: std::collections::HashSet<_> = petgraph::visit::Dfs::new(reversed, g.output.0)
+        .iter(reversed)
+        .collect();
+    g.order
+        .iter()
+        .filter(|id| !reachable.contains(&id.0))
+        .filter(|id| matches!(g.node(**id).op, SearchOp::Layer(_)))
+        .map(|id| {
+            let origin = g.origin(*id);
+            let mut d = Diagnostic::error(origin.span, "this layer's result is never used")
+                .with_label("does not reach the network's output")
+                .with_hint("assign it (`x = ...`) or remove it");
+            for site in origin.call_sites.iter().take(4) {
+                d = d.with_secondary(*site, "in this call");
+            }
+            d
+        })
+        .collect()
+}
+
+/// A budget that no network of the space meets is an error.
+fn budget_errors(g: &SearchGraph, s: &SpaceSummary) -> Diagnostics {
+    stats::budgets(&g.info)
+        .into_iter()
+        .filter(|b| s.min.get(b.kind) > b.limit)
+        .map(|b| {
+            let (what, fmt): (&str, fn(u64) -> String) = match b.kind {
+                BudgetKind::Ops => ("ops", stats::human_count),
+                BudgetKind::Sram => ("peak working memory", stats::human_bytes),
+                BudgetKind::Flash => ("flash", stats::human_bytes),
+            };
+            let who = if s.count == 1u32.into() {
+                "the network needs"
+            } else {
+                "the smallest network needs"
+            };
+            Diagnostic::error(
+                b.span,
+                format!(
+                    "no network meets the {} budget of {}",
+                    b.kind.name(),
+                    fmt(b.limit)
+                ),
+            )
+            .with_label(format!("{who} {} of {what}", fmt(s.min.get(b.kind))))
+            .with_note(format!("from {}", b.source))
+            .with_hint("raise the budget, choose a larger board, or allow smaller widths")
+        })
+        .collect()
+}

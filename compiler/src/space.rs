@@ -1,0 +1,587 @@
+//! Exact analysis of a search space by dynamic programming over its frontier.
+//!
+//! A search space can hold 10^30 networks, so it is never enumerated. Instead
+//! the nodes are visited in topological order carrying a set of *states*: the
+//! concrete shapes of the tensors still needed later and the options of the
+//! choices still referenced later. A choice enters a state when a node that
+//! exists in that state first needs it, and leaves after its last use; a
+//! tensor leaves after its last consumer. States that agree on all of that are
+//! merged, keeping per state the number of networks that reach it and the
+//! min and max of every total (sums for MACs, params and weight bytes; max for
+//! the SpArSe peak working memory, where min over paths of max(path, c) is
+//! max(min over paths, c)). For the search spaces mnet is built for, the
+//! frontier stays at a few hundred states.
+//!
+//! The same pass is the shape checker: every state that reaches a node is a
+//! set of networks, so a node that fails in some state is an error of the
+//! space, reported once with the options that lead to it. Networks that differ
+//! only in choices that never matter (a width inside a skipped block) count
+//! once.
+
+use crate::ir::*;
+use crate::shape::{cost, infer, set_attr, LayerCost};
+use mnet_grammar::{Diagnostic, Sources};
+use num_bigint::BigUint;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+/// Most states the frontier may hold.
+const MAX_STATES: usize = 200_000;
+
+/// What produced a tensor, for folding batch norm and fusing activations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Producer {
+    /// conv2d, depthwise_conv2d or dense
+    Weighted,
+    /// a batch norm folded into a weighted layer
+    FoldedBn,
+    Other,
+}
+
+/// A concrete tensor: its shape and what produced it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TensorInfo {
+    pub shape: Vec<u32>,
+    pub producer: Producer,
+}
+
+/// The result of a layer on concrete inputs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerEval {
+    pub out: TensorInfo,
+    pub cost: LayerCost,
+    /// A batch norm or activation folded into the layer before it.
+    pub fused: bool,
+}
+
+/// Evaluate a layer: shape, cost and fusion.
+pub fn eval_layer(op: &Op, inputs: &[&TensorInfo]) -> Result<LayerEval, String> {
+    let shapes: Vec<&[u32]> = inputs.iter().map(|t| t.shape.as_slice()).collect();
+    let shape = infer(op, &shapes)?;
+    let (producer, fused) = match op {
+        _ if op.is_weighted() => (Producer::Weighted, false),
+        Op::BatchNorm => {
+            if inputs[0].producer != Producer::Weighted {
+                return Err("`batch_norm` must directly follow conv2d, depthwise_conv2d or dense, whose weights it is folded into".into());
+            }
+            (Producer::FoldedBn, true)
+        }
+        Op::Relu | Op::Relu6 => (
+            Producer::Other,
+            matches!(inputs[0].producer, Producer::Weighted | Producer::FoldedBn),
+        ),
+        _ => (Producer::Other, false),
+    };
+    let cost = cost(op, &shapes, &shape, fused);
+    Ok(LayerEval {
+        out: TensorInfo { shape, producer },
+        cost,
+        fused,
+    })
+}
+
+/// The avg-pool shortcut of a skipped block that downsamples by `pool`.
+pub fn shortcut_op(pool: [u32; 2]) -> Op {
+    Op::AvgPool {
+        size: pool,
+        stride: pool,
+        padding: Padding::Same,
+    }
+}
+
+/// The concrete op of a node under the given option of each bound choice.
+pub fn bind_op(g: &SearchGraph, node: &SearchNode, option: impl Fn(ChoiceId) -> usize) -> Op {
+    let SearchOp::Layer(op) = &node.op else {
+        unreachable!("bind_op on a select")
+    };
+    let mut op = op.clone();
+    for (slot, c) in &node.bindings {
+        let choice = g.choice(*c);
+        let value = match &choice.kind {
+            ChoiceKind::Width(w) => Const::Int(w[option(*c)] as u64),
+            ChoiceKind::Values(v) => v[option(*c)].clone(),
+            _ => unreachable!("attributes bind to width and value choices"),
+        };
+        set_attr(&mut op, *slot, &value).expect("options are checked during elaboration");
+    }
+    op
+}
+
+/// Totals of one network.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Totals {
+    pub macs: u64,
+    pub params: u64,
+    pub flash_bytes: u64,
+    pub peak_working_bytes: u64,
+}
+
+impl Totals {
+    pub fn ops(&self) -> u64 {
+        2 * self.macs
+    }
+
+    fn add(&mut self, c: &LayerCost) {
+        self.macs += c.macs;
+        self.params += c.params;
+        self.flash_bytes += c.weight_bytes;
+        self.peak_working_bytes = self.peak_working_bytes.max(c.working_bytes);
+    }
+
+    fn min_with(&mut self, o: &Totals) {
+        self.macs = self.macs.min(o.macs);
+        self.params = self.params.min(o.params);
+        self.flash_bytes = self.flash_bytes.min(o.flash_bytes);
+        self.peak_working_bytes = self.peak_working_bytes.min(o.peak_working_bytes);
+    }
+
+    fn max_with(&mut self, o: &Totals) {
+        self.macs = self.macs.max(o.macs);
+        self.params = self.params.max(o.params);
+        self.flash_bytes = self.flash_bytes.max(o.flash_bytes);
+        self.peak_working_bytes = self.peak_working_bytes.max(o.peak_working_bytes);
+    }
+
+    pub fn get(&self, kind: BudgetKind) -> u64 {
+        match kind {
+            BudgetKind::Ops => self.ops(),
+            BudgetKind::Sram => self.peak_working_bytes,
+            BudgetKind::Flash => self.flash_bytes,
+        }
+    }
+}
+
+/// One option per choice; `None` for a choice that does not matter.
+pub type Assignment = Vec<Option<u16>>;
+
+/// The range of one node's shape and cost over the space.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeRange {
+    pub shape_min: Vec<u32>,
+    pub shape_max: Vec<u32>,
+    pub min: LayerCost,
+    pub max: LayerCost,
+    /// Fused in every network where it exists.
+    pub fused: bool,
+}
+
+/// What the analysis found.
+#[derive(Clone, Debug)]
+pub struct SpaceSummary {
+    /// Distinct networks (assignments of the choices that matter).
+    pub count: BigUint,
+    pub min: Totals,
+    pub max: Totals,
+    /// The network with the fewest ops (ties: smallest option indices).
+    pub argmin_ops: Assignment,
+    /// The network with the most ops.
+    pub argmax_ops: Assignment,
+    /// Per search node (by index), its range; `None` for selects and nodes
+    /// that exist in no network.
+    pub node_ranges: Vec<Option<NodeRange>>,
+    /// Most frontier states held at once.
+    pub peak_states: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Key {
+    tensors: Vec<(u32, Rc<TensorInfo>)>,
+    choices: Vec<(u32, u16)>,
+}
+
+impl Key {
+    fn choice(&self, c: ChoiceId) -> Option<u16> {
+        self.choices
+            .binary_search_by_key(&c.0, |(k, _)| *k)
+            .ok()
+            .map(|i| self.choices[i].1)
+    }
+
+    fn tensor(&self, n: SNodeId) -> Option<&Rc<TensorInfo>> {
+        let i = n.0.index() as u32;
+        self.tensors
+            .binary_search_by_key(&i, |(k, _)| *k)
+            .ok()
+            .map(|j| &self.tensors[j].1)
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Acc {
+    count: BigUint,
+    min: Totals,
+    max: Totals,
+    /// Decided choices along the path with the fewest / most ops.
+    amin: Vec<(u32, u16)>,
+    amax: Vec<(u32, u16)>,
+}
+
+impl Acc {
+    fn merge(&mut self, o: Acc) {
+        self.count += o.count;
+        if (o.min.macs, &o.amin) < (self.min.macs, &self.amin) {
+            self.amin = o.amin;
+        }
+        if o.max.macs > self.max.macs || (o.max.macs == self.max.macs && o.amax < self.amax) {
+            self.amax = o.amax;
+        }
+        self.min.min_with(&o.min);
+        self.max.max_with(&o.max);
+    }
+}
+
+fn insert_sorted(v: &mut Vec<(u32, u16)>, c: u32, o: u16) {
+    let i = v.partition_point(|(k, _)| *k < c);
+    v.insert(i, (c, o));
+}
+
+/// Branch a state over the options of `c` if it is not decided yet.
+fn decide(g: &SearchGraph, key: Key, acc: Acc, c: ChoiceId) -> Vec<(Key, Acc)> {
+    if key.choice(c).is_some() {
+        return vec![(key, acc)];
+    }
+    let n = g.choice(c).options();
+    (0..n)
+        .map(|o| {
+            let mut k = key.clone();
+            insert_sorted(&mut k.choices, c.0, o as u16);
+            let mut a = acc.clone();
+            insert_sorted(&mut a.amin, c.0, o as u16);
+            insert_sorted(&mut a.amax, c.0, o as u16);
+            (k, a)
+        })
+        .collect()
+}
+
+/// Describe the options of a state, for an error message.
+fn witness(g: &SearchGraph, sources: &Sources, key: &Key) -> Option<String> {
+    if key.choices.is_empty() {
+        return None;
+    }
+    let parts: Vec<String> = key
+        .choices
+        .iter()
+        .map(|(c, o)| {
+            let ch = g.choice(ChoiceId(*c));
+            let what = match ch.kind {
+                ChoiceKind::Width(_) => "width",
+                ChoiceKind::Values(_) => "value",
+                ChoiceKind::Branch(_) => "choice",
+                ChoiceKind::Skip => "skippable",
+                ChoiceKind::Depth { .. } => "depth",
+            };
+            format!(
+                "{what} at {} = {}",
+                short_location(sources, ch.span),
+                ch.option_label(*o as usize)
+            )
+        })
+        .collect();
+    Some(format!("this happens when {}", parts.join(", ")))
+}
+
+/// Analyse a search space: check every network's shapes and compute the
+/// exact range of every total. Errors are diagnostics on the failing nodes.
+pub fn analyze(g: &SearchGraph, sources: &Sources) -> Result<SpaceSummary, Vec<Diagnostic>> {
+    let n = g.order.len();
+    // Last use of every tensor and every choice, by position.
+    let mut tensor_last = vec![0usize; n];
+    let mut choice_last = vec![0usize; g.choices.len()];
+    for (pos, &id) in g.order.iter().enumerate() {
+        debug_assert_eq!(id.0.index(), pos);
+        for input in g.inputs(id) {
+            tensor_last[input.0.index()] = tensor_last[input.0.index()].max(pos);
+        }
+        let node = g.node(id);
+        let mut touch =
+            |c: ChoiceId| choice_last[c.0 as usize] = choice_last[c.0 as usize].max(pos);
+        node.guard.iter().for_each(|cond| touch(cond.choice));
+        node.bindings.iter().for_each(|(_, c)| touch(*c));
+        if let SearchOp::Select { choice, .. } = node.op {
+            touch(choice);
+        }
+    }
+    tensor_last[g.output.0.index()] = usize::MAX;
+
+    let mut states: BTreeMap<Key, Acc> = BTreeMap::new();
+    states.insert(
+        Key {
+            tensors: vec![],
+            choices: vec![],
+        },
+        Acc {
+            count: BigUint::from(1u32),
+            min: Totals::default(),
+            max: Totals::default(),
+            amin: vec![],
+            amax: vec![],
+        },
+    );
+    let mut errors: BTreeMap<usize, Diagnostic> = BTreeMap::new();
+    let mut ranges: Vec<Option<NodeRange>> = vec![None; n];
+    let mut peak_states = 1;
+
+    for (pos, &id) in g.order.iter().enumerate() {
+        let node = g.node(id);
+        let inputs = g.inputs(id);
+        let mut next: BTreeMap<Key, Acc> = BTreeMap::new();
+        let finish =
+            |mut key: Key, acc: Acc, out: Option<TensorInfo>, next: &mut BTreeMap<Key, Acc>| {
+                key.tensors.retain(|(t, _)| tensor_last[*t as usize] > pos);
+                if let Some(info) = out {
+                    if tensor_last[pos] > pos {
+                        let i = key.tensors.partition_point(|(t, _)| (*t as usize) < pos);
+                        key.tensors.insert(i, (pos as u32, Rc::new(info)));
+                    }
+                }
+                key.choices.retain(|(c, _)| choice_last[*c as usize] > pos);
+                match next.get_mut(&key) {
+                    Some(a) => a.merge(acc),
+                    None => {
+                        next.insert(key, acc);
+                    }
+                }
+            };
+        for (key, acc) in std::mem::take(&mut states) {
+            // Which states does the node exist in?
+            let mut active = vec![(key, acc)];
+            for cond in &node.guard {
+                let mut still = Vec::new();
+                for (k, a) in active {
+                    for (k2, a2) in decide(g, k, a, cond.choice) {
+                        let o = k2.choice(cond.choice).expect("decided");
+                        if cond.mask & (1 << o) != 0 {
+                            still.push((k2, a2));
+                        } else {
+                            finish(k2, a2, None, &mut next);
+                        }
+                    }
+                }
+                active = still;
+            }
+            // Decide the choices the node reads.
+            let mut needed: Vec<ChoiceId> = node.bindings.iter().map(|(_, c)| *c).collect();
+            if let SearchOp::Select { choice, .. } = node.op {
+                needed.push(choice);
+            }
+            for c in needed {
+                active = active
+                    .into_iter()
+                    .flat_map(|(k, a)| decide(g, k, a, c))
+                    .collect();
+            }
+            for (key, mut acc) in active {
+                let result = eval_node(g, id, node, &inputs, &key);
+                match result {
+                    Ok((info, cost, fused)) => {
+                        if let Some(cost) = cost {
+                            acc.min.add(&cost);
+                            acc.max.add(&cost);
+                            let r = ranges[pos].get_or_insert_with(|| NodeRange {
+                                shape_min: info.shape.clone(),
+                                shape_max: info.shape.clone(),
+                                min: cost,
+                                max: cost,
+                                fused,
+                            });
+                            for (i, d) in info.shape.iter().enumerate() {
+                                if i < r.shape_min.len() {
+                                    r.shape_min[i] = r.shape_min[i].min(*d);
+                                    r.shape_max[i] = r.shape_max[i].max(*d);
+                                }
+                            }
+                            r.min = LayerCost {
+                                macs: r.min.macs.min(cost.macs),
+                                params: r.min.params.min(cost.params),
+                                weight_bytes: r.min.weight_bytes.min(cost.weight_bytes),
+                                working_bytes: r.min.working_bytes.min(cost.working_bytes),
+                            };
+                            r.max = LayerCost {
+                                macs: r.max.macs.max(cost.macs),
+                                params: r.max.params.max(cost.params),
+                                weight_bytes: r.max.weight_bytes.max(cost.weight_bytes),
+                                working_bytes: r.max.working_bytes.max(cost.working_bytes),
+                            };
+                            r.fused &= fused;
+                        }
+                        finish(key, acc, Some(info), &mut next);
+                    }
+                    Err(msg) => {
+                        errors.entry(pos).or_insert_with(|| {
+                            let origin = g.origin(id);
+                            let mut d = Diagnostic::error(origin.span, msg.0).with_label(msg.1);
+                            for site in origin.call_sites.iter().take(4) {
+                                d = d.with_secondary(*site, "in this call");
+                            }
+                            if let Some(w) = witness(g, sources, &key) {
+                                d = d.with_note(w);
+                            }
+                            if let Some(h) = msg.2 {
+                                d = d.with_hint(h);
+                            }
+                            d
+                        });
+                    }
+                }
+            }
+        }
+        if next.len() > MAX_STATES {
+            let origin = g.origin(id);
+            return Err(vec![Diagnostic::error(
+                origin.span,
+                "the search space is too entangled to analyse",
+            )
+            .with_label(format!(
+                "more than {MAX_STATES} distinct shape combinations reach this layer"
+            ))
+            .with_hint(
+                "tie widths that must agree to one named choice: `c = width(...)`",
+            )]);
+        }
+        peak_states = peak_states.max(next.len());
+        states = next;
+    }
+
+    // The output of every network must match the declared shape.
+    if let Some(want) = &g.info.output_shape {
+        for key in states.keys() {
+            let got = &key.tensor(g.output).expect("output is live").shape;
+            if got != want {
+                let mut d = Diagnostic::error(
+                    g.info.output_span,
+                    "the network's output does not have the declared shape",
+                )
+                .with_label(format!("declared {want:?}"))
+                .with_secondary(
+                    g.origin(g.output).span,
+                    format!("the result has shape {got:?}"),
+                );
+                if let Some(w) = witness(g, sources, key) {
+                    d = d.with_note(w);
+                }
+                errors.insert(usize::MAX, d);
+                break;
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors.into_values().collect());
+    }
+    let mut total: Option<Acc> = None;
+    for (_, acc) in states {
+        match &mut total {
+            Some(t) => t.merge(acc),
+            None => total = Some(acc),
+        }
+    }
+    let total = total.expect("at least one network");
+    let to_assignment = |v: &[(u32, u16)]| {
+        let mut a: Assignment = vec![None; g.choices.len()];
+        for (c, o) in v {
+            a[*c as usize] = Some(*o);
+        }
+        a
+    };
+    Ok(SpaceSummary {
+        count: total.count,
+        min: total.min,
+        max: total.max,
+        argmin_ops: to_assignment(&total.amin),
+        argmax_ops: to_assignment(&total.amax),
+        node_ranges: ranges,
+        peak_states,
+    })
+}
+
+/// (message, label, hint)
+type NodeError = (String, String, Option<String>);
+
+/// Evaluate one node in one state: its output tensor and, for layers, its
+/// cost and whether it is fused.
+fn eval_node(
+    g: &SearchGraph,
+    id: SNodeId,
+    node: &SearchNode,
+    inputs: &[SNodeId],
+    key: &Key,
+) -> Result<(TensorInfo, Option<LayerCost>, bool), NodeError> {
+    let missing = || {
+        (
+            "internal: a layer reads a tensor that does not exist in this network".to_string(),
+            String::new(),
+            None,
+        )
+    };
+    match &node.op {
+        SearchOp::Layer(_) => {
+            let op = bind_op(g, node, |c| key.choice(c).expect("decided") as usize);
+            let ins: Vec<&TensorInfo> = inputs
+                .iter()
+                .map(|i| key.tensor(*i).map(|r| r.as_ref()))
+                .collect::<Option<_>>()
+                .ok_or_else(missing)?;
+            let ev = eval_layer(&op, &ins).map_err(|m| {
+                let shapes: Vec<String> = ins.iter().map(|t| format!("{:?}", t.shape)).collect();
+                (m, format!("input {}", shapes.join(", ")), None)
+            })?;
+            Ok((ev.out, Some(ev.cost), ev.fused))
+        }
+        SearchOp::Select { choice, kind } => {
+            let o = key.choice(*choice).expect("decided") as usize;
+            match kind {
+                SelectKind::Branch | SelectKind::Depth => {
+                    let t = key.tensor(inputs[o]).ok_or_else(missing)?;
+                    Ok(((**t).clone(), None, false))
+                }
+                SelectKind::Skip { pool } => {
+                    let identity = key.tensor(inputs[0]).ok_or_else(missing)?;
+                    let skip = match pool {
+                        Some(p) => Some(
+                            eval_layer(&shortcut_op(*p), &[identity])
+                                .map_err(|m| (m, "on the skip path".to_string(), None))?,
+                        ),
+                        None => None,
+                    };
+                    let skip_shape = skip
+                        .as_ref()
+                        .map(|e| e.out.shape.clone())
+                        .unwrap_or_else(|| identity.shape.clone());
+                    if o == 0 {
+                        return Ok(match skip {
+                            Some(ev) => (ev.out, Some(ev.cost), false),
+                            None => ((**identity).clone(), None, false),
+                        });
+                    }
+                    let block = key.tensor(inputs[1]).ok_or_else(missing)?;
+                    let spatial = |s: &[u32]| {
+                        if s.len() == 3 {
+                            s[..2].to_vec()
+                        } else {
+                            s.to_vec()
+                        }
+                    };
+                    if skip_shape.len() != block.shape.len()
+                        || spatial(&skip_shape) != spatial(&block.shape)
+                    {
+                        let _ = id;
+                        return Err((
+                            "the skip path and the block disagree in shape".to_string(),
+                            format!("skipping gives {:?}, the block gives {:?}", skip_shape, block.shape),
+                            Some("a skippable block must keep the spatial size, or downsample by its stride with `padding: same`".to_string()),
+                        ));
+                    }
+                    Ok(((**block).clone(), None, false))
+                }
+            }
+        }
+    }
+}
+
+/// A network count for people: exact, plus a power of ten when it is long.
+pub fn format_count(n: &BigUint) -> String {
+    let s = n.to_string();
+    if s.len() <= 7 {
+        return s;
+    }
+    format!("{s} (~{}.{}e{})", &s[..1], &s[1..3], s.len() - 1)
+}

@@ -1,0 +1,276 @@
+//! Writing a fixed network back as `.mnet` source (`mnet resolve`).
+//!
+//! The network is flattened to built-in layers (blocks are inlined: a block
+//! called twice may have been resolved two ways). Runs of single-consumer
+//! layers become one pipe chain, `x = conv2d(x, ...) |> batch_norm |> relu6`;
+//! a tensor used later than the next statement gets its own name. The AST is
+//! printed by the canonical printer, so the output is already `mnet fmt`
+//! clean, and `mnet check`/`stats` on it give the picked network's figures.
+
+use crate::ir::*;
+use mnet_grammar::ast::*;
+use mnet_grammar::Span;
+use std::collections::HashMap;
+
+fn ident(s: &str) -> Ident {
+    Ident::new(s)
+}
+
+fn e(kind: ExprKind) -> Expr {
+    Expr {
+        kind,
+        span: Span::default(),
+    }
+}
+
+fn int(v: u32) -> Expr {
+    e(ExprKind::Int(v as u64))
+}
+
+fn pair(p: [u32; 2]) -> Expr {
+    if p[0] == p[1] {
+        int(p[0])
+    } else {
+        e(ExprKind::Tuple(vec![int(p[0]), int(p[1])]))
+    }
+}
+
+fn named(name: &str, value: Expr) -> Arg {
+    Arg {
+        name: Some(ident(name)),
+        value,
+    }
+}
+
+fn sym(s: &str) -> Expr {
+    e(ExprKind::Ident(s.to_string()))
+}
+
+/// Attribute arguments of an op (defaults left out).
+fn attr_args(op: &Op) -> Vec<Arg> {
+    let mut args = Vec::new();
+    match op {
+        Op::Conv2d {
+            out,
+            kernel,
+            stride,
+            padding,
+        } => {
+            args.push(named("out", int(*out)));
+            args.push(named("kernel", pair(*kernel)));
+            if *stride != [1, 1] {
+                args.push(named("stride", pair(*stride)));
+            }
+            if *padding != Padding::Same {
+                args.push(named("padding", sym(padding.as_str())));
+            }
+        }
+        Op::DepthwiseConv2d {
+            kernel,
+            stride,
+            padding,
+        } => {
+            args.push(named("kernel", pair(*kernel)));
+            if *stride != [1, 1] {
+                args.push(named("stride", pair(*stride)));
+            }
+            if *padding != Padding::Same {
+                args.push(named("padding", sym(padding.as_str())));
+            }
+        }
+        Op::Dense { out } => args.push(named("out", int(*out))),
+        Op::AvgPool {
+            size,
+            stride,
+            padding,
+        }
+        | Op::MaxPool {
+            size,
+            stride,
+            padding,
+        } => {
+            args.push(named("size", pair(*size)));
+            if stride != size {
+                args.push(named("stride", pair(*stride)));
+            }
+            if *padding != Padding::Valid {
+                args.push(named("padding", sym(padding.as_str())));
+            }
+        }
+        Op::Pad { pads } => args.push(named(
+            "pads",
+            e(ExprKind::Tuple(pads.iter().map(|p| int(*p)).collect())),
+        )),
+        Op::Reshape { shape } => args.push(named(
+            "shape",
+            e(ExprKind::List(shape.iter().map(|d| int(*d)).collect())),
+        )),
+        _ => {}
+    }
+    args
+}
+
+fn quantity(kind: BudgetKind, v: u64) -> Expr {
+    let (value, unit) = match kind {
+        BudgetKind::Ops if v % 1_000_000 == 0 && v > 0 => (v / 1_000_000, Some(Unit::M)),
+        BudgetKind::Ops if v % 1_000 == 0 && v > 0 => (v / 1_000, Some(Unit::K)),
+        BudgetKind::Ops => (v, None),
+        _ if v % (1 << 20) == 0 && v > 0 => (v >> 20, Some(Unit::MiB)),
+        _ if v % (1 << 10) == 0 && v > 0 => (v >> 10, Some(Unit::KiB)),
+        _ => (v, Some(Unit::B)),
+    };
+    match unit {
+        Some(unit) => e(ExprKind::Quantity { value, unit }),
+        None => e(ExprKind::Int(value)),
+    }
+}
+
+fn stmt(kind: StmtKind) -> Stmt {
+    Stmt {
+        kind,
+        span: Span::default(),
+        trivia: Trivia::default(),
+    }
+}
+
+/// The fixed network as a `.mnet` module. `note` becomes a leading comment.
+pub fn to_module(g: &FixedGraph, note: &str) -> Module {
+    let mut stmts = Vec::new();
+    if let Some((board, _)) = &g.info.target {
+        stmts.push(stmt(StmtKind::Target(ident(&board.name))));
+    }
+    for b in &g.info.budgets {
+        stmts.push(stmt(StmtKind::Budget {
+            kind: ident(b.kind.name()),
+            limit: quantity(b.kind, b.limit),
+        }));
+    }
+    // Group the execution order into chains.
+    let layers: Vec<FNodeId> = g
+        .order
+        .iter()
+        .copied()
+        .filter(|id| !matches!(g.node(*id).op, Op::Input { .. }))
+        .collect();
+    let input = g
+        .order
+        .iter()
+        .copied()
+        .find(|id| matches!(g.node(*id).op, Op::Input { .. }))
+        .expect("input");
+    let mut chains: Vec<Vec<FNodeId>> = Vec::new();
+    for &id in &layers {
+        let extend = match chains.last() {
+            Some(chain) => {
+                let tail = *chain.last().expect("non-empty");
+                let ins = g.inputs(id);
+                ins.len() == 1 && ins[0] == tail && g.consumers(tail).len() == 1 && tail != g.output
+            }
+            None => false,
+        };
+        if extend {
+            chains.last_mut().expect("chain").push(id);
+        } else {
+            chains.push(vec![id]);
+        }
+    }
+    // Name each chain's result.
+    let mut names: HashMap<FNodeId, String> = HashMap::new();
+    names.insert(input, "input".to_string());
+    for (i, chain) in chains.iter().enumerate() {
+        let tail = *chain.last().expect("non-empty");
+        let consumers = g.consumers(tail);
+        let only_next = consumers
+            .iter()
+            .all(|c| i + 1 < chains.len() && chains[i + 1][0] == *c)
+            && !consumers.is_empty();
+        let name = if only_next || tail == g.output {
+            "x".to_string()
+        } else {
+            format!("t{i}")
+        };
+        names.insert(tail, name);
+    }
+    for chain in &chains {
+        let head = chain[0];
+        let mut args: Vec<Arg> = g
+            .inputs(head)
+            .iter()
+            .map(|i| Arg {
+                name: None,
+                value: sym(&names[i]),
+            })
+            .collect();
+        args.extend(attr_args(&g.node(head).op));
+        let mut value = e(ExprKind::Call {
+            callee: ident(g.node(head).op.name()),
+            args,
+        });
+        for &id in &chain[1..] {
+            let op = &g.node(id).op;
+            let extra = attr_args(op);
+            let stage = if extra.is_empty() {
+                sym(op.name())
+            } else {
+                e(ExprKind::Call {
+                    callee: ident(op.name()),
+                    args: extra,
+                })
+            };
+            value = e(ExprKind::Pipe {
+                input: Box::new(value),
+                stage: Box::new(stage),
+            });
+        }
+        let target = names[chain.last().expect("non-empty")].clone();
+        stmts.push(stmt(StmtKind::Assign {
+            target: ident(&target),
+            value,
+        }));
+    }
+    let net = NetworkDef {
+        name: ident(&g.info.name),
+        input: ident("input"),
+        input_type: TensorType {
+            dtype: ident("i8"),
+            dims: g
+                .info
+                .input_shape
+                .iter()
+                .map(|d| Int {
+                    value: *d as u64,
+                    span: Span::default(),
+                })
+                .collect(),
+        },
+        output: Some(
+            g.info
+                .output_shape
+                .clone()
+                .unwrap_or_else(|| g.node(g.output).shape.clone())
+                .iter()
+                .map(|d| Int {
+                    value: *d as u64,
+                    span: Span::default(),
+                })
+                .collect(),
+        ),
+        body: Body {
+            stmts,
+            dangling: vec![],
+            span: Span::default(),
+        },
+    };
+    Module {
+        items: vec![Item {
+            kind: ItemKind::Network(net),
+            span: Span::default(),
+            trivia: Trivia {
+                leading: note.lines().map(|l| format!(" {l}")).collect(),
+                trailing: None,
+                blank_before: false,
+            },
+        }],
+        dangling: vec![],
+    }
+}
