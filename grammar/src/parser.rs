@@ -622,7 +622,13 @@ struct Comment {
     text: String,
     /// Nothing but whitespace before it on its line.
     own_line: bool,
+    /// A blank line follows it before the next code or comment.
+    blank_after: bool,
 }
+
+/// Marks a blank line inside [`Trivia::leading`] (a comment text never
+/// contains a newline).
+pub const BLANK: &str = "\n";
 
 fn scan_comments(src: &str) -> Vec<Comment> {
     let mut out = Vec::new();
@@ -630,10 +636,15 @@ fn scan_comments(src: &str) -> Vec<Comment> {
     for line in src.split_inclusive('\n') {
         if let Some(i) = line.find("//") {
             let text = line[i + 2..].trim_end().to_string();
+            let end = line_start + line.len();
+            let rest = &src[end.min(src.len())..];
+            let next = rest.trim_start();
+            let gap = &rest[..rest.len() - next.len()];
             out.push(Comment {
                 start: line_start + i,
                 text,
                 own_line: line[..i].trim().is_empty(),
+                blank_after: gap.contains('\n') && !next.is_empty() && !next.starts_with('}'),
             });
         }
         line_start += line.len();
@@ -687,7 +698,7 @@ fn place_in_module(module: &mut Module, src: &str, c: Comment) {
             if !c.own_line && line_of(src, c.start) == line_of(src, item.span.end as usize) {
                 item.trivia.trailing = Some(c.text);
             } else {
-                item.trivia.leading.push(c.text);
+                push_leading(&mut item.trivia.leading, c);
             }
             return;
         }
@@ -703,8 +714,15 @@ fn place_in_module(module: &mut Module, src: &str, c: Comment) {
         }
     }
     match module.items.iter_mut().find(|i| i.span.start > pos) {
-        Some(next) => next.trivia.leading.push(c.text),
-        None => module.dangling.push(c.text),
+        Some(next) => push_leading(&mut next.trivia.leading, c),
+        None => push_leading(&mut module.dangling, c),
+    }
+}
+
+fn push_leading(list: &mut Vec<String>, c: Comment) {
+    list.push(c.text);
+    if c.blank_after && c.own_line {
+        list.push(BLANK.to_string());
     }
 }
 
@@ -726,7 +744,7 @@ fn place_in_body(body: &mut Body, src: &str, c: Comment) {
                     return;
                 }
             }
-            stmt.trivia.leading.push(c.text);
+            push_leading(&mut stmt.trivia.leading, c);
             return;
         }
     }
@@ -740,8 +758,8 @@ fn place_in_body(body: &mut Body, src: &str, c: Comment) {
         }
     }
     match body.stmts.iter_mut().find(|s| s.span.start > pos) {
-        Some(next) => next.trivia.leading.push(c.text),
-        None => body.dangling.push(c.text),
+        Some(next) => push_leading(&mut next.trivia.leading, c),
+        None => push_leading(&mut body.dangling, c),
     }
 }
 

@@ -8,6 +8,7 @@
 //! which the tests check on every example.
 
 use crate::ast::*;
+use crate::parser::BLANK;
 use std::fmt::Write;
 
 /// Print a module in canonical form.
@@ -21,7 +22,7 @@ pub fn print_module(m: &Module) -> String {
         }
         prev_use = is_use;
         for c in &item.trivia.leading {
-            let _ = writeln!(out, "//{c}");
+            comment_line(&mut out, c, 0);
         }
         print_item(&mut out, item);
     }
@@ -30,7 +31,7 @@ pub fn print_module(m: &Module) -> String {
             out.push('\n');
         }
         for c in &m.dangling {
-            let _ = writeln!(out, "//{c}");
+            comment_line(&mut out, c, 0);
         }
     }
     out
@@ -110,6 +111,16 @@ fn print_item(out: &mut String, item: &Item) {
     }
 }
 
+/// A comment line, or the blank line that [`BLANK`] marks.
+fn comment_line(out: &mut String, c: &str, level: usize) {
+    if c == BLANK {
+        out.push('\n');
+    } else {
+        indent(out, level);
+        let _ = writeln!(out, "//{c}");
+    }
+}
+
 fn indent(out: &mut String, level: usize) {
     for _ in 0..level {
         out.push_str("    ");
@@ -124,8 +135,7 @@ fn print_body(out: &mut String, b: &Body, level: usize) {
             out.push('\n');
         }
         for c in &s.trivia.leading {
-            indent(out, level + 1);
-            let _ = writeln!(out, "//{c}");
+            comment_line(out, c, level + 1);
         }
         indent(out, level + 1);
         match &s.kind {
@@ -149,8 +159,7 @@ fn print_body(out: &mut String, b: &Body, level: usize) {
         trailing(out, &s.trivia);
     }
     for c in &b.dangling {
-        indent(out, level + 1);
-        let _ = writeln!(out, "//{c}");
+        comment_line(out, c, level + 1);
     }
     indent(out, level);
     out.push('}');
