@@ -327,8 +327,14 @@ impl<'p> Elab<'p> {
     /// Report an error, with the block call sites that led here.
     fn error(&mut self, d: Diagnostic) -> Value {
         let mut d = d;
-        for site in self.call_stack.iter().rev().take(4) {
-            d = d.with_secondary(*site, "in this call");
+        let mut sites: Vec<Span> = Vec::new();
+        for site in self.call_stack.iter().rev() {
+            if !sites.contains(site) && *site != d.span {
+                sites.push(*site);
+            }
+        }
+        for site in sites.into_iter().take(4) {
+            d = d.with_secondary(site, "in this call");
         }
         self.diags.push(d);
         Value::Poison
@@ -1036,21 +1042,29 @@ impl<'p> Elab<'p> {
                 return Value::Choice(c);
             }
         }
-        let bad = values.iter().zip(args).find(|(v, _)| {
-            matches!(
-                v,
-                Value::Choice(_) | Value::Range { .. } | Value::List(_) | Value::Func(_)
-            )
-        });
+        let tensor = values
+            .iter()
+            .zip(args)
+            .find(|(v, _)| matches!(v, Value::Tensor(_)));
+        let other = values
+            .iter()
+            .zip(args)
+            .find(|(v, _)| !matches!(v, Value::Tensor(_)) && v.to_const().is_none());
+        let constant = values
+            .iter()
+            .zip(args)
+            .find(|(v, _)| v.to_const().is_some());
+        let (bad_v, bad_a) = other.or(constant).expect("a non-tensor option exists");
         let mut d = Diagnostic::error(
-            span,
+            bad_a.value.span,
             "the options of a choice must all be tensors or all be constants",
-        );
-        if let Some((v, a)) = bad {
-            d = d.with_secondary(a.value.span, format!("this option is {}", v.kind()));
-            if matches!(v, Value::Choice(_)) {
-                d = d.with_hint("list all options in one choice instead of nesting choices");
-            }
+        )
+        .with_label(format!("this option is {}", bad_v.kind()));
+        if let Some((_, a)) = tensor {
+            d = d.with_secondary(a.value.span, "this option is a tensor");
+        }
+        if values.iter().any(|v| matches!(v, Value::Choice(_))) {
+            d = d.with_hint("list all options in one choice instead of nesting choices");
         }
         self.error(d)
     }
@@ -1563,11 +1577,18 @@ impl<'p> Elab<'p> {
                 for (i, o) in options.iter().enumerate() {
                     let mut scratch = op.clone();
                     if let Err(why) = set_attr(&mut scratch, slot, o) {
-                        self.error(
-                            Diagnostic::error(arg.span, format!("option {} of this choice is not a valid `{param}` of `{layer}`", i + 1))
-                                .with_label(why)
-                                .with_secondary(choice.span, "choice defined here"),
-                        );
+                        let mut d = Diagnostic::error(
+                            arg.span,
+                            format!(
+                                "option {} of this choice is not a valid `{param}` of `{layer}`",
+                                i + 1
+                            ),
+                        )
+                        .with_label(why);
+                        if choice.span != arg.span {
+                            d = d.with_secondary(choice.span, "choice defined here");
+                        }
+                        self.error(d);
                         return false;
                     }
                 }

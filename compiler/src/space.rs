@@ -253,13 +253,12 @@ fn decide(g: &SearchGraph, key: Key, acc: Acc, c: ChoiceId) -> Vec<(Key, Acc)> {
         .collect()
 }
 
-/// Describe the options of a state, for an error message.
-fn witness(g: &SearchGraph, sources: &Sources, key: &Key) -> Option<String> {
-    if key.choices.is_empty() {
+/// Describe the options that lead to a state, for an error message.
+fn witness(g: &SearchGraph, sources: &Sources, path: &[(u32, u16)]) -> Option<String> {
+    if path.is_empty() {
         return None;
     }
-    let parts: Vec<String> = key
-        .choices
+    let parts: Vec<String> = path
         .iter()
         .map(|(c, o)| {
             let ch = g.choice(ChoiceId(*c));
@@ -413,7 +412,7 @@ pub fn analyze(g: &SearchGraph, sources: &Sources) -> Result<SpaceSummary, Vec<D
                             for site in origin.call_sites.iter().take(4) {
                                 d = d.with_secondary(*site, "in this call");
                             }
-                            if let Some(w) = witness(g, sources, &key) {
+                            if let Some(w) = witness(g, sources, &acc.amin) {
                                 d = d.with_note(w);
                             }
                             if let Some(h) = msg.2 {
@@ -444,7 +443,7 @@ pub fn analyze(g: &SearchGraph, sources: &Sources) -> Result<SpaceSummary, Vec<D
 
     // The output of every network must match the declared shape.
     if let Some(want) = &g.info.output_shape {
-        for key in states.keys() {
+        for (key, acc) in &states {
             let got = &key.tensor(g.output).expect("output is live").shape;
             if got != want {
                 let mut d = Diagnostic::error(
@@ -456,7 +455,7 @@ pub fn analyze(g: &SearchGraph, sources: &Sources) -> Result<SpaceSummary, Vec<D
                     g.origin(g.output).span,
                     format!("the result has shape {got:?}"),
                 );
-                if let Some(w) = witness(g, sources, key) {
+                if let Some(w) = witness(g, sources, &acc.amin) {
                     d = d.with_note(w);
                 }
                 errors.insert(usize::MAX, d);

@@ -45,12 +45,21 @@ pub fn parse(file: FileId, src: &str) -> (Module, Diagnostics) {
                 let single = pairs.next().expect("single_item");
                 let item_pair = single.into_inner().next().expect("item");
                 let end = item_pair.as_span().end();
+                let start = item_pair.as_span().start();
                 let b = Builder { file, base: pos };
                 match b.item(item_pair) {
-                    Ok(item) => items.push(item),
-                    Err(d) => diags.push(d),
+                    Ok(item) => {
+                        items.push(item);
+                        pos += end.max(1);
+                    }
+                    Err(d) => {
+                        diags.push(d);
+                        match next_item_start(src, pos + start) {
+                            Some(next) => pos = next,
+                            None => break,
+                        }
+                    }
                 }
-                pos += end.max(1);
             }
             Err(e) => {
                 let at = match e.location {
@@ -108,7 +117,10 @@ fn next_item_start(src: &str, from: usize) -> Option<usize> {
                 .chars()
                 .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
                 .collect();
-            if matches!(word.as_str(), "use" | "block" | "network" | "board") {
+            if matches!(
+                word.as_str(),
+                "use" | "block" | "network" | "board" | "fn" | "def" | "function" | "func"
+            ) {
                 return Some(offset);
             }
         }
@@ -124,7 +136,9 @@ fn describe(rule: &Rule) -> &'static str {
         Rule::ident => "a name",
         Rule::int => "an integer",
         Rule::expr | Rule::primary | Rule::prefix => "an expression",
-        Rule::call | Rule::call_args => "a call",
+        Rule::call => "a call",
+        Rule::comma => "`,`",
+        Rule::rparen => "`)`",
         Rule::arg => "an argument",
         Rule::body => "`{`",
         Rule::stmt
@@ -167,7 +181,7 @@ fn syntax_error(file: FileId, src: &str, at: usize, variant: &ErrorVariant<Rule>
     } else {
         format!("`{found}`")
     };
-    let len = found.len().max(1);
+    let len = found.len();
     let span = Span::new(file, at, (at + len).min(src.len().max(at)));
     let expected = match variant {
         ErrorVariant::ParsingError { positives, .. } => {
@@ -178,6 +192,13 @@ fn syntax_error(file: FileId, src: &str, at: usize, variant: &ErrorVariant<Rule>
             names
         }
         ErrorVariant::CustomError { .. } => Vec::new(),
+    };
+    // After a number pest only lists the unit it could not find; the real
+    // question is what should have followed the expression.
+    let expected = if expected == ["a unit (KiB, MiB, K, M)"] {
+        Vec::new()
+    } else {
+        expected
     };
     let message = if expected.is_empty() {
         format!("unexpected {found_desc}")
@@ -193,6 +214,14 @@ fn syntax_error(file: FileId, src: &str, at: usize, variant: &ErrorVariant<Rule>
         d = d.with_hint("statements end at the end of the line; there is no `;`");
     } else if found.starts_with("..") && !found.starts_with("..=") {
         d = d.with_hint("ranges are inclusive: write `4..=64`");
+    } else {
+        let line_start = src[..at].rfind('\n').map(|i| i + 1).unwrap_or(0);
+        let line = &src[line_start..at];
+        let open = line.matches('(').count() + line.matches('[').count();
+        let close = line.matches(')').count() + line.matches(']').count();
+        if open > close {
+            d = d.with_hint("a bracket opened on this line is not closed");
+        }
     }
     d
 }
@@ -507,9 +536,8 @@ impl Builder {
             Rule::call => {
                 let mut inner = p.into_inner();
                 let callee = self.ident(inner.next().expect("callee"));
-                let args_pair = inner.next().expect("args");
                 let mut args = Vec::new();
-                for a in args_pair.into_inner() {
+                for a in inner.filter(|p| p.as_rule() == Rule::arg) {
                     args.push(self.arg(a, d)?);
                 }
                 Ok(Expr {
