@@ -133,17 +133,63 @@ fn stmt(kind: StmtKind) -> Stmt {
     }
 }
 
+/// Budgets (explicit or from the target) that the network exceeds.
+pub fn exceeded_budgets(g: &FixedGraph) -> Vec<String> {
+    let totals = crate::stats::fixed_stats(g).totals;
+    crate::stats::budgets(&g.info)
+        .into_iter()
+        .filter(|b| totals.get(b.kind) > b.limit)
+        .map(|b| {
+            let fmt = match b.kind {
+                BudgetKind::Ops => crate::stats::human_count,
+                _ => crate::stats::human_bytes,
+            };
+            format!(
+                "{} {} > {} ({})",
+                b.kind.name(),
+                fmt(totals.get(b.kind)),
+                fmt(b.limit),
+                b.source
+            )
+        })
+        .collect()
+}
+
 /// The fixed network as a `.mnet` module. `note` becomes a leading comment.
+/// A network that exceeds its budgets (`--pick max` usually does) keeps
+/// them only as comments, so the file still checks.
 pub fn to_module(g: &FixedGraph, note: &str) -> Module {
-    let mut stmts = Vec::new();
+    let exceeded = exceeded_budgets(g);
+    let mut note: Vec<String> = note.lines().map(|l| l.to_string()).collect();
+    let mut limits: Vec<(String, StmtKind)> = Vec::new();
     if let Some((board, _)) = &g.info.target {
-        stmts.push(stmt(StmtKind::Target(ident(&board.name))));
+        limits.push((
+            format!("target {}", board.name),
+            StmtKind::Target(ident(&board.name)),
+        ));
     }
     for b in &g.info.budgets {
-        stmts.push(stmt(StmtKind::Budget {
-            kind: ident(b.kind.name()),
-            limit: quantity(b.kind, b.limit),
-        }));
+        let limit = quantity(b.kind, b.limit);
+        let text = format!(
+            "budget {} <= {}",
+            b.kind.name(),
+            mnet_grammar::printer::expr(&limit)
+        );
+        limits.push((
+            text,
+            StmtKind::Budget {
+                kind: ident(b.kind.name()),
+                limit,
+            },
+        ));
+    }
+    let mut stmts = Vec::new();
+    if exceeded.is_empty() {
+        stmts.extend(limits.into_iter().map(|(_, k)| stmt(k)));
+    } else {
+        note.push(format!("This network exceeds {}.", exceeded.join(", ")));
+        note.push("Its limits are kept as comments so that the file checks:".to_string());
+        note.extend(limits.into_iter().map(|(t, _)| format!("    {t}")));
     }
     // Group the execution order into chains.
     let layers: Vec<FNodeId> = g
@@ -266,7 +312,7 @@ pub fn to_module(g: &FixedGraph, note: &str) -> Module {
             kind: ItemKind::Network(net),
             span: Span::default(),
             trivia: Trivia {
-                leading: note.lines().map(|l| format!(" {l}")).collect(),
+                leading: note.iter().map(|l| format!(" {l}")).collect(),
                 trailing: None,
                 blank_before: false,
             },

@@ -1,0 +1,214 @@
+//! The exact space analysis against brute force, and resolution round trips.
+
+mod common;
+
+use mnet_compiler::resolve::{assignment, resolve, Pick};
+use mnet_compiler::space::Totals;
+use mnet_compiler::stats::{fixed_json, fixed_stats};
+use mnet_compiler::{check_source, CheckedNetwork};
+use std::collections::BTreeSet;
+
+fn checked(name: &str, src: &str) -> CheckedNetwork {
+    let c = check_source(name, src).unwrap_or_else(|f| panic!("{}", f.render()));
+    c.networks.into_iter().next().expect("one network")
+}
+
+/// Every full assignment of a small space, resolved and measured.
+fn brute_force(net: &CheckedNetwork) -> (Totals, Totals, usize) {
+    let g = &net.graph;
+    let sizes: Vec<usize> = g.choices.iter().map(|c| c.options()).collect();
+    let total: usize = sizes.iter().product();
+    assert!(total <= 200_000, "space too large to enumerate: {total}");
+    let mut min: Option<Totals> = None;
+    let mut max: Option<Totals> = None;
+    let mut distinct = BTreeSet::new();
+    let mut structures = BTreeSet::new();
+    for mut index in 0..total {
+        let mut a = Vec::new();
+        for s in &sizes {
+            a.push((index % s) as u16);
+            index /= s;
+        }
+        let fixed = resolve(g, &a).expect("every network of a checked space resolves");
+        let t = fixed_stats(&fixed).totals;
+        structures.insert(fixed.dump());
+        distinct.insert(relevant_choices(net, &a));
+        let lo = min.get_or_insert(t);
+        lo.macs = lo.macs.min(t.macs);
+        lo.params = lo.params.min(t.params);
+        lo.flash_bytes = lo.flash_bytes.min(t.flash_bytes);
+        lo.peak_working_bytes = lo.peak_working_bytes.min(t.peak_working_bytes);
+        let hi = max.get_or_insert(t);
+        hi.macs = hi.macs.max(t.macs);
+        hi.params = hi.params.max(t.params);
+        hi.flash_bytes = hi.flash_bytes.max(t.flash_bytes);
+        hi.peak_working_bytes = hi.peak_working_bytes.max(t.peak_working_bytes);
+    }
+    assert!(structures.len() <= distinct.len());
+    (min.unwrap(), max.unwrap(), distinct.len())
+}
+
+/// The (choice, option) pairs an assignment actually uses: guards are read
+/// in order until one fails, then bindings and selects of existing nodes.
+fn relevant_choices(net: &CheckedNetwork, a: &[u16]) -> Vec<(u32, u16)> {
+    use mnet_compiler::ir::SearchOp;
+    let g = &net.graph;
+    let mut used = BTreeSet::new();
+    for &id in &g.order {
+        let node = g.node(id);
+        let mut exists = true;
+        for cond in &node.guard {
+            used.insert(cond.choice.0);
+            if cond.mask & (1 << a[cond.choice.0 as usize]) == 0 {
+                exists = false;
+                break;
+            }
+        }
+        if !exists {
+            continue;
+        }
+        for (_, c) in &node.bindings {
+            used.insert(c.0);
+        }
+        if let SearchOp::Select { choice, .. } = node.op {
+            used.insert(choice.0);
+        }
+    }
+    used.into_iter().map(|c| (c, a[c as usize])).collect()
+}
+
+const BRANCHY: &str = "\
+use std::blocks::{conv_bn, ds_block}
+
+network branchy(x: i8[16, 12, 2]) -> [5] {
+    x = conv_bn(x, out: width(4, 8), kernel: choice(3, (3, 1)))
+    x = choice(ds_block(x, out: width(8, 16)), conv_bn(x, out: 12, stride: 2), max_pool(x, size: 2))
+    repeat 1..=3 {
+        x = skippable ds_block(x, out: width(8, 12))
+    }
+    c = width(8, 16)
+    x = conv2d(x, out: c, kernel: 1) |> relu
+    x = add(x, conv_bn(x, out: c, act: relu))
+    y = conv2d(x, out: 4, kernel: 1)
+    x = concat(x, y) |> global_avg_pool |> flatten |> dense(out: 5)
+}
+";
+
+const SHORTCUTS: &str = "\
+use std::blocks::ds_block
+
+network shortcuts(x: i8[9, 7, 3]) -> [6] {
+    x = pad(x, pads: (1, 0, 1, 1))
+    x = skippable ds_block(x, out: width(4..=12 step 4), stride: 2)
+    x = skippable ds_block(x, out: width(4, 6), stride: (2, 1))
+    x = avg_pool(x, size: choice(1, 2), padding: same)
+    x = flatten(x) |> dense(out: 6) |> softmax
+}
+";
+
+#[test]
+fn analysis_matches_brute_force() {
+    let tiny = common::read(format!("{}/examples/tiny.mnet", env!("CARGO_MANIFEST_DIR")).as_ref());
+    for (name, src) in [
+        ("tiny.mnet", tiny.as_str()),
+        ("branchy.mnet", BRANCHY),
+        ("shortcuts.mnet", SHORTCUTS),
+    ] {
+        let net = checked(name, src);
+        let (min, max, distinct) = brute_force(&net);
+        assert_eq!(net.summary.min, min, "{name}: min totals");
+        assert_eq!(net.summary.max, max, "{name}: max totals");
+        assert_eq!(
+            net.summary.count,
+            distinct.into(),
+            "{name}: distinct networks"
+        );
+        // The min/max picks are networks with exactly those op counts.
+        for (pick, want) in [(Pick::Min, min.macs), (Pick::Max, max.macs)] {
+            let fixed = resolve(&net.graph, &assignment(&net.graph, &net.summary, pick)).unwrap();
+            assert_eq!(
+                fixed_stats(&fixed).totals.macs,
+                want,
+                "{name}: --pick {pick}"
+            );
+        }
+    }
+}
+
+/// Resolve, print, re-check: the written network has the picked stats.
+#[test]
+fn resolved_networks_round_trip() {
+    let mut spaces: Vec<(String, String)> = ["tiny", "kws", "ad", "vww"]
+        .iter()
+        .map(|n| {
+            let path = format!("{}/examples/{n}.mnet", env!("CARGO_MANIFEST_DIR"));
+            (format!("{n}.mnet"), common::read(path.as_ref()))
+        })
+        .collect();
+    spaces.push(("branchy.mnet".into(), BRANCHY.into()));
+    spaces.push(("shortcuts.mnet".into(), SHORTCUTS.into()));
+    for (name, src) in &spaces {
+        let net = checked(name, src);
+        let mut picks = vec![Pick::Min, Pick::Max];
+        picks.extend((0..12).map(Pick::Random));
+        for pick in picks {
+            let fixed = resolve(&net.graph, &assignment(&net.graph, &net.summary, pick)).unwrap();
+            let stats = fixed_stats(&fixed);
+            let t = stats.totals;
+            for (lo, v, hi) in [
+                (net.summary.min.macs, t.macs, net.summary.max.macs),
+                (net.summary.min.params, t.params, net.summary.max.params),
+                (
+                    net.summary.min.flash_bytes,
+                    t.flash_bytes,
+                    net.summary.max.flash_bytes,
+                ),
+                (
+                    net.summary.min.peak_working_bytes,
+                    t.peak_working_bytes,
+                    net.summary.max.peak_working_bytes,
+                ),
+            ] {
+                assert!(
+                    lo <= v && v <= hi,
+                    "{name} --pick {pick}: {v} outside {lo}..{hi}"
+                );
+            }
+            let text = mnet_grammar::print_module(&mnet_compiler::to_mnet::to_module(
+                &fixed,
+                "round trip",
+            ));
+            let again = checked("resolved.mnet", &text);
+            assert!(
+                again.graph.choices.is_empty(),
+                "{name} --pick {pick}: resolved file has choices"
+            );
+            assert_eq!(
+                again.summary.min, t,
+                "{name} --pick {pick}: resolved totals differ\n{text}"
+            );
+            let refixed = resolve(&again.graph, &[]).unwrap();
+            // Per-layer figures agree (names differ: blocks are inlined; the
+            // target and budgets are dropped when the pick exceeds them).
+            let layers = |v: serde_json::Value| {
+                let mut layers = v["layers"].as_array().unwrap().clone();
+                for l in &mut layers {
+                    l.as_object_mut().unwrap().remove("name");
+                }
+                layers
+            };
+            let ok = layers(fixed_json(&refixed.info, &fixed_stats(&refixed)))
+                == layers(fixed_json(&fixed.info, &stats));
+            assert!(ok, "{name} --pick {pick}: per-layer stats differ");
+            // Deterministic: the same pick prints the same file.
+            let fixed2 = resolve(&net.graph, &assignment(&net.graph, &net.summary, pick)).unwrap();
+            assert_eq!(
+                text,
+                mnet_grammar::print_module(&mnet_compiler::to_mnet::to_module(
+                    &fixed2,
+                    "round trip"
+                ))
+            );
+        }
+    }
+}
