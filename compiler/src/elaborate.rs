@@ -600,7 +600,7 @@ impl<'p> Elab<'p> {
                 let mut result = None;
                 for _ in 0..n {
                     result = self.body_in_loop(body, env);
-                    if self.diags.len() > 50 {
+                    if self.diags.len() > 50 || self.too_many_nodes {
                         break;
                     }
                 }

@@ -1,0 +1,215 @@
+//! The command line as a user runs it: output, exit codes, files written.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn mnet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mnet"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run mnet")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mnet-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn check_prints_one_line_a_file() {
+    let o = mnet(&[
+        "check",
+        "examples/tiny.mnet",
+        "examples/micronets/kws_s.mnet",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert_eq!(out.lines().count(), 2);
+    assert!(
+        out.contains("examples/tiny.mnet: tiny: 18 layers, 4 choices, 12 networks"),
+        "{out}"
+    );
+    assert!(
+        out.contains("kws_s: 36 layers, 0 choices, fixed network"),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_reports_errors_with_location_and_exit_1() {
+    let o = mnet(&[
+        "check",
+        "examples/tiny.mnet",
+        "tests/bad/unknown_param.mnet",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("--> tests/bad/unknown_param.mnet:2:19"),
+        "{err}"
+    );
+    assert!(err.contains("^^^^"), "{err}");
+    assert!(err.contains("hint: did you mean `out`?"), "{err}");
+    // The good file still gets its line.
+    assert!(stdout(&o).contains("tiny"));
+}
+
+#[test]
+fn unreadable_input_is_exit_1() {
+    let o = mnet(&["check", "no/such/file.mnet"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("cannot read no/such/file.mnet"));
+    let dir = scratch("binary");
+    let bin = dir.join("x.mnet");
+    std::fs::write(&bin, [0x6e, 0xff, 0xfe, 0x00, 0x12]).unwrap();
+    let o = mnet(&["check", bin.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("is not UTF-8"), "{}", stderr(&o));
+}
+
+#[test]
+fn usage_errors_are_exit_2() {
+    assert_eq!(mnet(&["check"]).status.code(), Some(2));
+    assert_eq!(
+        mnet(&["stats", "examples/tiny.mnet", "--pick", "smallest"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(mnet(&["frobnicate"]).status.code(), Some(2));
+}
+
+#[test]
+fn stats_json_has_the_documented_keys() {
+    let o = mnet(&["stats", "examples/micronets/kws_s.mnet", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    for key in [
+        "macs",
+        "ops",
+        "params",
+        "flash_bytes",
+        "peak_working_bytes",
+        "layers",
+    ] {
+        assert!(v.get(key).is_some(), "missing {key}");
+    }
+    assert_eq!(v["ops"].as_u64().unwrap(), 2 * v["macs"].as_u64().unwrap());
+    assert_eq!(v["layers"].as_array().unwrap().len(), 36);
+
+    // A search space: min/max of each total and the number of networks.
+    let o = mnet(&["stats", "examples/kws.mnet", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["distinct_networks"], "2784398883000000000");
+    assert!(v["ops"]["min"].as_u64().unwrap() < v["ops"]["max"].as_u64().unwrap());
+}
+
+#[test]
+fn random_picks_are_deterministic() {
+    let a = mnet(&["stats", "examples/kws.mnet", "--pick", "random:7"]);
+    let b = mnet(&["stats", "examples/kws.mnet", "--pick", "random:7"]);
+    let c = mnet(&["stats", "examples/kws.mnet", "--pick", "random:8"]);
+    assert_eq!(a.status.code(), Some(0));
+    assert_eq!(stdout(&a), stdout(&b));
+    assert_ne!(stdout(&a), stdout(&c));
+}
+
+#[test]
+fn resolve_writes_a_checkable_file_and_never_clobbers() {
+    let dir = scratch("resolve");
+    let out = dir.join("kws_min.mnet");
+    let out_s = out.to_str().unwrap();
+    let o = mnet(&[
+        "resolve",
+        "examples/kws.mnet",
+        "--pick",
+        "random:3",
+        "-o",
+        out_s,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let written = std::fs::read_to_string(&out).unwrap();
+    // It checks, and its stats equal the pick's.
+    let picked = mnet(&["stats", "examples/kws.mnet", "--pick", "random:3", "--json"]);
+    let again = mnet(&["stats", out_s, "--json"]);
+    let (p, a): (serde_json::Value, serde_json::Value) = (
+        serde_json::from_str(&stdout(&picked)).unwrap(),
+        serde_json::from_str(&stdout(&again)).unwrap(),
+    );
+    for key in ["macs", "params", "flash_bytes", "peak_working_bytes"] {
+        assert_eq!(p[key], a[key], "{key}");
+    }
+    assert_eq!(
+        mnet(&["fmt", "--check", out_s]).status.code(),
+        Some(0),
+        "resolved output is canonical"
+    );
+    // A second run refuses to overwrite.
+    let o = mnet(&["resolve", "examples/kws.mnet", "--pick", "max", "-o", out_s]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("already exists"));
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), written);
+    // --force does, and a pick that exceeds the budgets still checks.
+    let o = mnet(&[
+        "resolve",
+        "examples/kws.mnet",
+        "--pick",
+        "max",
+        "-o",
+        out_s,
+        "--force",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(mnet(&["check", out_s]).status.code(), Some(0));
+    // Into a missing directory: exit 1, nothing written.
+    let missing = dir.join("nope/x.mnet");
+    let o = mnet(&[
+        "resolve",
+        "examples/tiny.mnet",
+        "--pick",
+        "min",
+        "-o",
+        missing.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(!missing.exists());
+    assert!(!Path::new(&dir).join(".kws_min.mnet.mnet-tmp").exists());
+}
+
+#[test]
+fn fmt_prints_canonical_form_and_checks() {
+    let dir = scratch("fmt");
+    let messy = dir.join("messy.mnet");
+    std::fs::write(&messy, "use std::blocks::{conv_bn}\nnetwork n(x:i8[8,8,1])->[3]{\n  // c\n  x=conv_bn(x,out:8)|>global_avg_pool|>dense(3)\n}\n").unwrap();
+    let p = messy.to_str().unwrap();
+    assert_eq!(mnet(&["fmt", "--check", p]).status.code(), Some(1));
+    let o = mnet(&["fmt", p]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(
+        stdout(&o),
+        "use std::blocks::conv_bn\n\nnetwork n(x: i8[8, 8, 1]) -> [3] {\n    // c\n    x = conv_bn(x, out: 8) |> global_avg_pool |> dense(3)\n}\n"
+    );
+    for f in ["examples/kws.mnet", "examples/micronets/ad_s.mnet"] {
+        assert_eq!(mnet(&["fmt", "--check", f]).status.code(), Some(0), "{f}");
+    }
+}
+
+#[test]
+fn a_budget_no_network_meets_is_an_error() {
+    let o = mnet(&["check", "tests/bad/budget_infeasible.mnet"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no network meets the ops budget"));
+}

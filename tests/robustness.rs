@@ -1,0 +1,165 @@
+//! Hostile input never panics: thousands of mutated and truncated versions of
+//! the examples, the standard library and the bad corpus, and random bytes,
+//! either check or fail with at least one diagnostic that renders.
+
+mod common;
+
+use rand::{Rng, RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+fn corpus() -> Vec<String> {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut files = Vec::new();
+    for dir in ["examples", "examples/micronets", "tests/bad"] {
+        let mut entries: Vec<_> = std::fs::read_dir(format!("{root}/{dir}"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "mnet"))
+            .collect();
+        entries.sort();
+        files.extend(entries.iter().map(|p| common::read(p)));
+    }
+    files.extend(
+        mnet_compiler::program::STDLIB
+            .iter()
+            .map(|(_, t)| t.to_string()),
+    );
+    files
+}
+
+const TOKENS: &[&str] = &[
+    "(",
+    ")",
+    "{",
+    "}",
+    "[",
+    "]",
+    ",",
+    ":",
+    "=",
+    "|>",
+    "..=",
+    "..",
+    "%",
+    "skippable ",
+    "repeat ",
+    "return ",
+    "width(",
+    "choice(",
+    "x",
+    "0",
+    "1",
+    "99999999999999999999999",
+    "4..=0",
+    "KiB",
+    "M",
+    "\n",
+    " ",
+    "//",
+    "use ",
+    "block ",
+    "network ",
+    "target ",
+    "budget ",
+    "add(",
+    "concat(",
+    "reshape(",
+    "é",
+    "\u{0}",
+];
+
+fn mutate(rng: &mut ChaCha8Rng, text: &str) -> String {
+    let mut bytes = text.as_bytes().to_vec();
+    for _ in 0..rng.random_range(1..4) {
+        if bytes.is_empty() {
+            break;
+        }
+        let at = rng.random_range(0..bytes.len());
+        match rng.random_range(0..5) {
+            0 => {
+                bytes.truncate(at);
+            }
+            1 => {
+                let end = (at + rng.random_range(1..20)).min(bytes.len());
+                bytes.drain(at..end);
+            }
+            2 => {
+                let tok = TOKENS[rng.random_range(0..TOKENS.len())];
+                bytes.splice(at..at, tok.bytes());
+            }
+            3 => bytes[at] = rng.random(),
+            _ => {
+                // Duplicate a slice (repeats blocks, nesting, statements).
+                let end = (at + rng.random_range(1..80)).min(bytes.len());
+                let slice = bytes[at..end].to_vec();
+                bytes.splice(at..at, slice);
+            }
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+fn must_not_panic(text: &str) {
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        match mnet_compiler::check_source("fuzz.mnet", text) {
+            Ok(_) => {}
+            Err(f) => {
+                assert!(!f.diagnostics.is_empty(), "a failure without a diagnostic");
+                let rendered = f.render();
+                assert!(rendered.contains("error"), "diagnostics render");
+            }
+        }
+    }));
+    if result.is_err() {
+        let path = std::env::temp_dir().join("mnet-panic.mnet");
+        std::fs::write(&path, text).unwrap();
+        panic!("check_source panicked; input saved to {}", path.display());
+    }
+}
+
+#[test]
+fn mutated_sources_never_panic() {
+    let corpus = corpus();
+    let mut rng = ChaCha8Rng::seed_from_u64(2026);
+    for i in 0..4000 {
+        let base = &corpus[i % corpus.len()];
+        must_not_panic(&mutate(&mut rng, base));
+    }
+}
+
+#[test]
+fn truncations_never_panic() {
+    for text in corpus() {
+        let mut cuts: Vec<usize> = (0..text.len()).step_by(7).collect();
+        cuts.push(text.len());
+        for cut in cuts {
+            if text.is_char_boundary(cut) {
+                must_not_panic(&text[..cut]);
+            }
+        }
+    }
+}
+
+#[test]
+fn random_bytes_never_panic() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    for _ in 0..1000 {
+        let len = rng.random_range(0..300);
+        let bytes: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+        must_not_panic(&String::from_utf8_lossy(&bytes));
+    }
+    // Pathological shapes.
+    must_not_panic(&"(".repeat(100_000));
+    must_not_panic(&format!(
+        "network n(x: i8[1]) {{ x = {}x{} }}",
+        "relu(".repeat(5000),
+        ")".repeat(5000)
+    ));
+    must_not_panic("network n(x: i8[8, 8, 1]) { repeat 1000 { repeat 1000 { x = relu(x) } } }");
+    must_not_panic("network n(x: i8[65536, 65536, 1]) { x = conv2d(x, out: 1048576, kernel: 1) }");
+    must_not_panic(
+        "network n(x: i8[8, 8, 1]) { x = conv2d(x, out: width(1..=100000000), kernel: 1) }",
+    );
+    let _ = rng.next_u32();
+}
