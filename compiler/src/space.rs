@@ -22,6 +22,8 @@ use crate::ir::*;
 use crate::shape::{cost, infer, set_attr, LayerCost};
 use mnet_grammar::{Diagnostic, Sources};
 use num_bigint::BigUint;
+use rustc_hash::FxHashMap as HashMap;
+use smallvec::SmallVec;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
@@ -183,10 +185,44 @@ pub struct SpaceSummary {
     pub peak_states: usize,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+/// A frontier state: live tensors (node position, interned tensor id) and
+/// live choices (choice, option), both sorted by their first field.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Key {
-    tensors: Vec<(u32, Rc<TensorInfo>)>,
-    choices: Vec<(u32, u16)>,
+    tensors: SmallVec<[(u32, u32); 4]>,
+    choices: SmallVec<[(u32, u16); 6]>,
+}
+
+/// Tensor infos by id, so states hash and compare small integers.
+#[derive(Default)]
+struct Interner {
+    ids: HashMap<TensorInfo, u32>,
+    infos: Vec<TensorInfo>,
+}
+
+impl Interner {
+    /// The same tensor with its channel count forgotten (rank-3 maps only).
+    fn spatial_only(&mut self, id: u32) -> u32 {
+        let t = &self.infos[id as usize];
+        if t.shape.len() != 3 || t.shape[2] == 0 {
+            return id;
+        }
+        let shape = vec![t.shape[0], t.shape[1], 0];
+        self.intern(TensorInfo {
+            shape,
+            producer: Producer::Other,
+        })
+    }
+
+    fn intern(&mut self, t: TensorInfo) -> u32 {
+        if let Some(&id) = self.ids.get(&t) {
+            return id;
+        }
+        let id = self.infos.len() as u32;
+        self.infos.push(t.clone());
+        self.ids.insert(t, id);
+        id
+    }
 }
 
 impl Key {
@@ -197,32 +233,107 @@ impl Key {
             .map(|i| self.choices[i].1)
     }
 
-    fn tensor(&self, n: SNodeId) -> Option<&Rc<TensorInfo>> {
+    fn tensor_id(&self, n: SNodeId) -> Option<u32> {
         let i = n.0.index() as u32;
         self.tensors
             .binary_search_by_key(&i, |(k, _)| *k)
             .ok()
-            .map(|j| &self.tensors[j].1)
+            .map(|j| self.tensors[j].1)
+    }
+
+    fn tensor<'t>(&self, n: SNodeId, interner: &'t Interner) -> Option<&'t TensorInfo> {
+        let i = n.0.index() as u32;
+        self.tensors
+            .binary_search_by_key(&i, |(k, _)| *k)
+            .ok()
+            .map(|j| &interner.infos[self.tensors[j].1 as usize])
+    }
+}
+
+/// A number of networks: a machine integer until it overflows.
+#[derive(Clone, Debug)]
+enum Count {
+    Small(u128),
+    Big(BigUint),
+}
+
+impl Count {
+    fn add(&mut self, o: Count) {
+        *self = match (std::mem::replace(self, Count::Small(0)), o) {
+            (Count::Small(a), Count::Small(b)) => match a.checked_add(b) {
+                Some(v) => Count::Small(v),
+                None => Count::Big(BigUint::from(a) + BigUint::from(b)),
+            },
+            (Count::Small(a), Count::Big(b)) | (Count::Big(b), Count::Small(a)) => {
+                Count::Big(b + BigUint::from(a))
+            }
+            (Count::Big(a), Count::Big(b)) => Count::Big(a + b),
+        }
+    }
+
+    fn into_big(self) -> BigUint {
+        match self {
+            Count::Small(v) => BigUint::from(v),
+            Count::Big(v) => v,
+        }
+    }
+}
+
+/// The choices decided along one path, newest first; shared between the
+/// states that branch from it, so deciding a choice costs one small node.
+#[derive(Clone, Debug, Default)]
+struct Path(Option<Rc<PathNode>>);
+
+#[derive(Debug)]
+struct PathNode {
+    choice: u32,
+    option: u16,
+    prev: Path,
+}
+
+impl Path {
+    fn push(&self, choice: u32, option: u16) -> Path {
+        Path(Some(Rc::new(PathNode {
+            choice,
+            option,
+            prev: self.clone(),
+        })))
+    }
+
+    /// The decisions sorted by choice: the order paths are compared in.
+    fn sorted(&self) -> Vec<(u32, u16)> {
+        let mut v = Vec::new();
+        let mut cur = &self.0;
+        while let Some(node) = cur {
+            v.push((node.choice, node.option));
+            cur = &node.prev.0;
+        }
+        v.sort_unstable();
+        v
     }
 }
 
 #[derive(Clone, Debug)]
 struct Acc {
-    count: BigUint,
+    count: Count,
     min: Totals,
     max: Totals,
     /// Decided choices along the path with the fewest / most ops.
-    amin: Vec<(u32, u16)>,
-    amax: Vec<(u32, u16)>,
+    amin: Path,
+    amax: Path,
 }
 
 impl Acc {
     fn merge(&mut self, o: Acc) {
-        self.count += o.count;
-        if (o.min.macs, &o.amin) < (self.min.macs, &self.amin) {
+        self.count.add(o.count);
+        if o.min.macs < self.min.macs
+            || (o.min.macs == self.min.macs && o.amin.sorted() < self.amin.sorted())
+        {
             self.amin = o.amin;
         }
-        if o.max.macs > self.max.macs || (o.max.macs == self.max.macs && o.amax < self.amax) {
+        if o.max.macs > self.max.macs
+            || (o.max.macs == self.max.macs && o.amax.sorted() < self.amax.sorted())
+        {
             self.amax = o.amax;
         }
         self.min.min_with(&o.min);
@@ -230,7 +341,7 @@ impl Acc {
     }
 }
 
-fn insert_sorted(v: &mut Vec<(u32, u16)>, c: u32, o: u16) {
+fn insert_sorted<A: smallvec::Array<Item = (u32, u16)>>(v: &mut SmallVec<A>, c: u32, o: u16) {
     let i = v.partition_point(|(k, _)| *k < c);
     v.insert(i, (c, o));
 }
@@ -246,8 +357,8 @@ fn decide(g: &SearchGraph, key: Key, acc: Acc, c: ChoiceId) -> Vec<(Key, Acc)> {
             let mut k = key.clone();
             insert_sorted(&mut k.choices, c.0, o as u16);
             let mut a = acc.clone();
-            insert_sorted(&mut a.amin, c.0, o as u16);
-            insert_sorted(&mut a.amax, c.0, o as u16);
+            a.amin = a.amin.push(c.0, o as u16);
+            a.amax = a.amax.push(c.0, o as u16);
             (k, a)
         })
         .collect()
@@ -279,6 +390,41 @@ fn witness(g: &SearchGraph, sources: &Sources, path: &[(u32, u16)]) -> Option<St
     Some(format!("this happens when {}", parts.join(", ")))
 }
 
+/// How much of a tensor a consumer reads in a state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Use {
+    Nothing,
+    /// Height and width only: the skip path of a kept block.
+    Spatial,
+    Full,
+}
+
+fn usage(g: &SearchGraph, consumer: SNodeId, slot: u32, key: &Key) -> Use {
+    let node = g.node(consumer);
+    for cond in &node.guard {
+        if let Some(o) = key.choice(cond.choice) {
+            if cond.mask & (1 << o) == 0 {
+                return Use::Nothing;
+            }
+        }
+    }
+    match node.op {
+        SearchOp::Layer(_) => Use::Full,
+        SearchOp::Select { choice, kind } => match key.choice(choice) {
+            None => Use::Full,
+            Some(o) => match kind {
+                SelectKind::Branch | SelectKind::Depth if slot == o as u32 => Use::Full,
+                SelectKind::Branch | SelectKind::Depth => Use::Nothing,
+                SelectKind::Skip { .. } => match (slot, o) {
+                    (0, 0) | (1, 1) => Use::Full,
+                    (0, _) => Use::Spatial,
+                    _ => Use::Nothing,
+                },
+            },
+        },
+    }
+}
+
 /// Analyse a search space: check every network's shapes and compute the
 /// exact range of every total. Errors are diagnostics on the failing nodes.
 pub fn analyze(g: &SearchGraph, sources: &Sources) -> Result<SpaceSummary, Vec<Diagnostic>> {
@@ -302,45 +448,86 @@ pub fn analyze(g: &SearchGraph, sources: &Sources) -> Result<SpaceSummary, Vec<D
     }
     tensor_last[g.output.0.index()] = usize::MAX;
 
-    let mut states: BTreeMap<Key, Acc> = BTreeMap::new();
+    let interner = std::cell::RefCell::new(Interner::default());
+    // Consumers of every tensor: (position, input slot).
+    let mut consumers: Vec<Vec<(usize, u32)>> = vec![Vec::new(); n];
+    for (pos, &id) in g.order.iter().enumerate() {
+        for (slot, input) in g.inputs(id).iter().enumerate() {
+            consumers[input.0.index()].push((pos, slot as u32));
+        }
+    }
+    let mut states: HashMap<Key, Acc> = HashMap::default();
     states.insert(
         Key {
-            tensors: vec![],
-            choices: vec![],
+            tensors: SmallVec::new(),
+            choices: SmallVec::new(),
         },
         Acc {
-            count: BigUint::from(1u32),
+            count: Count::Small(1),
             min: Totals::default(),
             max: Totals::default(),
-            amin: vec![],
-            amax: vec![],
+            amin: Path::default(),
+            amax: Path::default(),
         },
     );
-    let mut errors: BTreeMap<usize, Diagnostic> = BTreeMap::new();
+    // Per failing node, the error of the smallest failing path (so the
+    // message does not depend on hash order).
+    let mut errors: BTreeMap<usize, (Vec<(u32, u16)>, Diagnostic)> = BTreeMap::new();
     let mut ranges: Vec<Option<NodeRange>> = vec![None; n];
     let mut peak_states = 1;
 
     for (pos, &id) in g.order.iter().enumerate() {
         let node = g.node(id);
         let inputs = g.inputs(id);
-        let mut next: BTreeMap<Key, Acc> = BTreeMap::new();
-        let finish =
-            |mut key: Key, acc: Acc, out: Option<TensorInfo>, next: &mut BTreeMap<Key, Acc>| {
-                key.tensors.retain(|(t, _)| tensor_last[*t as usize] > pos);
-                if let Some(info) = out {
-                    if tensor_last[pos] > pos {
-                        let i = key.tensors.partition_point(|(t, _)| (*t as usize) < pos);
-                        key.tensors.insert(i, (pos as u32, Rc::new(info)));
-                    }
+        let mut next: HashMap<Key, Acc> =
+            HashMap::with_capacity_and_hasher(states.len() * 2, Default::default());
+        let finish = |mut key: Key, acc: Acc, out: Option<u32>, next: &mut HashMap<Key, Acc>| {
+            key.tensors.retain(|(t, _)| tensor_last[*t as usize] > pos);
+            if let Some(tid) = out {
+                if tensor_last[pos] > pos {
+                    let i = key.tensors.partition_point(|(t, _)| (*t as usize) < pos);
+                    key.tensors.insert(i, (pos as u32, tid));
                 }
-                key.choices.retain(|(c, _)| choice_last[*c as usize] > pos);
-                match next.get_mut(&key) {
-                    Some(a) => a.merge(acc),
-                    None => {
-                        next.insert(key, acc);
+            }
+            // Forget what no later node of this state reads: a tensor
+            // only a decided select passes over, or of which a kept
+            // block's skip path needs only the spatial size.
+            let mut i = 0;
+            while i < key.tensors.len() {
+                let (t, tid) = key.tensors[i];
+                let need = consumers[t as usize]
+                    .iter()
+                    .filter(|(c, _)| *c > pos)
+                    .map(|(c, slot)| usage(g, g.order[*c], *slot, &key))
+                    .max()
+                    .unwrap_or(Use::Full);
+                match need {
+                    Use::Nothing => {
+                        key.tensors.remove(i);
+                        continue;
                     }
+                    Use::Spatial => key.tensors[i].1 = interner.borrow_mut().spatial_only(tid),
+                    Use::Full => {}
                 }
-            };
+                i += 1;
+            }
+            key.choices.retain(|(c, _)| choice_last[*c as usize] > pos);
+            match next.get_mut(&key) {
+                Some(a) => a.merge(acc),
+                None => {
+                    next.insert(key, acc);
+                }
+            }
+        };
+        let mut reads: Vec<ChoiceId> = node.bindings.iter().map(|(_, c)| *c).collect();
+        if let SearchOp::Select { choice, .. } = node.op {
+            reads.push(choice);
+        }
+        type Memo = HashMap<
+            (SmallVec<[u32; 4]>, SmallVec<[u16; 4]>),
+            Result<(u32, Option<LayerCost>), NodeError>,
+        >;
+        let mut memo: Memo = HashMap::default();
         for (key, acc) in std::mem::take(&mut states) {
             // Which states does the node exist in?
             let mut active = vec![(key, acc)];
@@ -359,67 +546,92 @@ pub fn analyze(g: &SearchGraph, sources: &Sources) -> Result<SpaceSummary, Vec<D
                 active = still;
             }
             // Decide the choices the node reads.
-            let mut needed: Vec<ChoiceId> = node.bindings.iter().map(|(_, c)| *c).collect();
-            if let SearchOp::Select { choice, .. } = node.op {
-                needed.push(choice);
-            }
-            for c in needed {
+            for &c in &reads {
                 active = active
                     .into_iter()
                     .flat_map(|(k, a)| decide(g, k, a, c))
                     .collect();
             }
             for (key, mut acc) in active {
-                let result = eval_node(g, id, node, &inputs, &key);
+                // A node's result depends only on its input tensors and the
+                // options it reads: evaluate each combination once.
+                let memo_key: (SmallVec<[u32; 4]>, SmallVec<[u16; 4]>) = (
+                    inputs
+                        .iter()
+                        .map(|i| key.tensor_id(*i).unwrap_or(u32::MAX))
+                        .collect(),
+                    reads
+                        .iter()
+                        .map(|c| key.choice(*c).expect("decided"))
+                        .collect(),
+                );
+                let result = match memo.get(&memo_key) {
+                    Some(r) => r.clone(),
+                    None => {
+                        let r = eval_node(g, node, &inputs, &key, &interner.borrow());
+                        let r = r.map(|(info, cost, fused)| {
+                            if let Some(cost) = cost {
+                                let r = ranges[pos].get_or_insert_with(|| NodeRange {
+                                    shape_min: info.shape.clone(),
+                                    shape_max: info.shape.clone(),
+                                    min: cost,
+                                    max: cost,
+                                    fused,
+                                });
+                                for (i, d) in info.shape.iter().enumerate() {
+                                    if i < r.shape_min.len() {
+                                        r.shape_min[i] = r.shape_min[i].min(*d);
+                                        r.shape_max[i] = r.shape_max[i].max(*d);
+                                    }
+                                }
+                                r.min = LayerCost {
+                                    macs: r.min.macs.min(cost.macs),
+                                    params: r.min.params.min(cost.params),
+                                    weight_bytes: r.min.weight_bytes.min(cost.weight_bytes),
+                                    working_bytes: r.min.working_bytes.min(cost.working_bytes),
+                                };
+                                r.max = LayerCost {
+                                    macs: r.max.macs.max(cost.macs),
+                                    params: r.max.params.max(cost.params),
+                                    weight_bytes: r.max.weight_bytes.max(cost.weight_bytes),
+                                    working_bytes: r.max.working_bytes.max(cost.working_bytes),
+                                };
+                                r.fused &= fused;
+                            }
+                            (interner.borrow_mut().intern(info), cost)
+                        });
+                        memo.insert(memo_key, r.clone());
+                        r
+                    }
+                };
                 match result {
-                    Ok((info, cost, fused)) => {
+                    Ok((tid, cost)) => {
                         if let Some(cost) = cost {
                             acc.min.add(&cost);
                             acc.max.add(&cost);
-                            let r = ranges[pos].get_or_insert_with(|| NodeRange {
-                                shape_min: info.shape.clone(),
-                                shape_max: info.shape.clone(),
-                                min: cost,
-                                max: cost,
-                                fused,
-                            });
-                            for (i, d) in info.shape.iter().enumerate() {
-                                if i < r.shape_min.len() {
-                                    r.shape_min[i] = r.shape_min[i].min(*d);
-                                    r.shape_max[i] = r.shape_max[i].max(*d);
-                                }
-                            }
-                            r.min = LayerCost {
-                                macs: r.min.macs.min(cost.macs),
-                                params: r.min.params.min(cost.params),
-                                weight_bytes: r.min.weight_bytes.min(cost.weight_bytes),
-                                working_bytes: r.min.working_bytes.min(cost.working_bytes),
-                            };
-                            r.max = LayerCost {
-                                macs: r.max.macs.max(cost.macs),
-                                params: r.max.params.max(cost.params),
-                                weight_bytes: r.max.weight_bytes.max(cost.weight_bytes),
-                                working_bytes: r.max.working_bytes.max(cost.working_bytes),
-                            };
-                            r.fused &= fused;
                         }
-                        finish(key, acc, Some(info), &mut next);
+                        finish(key, acc, Some(tid), &mut next);
                     }
                     Err(msg) => {
-                        errors.entry(pos).or_insert_with(|| {
+                        let path = acc.amin.sorted();
+                        if errors.get(&pos).is_some_and(|(p, _)| *p <= path) {
+                            continue;
+                        }
+                        let d = {
                             let origin = g.origin(id);
                             let mut d = Diagnostic::error(origin.span, msg.0).with_label(msg.1);
                             for site in origin.call_sites.iter().take(4) {
                                 d = d.with_secondary(*site, "in this call");
                             }
-                            if let Some(w) = witness(g, sources, &acc.amin) {
+                            if let Some(w) = witness(g, sources, &path) {
                                 d = d.with_note(w);
                             }
                             if let Some(h) = msg.2 {
                                 d = d.with_hint(h);
                             }
                             d
-                        });
+                        };
+                        errors.insert(pos, (path, d));
                     }
                 }
             }
@@ -443,9 +655,22 @@ pub fn analyze(g: &SearchGraph, sources: &Sources) -> Result<SpaceSummary, Vec<D
 
     // The output of every network must match the declared shape.
     if let Some(want) = &g.info.output_shape {
-        for (key, acc) in &states {
-            let got = &key.tensor(g.output).expect("output is live").shape;
-            if got != want {
+        let mut wrong: Vec<(Vec<(u32, u16)>, Vec<u32>)> = states
+            .iter()
+            .map(|(key, acc)| {
+                (
+                    acc.amin.sorted(),
+                    key.tensor(g.output, &interner.borrow())
+                        .expect("output is live")
+                        .shape
+                        .clone(),
+                )
+            })
+            .filter(|(_, got)| got != want)
+            .collect();
+        wrong.sort();
+        if let Some((path, got)) = wrong.first() {
+            {
                 let mut d = Diagnostic::error(
                     g.info.output_span,
                     "the network's output does not have the declared shape",
@@ -455,16 +680,15 @@ pub fn analyze(g: &SearchGraph, sources: &Sources) -> Result<SpaceSummary, Vec<D
                     g.origin(g.output).span,
                     format!("the result has shape {got:?}"),
                 );
-                if let Some(w) = witness(g, sources, &acc.amin) {
+                if let Some(w) = witness(g, sources, path) {
                     d = d.with_note(w);
                 }
-                errors.insert(usize::MAX, d);
-                break;
+                errors.insert(usize::MAX, (path.clone(), d));
             }
         }
     }
     if !errors.is_empty() {
-        return Err(errors.into_values().collect());
+        return Err(errors.into_values().map(|(_, d)| d).collect());
     }
     let mut total: Option<Acc> = None;
     for (_, acc) in states {
@@ -482,11 +706,11 @@ pub fn analyze(g: &SearchGraph, sources: &Sources) -> Result<SpaceSummary, Vec<D
         a
     };
     Ok(SpaceSummary {
-        count: total.count,
+        count: total.count.into_big(),
         min: total.min,
         max: total.max,
-        argmin_ops: to_assignment(&total.amin),
-        argmax_ops: to_assignment(&total.amax),
+        argmin_ops: to_assignment(&total.amin.sorted()),
+        argmax_ops: to_assignment(&total.amax.sorted()),
         node_ranges: ranges,
         peak_states,
     })
@@ -499,10 +723,10 @@ type NodeError = (String, String, Option<String>);
 /// cost and whether it is fused.
 fn eval_node(
     g: &SearchGraph,
-    id: SNodeId,
     node: &SearchNode,
     inputs: &[SNodeId],
     key: &Key,
+    interner: &Interner,
 ) -> Result<(TensorInfo, Option<LayerCost>, bool), NodeError> {
     let missing = || {
         (
@@ -516,7 +740,7 @@ fn eval_node(
             let op = bind_op(g, node, |c| key.choice(c).expect("decided") as usize);
             let ins: Vec<&TensorInfo> = inputs
                 .iter()
-                .map(|i| key.tensor(*i).map(|r| r.as_ref()))
+                .map(|i| key.tensor(*i, interner))
                 .collect::<Option<_>>()
                 .ok_or_else(missing)?;
             let ev = eval_layer(&op, &ins).map_err(|m| {
@@ -529,47 +753,52 @@ fn eval_node(
             let o = key.choice(*choice).expect("decided") as usize;
             match kind {
                 SelectKind::Branch | SelectKind::Depth => {
-                    let t = key.tensor(inputs[o]).ok_or_else(missing)?;
-                    Ok(((**t).clone(), None, false))
+                    let t = key.tensor(inputs[o], interner).ok_or_else(missing)?;
+                    Ok((t.clone(), None, false))
                 }
                 SelectKind::Skip { pool } => {
-                    let identity = key.tensor(inputs[0]).ok_or_else(missing)?;
-                    let skip = match pool {
-                        Some(p) => Some(
-                            eval_layer(&shortcut_op(*p), &[identity])
-                                .map_err(|m| (m, "on the skip path".to_string(), None))?,
-                        ),
-                        None => None,
-                    };
-                    let skip_shape = skip
-                        .as_ref()
-                        .map(|e| e.out.shape.clone())
-                        .unwrap_or_else(|| identity.shape.clone());
+                    let identity = key.tensor(inputs[0], interner).ok_or_else(missing)?;
                     if o == 0 {
-                        return Ok(match skip {
-                            Some(ev) => (ev.out, Some(ev.cost), false),
-                            None => ((**identity).clone(), None, false),
+                        return Ok(match pool {
+                            Some(p) => {
+                                let ev = eval_layer(&shortcut_op(*p), &[identity])
+                                    .map_err(|m| (m, "on the skip path".to_string(), None))?;
+                                (ev.out, Some(ev.cost), false)
+                            }
+                            None => (identity.clone(), None, false),
                         });
                     }
-                    let block = key.tensor(inputs[1]).ok_or_else(missing)?;
+                    // Kept: the skip path must agree with the block in rank
+                    // and spatial size (the identity's channel count may
+                    // have been forgotten, see `Use::Spatial`).
+                    let block = key.tensor(inputs[1], interner).ok_or_else(missing)?;
+                    let mut skip_shape = identity.shape.clone();
+                    if let (Some(p), 3) = (pool, skip_shape.len()) {
+                        skip_shape[0] = skip_shape[0].div_ceil(p[0]);
+                        skip_shape[1] = skip_shape[1].div_ceil(p[1]);
+                    }
                     let spatial = |s: &[u32]| {
-                        if s.len() == 3 {
-                            s[..2].to_vec()
-                        } else {
-                            s.to_vec()
-                        }
+                        let dims: Vec<String> = s
+                            .iter()
+                            .take(if s.len() == 3 { 2 } else { s.len() })
+                            .map(|d| d.to_string())
+                            .collect();
+                        dims.join("x")
                     };
                     if skip_shape.len() != block.shape.len()
                         || spatial(&skip_shape) != spatial(&block.shape)
                     {
-                        let _ = id;
                         return Err((
                             "the skip path and the block disagree in shape".to_string(),
-                            format!("skipping gives {:?}, the block gives {:?}", skip_shape, block.shape),
+                            format!(
+                                "skipping gives {}, the block gives {}",
+                                spatial(&skip_shape),
+                                spatial(&block.shape)
+                            ),
                             Some("a skippable block must keep the spatial size, or downsample by its stride with `padding: same`".to_string()),
                         ));
                     }
-                    Ok(((**block).clone(), None, false))
+                    Ok((block.clone(), None, false))
                 }
             }
         }

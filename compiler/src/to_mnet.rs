@@ -112,11 +112,11 @@ fn attr_args(op: &Op) -> Vec<Arg> {
 
 fn quantity(kind: BudgetKind, v: u64) -> Expr {
     let (value, unit) = match kind {
-        BudgetKind::Ops if v % 1_000_000 == 0 && v > 0 => (v / 1_000_000, Some(Unit::M)),
-        BudgetKind::Ops if v % 1_000 == 0 && v > 0 => (v / 1_000, Some(Unit::K)),
+        BudgetKind::Ops if v.is_multiple_of(1_000_000) && v > 0 => (v / 1_000_000, Some(Unit::M)),
+        BudgetKind::Ops if v.is_multiple_of(1_000) && v > 0 => (v / 1_000, Some(Unit::K)),
         BudgetKind::Ops => (v, None),
-        _ if v % (1 << 20) == 0 && v > 0 => (v >> 20, Some(Unit::MiB)),
-        _ if v % (1 << 10) == 0 && v > 0 => (v >> 10, Some(Unit::KiB)),
+        _ if v.is_multiple_of(1 << 20) && v > 0 => (v >> 20, Some(Unit::MiB)),
+        _ if v.is_multiple_of(1 << 10) && v > 0 => (v >> 10, Some(Unit::KiB)),
         _ => (v, Some(Unit::B)),
     };
     match unit {
