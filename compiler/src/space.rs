@@ -250,6 +250,9 @@ impl Key {
     }
 }
 
+/// Decided (choice, option) pairs, sorted by choice.
+type Decisions = Vec<(u32, u16)>;
+
 /// A number of networks: a machine integer until it overflows.
 #[derive(Clone, Debug)]
 enum Count {
@@ -655,7 +658,7 @@ pub fn analyze(g: &SearchGraph, sources: &Sources) -> Result<SpaceSummary, Vec<D
 
     // The output of every network must match the declared shape.
     if let Some(want) = &g.info.output_shape {
-        let mut wrong: Vec<(Vec<(u32, u16)>, Vec<u32>)> = states
+        let mut wrong: Vec<(Decisions, Vec<u32>)> = states
             .iter()
             .map(|(key, acc)| {
                 (
