@@ -51,7 +51,7 @@ fn main() {
     );
     let mut worst_all = Duration::ZERO;
     for f in &files {
-        let mut timed = |cmd: &str| {
+        let timed = |cmd: &str| {
             median(
                 (0..RUNS)
                     .map(|_| {
