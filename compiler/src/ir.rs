@@ -133,6 +133,12 @@ impl Op {
 
     /// Short attribute summary for tables, e.g. `10x4/1 same`.
     pub fn attrs_short(&self) -> String {
+        self.attrs_short_with(|_| None)
+    }
+
+    /// [`Op::attrs_short`], with the attributes a choice sets shown by
+    /// `bound` (e.g. `c3`) instead of their value.
+    pub fn attrs_short_with(&self, bound: impl Fn(Slot) -> Option<String>) -> String {
         fn pair(p: [u32; 2]) -> String {
             if p[0] == p[1] {
                 p[0].to_string()
@@ -140,7 +146,7 @@ impl Op {
                 format!("{}x{}", p[0], p[1])
             }
         }
-        match self {
+        let (kernel, stride, padding, kslot) = match self {
             Op::Conv2d {
                 kernel,
                 stride,
@@ -151,26 +157,29 @@ impl Op {
                 kernel,
                 stride,
                 padding,
-            }
-            | Op::AvgPool {
-                size: kernel,
+            } => (kernel, stride, padding, Slot::Kernel),
+            Op::AvgPool {
+                size,
                 stride,
                 padding,
             }
             | Op::MaxPool {
-                size: kernel,
+                size,
                 stride,
                 padding,
-            } => format!(
-                "{}x{}/{} {}",
-                kernel[0],
-                kernel[1],
-                pair(*stride),
-                padding.as_str()
-            ),
-            Op::Pad { pads } => format!("{},{},{},{}", pads[0], pads[1], pads[2], pads[3]),
-            _ => String::new(),
-        }
+            } => (size, stride, padding, Slot::Size),
+            Op::Pad { pads } => {
+                return bound(Slot::Pads)
+                    .unwrap_or_else(|| format!("{},{},{},{}", pads[0], pads[1], pads[2], pads[3]))
+            }
+            _ => return String::new(),
+        };
+        format!(
+            "{}/{} {}",
+            bound(kslot).unwrap_or_else(|| format!("{}x{}", kernel[0], kernel[1])),
+            bound(Slot::Stride).unwrap_or_else(|| pair(*stride)),
+            bound(Slot::Padding).unwrap_or_else(|| padding.as_str().to_string())
+        )
     }
 
     /// Conv, depthwise conv and dense: the layers batch norm folds into and

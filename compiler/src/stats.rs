@@ -342,17 +342,18 @@ fn shape_range(lo: &[u32], hi: &[u32]) -> String {
 fn search_attrs(node: &SearchNode) -> String {
     match &node.op {
         SearchOp::Layer(op) => {
-            let bound: Vec<String> = node
-                .bindings
-                .iter()
-                .map(|(s, c)| format!("{}={}", s.name(), c))
-                .collect();
-            let mut a = op.attrs_short();
-            if !bound.is_empty() {
+            let bound = |slot: Slot| {
+                node.bindings
+                    .iter()
+                    .find(|(s, _)| *s == slot)
+                    .map(|(_, c)| c.to_string())
+            };
+            let mut a = op.attrs_short_with(bound);
+            if let Some(c) = bound(Slot::Out) {
                 if !a.is_empty() {
                     a.push(' ');
                 }
-                a.push_str(&bound.join(" "));
+                a.push_str(&format!("out={c}"));
             }
             a
         }
