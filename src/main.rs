@@ -69,6 +69,26 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Compile a fixed network (or a pick of a space) to int8 artefacts.
+    Compile {
+        file: PathBuf,
+        /// Deterministic random weights and synthetic calibration from this seed.
+        #[arg(long)]
+        random_weights: u64,
+        /// What to write: tflite (more to come).
+        #[arg(long, value_delimiter = ',', default_value = "tflite")]
+        emit: Vec<String>,
+        /// Output directory (created if missing).
+        #[arg(short, long)]
+        output: PathBuf,
+        #[arg(long)]
+        pick: Option<Pick>,
+        #[arg(long)]
+        network: Option<String>,
+        /// Overwrite existing output files.
+        #[arg(long)]
+        force: bool,
+    },
     /// Print the elaborated IR of each network (search graph, or with --pick the fixed graph).
     Ir {
         file: PathBuf,
@@ -166,6 +186,25 @@ fn write_new(path: &Path, text: &str, force: bool) -> Result<()> {
         .unwrap_or_default();
     let tmp = dir.join(format!(".{file_name}.mnet-tmp"));
     std::fs::write(&tmp, text)
+        .map_err(|e| UserError(format!("error: cannot write {}: {e}\n", tmp.display())))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        UserError(format!("error: cannot write {}: {e}\n", path.display()))
+    })
+}
+
+/// Write bytes through a temporary file in the same directory.
+fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let file_name = path
+        .file_name()
+        .map(|f| f.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{file_name}.mnet-tmp"));
+    std::fs::write(&tmp, bytes)
         .map_err(|e| UserError(format!("error: cannot write {}: {e}\n", tmp.display())))?;
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
@@ -317,6 +356,71 @@ fn run(cli: Cli) -> Result<()> {
                     None => print!("{printed}"),
                 }
             }
+        }
+        Command::Compile {
+            file,
+            random_weights,
+            emit,
+            output,
+            pick,
+            network,
+            force,
+        } => {
+            let checked = load(&file)?;
+            let net = one_network(&checked, &file, network.as_deref())?;
+            if !net.graph.choices.is_empty() && pick.is_none() {
+                return Err(UserError(format!(
+                    "error: {} is a search space ({} choices); compile a fixed network, or pick one with --pick min|max|random:SEED\n",
+                    file.display(),
+                    net.graph.choices.len()
+                )));
+            }
+            let fixed = fixed_of(&net, pick.unwrap_or(Pick::Min))?;
+            let q = mnet_compiler::quantize_random(&fixed, random_weights).map_err(|e| {
+                UserError(format!(
+                    "error: cannot compile layer `{}`: {}\n",
+                    e.layer, e.message
+                ))
+            })?;
+            let prep = mnet_compiler::quant::interp::prepare(&q);
+            let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+            for kind in &emit {
+                match kind.as_str() {
+                    "tflite" => files.push((
+                        output.join(format!("{}.tflite", fixed.info.name)),
+                        mnet_compiler::back::tflite::write(&q, &prep),
+                    )),
+                    other => {
+                        return Err(UserError(format!(
+                            "error: unknown --emit `{other}` (expected tflite)\n"
+                        )))
+                    }
+                }
+            }
+            if !force {
+                if let Some((p, _)) = files.iter().find(|(p, _)| p.exists()) {
+                    return Err(UserError(format!(
+                        "error: {} already exists; pass --force to overwrite it\n",
+                        p.display()
+                    )));
+                }
+            }
+            std::fs::create_dir_all(&output).map_err(|e| {
+                UserError(format!("error: cannot create {}: {e}\n", output.display()))
+            })?;
+            for (p, bytes) in &files {
+                write_bytes(p, bytes)?;
+            }
+            let t = fixed_stats(&fixed).totals;
+            for (p, bytes) in &files {
+                println!("wrote {} ({} bytes)", p.display(), bytes.len());
+            }
+            println!(
+                "{}: {} ops, {} weight bytes",
+                fixed.info.name,
+                t.ops(),
+                t.flash_bytes
+            );
         }
         Command::Ir { file, pick } => {
             let checked = load(&file)?;

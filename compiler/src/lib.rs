@@ -9,9 +9,11 @@
 //! [`resolve`](resolve::resolve)s a space to a [`FixedGraph`](ir::FixedGraph),
 //! which [`stats`] tabulates and [`to_mnet`] writes back as source.
 
+pub mod back;
 pub mod elaborate;
 pub mod ir;
 pub mod program;
+pub mod quant;
 pub mod resolve;
 pub mod shape;
 pub mod space;
@@ -150,4 +152,18 @@ fn budget_errors(g: &SearchGraph, s: &SpaceSummary) -> Diagnostics {
             .with_hint("raise the budget, choose a larger board, or allow smaller widths")
         })
         .collect()
+}
+
+/// Lower, weight (random for a seed) and quantize a fixed network with
+/// deterministic synthetic calibration.
+pub fn quantize_random(
+    g: &ir::FixedGraph,
+    seed: u64,
+) -> Result<quant::QuantGraph, quant::LowerError> {
+    let lowered = quant::lower(g)?;
+    let weights = quant::FloatWeights::random(&lowered, seed);
+    let input_shape = &lowered.nodes[0].shape;
+    let calib = quant::synthetic_inputs(input_shape, 16, seed);
+    let ranges = quant::calibrate(&lowered, &weights, &calib);
+    Ok(quant::quantize(&lowered, &weights, &ranges))
 }

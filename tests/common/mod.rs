@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod python;
+
 use std::path::Path;
 
 /// Path relative to the repository root, with `/` separators (stable names

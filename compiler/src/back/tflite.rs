@@ -1,0 +1,436 @@
+//! The TFLite flatbuffer backend.
+//!
+//! Writes the schema subset mnet needs (`reference/tflite-int8.md` section 1)
+//! with the `flatbuffers` builder and hand-written table layouts: `TFL3`,
+//! schema version 3, buffer 0 the empty sentinel, every constant payload at a
+//! 16-byte file offset, operator versions as the TFLite converter writes them
+//! for int8. Each tensor carries a batch dimension of 1 in front of mnet's
+//! shape.
+
+use crate::quant::interp::Prepared;
+use crate::quant::{Act, LKind, QuantGraph};
+use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
+
+/// Builtin operator codes.
+pub mod opcode {
+    pub const ADD: i32 = 0;
+    pub const AVERAGE_POOL_2D: i32 = 1;
+    pub const CONCATENATION: i32 = 2;
+    pub const CONV_2D: i32 = 3;
+    pub const DEPTHWISE_CONV_2D: i32 = 4;
+    pub const FULLY_CONNECTED: i32 = 9;
+    pub const MAX_POOL_2D: i32 = 17;
+    pub const RESHAPE: i32 = 22;
+    pub const SOFTMAX: i32 = 25;
+    pub const PAD: i32 = 34;
+}
+
+/// Builtin options union tags.
+mod options {
+    pub const CONV_2D: u8 = 1;
+    pub const DEPTHWISE_CONV_2D: u8 = 2;
+    pub const POOL_2D: u8 = 5;
+    pub const FULLY_CONNECTED: u8 = 8;
+    pub const SOFTMAX: u8 = 9;
+    pub const CONCATENATION: u8 = 10;
+    pub const ADD: u8 = 11;
+    pub const RESHAPE: u8 = 17;
+    pub const PAD: u8 = 22;
+}
+
+const INT8: i8 = 9;
+const INT32: i8 = 2;
+
+/// Vtable slot of field `id`.
+const fn slot(id: u16) -> u16 {
+    4 + 2 * id
+}
+
+fn act_code(a: Act) -> i8 {
+    match a {
+        Act::None => 0,
+        Act::Relu => 1,
+        Act::Relu6 => 3,
+    }
+}
+
+fn padding_code(p: crate::ir::Padding) -> i8 {
+    match p {
+        crate::ir::Padding::Same => 0,
+        crate::ir::Padding::Valid => 1,
+    }
+}
+
+/// (builtin code, version) of a lowered op.
+pub fn op_code(kind: &LKind) -> (i32, i32) {
+    match kind {
+        LKind::Conv { .. } => (opcode::CONV_2D, 3),
+        LKind::Depthwise { .. } => (opcode::DEPTHWISE_CONV_2D, 3),
+        LKind::FullyConnected { .. } => (opcode::FULLY_CONNECTED, 4),
+        LKind::AvgPool { .. } => (opcode::AVERAGE_POOL_2D, 2),
+        LKind::MaxPool { .. } => (opcode::MAX_POOL_2D, 2),
+        LKind::Add => (opcode::ADD, 2),
+        LKind::Concat => (opcode::CONCATENATION, 2),
+        LKind::Pad { .. } => (opcode::PAD, 2),
+        LKind::Reshape => (opcode::RESHAPE, 1),
+        LKind::Softmax => (opcode::SOFTMAX, 2),
+        LKind::Input => unreachable!("the input is not an operator"),
+    }
+}
+
+/// A tensor to write.
+struct TensorDesc {
+    shape: Vec<i32>,
+    dtype: i8,
+    buffer: u32,
+    name: String,
+    scales: Vec<f32>,
+    zero_points: Vec<i64>,
+    quantized_dimension: i32,
+}
+
+struct Writer {
+    tensors: Vec<TensorDesc>,
+    /// Constant payloads; index + 1 is the buffer index (0 is the sentinel).
+    buffers: Vec<Vec<u8>>,
+}
+
+impl Writer {
+    fn constant(&mut self, desc: TensorDesc, data: Vec<u8>) -> i32 {
+        self.buffers.push(data);
+        let mut desc = desc;
+        desc.buffer = self.buffers.len() as u32;
+        self.tensors.push(desc);
+        self.tensors.len() as i32 - 1
+    }
+}
+
+fn with_batch(shape: &[u32]) -> Vec<i32> {
+    std::iter::once(1)
+        .chain(shape.iter().map(|&d| d as i32))
+        .collect()
+}
+
+/// Serialise a quantized network as a `.tflite` flatbuffer.
+pub fn write(q: &QuantGraph, prep: &[Prepared]) -> Vec<u8> {
+    let l = &q.lowered;
+    let _ = prep;
+    let mut w = Writer {
+        tensors: Vec::new(),
+        buffers: Vec::new(),
+    };
+    // One activation tensor per node that produces a value.
+    let mut act_tensor = vec![-1i32; l.nodes.len()];
+    for (i, n) in l.nodes.iter().enumerate() {
+        let qp = q.qparams[i];
+        w.tensors.push(TensorDesc {
+            shape: with_batch(&n.shape),
+            dtype: INT8,
+            buffer: 0,
+            name: n.name.clone(),
+            scales: vec![qp.scale],
+            zero_points: vec![qp.zero_point as i64],
+            quantized_dimension: 0,
+        });
+        act_tensor[i] = w.tensors.len() as i32 - 1;
+    }
+    // Operators: (opcode index, inputs, outputs, options).
+    struct OpDesc {
+        code: (i32, i32),
+        inputs: Vec<i32>,
+        outputs: Vec<i32>,
+        kind: LKind,
+        act: Act,
+        new_shape: Vec<i32>,
+    }
+    let mut ops = Vec::new();
+    for (i, n) in l.nodes.iter().enumerate() {
+        if n.kind == LKind::Input {
+            continue;
+        }
+        let mut inputs: Vec<i32> = n.inputs.iter().map(|&j| act_tensor[j]).collect();
+        if let Some(qw) = q.weights.get(&i) {
+            let (wshape, cout) = crate::quant::weight_shape(l, n);
+            let in_scale = q.qparams[n.inputs[0]].scale;
+            let depthwise = matches!(n.kind, LKind::Depthwise { .. });
+            let wt = w.constant(
+                TensorDesc {
+                    shape: wshape.iter().map(|&d| d as i32).collect(),
+                    dtype: INT8,
+                    buffer: 0,
+                    name: format!("{}.weight", n.name),
+                    scales: qw.scales.clone(),
+                    zero_points: vec![0; qw.scales.len()],
+                    quantized_dimension: if depthwise { 3 } else { 0 },
+                },
+                qw.weight.iter().map(|&v| v as u8).collect(),
+            );
+            let bt = w.constant(
+                TensorDesc {
+                    shape: vec![cout as i32],
+                    dtype: INT32,
+                    buffer: 0,
+                    name: format!("{}.bias", n.name),
+                    scales: qw.scales.iter().map(|&s| in_scale * s).collect(),
+                    zero_points: vec![0; qw.scales.len()],
+                    quantized_dimension: 0,
+                },
+                qw.bias.iter().flat_map(|b| b.to_le_bytes()).collect(),
+            );
+            inputs.push(wt);
+            inputs.push(bt);
+        }
+        let mut new_shape = Vec::new();
+        match &n.kind {
+            LKind::Pad { pads } => {
+                let p: Vec<i32> = vec![
+                    0,
+                    0,
+                    pads[0] as i32,
+                    pads[1] as i32,
+                    pads[2] as i32,
+                    pads[3] as i32,
+                    0,
+                    0,
+                ];
+                let t = w.constant(
+                    TensorDesc {
+                        shape: vec![4, 2],
+                        dtype: INT32,
+                        buffer: 0,
+                        name: format!("{}.paddings", n.name),
+                        scales: vec![],
+                        zero_points: vec![],
+                        quantized_dimension: 0,
+                    },
+                    p.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                );
+                inputs.push(t);
+            }
+            LKind::Reshape => {
+                new_shape = with_batch(&n.shape);
+                let t = w.constant(
+                    TensorDesc {
+                        shape: vec![new_shape.len() as i32],
+                        dtype: INT32,
+                        buffer: 0,
+                        name: format!("{}.shape", n.name),
+                        scales: vec![],
+                        zero_points: vec![],
+                        quantized_dimension: 0,
+                    },
+                    new_shape.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                );
+                inputs.push(t);
+            }
+            _ => {}
+        }
+        ops.push(OpDesc {
+            code: op_code(&n.kind),
+            inputs,
+            outputs: vec![act_tensor[i]],
+            kind: n.kind.clone(),
+            act: n.act,
+            new_shape,
+        });
+    }
+    // Operator codes in order of first use.
+    let mut codes: Vec<(i32, i32)> = Vec::new();
+    for op in &ops {
+        if !codes.contains(&op.code) {
+            codes.push(op.code);
+        }
+    }
+
+    let mut b = FlatBufferBuilder::with_capacity(1 << 16);
+    // Buffers first, payloads 16-byte aligned (see `aligned_bytes`).
+    let mut buffer_offsets = Vec::new();
+    {
+        let t = b.start_table();
+        buffer_offsets.push(b.end_table(t));
+    }
+    for data in &w.buffers {
+        let v = aligned_bytes(&mut b, data);
+        let t = b.start_table();
+        b.push_slot_always(slot(0), v);
+        buffer_offsets.push(b.end_table(t));
+    }
+    let buffers = b.create_vector(&buffer_offsets);
+
+    let mut tensor_offsets = Vec::new();
+    for t in &w.tensors {
+        let shape = b.create_vector(&t.shape);
+        let name = b.create_string(&t.name);
+        let quant = if t.scales.is_empty() {
+            None
+        } else {
+            let scales = b.create_vector(&t.scales);
+            let zps = b.create_vector(&t.zero_points);
+            let qt = b.start_table();
+            b.push_slot_always(slot(2), scales);
+            b.push_slot_always(slot(3), zps);
+            b.push_slot(slot(6), t.quantized_dimension, 0);
+            Some(b.end_table(qt))
+        };
+        let tt = b.start_table();
+        b.push_slot_always(slot(0), shape);
+        b.push_slot(slot(1), t.dtype, 0);
+        b.push_slot(slot(2), t.buffer, 0);
+        b.push_slot_always(slot(3), name);
+        if let Some(q) = quant {
+            b.push_slot_always(slot(4), q);
+        }
+        tensor_offsets.push(b.end_table(tt));
+    }
+    let tensors = b.create_vector(&tensor_offsets);
+
+    let mut op_offsets = Vec::new();
+    for op in &ops {
+        let (tag, options) = builtin_options(&mut b, op.kind.clone(), op.act, &op.new_shape);
+        let inputs = b.create_vector(&op.inputs);
+        let outputs = b.create_vector(&op.outputs);
+        let index = codes.iter().position(|c| *c == op.code).expect("code") as u32;
+        let t = b.start_table();
+        b.push_slot(slot(0), index, 0);
+        b.push_slot_always(slot(1), inputs);
+        b.push_slot_always(slot(2), outputs);
+        if let Some(o) = options {
+            b.push_slot(slot(3), tag, 0);
+            b.push_slot_always(slot(4), o);
+        }
+        op_offsets.push(b.end_table(t));
+    }
+    let operators = b.create_vector(&op_offsets);
+    let sg_inputs = b.create_vector(&[act_tensor[0]]);
+    let sg_outputs = b.create_vector(&[act_tensor[l.output]]);
+    let sg_name = b.create_string("main");
+    let sg = b.start_table();
+    b.push_slot_always(slot(0), tensors);
+    b.push_slot_always(slot(1), sg_inputs);
+    b.push_slot_always(slot(2), sg_outputs);
+    b.push_slot_always(slot(3), operators);
+    b.push_slot_always(slot(4), sg_name);
+    let sg = b.end_table(sg);
+    let subgraphs = b.create_vector(&[sg]);
+
+    let mut code_offsets = Vec::new();
+    for (code, version) in &codes {
+        let t = b.start_table();
+        b.push_slot(slot(0), (*code).min(127) as i8, 0);
+        b.push_slot(slot(2), *version, 1);
+        b.push_slot(slot(3), *code, 0);
+        code_offsets.push(b.end_table(t));
+    }
+    let operator_codes = b.create_vector(&code_offsets);
+    let description = b.create_string(&format!("mnet {}", env!("CARGO_PKG_VERSION")));
+    let m = b.start_table();
+    b.push_slot_always(slot(0), 3u32);
+    b.push_slot_always(slot(1), operator_codes);
+    b.push_slot_always(slot(2), subgraphs);
+    b.push_slot_always(slot(3), description);
+    b.push_slot_always(slot(4), buffers);
+    let model = b.end_table(m);
+    // Make the whole file a multiple of 16 bytes so offsets that are
+    // 16-aligned from the end are 16-aligned from the start: finish adds the
+    // root offset and the identifier (8 bytes) after aligning to 8.
+    while !(b.unfinished_data().len() + 8).is_multiple_of(16) {
+        b.push(0u8);
+    }
+    b.finish(model, Some("TFL3"));
+    b.finished_data().to_vec()
+}
+
+/// A `[ubyte]` vector whose payload ends up at a 16-byte file offset
+/// (the builder writes back to front, and the file length is made a
+/// multiple of 16 in [`write`]).
+fn aligned_bytes<'a>(
+    b: &mut FlatBufferBuilder<'a>,
+    data: &[u8],
+) -> WIPOffset<flatbuffers::Vector<'a, u8>> {
+    while !(b.unfinished_data().len() + data.len()).is_multiple_of(16) {
+        b.push(0u8);
+    }
+    b.create_vector(data)
+}
+
+fn builtin_options(
+    b: &mut FlatBufferBuilder,
+    kind: LKind,
+    act: Act,
+    new_shape: &[i32],
+) -> (u8, Option<WIPOffset<UnionWIPOffset>>) {
+    let (tag, off) = match kind {
+        LKind::Conv {
+            stride, padding, ..
+        } => {
+            let t = b.start_table();
+            b.push_slot(slot(0), padding_code(padding), 0);
+            b.push_slot(slot(1), stride[1] as i32, 0);
+            b.push_slot(slot(2), stride[0] as i32, 0);
+            b.push_slot(slot(3), act_code(act), 0);
+            (options::CONV_2D, b.end_table(t))
+        }
+        LKind::Depthwise {
+            stride, padding, ..
+        } => {
+            let t = b.start_table();
+            b.push_slot(slot(0), padding_code(padding), 0);
+            b.push_slot(slot(1), stride[1] as i32, 0);
+            b.push_slot(slot(2), stride[0] as i32, 0);
+            b.push_slot(slot(3), 1i32, 0);
+            b.push_slot(slot(4), act_code(act), 0);
+            (options::DEPTHWISE_CONV_2D, b.end_table(t))
+        }
+        LKind::AvgPool {
+            size,
+            stride,
+            padding,
+        }
+        | LKind::MaxPool {
+            size,
+            stride,
+            padding,
+        } => {
+            let t = b.start_table();
+            b.push_slot(slot(0), padding_code(padding), 0);
+            b.push_slot(slot(1), stride[1] as i32, 0);
+            b.push_slot(slot(2), stride[0] as i32, 0);
+            b.push_slot(slot(3), size[1] as i32, 0);
+            b.push_slot(slot(4), size[0] as i32, 0);
+            b.push_slot(slot(5), act_code(act), 0);
+            (options::POOL_2D, b.end_table(t))
+        }
+        LKind::FullyConnected { .. } => {
+            let t = b.start_table();
+            b.push_slot(slot(0), act_code(act), 0);
+            (options::FULLY_CONNECTED, b.end_table(t))
+        }
+        LKind::Softmax => {
+            let t = b.start_table();
+            b.push_slot(slot(0), 1.0f32, 0.0);
+            (options::SOFTMAX, b.end_table(t))
+        }
+        LKind::Concat => {
+            let t = b.start_table();
+            b.push_slot(slot(0), -1i32, 0);
+            (options::CONCATENATION, b.end_table(t))
+        }
+        LKind::Add => {
+            let t = b.start_table();
+            b.push_slot(slot(0), act_code(act), 0);
+            (options::ADD, b.end_table(t))
+        }
+        LKind::Reshape => {
+            let v = b.create_vector(new_shape);
+            let t = b.start_table();
+            b.push_slot_always(slot(0), v);
+            (options::RESHAPE, b.end_table(t))
+        }
+        LKind::Pad { .. } => {
+            let t = b.start_table();
+            (options::PAD, b.end_table(t))
+        }
+        LKind::Input => unreachable!(),
+    };
+    (tag, Some(off.as_union_value()))
+}

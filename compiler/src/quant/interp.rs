@@ -1,0 +1,378 @@
+//! The int8 reference interpreter: TFLM's reference kernels, bit for bit.
+//!
+//! [`prepare`] computes what TFLM computes in each kernel's Prepare
+//! (requantization multipliers and shifts, activation clamps, softmax
+//! parameters); [`run`] executes the kernels. The C backend emits code from the
+//! same [`Prepared`] values, so the two agree by construction and the tests
+//! check that they do, and that TFLM agrees with both.
+
+use super::arith::{
+    mbqm, quantize_f32, quantize_multiplier, rdbpot, softmax_params, softmax_row, srdhm,
+};
+use super::{pad, pad_before, Act, LKind, QParams, QuantGraph};
+
+/// Per-node values fixed at preparation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Prepared {
+    None,
+    /// conv2d, depthwise conv2d and fully connected: one multiplier and
+    /// shift per output channel (one for fully connected), the clamp.
+    Weighted {
+        mult: Vec<i32>,
+        shift: Vec<i32>,
+        act_min: i32,
+        act_max: i32,
+    },
+    Pool {
+        act_min: i32,
+        act_max: i32,
+    },
+    Add {
+        m1: i32,
+        s1: i32,
+        m2: i32,
+        s2: i32,
+        mo: i32,
+        so: i32,
+        act_min: i32,
+        act_max: i32,
+    },
+    Softmax {
+        mult: i32,
+        shift: i32,
+        diff_min: i32,
+    },
+}
+
+/// `CalculateActivationRangeQuantized`.
+pub fn act_range(act: Act, q: QParams) -> (i32, i32) {
+    match act {
+        Act::None => (-128, 127),
+        Act::Relu => ((-128).max(quantize_f32(0.0, q.scale, q.zero_point)), 127),
+        Act::Relu6 => (
+            (-128).max(quantize_f32(0.0, q.scale, q.zero_point)),
+            127.min(quantize_f32(6.0, q.scale, q.zero_point)),
+        ),
+    }
+}
+
+/// Prepare every node.
+pub fn prepare(q: &QuantGraph) -> Vec<Prepared> {
+    let l = &q.lowered;
+    l.nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let out = q.qparams[i];
+            let (act_min, act_max) = act_range(n.act, out);
+            match n.kind {
+                LKind::Conv { .. } | LKind::Depthwise { .. } => {
+                    let in_scale = q.qparams[n.inputs[0]].scale as f64;
+                    let (mult, shift) = q.weights[&i]
+                        .scales
+                        .iter()
+                        .map(|&ws| quantize_multiplier(in_scale * ws as f64 / out.scale as f64))
+                        .unzip();
+                    Prepared::Weighted {
+                        mult,
+                        shift,
+                        act_min,
+                        act_max,
+                    }
+                }
+                LKind::FullyConnected { .. } => {
+                    let in_scale = q.qparams[n.inputs[0]].scale;
+                    let ws = q.weights[&i].scales[0];
+                    // The product is rounded to float first (GetQuantizedConvolutionMultipler).
+                    let (m, s) = quantize_multiplier((in_scale * ws) as f64 / out.scale as f64);
+                    Prepared::Weighted {
+                        mult: vec![m],
+                        shift: vec![s],
+                        act_min,
+                        act_max,
+                    }
+                }
+                LKind::AvgPool { .. } | LKind::MaxPool { .. } => {
+                    Prepared::Pool { act_min, act_max }
+                }
+                LKind::Add => {
+                    let (s1, s2) = (
+                        q.qparams[n.inputs[0]].scale as f64,
+                        q.qparams[n.inputs[1]].scale as f64,
+                    );
+                    let twice_max = 2.0 * s1.max(s2);
+                    let (m1, e1) = quantize_multiplier(s1 / twice_max);
+                    let (m2, e2) = quantize_multiplier(s2 / twice_max);
+                    let (mo, eo) =
+                        quantize_multiplier(twice_max / ((1u64 << 20) as f64 * out.scale as f64));
+                    Prepared::Add {
+                        m1,
+                        s1: e1,
+                        m2,
+                        s2: e2,
+                        mo,
+                        so: eo,
+                        act_min,
+                        act_max,
+                    }
+                }
+                LKind::Softmax => {
+                    let (mult, shift, diff_min) = softmax_params(q.qparams[n.inputs[0]].scale);
+                    Prepared::Softmax {
+                        mult,
+                        shift,
+                        diff_min,
+                    }
+                }
+                _ => Prepared::None,
+            }
+        })
+        .collect()
+}
+
+/// Run the network on one int8 input; returns every node's output.
+pub fn run(q: &QuantGraph, prep: &[Prepared], input: &[i8]) -> Vec<Vec<i8>> {
+    let l = &q.lowered;
+    let mut values: Vec<Vec<i8>> = Vec::with_capacity(l.nodes.len());
+    for (i, n) in l.nodes.iter().enumerate() {
+        let out_q = q.qparams[i];
+        let out: Vec<i8> = match (&n.kind, &prep[i]) {
+            (LKind::Input, _) => input.to_vec(),
+            (
+                LKind::Conv {
+                    out,
+                    kernel,
+                    stride,
+                    padding,
+                },
+                Prepared::Weighted {
+                    mult,
+                    shift,
+                    act_min,
+                    act_max,
+                },
+            ) => {
+                let x = &values[n.inputs[0]];
+                let s = &l.nodes[n.inputs[0]].shape;
+                let w = &q.weights[&i];
+                let in_zp = q.qparams[n.inputs[0]].zero_point;
+                let (h, wd, cin) = (s[0] as i64, s[1] as i64, s[2] as usize);
+                let (ph, oh) = pad_before(s[0], kernel[0], stride[0], *padding);
+                let (pw, ow) = pad_before(s[1], kernel[1], stride[1], *padding);
+                let (kh, kw, cout) = (kernel[0] as i64, kernel[1] as i64, *out as usize);
+                let mut y = vec![0i8; oh as usize * ow as usize * cout];
+                for oy in 0..oh as i64 {
+                    for ox in 0..ow as i64 {
+                        for oc in 0..cout {
+                            let mut acc: i32 = 0;
+                            for ky in 0..kh {
+                                for kx in 0..kw {
+                                    let (iy, ix) = (
+                                        oy * stride[0] as i64 - ph + ky,
+                                        ox * stride[1] as i64 - pw + kx,
+                                    );
+                                    if iy < 0 || ix < 0 || iy >= h || ix >= wd {
+                                        continue;
+                                    }
+                                    let xb = (iy * wd + ix) as usize * cin;
+                                    let wb = ((oc as i64 * kh + ky) * kw + kx) as usize * cin;
+                                    for ic in 0..cin {
+                                        acc +=
+                                            w.weight[wb + ic] as i32 * (x[xb + ic] as i32 - in_zp);
+                                    }
+                                }
+                            }
+                            acc += w.bias[oc];
+                            let v = mbqm(acc, mult[oc], shift[oc]) + out_q.zero_point;
+                            y[(oy * ow as i64 + ox) as usize * cout + oc] =
+                                v.clamp(*act_min, *act_max) as i8;
+                        }
+                    }
+                }
+                y
+            }
+            (
+                LKind::Depthwise {
+                    kernel,
+                    stride,
+                    padding,
+                },
+                Prepared::Weighted {
+                    mult,
+                    shift,
+                    act_min,
+                    act_max,
+                },
+            ) => {
+                let x = &values[n.inputs[0]];
+                let s = &l.nodes[n.inputs[0]].shape;
+                let w = &q.weights[&i];
+                let in_zp = q.qparams[n.inputs[0]].zero_point;
+                let (h, wd, c) = (s[0] as i64, s[1] as i64, s[2] as usize);
+                let (ph, oh) = pad_before(s[0], kernel[0], stride[0], *padding);
+                let (pw, ow) = pad_before(s[1], kernel[1], stride[1], *padding);
+                let (kh, kw) = (kernel[0] as i64, kernel[1] as i64);
+                let mut y = vec![0i8; oh as usize * ow as usize * c];
+                for oy in 0..oh as i64 {
+                    for ox in 0..ow as i64 {
+                        for ch in 0..c {
+                            let mut acc: i32 = 0;
+                            for ky in 0..kh {
+                                for kx in 0..kw {
+                                    let (iy, ix) = (
+                                        oy * stride[0] as i64 - ph + ky,
+                                        ox * stride[1] as i64 - pw + kx,
+                                    );
+                                    if iy < 0 || ix < 0 || iy >= h || ix >= wd {
+                                        continue;
+                                    }
+                                    acc += w.weight[(ky * kw + kx) as usize * c + ch] as i32
+                                        * (x[(iy * wd + ix) as usize * c + ch] as i32 - in_zp);
+                                }
+                            }
+                            acc += w.bias[ch];
+                            let v = mbqm(acc, mult[ch], shift[ch]) + out_q.zero_point;
+                            y[(oy * ow as i64 + ox) as usize * c + ch] =
+                                v.clamp(*act_min, *act_max) as i8;
+                        }
+                    }
+                }
+                y
+            }
+            (
+                LKind::FullyConnected { out },
+                Prepared::Weighted {
+                    mult,
+                    shift,
+                    act_min,
+                    act_max,
+                },
+            ) => {
+                let x = &values[n.inputs[0]];
+                let w = &q.weights[&i];
+                let in_zp = q.qparams[n.inputs[0]].zero_point;
+                (0..*out as usize)
+                    .map(|o| {
+                        let row = &w.weight[o * x.len()..(o + 1) * x.len()];
+                        let acc: i32 = row
+                            .iter()
+                            .zip(x)
+                            .map(|(a, b)| *a as i32 * (*b as i32 - in_zp))
+                            .sum::<i32>()
+                            + w.bias[o];
+                        (mbqm(acc, mult[0], shift[0]) + out_q.zero_point).clamp(*act_min, *act_max)
+                            as i8
+                    })
+                    .collect()
+            }
+            (
+                LKind::AvgPool {
+                    size,
+                    stride,
+                    padding,
+                }
+                | LKind::MaxPool {
+                    size,
+                    stride,
+                    padding,
+                },
+                Prepared::Pool { act_min, act_max },
+            ) => {
+                let avg = matches!(n.kind, LKind::AvgPool { .. });
+                let x = &values[n.inputs[0]];
+                let s = &l.nodes[n.inputs[0]].shape;
+                let (h, wd, c) = (s[0] as i64, s[1] as i64, s[2] as usize);
+                let (ph, oh) = pad_before(s[0], size[0], stride[0], *padding);
+                let (pw, ow) = pad_before(s[1], size[1], stride[1], *padding);
+                let mut y = vec![0i8; oh as usize * ow as usize * c];
+                for oy in 0..oh as i64 {
+                    for ox in 0..ow as i64 {
+                        for ch in 0..c {
+                            let (mut acc, mut cnt, mut mx) = (0i32, 0i32, -128i32);
+                            for ky in 0..size[0] as i64 {
+                                for kx in 0..size[1] as i64 {
+                                    let (iy, ix) = (
+                                        oy * stride[0] as i64 - ph + ky,
+                                        ox * stride[1] as i64 - pw + kx,
+                                    );
+                                    if iy < 0 || ix < 0 || iy >= h || ix >= wd {
+                                        continue;
+                                    }
+                                    let v = x[(iy * wd + ix) as usize * c + ch] as i32;
+                                    acc += v;
+                                    cnt += 1;
+                                    mx = mx.max(v);
+                                }
+                            }
+                            let v = if !avg {
+                                mx
+                            } else if acc > 0 {
+                                (acc + cnt / 2) / cnt
+                            } else {
+                                (acc - cnt / 2) / cnt
+                            };
+                            y[(oy * ow as i64 + ox) as usize * c + ch] =
+                                v.clamp(*act_min, *act_max) as i8;
+                        }
+                    }
+                }
+                y
+            }
+            (
+                LKind::Add,
+                Prepared::Add {
+                    m1,
+                    s1,
+                    m2,
+                    s2,
+                    mo,
+                    so,
+                    act_min,
+                    act_max,
+                },
+            ) => {
+                let (a, b) = (&values[n.inputs[0]], &values[n.inputs[1]]);
+                let (z1, z2) = (
+                    q.qparams[n.inputs[0]].zero_point,
+                    q.qparams[n.inputs[1]].zero_point,
+                );
+                a.iter()
+                    .zip(b)
+                    .map(|(&x1, &x2)| {
+                        let sa = rdbpot(srdhm((x1 as i32 - z1) * (1 << 20), *m1), -s1);
+                        let sb = rdbpot(srdhm((x2 as i32 - z2) * (1 << 20), *m2), -s2);
+                        let r = rdbpot(srdhm(sa + sb, *mo), -so) + out_q.zero_point;
+                        r.clamp(*act_min, *act_max) as i8
+                    })
+                    .collect()
+            }
+            (LKind::Concat, _) => super::concat(n, l, &values),
+            (LKind::Pad { pads }, _) => pad(
+                &values[n.inputs[0]],
+                &l.nodes[n.inputs[0]].shape,
+                *pads,
+                out_q.zero_point as i8,
+            ),
+            (LKind::Reshape, _) => values[n.inputs[0]].clone(),
+            (
+                LKind::Softmax,
+                Prepared::Softmax {
+                    mult,
+                    shift,
+                    diff_min,
+                },
+            ) => {
+                let x = &values[n.inputs[0]];
+                let depth = *n.shape.last().unwrap() as usize;
+                let mut y = vec![0i8; x.len()];
+                for (row, orow) in x.chunks(depth).zip(y.chunks_mut(depth)) {
+                    softmax_row(row, orow, *mult, *shift, *diff_min);
+                }
+                y
+            }
+            (k, p) => unreachable!("node {i} {k:?} prepared as {p:?}"),
+        };
+        values.push(out);
+    }
+    values
+}

@@ -1,0 +1,138 @@
+//! Bit-exactness against TensorFlow Lite Micro: every example fixed network
+//! and networks sampled from the example search spaces, with random weights,
+//! quantized and written as .tflite, run on 100 random int8 inputs by the
+//! Rust reference interpreter, by TFLM (the oracle) and by LiteRT with its
+//! reference kernels. mnet and TFLM must agree bit for bit; LiteRT too,
+//! except for its float requantization of fully connected layers.
+
+mod common;
+
+use mnet_compiler::ir::FixedGraph;
+use mnet_compiler::quant::interp;
+use mnet_compiler::resolve::{assignment, resolve, Pick};
+use rand::{RngExt, SeedableRng};
+use std::process::Command;
+
+const INPUTS: usize = 100;
+
+fn fixed(path: &str, pick: Pick) -> FixedGraph {
+    let full = format!("{}/{path}", env!("CARGO_MANIFEST_DIR"));
+    let text = common::read(full.as_ref());
+    let c = mnet_compiler::check_source(path, &text).unwrap_or_else(|f| panic!("{}", f.render()));
+    let net = &c.networks[0];
+    resolve(&net.graph, &assignment(&net.graph, &net.summary, pick)).unwrap()
+}
+
+fn models() -> Vec<(String, FixedGraph)> {
+    let mut v = Vec::new();
+    for m in ["kws_s", "kws_m", "kws_l", "ad_s", "ad_m", "ad_l"] {
+        v.push((
+            m.to_string(),
+            fixed(&format!("examples/micronets/{m}.mnet"), Pick::Min),
+        ));
+    }
+    for pick in [Pick::Min, Pick::Max, Pick::Random(1), Pick::Random(2)] {
+        v.push((format!("tiny@{pick}"), fixed("examples/tiny.mnet", pick)));
+    }
+    for seed in 1..=3 {
+        v.push((
+            format!("kws@random:{seed}"),
+            fixed("examples/kws.mnet", Pick::Random(seed)),
+        ));
+        v.push((
+            format!("ad@random:{seed}"),
+            fixed("examples/ad.mnet", Pick::Random(seed)),
+        ));
+    }
+    v.push(("ops".to_string(), fixed("tests/models/ops.mnet", Pick::Min)));
+    v
+}
+
+#[test]
+fn reference_tflm_and_litert_agree_bit_for_bit() {
+    let py = common::python::python();
+    let dir = std::env::temp_dir().join(format!("mnet-oracle-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = format!("{}/tests/oracle/run_tflm.py", env!("CARGO_MANIFEST_DIR"));
+    for (i, (name, g)) in models().into_iter().enumerate() {
+        let q = mnet_compiler::quantize_random(&g, 100 + i as u64).unwrap();
+        let prep = interp::prepare(&q);
+        let model = dir.join(format!("m{i}.tflite"));
+        std::fs::write(&model, mnet_compiler::back::tflite::write(&q, &prep)).unwrap();
+        let in_len: usize = q.lowered.nodes[0]
+            .shape
+            .iter()
+            .map(|&d| d as usize)
+            .product();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(i as u64);
+        let inputs: Vec<i8> = (0..INPUTS * in_len).map(|_| rng.random::<i8>()).collect();
+        let mut expected = Vec::new();
+        for x in inputs.chunks(in_len) {
+            let values = interp::run(&q, &prep, x);
+            expected.extend_from_slice(&values[q.lowered.output]);
+        }
+        let (inp, out, lout) = (
+            dir.join(format!("m{i}.in")),
+            dir.join(format!("m{i}.tflm")),
+            dir.join(format!("m{i}.litert")),
+        );
+        std::fs::write(&inp, inputs.iter().map(|&v| v as u8).collect::<Vec<_>>()).unwrap();
+        let o = Command::new(&py)
+            .arg(&script)
+            .arg(&model)
+            .arg(&inp)
+            .arg(&out)
+            .arg("--litert")
+            .arg(&lout)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{name}: oracle failed:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let tflm: Vec<i8> = std::fs::read(&out)
+            .unwrap()
+            .into_iter()
+            .map(|b| b as i8)
+            .collect();
+        let litert: Vec<i8> = std::fs::read(&lout)
+            .unwrap()
+            .into_iter()
+            .map(|b| b as i8)
+            .collect();
+        assert_eq!(tflm.len(), expected.len(), "{name}: output sizes differ");
+        let diff = expected.iter().zip(&tflm).filter(|(a, b)| a != b).count();
+        assert_eq!(
+            diff,
+            0,
+            "{name}: {diff} of {} output values differ between mnet's reference and TFLM",
+            expected.len()
+        );
+        // LiteRT's reference FULLY_CONNECTED requantizes in float (TFLM
+        // rounds twice in fixed point), so a logit may be 1 LSB off, which
+        // softmax can carry to a neighbouring output. Everything else agrees.
+        let ldiff = expected.iter().zip(&litert).filter(|(a, b)| a != b).count();
+        let lmax = expected
+            .iter()
+            .zip(&litert)
+            .map(|(a, b)| (*a as i32 - *b as i32).abs())
+            .max()
+            .unwrap_or(0);
+        assert!(
+            lmax <= 2 && ldiff * 50 <= expected.len(),
+            "{name}: LiteRT (reference kernels) differs from mnet in {ldiff} values, by up to {lmax}"
+        );
+        // Not all saturated: the random weights and calibration are realistic.
+        let distinct: std::collections::BTreeSet<i8> = expected.iter().copied().collect();
+        assert!(
+            distinct.len() > 4,
+            "{name}: outputs are degenerate: {distinct:?}"
+        );
+        eprintln!(
+            "{name}: {} outputs identical in mnet and TFLM; LiteRT differs in {ldiff} (max {lmax})",
+            expected.len()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
