@@ -75,7 +75,7 @@ enum Command {
         /// Deterministic random weights and synthetic calibration from this seed.
         #[arg(long)]
         random_weights: u64,
-        /// What to write: tflite (more to come).
+        /// What to write: tflite, c (comma-separated).
         #[arg(long, value_delimiter = ',', default_value = "tflite")]
         emit: Vec<String>,
         /// Output directory (created if missing).
@@ -390,9 +390,32 @@ fn run(cli: Cli) -> Result<()> {
                         output.join(format!("{}.tflite", fixed.info.name)),
                         mnet_compiler::back::tflite::write(&q, &prep),
                     )),
+                    "c" => {
+                        let plan = mnet_compiler::plan::plan(&q.lowered);
+                        mnet_compiler::plan::check(&q.lowered, &plan).map_err(|e| {
+                            UserError(format!("internal error: memory plan: {e}\n"))
+                        })?;
+                        let macs = mnet_compiler::back::lowered_macs(&q.lowered);
+                        let cf = mnet_compiler::back::c::write(
+                            &q,
+                            &prep,
+                            &plan,
+                            &macs,
+                            Default::default(),
+                        );
+                        files.push((
+                            output.join(format!("{}.h", fixed.info.name)),
+                            cf.header.into_bytes(),
+                        ));
+                        files.push((
+                            output.join(format!("{}.c", fixed.info.name)),
+                            cf.source.into_bytes(),
+                        ));
+                        println!("arena: {} bytes", plan.arena_size);
+                    }
                     other => {
                         return Err(UserError(format!(
-                            "error: unknown --emit `{other}` (expected tflite)\n"
+                            "error: unknown --emit `{other}` (expected tflite or c)\n"
                         )))
                     }
                 }

@@ -1,7 +1,8 @@
 //! Bit-exactness against TensorFlow Lite Micro: every example fixed network
 //! and networks sampled from the example search spaces, with random weights,
 //! quantized and written as .tflite, run on 100 random int8 inputs by the
-//! Rust reference interpreter, by TFLM (the oracle) and by LiteRT with its
+//! Rust reference interpreter, by the generated C (host cc, -Werror), by TFLM
+//! (the oracle) and by LiteRT with its
 //! reference kernels. mnet and TFLM must agree bit for bit; LiteRT too,
 //! except for its float requantization of fully connected layers.
 
@@ -77,6 +78,19 @@ fn reference_tflm_and_litert_agree_bit_for_bit() {
             dir.join(format!("m{i}.litert")),
         );
         std::fs::write(&inp, inputs.iter().map(|&v| v as u8).collect::<Vec<_>>()).unwrap();
+        // The generated C, compiled with the host compiler, -Werror.
+        let c_out = run_c(&dir.join(format!("c{i}")), &q, &prep, &inp);
+        assert_eq!(
+            c_out.len(),
+            expected.len(),
+            "{name}: the C program wrote {} values",
+            c_out.len()
+        );
+        let cdiff = expected.iter().zip(&c_out).filter(|(a, b)| a != b).count();
+        assert_eq!(
+            cdiff, 0,
+            "{name}: {cdiff} output values differ between mnet's reference and the generated C"
+        );
         let o = Command::new(&py)
             .arg(&script)
             .arg(&model)
@@ -130,9 +144,52 @@ fn reference_tflm_and_litert_agree_bit_for_bit() {
             "{name}: outputs are degenerate: {distinct:?}"
         );
         eprintln!(
-            "{name}: {} outputs identical in mnet and TFLM; LiteRT differs in {ldiff} (max {lmax})",
+            "{name}: {} outputs identical in mnet, the C and TFLM; LiteRT differs in {ldiff} (max {lmax})",
             expected.len()
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Generate the C for a network, compile it with a small driver that maps
+/// stdin to stdout, run it on the inputs file and return its outputs.
+fn run_c(
+    dir: &std::path::Path,
+    q: &mnet_compiler::quant::QuantGraph,
+    prep: &[interp::Prepared],
+    inputs: &std::path::Path,
+) -> Vec<i8> {
+    std::fs::create_dir_all(dir).unwrap();
+    let plan = mnet_compiler::plan::plan(&q.lowered);
+    mnet_compiler::plan::check(&q.lowered, &plan).unwrap();
+    let macs = mnet_compiler::back::lowered_macs(&q.lowered);
+    let files = mnet_compiler::back::c::write(q, prep, &plan, &macs, Default::default());
+    let name = &q.lowered.name;
+    let upper = name.to_uppercase();
+    std::fs::write(dir.join(format!("{name}.h")), &files.header).unwrap();
+    std::fs::write(dir.join(format!("{name}.c")), &files.source).unwrap();
+    let driver = format!(
+        "#include <stdio.h>\n#include \"{name}.h\"\nint main(void) {{\n    static int8_t in[{upper}_INPUT_SIZE];\n    static int8_t out[{upper}_OUTPUT_SIZE];\n    while (fread(in, 1, sizeof in, stdin) == sizeof in) {{\n        if ({name}_invoke(in, out) != 0) return 1;\n        fwrite(out, 1, sizeof out, stdout);\n    }}\n    return 0;\n}}\n"
+    );
+    std::fs::write(dir.join("main.c"), driver).unwrap();
+    let exe = dir.join("prog");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
+    let o = Command::new(&cc)
+        .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", "-o"])
+        .arg(&exe)
+        .arg(dir.join("main.c"))
+        .arg(dir.join(format!("{name}.c")))
+        .output()
+        .expect("run the host C compiler");
+    assert!(
+        o.status.success(),
+        "{name}: the generated C does not compile:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = Command::new(&exe)
+        .stdin(std::fs::File::open(inputs).unwrap())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{name}: the C program failed");
+    o.stdout.into_iter().map(|b| b as i8).collect()
 }

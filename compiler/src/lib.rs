@@ -12,6 +12,7 @@
 pub mod back;
 pub mod elaborate;
 pub mod ir;
+pub mod plan;
 pub mod program;
 pub mod quant;
 pub mod resolve;

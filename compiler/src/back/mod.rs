@@ -1,4 +1,32 @@
 //! Backends: the int8 network as a TFLite flatbuffer ([`tflite`]) and as
 //! ahead-of-time C.
 
+pub mod c;
 pub mod tflite;
+
+use crate::quant::{LKind, Lowered};
+
+/// MACs of each lowered node (for comments and summaries).
+pub fn lowered_macs(l: &Lowered) -> Vec<u64> {
+    l.nodes
+        .iter()
+        .map(|n| {
+            let out: u64 = n.shape.iter().map(|&d| d as u64).product();
+            match n.kind {
+                LKind::Conv { kernel, .. } => {
+                    let cin = *l.nodes[n.inputs[0]].shape.last().unwrap() as u64;
+                    out * kernel[0] as u64 * kernel[1] as u64 * cin
+                }
+                LKind::Depthwise { kernel, .. } => out * kernel[0] as u64 * kernel[1] as u64,
+                LKind::FullyConnected { .. } => {
+                    out * l.nodes[n.inputs[0]]
+                        .shape
+                        .iter()
+                        .map(|&d| d as u64)
+                        .product::<u64>()
+                }
+                _ => 0,
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,573 @@
+//! The ahead-of-time C backend: `NAME.h` and `NAME.c`, no interpreter.
+//!
+//! Every layer becomes a loop nest with its shapes, strides, zero points and
+//! clamps as literals; weights, biases and requantization multipliers are
+//! `static const`, 16-byte aligned arrays; activations live in one static
+//! arena laid out by [`crate::plan`], whose table is printed as a comment.
+//! The arithmetic is the reference interpreter's ([`crate::quant::interp`]),
+//! which is TFLM's: the C output is bit-identical to both. C99, only
+//! `<stdint.h>` and `<string.h>`, no allocation.
+
+use crate::plan::{MemoryPlan, Place};
+use crate::quant::interp::Prepared;
+use crate::quant::{pad_before, LKind, QuantGraph};
+use std::fmt::Write;
+
+/// Options of the C backend.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Replace constant array contents by their length and a hash (for
+    /// snapshots that stay reviewable).
+    pub summarize_constants: bool,
+}
+
+/// The generated files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CFiles {
+    pub header: String,
+    pub source: String,
+}
+
+fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+fn array<T: std::fmt::Display + Copy>(
+    out: &mut String,
+    ctype: &str,
+    name: &str,
+    values: &[T],
+    bytes: impl IntoIterator<Item = u8>,
+    opts: Options,
+) {
+    let _ = write!(
+        out,
+        "static const {ctype} {name}[{}] MNET_ALIGN = {{",
+        values.len().max(1)
+    );
+    if opts.summarize_constants {
+        let _ = writeln!(
+            out,
+            " /* {} values, fnv1a64 {:016x} */ }};",
+            values.len(),
+            fnv1a(bytes)
+        );
+        return;
+    }
+    for (i, v) in values.iter().enumerate() {
+        if i % 24 == 0 {
+            out.push_str("\n    ");
+        }
+        let _ = write!(out, "{v},");
+    }
+    if values.is_empty() {
+        out.push('0');
+    }
+    out.push_str("\n};\n");
+}
+
+fn ptr(p: Place) -> String {
+    match p {
+        Place::Input => "input".to_string(),
+        Place::Output => "output".to_string(),
+        Place::Arena { offset } => format!("(mnet_arena + {offset})"),
+    }
+}
+
+const PRELUDE: &str = r#"#if defined(__GNUC__)
+#define MNET_ALIGN __attribute__((aligned(16)))
+#else
+#define MNET_ALIGN
+#endif
+
+/* TFLM fixed-point arithmetic (gemmlowp double rounding). */
+static int32_t mnet_srdhm(int32_t a, int32_t b) {
+    int64_t ab;
+    int64_t nudge;
+    if (a == INT32_MIN && b == INT32_MIN) {
+        return INT32_MAX;
+    }
+    ab = (int64_t)a * (int64_t)b;
+    nudge = ab >= 0 ? ((int64_t)1 << 30) : (1 - ((int64_t)1 << 30));
+    return (int32_t)((ab + nudge) / ((int64_t)1 << 31));
+}
+
+static int32_t mnet_rdbpot(int32_t x, int e) {
+    const int32_t mask = (int32_t)(((int64_t)1 << e) - 1);
+    const int32_t rem = x & mask;
+    const int32_t thr = (mask >> 1) + (x < 0 ? 1 : 0);
+    return (x >> e) + (rem > thr ? 1 : 0);
+}
+
+static int32_t mnet_mbqm(int32_t x, int32_t m, int s) {
+    const int left = s > 0 ? s : 0;
+    const int right = s > 0 ? 0 : -s;
+    return mnet_rdbpot(mnet_srdhm((int32_t)((uint32_t)x << left), m), right);
+}
+
+static int8_t mnet_clamp(int32_t v, int32_t lo, int32_t hi) {
+    return (int8_t)(v < lo ? lo : (v > hi ? hi : v));
+}
+"#;
+
+const SOFTMAX: &str = r#"
+static int32_t mnet_sat_shl(int32_t v, int e) {
+    const int64_t limit = ((int64_t)1 << (31 - e)) - 1;
+    if ((int64_t)v > limit) {
+        return INT32_MAX;
+    }
+    if ((int64_t)v < -limit) {
+        return INT32_MIN;
+    }
+    return (int32_t)((uint32_t)v << e);
+}
+
+static int32_t mnet_exp_on_negative(int32_t v) {
+    static const int32_t k[7] = {1672461947, 1302514674, 790015084, 290630308, 39332535, 720401, 242};
+    const int32_t q = (int32_t)1 << 24;
+    int32_t vm, rem, x, x2, x3, x4, poly, r;
+    int bit;
+    if (v == 0) {
+        return INT32_MAX;
+    }
+    vm = (v & (q - 1)) - q;
+    rem = (int32_t)((uint32_t)vm - (uint32_t)v);
+    x = (int32_t)((uint32_t)vm << 5) + ((int32_t)1 << 28);
+    x2 = mnet_srdhm(x, x);
+    x3 = mnet_srdhm(x2, x);
+    x4 = mnet_srdhm(x2, x2);
+    poly = x + mnet_rdbpot(mnet_srdhm(mnet_rdbpot(x4, 2) + x3, 715827883) + x2, 1);
+    r = 1895147668 + mnet_srdhm(1895147668, poly);
+    for (bit = 24; bit <= 30; ++bit) {
+        if (rem & ((int32_t)1 << bit)) {
+            r = mnet_srdhm(r, k[bit - 24]);
+        }
+    }
+    return r;
+}
+
+static int32_t mnet_one_over_one_plus_x(int32_t v) {
+    const int64_t sum = (int64_t)v + INT32_MAX;
+    const int32_t half = (int32_t)((sum + (sum >= 0 ? 1 : -1)) / 2);
+    int32_t x = (int32_t)((uint32_t)1515870810 + (uint32_t)mnet_srdhm(half, -1010580540));
+    int i;
+    for (i = 0; i < 3; ++i) {
+        const int32_t hx = mnet_srdhm(half, x);
+        const int32_t one_minus = (int32_t)(((uint32_t)1 << 29) - (uint32_t)hx);
+        x = (int32_t)((uint32_t)x + (uint32_t)mnet_sat_shl(mnet_srdhm(x, one_minus), 2));
+    }
+    return mnet_sat_shl(x, 1);
+}
+
+static int mnet_clz32(uint32_t v) {
+    int n = 0;
+    if (v == 0) {
+        return 32;
+    }
+    while (!(v & 0x80000000u)) {
+        v <<= 1;
+        ++n;
+    }
+    return n;
+}
+
+static void mnet_softmax_row(const int8_t *x, int8_t *y, int n, int32_t mult, int shift, int32_t diff_min) {
+    int32_t mx = x[0];
+    int32_t sum = 0;
+    int headroom, bits, i;
+    int32_t scale;
+    for (i = 1; i < n; ++i) {
+        mx = x[i] > mx ? x[i] : mx;
+    }
+    for (i = 0; i < n; ++i) {
+        const int32_t d = x[i] - mx;
+        if (d >= diff_min) {
+            sum = (int32_t)((uint32_t)sum + (uint32_t)mnet_rdbpot(mnet_exp_on_negative(mnet_srdhm((int32_t)((uint32_t)d << shift), mult)), 12));
+        }
+    }
+    headroom = mnet_clz32((uint32_t)sum);
+    scale = mnet_one_over_one_plus_x((int32_t)(((int64_t)sum << headroom) - ((int64_t)1 << 31)));
+    bits = 12 - headroom + 23;
+    for (i = 0; i < n; ++i) {
+        const int32_t d = x[i] - mx;
+        if (d >= diff_min) {
+            const int32_t e = mnet_exp_on_negative(mnet_srdhm((int32_t)((uint32_t)d << shift), mult));
+            y[i] = mnet_clamp(mnet_rdbpot(mnet_srdhm(scale, e), bits) - 128, -128, 127);
+        } else {
+            y[i] = -128;
+        }
+    }
+}
+"#;
+
+/// Generate `NAME.h` and `NAME.c`.
+pub fn write(
+    q: &QuantGraph,
+    prep: &[Prepared],
+    plan: &MemoryPlan,
+    macs: &[u64],
+    opts: Options,
+) -> CFiles {
+    let l = &q.lowered;
+    let name = &l.name;
+    let upper = name.to_uppercase();
+    let in_size: usize = l.nodes[0].shape.iter().map(|&d| d as usize).product();
+    let out_size: usize = l.nodes[l.output]
+        .shape
+        .iter()
+        .map(|&d| d as usize)
+        .product();
+    let (iq, oq) = (q.qparams[0], q.qparams[l.output]);
+    let mut h = String::new();
+    let _ = writeln!(
+        h,
+        "/* {name}.h: generated by mnet {}; do not edit. */",
+        env!("CARGO_PKG_VERSION")
+    );
+    let _ = writeln!(
+        h,
+        "#ifndef {upper}_H\n#define {upper}_H\n\n#include <stdint.h>\n"
+    );
+    let _ = writeln!(
+        h,
+        "/* Input: int8 NHWC {:?}, real = {:e} * (q - ({})). */",
+        l.nodes[0].shape, iq.scale, iq.zero_point
+    );
+    let _ = writeln!(h, "#define {upper}_INPUT_SIZE {in_size}");
+    let _ = writeln!(h, "#define {upper}_INPUT_SCALE {:e}f", iq.scale);
+    let _ = writeln!(h, "#define {upper}_INPUT_ZERO_POINT ({})", iq.zero_point);
+    let _ = writeln!(
+        h,
+        "/* Output: int8 {:?}, real = {:e} * (q - ({})). */",
+        l.nodes[l.output].shape, oq.scale, oq.zero_point
+    );
+    let _ = writeln!(h, "#define {upper}_OUTPUT_SIZE {out_size}");
+    let _ = writeln!(h, "#define {upper}_OUTPUT_SCALE {:e}f", oq.scale);
+    let _ = writeln!(h, "#define {upper}_OUTPUT_ZERO_POINT ({})", oq.zero_point);
+    let _ = writeln!(
+        h,
+        "/* Bytes of SRAM for activations (the static arena in {name}.c). */"
+    );
+    let _ = writeln!(h, "#define {upper}_ARENA_SIZE {}", plan.arena_size);
+    let _ = writeln!(
+        h,
+        "\n/* Run the network: 0 on success. input and output must not overlap. */"
+    );
+    let _ = writeln!(
+        h,
+        "int {name}_invoke(const int8_t *input, int8_t *output);\n\n#endif /* {upper}_H */"
+    );
+
+    let mut c = String::new();
+    let _ = writeln!(
+        c,
+        "/* {name}.c: generated by mnet {}; do not edit. */",
+        env!("CARGO_PKG_VERSION")
+    );
+    let _ = writeln!(c, "#include \"{name}.h\"\n\n#include <string.h>\n");
+    // The memory plan.
+    let _ = writeln!(c, "/* Memory plan: arena {} bytes.", plan.arena_size);
+    let _ = writeln!(
+        c,
+        " *   tensor                                     place          offset      size  live"
+    );
+    for (i, n) in l.nodes.iter().enumerate() {
+        let (place, offset) = match plan.places[i] {
+            Place::Input => ("input", "-".to_string()),
+            Place::Output => ("output", "-".to_string()),
+            Place::Arena { offset } => ("arena", offset.to_string()),
+        };
+        let (a, b) = plan.live[plan.root[i]];
+        let _ = writeln!(
+            c,
+            " *   {:<42} {:<8} {:>12} {:>9}  {}..{}",
+            n.name, place, offset, plan.sizes[i], a, b
+        );
+    }
+    c.push_str(" */\n\n");
+    c.push_str(PRELUDE);
+    if l.nodes.iter().any(|n| n.kind == LKind::Softmax) {
+        c.push_str(SOFTMAX);
+    }
+    let _ = writeln!(
+        c,
+        "\nstatic int8_t mnet_arena[{}] MNET_ALIGN;\n",
+        plan.arena_size.max(1)
+    );
+    // Constants.
+    for (i, n) in l.nodes.iter().enumerate() {
+        let Some(w) = q.weights.get(&i) else { continue };
+        let _ = writeln!(c, "/* {} */", n.name);
+        array(
+            &mut c,
+            "int8_t",
+            &format!("w{i}"),
+            &w.weight,
+            w.weight.iter().map(|&v| v as u8),
+            opts,
+        );
+        array(
+            &mut c,
+            "int32_t",
+            &format!("b{i}"),
+            &w.bias,
+            w.bias.iter().flat_map(|v| v.to_le_bytes()),
+            opts,
+        );
+        if let Prepared::Weighted { mult, shift, .. } = &prep[i] {
+            array(
+                &mut c,
+                "int32_t",
+                &format!("m{i}"),
+                mult,
+                mult.iter().flat_map(|v| v.to_le_bytes()),
+                opts,
+            );
+            array(
+                &mut c,
+                "int32_t",
+                &format!("s{i}"),
+                shift,
+                shift.iter().flat_map(|v| v.to_le_bytes()),
+                opts,
+            );
+        }
+    }
+    let _ = writeln!(
+        c,
+        "\nint {name}_invoke(const int8_t *input, int8_t *output) {{"
+    );
+    for (i, n) in l.nodes.iter().enumerate() {
+        if n.kind == LKind::Input {
+            continue;
+        }
+        let y = ptr(plan.places[i]);
+        let xs: Vec<String> = n.inputs.iter().map(|&j| ptr(plan.places[j])).collect();
+        let in_shape = &l.nodes[n.inputs[0]].shape;
+        let in_zp = q.qparams[n.inputs[0]].zero_point;
+        let out_zp = q.qparams[i].zero_point;
+        let _ = writeln!(
+            c,
+            "    /* {i}: {} {} -> {:?}, {} MACs */",
+            n.kind.name(),
+            n.name,
+            n.shape,
+            macs.get(i).copied().unwrap_or(0)
+        );
+        c.push_str("    {\n");
+        match (&n.kind, &prep[i]) {
+            (
+                LKind::Conv {
+                    kernel,
+                    stride,
+                    padding,
+                    ..
+                },
+                Prepared::Weighted {
+                    act_min, act_max, ..
+                },
+            )
+            | (
+                LKind::Depthwise {
+                    kernel,
+                    stride,
+                    padding,
+                    ..
+                },
+                Prepared::Weighted {
+                    act_min, act_max, ..
+                },
+            ) => {
+                let depthwise = matches!(n.kind, LKind::Depthwise { .. });
+                let (hh, ww, cin) = (in_shape[0], in_shape[1], in_shape[2]);
+                let cout = n.shape[2];
+                let (ph, oh) = pad_before(hh, kernel[0], stride[0], *padding);
+                let (pw, ow) = pad_before(ww, kernel[1], stride[1], *padding);
+                let _ = writeln!(c, "        const int8_t *x = {};\n        int8_t *y = {y};\n        int oy, ox, oc, ky, kx;", xs[0]);
+                let _ = writeln!(c, "        for (oy = 0; oy < {oh}; ++oy) {{\n        for (ox = 0; ox < {ow}; ++ox) {{");
+                let _ = writeln!(
+                    c,
+                    "            const int iy0 = oy * {} - {ph}, ix0 = ox * {} - {pw};",
+                    stride[0], stride[1]
+                );
+                let _ = writeln!(c, "            for (oc = 0; oc < {cout}; ++oc) {{\n                int32_t acc = b{i}[oc];");
+                let _ = writeln!(c, "                for (ky = 0; ky < {}; ++ky) {{\n                    const int iy = iy0 + ky;", kernel[0]);
+                let _ = writeln!(c, "                    if (iy < 0 || iy >= {hh}) continue;");
+                let _ = writeln!(c, "                    for (kx = 0; kx < {}; ++kx) {{\n                        const int ix = ix0 + kx;", kernel[1]);
+                let _ = writeln!(
+                    c,
+                    "                        if (ix < 0 || ix >= {ww}) continue;"
+                );
+                if depthwise {
+                    let _ = writeln!(
+                        c,
+                        "                        acc += w{i}[(ky * {} + kx) * {cin} + oc] * (x[(iy * {ww} + ix) * {cin} + oc] - ({in_zp}));",
+                        kernel[1]
+                    );
+                } else {
+                    let _ = writeln!(c, "                        {{\n                            const int8_t *xp = x + (iy * {ww} + ix) * {cin};");
+                    let _ = writeln!(c, "                            const int8_t *wp = w{i} + ((oc * {} + ky) * {} + kx) * {cin};", kernel[0], kernel[1]);
+                    let _ = writeln!(c, "                            int ic;\n                            for (ic = 0; ic < {cin}; ++ic) acc += wp[ic] * (xp[ic] - ({in_zp}));\n                        }}");
+                }
+                let _ = writeln!(c, "                    }}\n                }}");
+                let _ = writeln!(
+                    c,
+                    "                y[(oy * {ow} + ox) * {cout} + oc] = mnet_clamp(mnet_mbqm(acc, m{i}[oc], s{i}[oc]) + ({out_zp}), {act_min}, {act_max});"
+                );
+                c.push_str("            }\n        }\n        }\n");
+            }
+            (
+                LKind::FullyConnected { out },
+                Prepared::Weighted {
+                    act_min, act_max, ..
+                },
+            ) => {
+                let k: u32 = in_shape.iter().product();
+                let _ = writeln!(
+                    c,
+                    "        const int8_t *x = {};\n        int8_t *y = {y};\n        int o, k;",
+                    xs[0]
+                );
+                let _ = writeln!(c, "        for (o = 0; o < {out}; ++o) {{\n            int32_t acc = b{i}[o];\n            const int8_t *wp = w{i} + o * {k};");
+                let _ = writeln!(
+                    c,
+                    "            for (k = 0; k < {k}; ++k) acc += wp[k] * (x[k] - ({in_zp}));"
+                );
+                let _ = writeln!(c, "            y[o] = mnet_clamp(mnet_mbqm(acc, m{i}[0], s{i}[0]) + ({out_zp}), {act_min}, {act_max});\n        }}");
+            }
+            (
+                LKind::AvgPool {
+                    size,
+                    stride,
+                    padding,
+                }
+                | LKind::MaxPool {
+                    size,
+                    stride,
+                    padding,
+                },
+                Prepared::Pool { act_min, act_max },
+            ) => {
+                let avg = matches!(n.kind, LKind::AvgPool { .. });
+                let (hh, ww, ch) = (in_shape[0], in_shape[1], in_shape[2]);
+                let (ph, oh) = pad_before(hh, size[0], stride[0], *padding);
+                let (pw, ow) = pad_before(ww, size[1], stride[1], *padding);
+                let _ = writeln!(c, "        const int8_t *x = {};\n        int8_t *y = {y};\n        int oy, ox, ch, ky, kx;", xs[0]);
+                let _ = writeln!(c, "        for (oy = 0; oy < {oh}; ++oy) {{\n        for (ox = 0; ox < {ow}; ++ox) {{\n        for (ch = 0; ch < {ch}; ++ch) {{");
+                if avg {
+                    c.push_str("            int32_t acc = 0, cnt = 0, v;\n");
+                } else {
+                    c.push_str("            int32_t mx = -128;\n");
+                }
+                let _ = writeln!(c, "            for (ky = 0; ky < {}; ++ky) {{\n                const int iy = oy * {} - {ph} + ky;", size[0], stride[0]);
+                let _ = writeln!(c, "                if (iy < 0 || iy >= {hh}) continue;");
+                let _ = writeln!(c, "                for (kx = 0; kx < {}; ++kx) {{\n                    const int ix = ox * {} - {pw} + kx;", size[1], stride[1]);
+                let _ = writeln!(c, "                    if (ix < 0 || ix >= {ww}) continue;");
+                if avg {
+                    let _ = writeln!(c, "                    acc += x[(iy * {ww} + ix) * {ch} + ch];\n                    ++cnt;");
+                } else {
+                    let _ = writeln!(c, "                    if (x[(iy * {ww} + ix) * {ch} + ch] > mx) mx = x[(iy * {ww} + ix) * {ch} + ch];");
+                }
+                c.push_str("                }\n            }\n");
+                if avg {
+                    c.push_str("            v = acc > 0 ? (acc + cnt / 2) / cnt : (acc - cnt / 2) / cnt;\n");
+                    let _ = writeln!(c, "            y[(oy * {ow} + ox) * {ch} + ch] = mnet_clamp(v, {act_min}, {act_max});");
+                } else {
+                    let _ = writeln!(c, "            y[(oy * {ow} + ox) * {ch} + ch] = mnet_clamp(mx, {act_min}, {act_max});");
+                }
+                c.push_str("        }\n        }\n        }\n");
+            }
+            (
+                LKind::Add,
+                Prepared::Add {
+                    m1,
+                    s1,
+                    m2,
+                    s2,
+                    mo,
+                    so,
+                    act_min,
+                    act_max,
+                },
+            ) => {
+                let total: u32 = n.shape.iter().product();
+                let (z1, z2) = (
+                    q.qparams[n.inputs[0]].zero_point,
+                    q.qparams[n.inputs[1]].zero_point,
+                );
+                let _ = writeln!(c, "        const int8_t *a = {};\n        const int8_t *b = {};\n        int8_t *y = {y};\n        int k;", xs[0], xs[1]);
+                let _ = writeln!(c, "        for (k = 0; k < {total}; ++k) {{");
+                let _ = writeln!(c, "            const int32_t sa = mnet_rdbpot(mnet_srdhm((a[k] - ({z1})) * (1 << 20), {m1}), {});", -s1);
+                let _ = writeln!(c, "            const int32_t sb = mnet_rdbpot(mnet_srdhm((b[k] - ({z2})) * (1 << 20), {m2}), {});", -s2);
+                let _ = writeln!(c, "            y[k] = mnet_clamp(mnet_rdbpot(mnet_srdhm(sa + sb, {mo}), {}) + ({out_zp}), {act_min}, {act_max});\n        }}", -so);
+            }
+            (LKind::Concat, _) => {
+                let outer: u32 = n.shape[..n.shape.len() - 1].iter().product();
+                let total_c = *n.shape.last().unwrap();
+                let _ = writeln!(c, "        int8_t *y = {y};\n        int o;\n        for (o = 0; o < {outer}; ++o) {{");
+                let mut at = 0;
+                for (k, &j) in n.inputs.iter().enumerate() {
+                    let cj = *l.nodes[j].shape.last().unwrap();
+                    let _ = writeln!(
+                        c,
+                        "            memcpy(y + o * {total_c} + {at}, {} + o * {cj}, {cj});",
+                        xs[k]
+                    );
+                    at += cj;
+                }
+                c.push_str("        }\n");
+            }
+            (LKind::Pad { pads }, _) => {
+                let (hh, ww, ch) = (in_shape[0], in_shape[1], in_shape[2]);
+                let ow = ww + pads[2] + pads[3];
+                let total: u32 = n.shape.iter().product();
+                let _ = writeln!(
+                    c,
+                    "        const int8_t *x = {};\n        int8_t *y = {y};\n        int r;",
+                    xs[0]
+                );
+                let _ = writeln!(c, "        memset(y, {out_zp}, {total});");
+                let _ = writeln!(c, "        for (r = 0; r < {hh}; ++r) memcpy(y + ((r + {}) * {ow} + {}) * {ch}, x + r * {} , {});", pads[0], pads[2], ww * ch, ww * ch);
+            }
+            (LKind::Reshape, _) => {
+                let total: u32 = n.shape.iter().product();
+                if plan.places[i] != plan.places[n.inputs[0]] {
+                    let _ = writeln!(c, "        memmove({y}, {}, {total});", xs[0]);
+                } else {
+                    c.push_str("        /* alias: same bytes as its input */\n");
+                }
+            }
+            (
+                LKind::Softmax,
+                Prepared::Softmax {
+                    mult,
+                    shift,
+                    diff_min,
+                },
+            ) => {
+                let depth = *n.shape.last().unwrap();
+                let rows: u32 = n.shape.iter().product::<u32>() / depth;
+                let _ = writeln!(c, "        int r;\n        for (r = 0; r < {rows}; ++r) mnet_softmax_row({} + r * {depth}, {y} + r * {depth}, {depth}, {mult}, {shift}, {diff_min});", xs[0]);
+            }
+            (k, p) => unreachable!("{k:?} prepared as {p:?}"),
+        }
+        c.push_str("    }\n");
+    }
+    if plan.places[l.output] != Place::Output {
+        let _ = writeln!(
+            c,
+            "    memcpy(output, {}, {out_size});",
+            ptr(plan.places[l.output])
+        );
+    }
+    c.push_str("    return 0;\n}\n");
+    CFiles {
+        header: h,
+        source: c,
+    }
+}
