@@ -31,11 +31,51 @@ pub struct MemoryPlan {
     pub places: Vec<Place>,
     /// Bytes of each node's output.
     pub sizes: Vec<usize>,
-    /// `[first, last]` step of each buffer root's life (node indices).
-    pub live: Vec<(usize, usize)>,
+    /// `[first, last]` steps of each tensor's life (node indices; the
+    /// output lives to the end, step `nodes.len()`).
+    pub life: Vec<(usize, usize)>,
     /// Node whose buffer a node's output shares (itself if none).
     pub root: Vec<usize>,
+    /// Scratch of a node computed in place: (arena offset, bytes).
+    pub scratch: Vec<Option<(usize, usize)>>,
     pub arena_size: usize,
+}
+
+/// How a node may write over its dying input, and the scratch it then needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InPlace {
+    /// Elementwise: no scratch.
+    Elementwise,
+    /// Depthwise conv channel by channel (TinyEngine): one input plane of
+    /// scratch; output channel c only lands on input channel c's slots.
+    DepthwisePlanes { plane: usize },
+    /// 1x1 conv pixel by pixel: one input pixel of scratch. With
+    /// `cout <= cin` pixels go forwards (output pixel p ends before input
+    /// pixel p + 1 starts); with `cout > cin` backwards (output pixel p
+    /// starts after input pixel p - 1 ends).
+    PointwisePixels { pixel: usize, backwards: bool },
+}
+
+/// Whether node `i` can compute in place over its input `j`.
+pub fn in_place_kind(l: &Lowered, i: usize, j: usize) -> Option<InPlace> {
+    let n = &l.nodes[i];
+    let input = &l.nodes[j].shape;
+    match n.kind {
+        LKind::Add => Some(InPlace::Elementwise),
+        LKind::Depthwise { .. } if n.inputs[0] == j => Some(InPlace::DepthwisePlanes {
+            plane: (input[0] * input[1]) as usize,
+        }),
+        LKind::Conv {
+            kernel: [1, 1],
+            stride: [1, 1],
+            out,
+            ..
+        } if n.inputs[0] == j && input.len() == 3 => Some(InPlace::PointwisePixels {
+            pixel: input[2] as usize,
+            backwards: out > input[2],
+        }),
+        _ => None,
+    }
 }
 
 fn elems(shape: &[u32]) -> usize {
@@ -63,78 +103,117 @@ pub fn plan(l: &Lowered) -> MemoryPlan {
     let n = l.nodes.len();
     let sizes: Vec<usize> = l.nodes.iter().map(|x| elems(&x.shape)).collect();
     let last = last_uses(l);
-    // Buffer sharing: reshape aliases its input; add writes over a dying
-    // input held in the arena.
+    // Buffer sharing: a reshape aliases its input; add, depthwise and
+    // pointwise convs write over an input that dies there (not the caller's
+    // input, and not for the network output, which goes to the caller).
     let mut root: Vec<usize> = (0..n).collect();
+    let mut scratch_size: Vec<usize> = vec![0; n];
     for (i, node) in l.nodes.iter().enumerate() {
-        match node.kind {
-            LKind::Reshape => root[i] = root[node.inputs[0]],
-            LKind::Add => {
-                for &j in &node.inputs {
-                    let r = root[j];
-                    let shared_later = (0..n).any(|k| k != j && root[k] == r && last[k] > i);
-                    if last[j] == i && r != 0 && !shared_later && sizes[j] == sizes[i] {
-                        root[i] = r;
-                        break;
-                    }
-                }
-            }
-            _ => {}
+        if node.kind == LKind::Reshape {
+            root[i] = root[node.inputs[0]];
+            continue;
         }
-    }
-    // The output's buffer is the caller's: whatever shares its root must not
-    // be live... the output root is placed in the caller's buffer only when
-    // the output does not share a root with anything else.
-    let out_root = root[l.output];
-    let out_exclusive = (0..n).all(|k| root[k] != out_root || k == l.output) && out_root != 0;
-    let mut live = vec![(usize::MAX, 0usize); n];
-    for i in 0..n {
-        let r = root[i];
-        live[r].0 = live[r].0.min(i);
-        live[r].1 = live[r].1.max(last[i]);
-    }
-    let mut places = vec![Place::Arena { offset: 0 }; n];
-    // Place arena roots: largest first, lowest non-conflicting offset.
-    let mut roots: Vec<usize> = (0..n)
-        .filter(|&i| root[i] == i && i != 0 && !(i == out_root && out_exclusive))
-        .collect();
-    roots.sort_by(|a, b| sizes[*b].cmp(&sizes[*a]).then(a.cmp(b)));
-    let mut placed: Vec<(usize, usize, usize)> = Vec::new(); // (offset, size, root)
-    let mut arena_size = 0;
-    for &r in &roots {
-        let size = align16(sizes[r]);
-        let mut conflicts: Vec<(usize, usize)> = placed
-            .iter()
-            .filter(|(_, _, o)| live[*o].0 <= live[r].1 && live[r].0 <= live[*o].1)
-            .map(|(off, sz, _)| (*off, *sz))
-            .collect();
-        conflicts.sort();
-        let mut offset = 0;
-        for (off, sz) in conflicts {
-            if off >= offset + size {
+        if i == l.output {
+            continue;
+        }
+        for &j in &node.inputs {
+            let r = root[j];
+            let shared_later = (0..n).any(|k| k != j && root[k] == r && last[k] > i);
+            let fits = node.kind != LKind::Add || sizes[j] == sizes[i];
+            if last[j] != i || r == 0 || shared_later || !fits {
+                continue;
+            }
+            if let Some(kind) = in_place_kind(l, i, j) {
+                root[i] = r;
+                scratch_size[i] = match kind {
+                    InPlace::Elementwise => 0,
+                    InPlace::DepthwisePlanes { plane } => plane,
+                    InPlace::PointwisePixels { pixel, .. } => pixel,
+                };
                 break;
             }
-            offset = offset.max(off + sz);
         }
-        placed.push((offset, size, r));
-        arena_size = arena_size.max(offset + size);
-        places[r] = Place::Arena { offset };
     }
-    for i in 0..n {
-        let r = root[i];
-        places[i] = if r == 0 {
-            Place::Input
-        } else if r == out_root && out_exclusive {
-            Place::Output
-        } else {
-            places[r]
-        };
+    // The output goes to the caller's buffer when nothing else shares it.
+    let out_root = root[l.output];
+    let out_exclusive = (0..n).all(|k| root[k] != out_root || k == l.output) && out_root != 0;
+    let life: Vec<(usize, usize)> = (0..n).map(|i| (i, last[i])).collect();
+    // Groups to place: the tensors sharing an arena root (each occupying
+    // [offset, offset + its size) during its own life, so an in-place op
+    // that shrinks a tensor frees the tail), and each scratch buffer (alive
+    // during its node's step).
+    struct Group {
+        /// (bytes, first step, last step) of each member.
+        members: Vec<(usize, usize, usize)>,
+        /// Root node, or `n + i` for the scratch of node i.
+        id: usize,
     }
+    let mut groups: Vec<Group> = (0..n)
+        .filter(|&i| root[i] == i && i != 0 && !(i == out_root && out_exclusive))
+        .map(|r| Group {
+            members: (0..n)
+                .filter(|&k| root[k] == r)
+                .map(|k| (align16(sizes[k]), k, last[k]))
+                .collect(),
+            id: r,
+        })
+        .collect();
+    groups.extend((0..n).filter(|&i| scratch_size[i] > 0).map(|i| Group {
+        members: vec![(align16(scratch_size[i]), i, i)],
+        id: n + i,
+    }));
+    // Largest first; each at the lowest 16-aligned offset where none of its
+    // members overlaps a placed tensor alive at the same time.
+    let biggest = |g: &Group| g.members.iter().map(|m| m.0).max().unwrap_or(0);
+    groups.sort_by(|a, b| biggest(b).cmp(&biggest(a)).then(a.id.cmp(&b.id)));
+    let mut placed: Vec<(usize, usize, usize, usize)> = Vec::new(); // (offset, size, first, last)
+    let mut offsets = vec![0usize; 2 * n];
+    let mut arena_size = 0;
+    for g in &groups {
+        // Offsets o that would collide: o in (off - size + 1, off + psize - 1).
+        let mut forbidden: Vec<(usize, usize)> = Vec::new(); // [lo, hi)
+        for &(size, first, last_step) in &g.members {
+            for &(off, psize, f, la) in &placed {
+                if f <= last_step && first <= la {
+                    forbidden.push(((off + 1).saturating_sub(size), off + psize));
+                }
+            }
+        }
+        forbidden.sort();
+        let mut offset = 0;
+        for (lo, hi) in forbidden {
+            if offset < lo {
+                break;
+            }
+            offset = offset.max(align16(hi));
+        }
+        for &(size, first, last_step) in &g.members {
+            placed.push((offset, size, first, last_step));
+            arena_size = arena_size.max(offset + size);
+        }
+        offsets[g.id] = offset;
+    }
+    let places = (0..n)
+        .map(|i| {
+            let r = root[i];
+            if r == 0 {
+                Place::Input
+            } else if r == out_root && out_exclusive {
+                Place::Output
+            } else {
+                Place::Arena { offset: offsets[r] }
+            }
+        })
+        .collect();
+    let scratch = (0..n)
+        .map(|i| (scratch_size[i] > 0).then(|| (offsets[n + i], scratch_size[i])))
+        .collect();
     MemoryPlan {
         places,
         sizes,
-        live,
+        life,
         root,
+        scratch,
         arena_size,
     }
 }
@@ -198,12 +277,53 @@ pub fn check(l: &Lowered, p: &MemoryPlan) -> Result<(), String> {
                 let same_bytes = out == span(j);
                 let ok = match node.kind {
                     LKind::Reshape => same_bytes,
-                    LKind::Add => same_bytes && last[j] == i,
-                    _ => false,
+                    _ => {
+                        out.1 == span(j).1
+                            && last[j] == i
+                            && in_place_kind(l, i, j).is_some()
+                            && (node.kind != LKind::Add || same_bytes)
+                            && (node.kind == LKind::Add || p.scratch[i].is_some())
+                            && (out.2 <= span(j).2
+                                || matches!(
+                                    in_place_kind(l, i, j),
+                                    Some(InPlace::PointwisePixels {
+                                        backwards: true,
+                                        ..
+                                    })
+                                ))
+                    }
                 };
                 if !ok {
                     return Err(format!(
                         "{} overwrites its input {} while reading it",
+                        node.name, l.nodes[j].name
+                    ));
+                }
+            }
+        }
+        if let Some((offset, size)) = p.scratch[i] {
+            let sc = (0u8, offset, offset + size);
+            if offset % 16 != 0 || offset + size > p.arena_size {
+                return Err(format!(
+                    "the scratch of {} is misaligned or outside the arena",
+                    node.name
+                ));
+            }
+            match node.inputs.first().and_then(|&j| in_place_kind(l, i, j)) {
+                Some(InPlace::DepthwisePlanes { plane })
+                | Some(InPlace::PointwisePixels { pixel: plane, .. })
+                    if plane <= size => {}
+                _ => {
+                    return Err(format!(
+                        "{} has a scratch buffer it does not need or that is too small",
+                        node.name
+                    ))
+                }
+            }
+            for j in 0..=i {
+                if (j == i || last[j] >= i) && overlap(sc, span(j)) {
+                    return Err(format!(
+                        "the scratch of {} overlaps {}",
                         node.name, l.nodes[j].name
                     ));
                 }

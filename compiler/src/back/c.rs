@@ -282,12 +282,24 @@ pub fn write(
             Place::Output => ("output", "-".to_string()),
             Place::Arena { offset } => ("arena", offset.to_string()),
         };
-        let (a, b) = plan.live[plan.root[i]];
+        let (a, b) = plan.life[i];
         let _ = writeln!(
             c,
             " *   {:<42} {:<8} {:>12} {:>9}  {}..{}",
             n.name, place, offset, plan.sizes[i], a, b
         );
+    }
+    for (i, sc) in plan.scratch.iter().enumerate() {
+        if let Some((offset, size)) = sc {
+            let _ = writeln!(
+                c,
+                " *   {:<42} {:<8} {:>12} {:>9}  {i}..{i}",
+                format!("(scratch of {})", l.nodes[i].name),
+                "arena",
+                offset,
+                size
+            );
+        }
     }
     c.push_str(" */\n\n");
     c.push_str(PRELUDE);
@@ -361,6 +373,68 @@ pub fn write(
         );
         c.push_str("    {\n");
         match (&n.kind, &prep[i]) {
+            (
+                LKind::Depthwise {
+                    kernel,
+                    stride,
+                    padding,
+                },
+                Prepared::Weighted {
+                    act_min, act_max, ..
+                },
+            ) if plan.scratch[i].is_some() => {
+                // In place, channel by channel (TinyEngine): copy one input
+                // plane to the scratch, write the output channel over the
+                // input channel's own slots.
+                let (hh, ww, ch) = (in_shape[0], in_shape[1], in_shape[2]);
+                let (ph, oh) = pad_before(hh, kernel[0], stride[0], *padding);
+                let (pw, ow) = pad_before(ww, kernel[1], stride[1], *padding);
+                let (soff, _) = plan.scratch[i].expect("scratch");
+                let _ = writeln!(c, "        int8_t *buf = {y};\n        int8_t *tmp = mnet_arena + {soff};\n        int k, oy, ox, ch, ky, kx;");
+                let _ = writeln!(c, "        for (ch = 0; ch < {ch}; ++ch) {{");
+                let _ = writeln!(
+                    c,
+                    "            for (k = 0; k < {}; ++k) tmp[k] = buf[k * {ch} + ch];",
+                    hh * ww
+                );
+                let _ = writeln!(c, "            for (oy = 0; oy < {oh}; ++oy) {{\n            for (ox = 0; ox < {ow}; ++ox) {{");
+                let _ = writeln!(c, "                int32_t acc = b{i}[ch];");
+                let _ = writeln!(c, "                for (ky = 0; ky < {}; ++ky) {{\n                    const int iy = oy * {} - {ph} + ky;", kernel[0], stride[0]);
+                let _ = writeln!(c, "                    if (iy < 0 || iy >= {hh}) continue;");
+                let _ = writeln!(c, "                    for (kx = 0; kx < {}; ++kx) {{\n                        const int ix = ox * {} - {pw} + kx;", kernel[1], stride[1]);
+                let _ = writeln!(
+                    c,
+                    "                        if (ix < 0 || ix >= {ww}) continue;"
+                );
+                let _ = writeln!(c, "                        acc += w{i}[(ky * {} + kx) * {ch} + ch] * (tmp[iy * {ww} + ix] - ({in_zp}));", kernel[1]);
+                c.push_str("                    }\n                }\n");
+                let _ = writeln!(c, "                buf[(oy * {ow} + ox) * {ch} + ch] = mnet_clamp(mnet_mbqm(acc, m{i}[ch], s{i}[ch]) + ({out_zp}), {act_min}, {act_max});");
+                c.push_str("            }\n            }\n        }\n");
+            }
+            (
+                LKind::Conv { out, .. },
+                Prepared::Weighted {
+                    act_min, act_max, ..
+                },
+            ) if plan.scratch[i].is_some() => {
+                // In place, pixel by pixel (1x1, stride 1): forwards when the
+                // output has no more channels than the input, else backwards.
+                let cin = in_shape[2];
+                let pixels = in_shape[0] * in_shape[1];
+                let (soff, _) = plan.scratch[i].expect("scratch");
+                let _ = writeln!(c, "        int8_t *buf = {y};\n        int8_t *tmp = mnet_arena + {soff};\n        int q, p, oc, ic;");
+                let _ = writeln!(c, "        for (q = 0; q < {pixels}; ++q) {{");
+                if *out > cin {
+                    let _ = writeln!(c, "            p = {} - q;", pixels - 1);
+                } else {
+                    c.push_str("            p = q;\n");
+                }
+                let _ = writeln!(c, "            memcpy(tmp, buf + p * {cin}, {cin});");
+                let _ = writeln!(c, "            for (oc = 0; oc < {out}; ++oc) {{\n                int32_t acc = b{i}[oc];\n                const int8_t *wp = w{i} + oc * {cin};");
+                let _ = writeln!(c, "                for (ic = 0; ic < {cin}; ++ic) acc += wp[ic] * (tmp[ic] - ({in_zp}));");
+                let _ = writeln!(c, "                buf[p * {out} + oc] = mnet_clamp(mnet_mbqm(acc, m{i}[oc], s{i}[oc]) + ({out_zp}), {act_min}, {act_max});");
+                c.push_str("            }\n        }\n");
+            }
             (
                 LKind::Conv {
                     kernel,
