@@ -320,8 +320,8 @@ pub fn check(l: &Lowered, p: &MemoryPlan) -> Result<(), String> {
                     ))
                 }
             }
-            for j in 0..=i {
-                if (j == i || last[j] >= i) && overlap(sc, span(j)) {
+            for (j, &last_j) in last.iter().enumerate().take(i + 1) {
+                if (j == i || last_j >= i) && overlap(sc, span(j)) {
                     return Err(format!(
                         "the scratch of {} overlaps {}",
                         node.name, l.nodes[j].name
