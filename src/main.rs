@@ -89,6 +89,8 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Print a readable dump of a .tflite file (tensors, quantization, operators, buffers).
+    Inspect { model: PathBuf },
     /// Print the elaborated IR of each network (search graph, or with --pick the fixed graph).
     Ir {
         file: PathBuf,
@@ -444,6 +446,18 @@ fn run(cli: Cli) -> Result<()> {
                 t.ops(),
                 t.flash_bytes
             );
+        }
+        Command::Inspect { model } => {
+            let bytes = std::fs::read(&model)
+                .map_err(|e| UserError(format!("error: cannot read {}: {e}\n", model.display())))?;
+            let text = mnet_compiler::back::inspect::dump(&bytes).map_err(|e| {
+                UserError(format!(
+                    "error: {} is not a valid .tflite: {}\n",
+                    model.display(),
+                    e.0
+                ))
+            })?;
+            print!("{text}");
         }
         Command::Ir { file, pick } => {
             let checked = load(&file)?;

@@ -2,6 +2,7 @@
 //! ahead-of-time C.
 
 pub mod c;
+pub mod inspect;
 pub mod tflite;
 
 use crate::quant::{LKind, Lowered};

@@ -1,0 +1,410 @@
+//! `mnet inspect`: a readable dump of any `.tflite` file.
+//!
+//! A small bounds-checked flatbuffer reader (every offset is verified before
+//! it is followed), so a truncated or corrupt file is a clear error, never a
+//! panic. It reads the schema subset in `reference/tflite-int8.md` section 1
+//! and prints the model, operator codes, tensors with their quantization,
+//! operators with their options, and buffers with their file offsets (so
+//! payload alignment is visible). Large payloads are shown by length and hash.
+
+use std::fmt::Write;
+
+/// A corrupt or unsupported file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InspectError(pub String);
+
+type R<T> = Result<T, InspectError>;
+
+fn err<T>(m: impl Into<String>) -> R<T> {
+    Err(InspectError(m.into()))
+}
+
+#[derive(Clone, Copy)]
+struct Table<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    vt: usize,
+    vt_len: usize,
+}
+
+fn read<const N: usize>(buf: &[u8], at: usize) -> R<[u8; N]> {
+    match buf.get(at..at.checked_add(N).unwrap_or(usize::MAX)) {
+        Some(s) => Ok(s.try_into().expect("length checked")),
+        None => err(format!(
+            "offset {at} is past the end of the file ({} bytes)",
+            buf.len()
+        )),
+    }
+}
+
+fn u16_at(buf: &[u8], at: usize) -> R<u16> {
+    Ok(u16::from_le_bytes(read(buf, at)?))
+}
+
+fn u32_at(buf: &[u8], at: usize) -> R<u32> {
+    Ok(u32::from_le_bytes(read(buf, at)?))
+}
+
+impl<'a> Table<'a> {
+    fn at(buf: &'a [u8], pos: usize) -> R<Table<'a>> {
+        let soff = u32_at(buf, pos)? as i32 as i64;
+        let vt = pos as i64 - soff;
+        if vt < 0 || vt as usize >= buf.len() {
+            return err(format!("table at {pos} has a vtable outside the file"));
+        }
+        let vt = vt as usize;
+        let vt_len = u16_at(buf, vt)? as usize;
+        if vt_len < 4 || vt + vt_len > buf.len() {
+            return err(format!("vtable at {vt} is malformed"));
+        }
+        Ok(Table {
+            buf,
+            pos,
+            vt,
+            vt_len,
+        })
+    }
+
+    fn field(&self, id: usize) -> R<Option<usize>> {
+        let slot = 4 + 2 * id;
+        if slot + 2 > self.vt_len {
+            return Ok(None);
+        }
+        let off = u16_at(self.buf, self.vt + slot)? as usize;
+        Ok((off != 0).then_some(self.pos + off))
+    }
+
+    fn u8(&self, id: usize, default: u8) -> R<u8> {
+        Ok(match self.field(id)? {
+            Some(at) => read::<1>(self.buf, at)?[0],
+            None => default,
+        })
+    }
+
+    fn i32(&self, id: usize, default: i32) -> R<i32> {
+        Ok(match self.field(id)? {
+            Some(at) => u32_at(self.buf, at)? as i32,
+            None => default,
+        })
+    }
+
+    fn f32(&self, id: usize, default: f32) -> R<f32> {
+        Ok(match self.field(id)? {
+            Some(at) => f32::from_bits(u32_at(self.buf, at)?),
+            None => default,
+        })
+    }
+
+    fn indirect(&self, id: usize) -> R<Option<usize>> {
+        match self.field(id)? {
+            Some(at) => {
+                let target = at + u32_at(self.buf, at)? as usize;
+                if target >= self.buf.len() {
+                    return err(format!("offset at {at} points outside the file"));
+                }
+                Ok(Some(target))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn table(&self, id: usize) -> R<Option<Table<'a>>> {
+        match self.indirect(id)? {
+            Some(t) => Ok(Some(Table::at(self.buf, t)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// (start of elements, count) of a vector with `elem` byte elements.
+    fn vector(&self, id: usize, elem: usize) -> R<Option<(usize, usize)>> {
+        match self.indirect(id)? {
+            Some(v) => {
+                let len = u32_at(self.buf, v)? as usize;
+                let start = v + 4;
+                if len
+                    .checked_mul(elem)
+                    .and_then(|b| b.checked_add(start))
+                    .is_none_or(|end| end > self.buf.len())
+                {
+                    return err(format!(
+                        "vector at {v} ({len} elements) runs past the end of the file"
+                    ));
+                }
+                Ok(Some((start, len)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn tables(&self, id: usize) -> R<Vec<Table<'a>>> {
+        let Some((start, len)) = self.vector(id, 4)? else {
+            return Ok(vec![]);
+        };
+        (0..len)
+            .map(|k| {
+                let at = start + 4 * k;
+                Table::at(self.buf, at + u32_at(self.buf, at)? as usize)
+            })
+            .collect()
+    }
+
+    fn ints(&self, id: usize) -> R<Vec<i32>> {
+        let Some((start, len)) = self.vector(id, 4)? else {
+            return Ok(vec![]);
+        };
+        (0..len)
+            .map(|k| Ok(u32_at(self.buf, start + 4 * k)? as i32))
+            .collect()
+    }
+
+    fn floats(&self, id: usize) -> R<Vec<f32>> {
+        Ok(self
+            .ints(id)?
+            .into_iter()
+            .map(|v| f32::from_bits(v as u32))
+            .collect())
+    }
+
+    fn longs(&self, id: usize) -> R<Vec<i64>> {
+        let Some((start, len)) = self.vector(id, 8)? else {
+            return Ok(vec![]);
+        };
+        (0..len)
+            .map(|k| Ok(i64::from_le_bytes(read(self.buf, start + 8 * k)?)))
+            .collect()
+    }
+
+    fn string(&self, id: usize) -> R<String> {
+        match self.vector(id, 1)? {
+            Some((start, len)) => {
+                Ok(String::from_utf8_lossy(&self.buf[start..start + len]).into_owned())
+            }
+            None => Ok(String::new()),
+        }
+    }
+}
+
+fn op_name(code: i32) -> String {
+    match code {
+        0 => "ADD",
+        1 => "AVERAGE_POOL_2D",
+        2 => "CONCATENATION",
+        3 => "CONV_2D",
+        4 => "DEPTHWISE_CONV_2D",
+        6 => "DEQUANTIZE",
+        9 => "FULLY_CONNECTED",
+        14 => "LOGISTIC",
+        17 => "MAX_POOL_2D",
+        18 => "MUL",
+        19 => "RELU",
+        21 => "RELU6",
+        22 => "RESHAPE",
+        25 => "SOFTMAX",
+        34 => "PAD",
+        40 => "MEAN",
+        114 => "QUANTIZE",
+        _ => return format!("BUILTIN_{code}"),
+    }
+    .to_string()
+}
+
+fn type_name(t: u8) -> String {
+    match t {
+        0 => "FLOAT32",
+        1 => "FLOAT16",
+        2 => "INT32",
+        3 => "UINT8",
+        4 => "INT64",
+        7 => "INT16",
+        9 => "INT8",
+        _ => return format!("TYPE_{t}"),
+    }
+    .to_string()
+}
+
+fn act_name(a: u8) -> &'static str {
+    match a {
+        0 => "NONE",
+        1 => "RELU",
+        2 => "RELU_N1_TO_1",
+        3 => "RELU6",
+        4 => "TANH",
+        _ => "?",
+    }
+}
+
+fn pad_name(p: u8) -> &'static str {
+    if p == 0 {
+        "SAME"
+    } else {
+        "VALID"
+    }
+}
+
+fn short_floats(v: &[f32]) -> String {
+    if v.len() <= 4 {
+        let s: Vec<String> = v.iter().map(|x| format!("{x:e}")).collect();
+        return format!("[{}]", s.join(", "));
+    }
+    let (mn, mx) = v
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+    format!("{} values in [{mn:e}, {mx:e}]", v.len())
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
+}
+
+/// Dump a `.tflite` file as text.
+pub fn dump(buf: &[u8]) -> Result<String, InspectError> {
+    if buf.len() < 8 {
+        return err(format!(
+            "the file has {} bytes, too few for a flatbuffer",
+            buf.len()
+        ));
+    }
+    if &buf[4..8] != b"TFL3" {
+        return err(format!(
+            "the file identifier is {:?}, not \"TFL3\": not a TFLite model",
+            String::from_utf8_lossy(&buf[4..8])
+        ));
+    }
+    let model = Table::at(buf, u32_at(buf, 0)? as usize)?;
+    let mut out = String::new();
+    let version = model.i32(0, 0)?;
+    let codes = model.tables(1)?;
+    let subgraphs = model.tables(2)?;
+    let buffers = model.tables(4)?;
+    let _ = writeln!(
+        out,
+        "model: {} bytes, schema version {version}, description {:?}, {} subgraph(s), {} operator code(s), {} buffer(s)",
+        buf.len(),
+        model.string(3)?,
+        subgraphs.len(),
+        codes.len(),
+        buffers.len()
+    );
+    let _ = writeln!(out, "operator codes:");
+    let mut code_names = Vec::new();
+    for (i, c) in codes.iter().enumerate() {
+        let deprecated = c.u8(0, 0)? as i8 as i32;
+        let code = c.i32(3, 0)?.max(deprecated);
+        let _ = writeln!(out, "  {i}: {} version {}", op_name(code), c.i32(2, 1)?);
+        code_names.push((code, op_name(code)));
+    }
+    for (si, sg) in subgraphs.iter().enumerate() {
+        let tensors = sg.tables(0)?;
+        let _ = writeln!(
+            out,
+            "subgraph {si} {:?}: inputs {:?}, outputs {:?}",
+            sg.string(4)?,
+            sg.ints(1)?,
+            sg.ints(2)?
+        );
+        let _ = writeln!(out, "  tensors:");
+        for (ti, t) in tensors.iter().enumerate() {
+            let mut line = format!(
+                "    {ti}: {} {} {:?}",
+                t.string(3)?,
+                type_name(t.u8(1, 0)?),
+                t.ints(0)?
+            );
+            let b = t.i32(2, 0)? as u32;
+            if b != 0 {
+                let _ = write!(line, " buffer {b}");
+            }
+            if let Some(q) = t.table(4)? {
+                let scales = q.floats(2)?;
+                let zps = q.longs(3)?;
+                if !scales.is_empty() {
+                    let zp = if zps.iter().all(|z| *z == zps[0]) {
+                        zps.first().map(|z| z.to_string()).unwrap_or_default()
+                    } else {
+                        format!("{zps:?}")
+                    };
+                    let _ = write!(line, " scale {} zero_point {zp}", short_floats(&scales));
+                    if scales.len() > 1 {
+                        let _ = write!(line, " axis {}", q.i32(6, 0)?);
+                    }
+                }
+            }
+            let _ = writeln!(out, "{line}");
+        }
+        let _ = writeln!(out, "  operators:");
+        for (oi, op) in sg.tables(3)?.iter().enumerate() {
+            let idx = op.i32(0, 0)? as usize;
+            let Some((code, name)) = code_names.get(idx) else {
+                return err(format!(
+                    "operator {oi} names operator code {idx}, which does not exist"
+                ));
+            };
+            let mut line = format!(
+                "    {oi}: {name} inputs {:?} outputs {:?}",
+                op.ints(1)?,
+                op.ints(2)?
+            );
+            if let Some(o) = op.table(4)? {
+                let opts = match code {
+                    3 => format!(
+                        "padding {} stride {}x{} act {}",
+                        pad_name(o.u8(0, 0)?),
+                        o.i32(2, 0)?,
+                        o.i32(1, 0)?,
+                        act_name(o.u8(3, 0)?)
+                    ),
+                    4 => format!(
+                        "padding {} stride {}x{} depth_multiplier {} act {}",
+                        pad_name(o.u8(0, 0)?),
+                        o.i32(2, 0)?,
+                        o.i32(1, 0)?,
+                        o.i32(3, 0)?,
+                        act_name(o.u8(4, 0)?)
+                    ),
+                    1 | 17 => format!(
+                        "padding {} stride {}x{} filter {}x{} act {}",
+                        pad_name(o.u8(0, 0)?),
+                        o.i32(2, 0)?,
+                        o.i32(1, 0)?,
+                        o.i32(4, 0)?,
+                        o.i32(3, 0)?,
+                        act_name(o.u8(5, 0)?)
+                    ),
+                    9 | 0 => format!("act {}", act_name(o.u8(0, 0)?)),
+                    25 => format!("beta {}", o.f32(0, 0.0)?),
+                    2 => format!("axis {} act {}", o.i32(0, 0)?, act_name(o.u8(1, 0)?)),
+                    22 => format!("new_shape {:?}", o.ints(0)?),
+                    _ => String::new(),
+                };
+                if !opts.is_empty() {
+                    let _ = write!(line, " ({opts})");
+                }
+            }
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    let _ = writeln!(out, "buffers:");
+    for (bi, b) in buffers.iter().enumerate() {
+        match b.vector(0, 1)? {
+            Some((start, len)) if len > 0 => {
+                let data = &buf[start..start + len];
+                let _ = writeln!(
+                    out,
+                    "  {bi}: {len} bytes at file offset {start}{} fnv1a64 {:016x}",
+                    if start % 16 == 0 {
+                        " (16-aligned)"
+                    } else {
+                        " (NOT 16-aligned)"
+                    },
+                    fnv1a(data)
+                );
+            }
+            _ => {
+                let _ = writeln!(out, "  {bi}: empty");
+            }
+        }
+    }
+    Ok(out)
+}
