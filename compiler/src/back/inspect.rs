@@ -28,7 +28,7 @@ struct Table<'a> {
 }
 
 fn read<const N: usize>(buf: &[u8], at: usize) -> R<[u8; N]> {
-    match buf.get(at..at.checked_add(N).unwrap_or(usize::MAX)) {
+    match buf.get(at..at.saturating_add(N)) {
         Some(s) => Ok(s.try_into().expect("length checked")),
         None => err(format!(
             "offset {at} is past the end of the file ({} bytes)",
