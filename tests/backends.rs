@@ -1,0 +1,194 @@
+//! Backend outputs as snapshots (the generated C with constants summarised,
+//! the header, and the `inspect` dump of the .tflite) for the example fixed
+//! networks; the .tflite reader on corrupt files; `mnet compile` errors.
+
+mod common;
+
+use mnet_compiler::quant::interp;
+use mnet_compiler::resolve::{assignment, resolve, Pick};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::process::Command;
+
+fn quantized(path: &str) -> mnet_compiler::quant::QuantGraph {
+    let text = common::read(format!("{}/{path}", env!("CARGO_MANIFEST_DIR")).as_ref());
+    let c = mnet_compiler::check_source(path, &text).unwrap_or_else(|f| panic!("{}", f.render()));
+    let net = &c.networks[0];
+    let fixed = resolve(&net.graph, &assignment(&net.graph, &net.summary, Pick::Min)).unwrap();
+    mnet_compiler::quantize_random(&fixed, 1).unwrap()
+}
+
+fn tflite(q: &mnet_compiler::quant::QuantGraph) -> Vec<u8> {
+    mnet_compiler::back::tflite::write(q, &interp::prepare(q))
+}
+
+#[test]
+fn generated_c_and_tflite_dumps() {
+    insta::glob!(
+        "..",
+        "{examples/micronets/*.mnet,examples/tiny.mnet,tests/models/ops.mnet}",
+        |path| {
+            let rel = common::rel(path);
+            let q = quantized(&rel);
+            let prep = interp::prepare(&q);
+            let plan = mnet_compiler::plan::plan(&q.lowered);
+            let macs = mnet_compiler::back::lowered_macs(&q.lowered);
+            let opts = mnet_compiler::back::c::Options {
+                summarize_constants: true,
+            };
+            let files = mnet_compiler::back::c::write(&q, &prep, &plan, &macs, opts);
+            insta::assert_snapshot!("h", files.header);
+            insta::assert_snapshot!("c", files.source);
+            let bytes = tflite(&q);
+            let dump = mnet_compiler::back::inspect::dump(&bytes).unwrap();
+            assert!(
+                !dump.contains("NOT 16-aligned"),
+                "{rel}: a payload is misaligned"
+            );
+            assert_eq!(
+                bytes.len() % 16,
+                0,
+                "{rel}: file length is not a multiple of 16"
+            );
+            insta::assert_snapshot!("tflite", dump);
+            // Deterministic: the same input gives byte-identical output.
+            assert_eq!(bytes, tflite(&quantized(&rel)));
+        }
+    );
+}
+
+#[test]
+fn inspect_never_panics_on_corrupt_files() {
+    let good = tflite(&quantized("tests/models/ops.mnet"));
+    let mut rng_state = 0x1234_5678u64;
+    let mut next = || {
+        rng_state ^= rng_state << 13;
+        rng_state ^= rng_state >> 7;
+        rng_state ^= rng_state << 17;
+        rng_state
+    };
+    let mut errors = 0;
+    for i in 0..3000 {
+        let mut bytes = good.clone();
+        match i % 3 {
+            0 => bytes.truncate((next() as usize) % good.len()),
+            1 => {
+                for _ in 0..4 {
+                    let at = (next() as usize) % bytes.len();
+                    bytes[at] = next() as u8;
+                }
+            }
+            _ => {
+                let at = 8 + (next() as usize) % (bytes.len() - 12);
+                bytes[at..at + 4].copy_from_slice(&(next() as u32).to_le_bytes());
+            }
+        }
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            mnet_compiler::back::inspect::dump(&bytes)
+        }));
+        match r {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => errors += 1,
+            Err(_) => panic!("inspect panicked on mutation {i}"),
+        }
+    }
+    assert!(
+        errors > 100,
+        "corruptions should mostly be detected ({errors})"
+    );
+}
+
+fn mnet(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_mnet"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn compile_errors_leave_no_files() {
+    let dir = std::env::temp_dir().join(format!("mnet-compile-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let d = dir.to_str().unwrap();
+    // A search space needs a pick.
+    let o = mnet(&[
+        "compile",
+        "examples/kws.mnet",
+        "--random-weights",
+        "1",
+        "-o",
+        d,
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is a search space"));
+    assert!(!dir.exists());
+    // An op the backend cannot lower.
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("relu.mnet");
+    std::fs::write(
+        &src,
+        "network r(x: i8[4, 4, 2]) {\n    x = relu(x) |> flatten |> dense(out: 3)\n}\n",
+    )
+    .unwrap();
+    let o = mnet(&[
+        "compile",
+        src.to_str().unwrap(),
+        "--random-weights",
+        "1",
+        "--emit",
+        "tflite,c",
+        "-o",
+        d,
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("relu_0") && err.contains("only supported fused"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        1,
+        "only the source is there"
+    );
+    // Success, then a second run refuses to overwrite.
+    let o = mnet(&[
+        "compile",
+        "examples/micronets/kws_s.mnet",
+        "--random-weights",
+        "1",
+        "--emit",
+        "tflite,c",
+        "-o",
+        d,
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("arena"), "{out}");
+    for f in ["kws_s.tflite", "kws_s.h", "kws_s.c"] {
+        assert!(dir.join(f).exists(), "{f}");
+    }
+    let o = mnet(&[
+        "compile",
+        "examples/micronets/kws_s.mnet",
+        "--random-weights",
+        "2",
+        "--emit",
+        "c",
+        "-o",
+        d,
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    // mnet inspect on the result, and on garbage.
+    let o = mnet(&["inspect", dir.join("kws_s.tflite").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0));
+    let o = mnet(&["inspect", src.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a valid .tflite"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
