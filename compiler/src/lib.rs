@@ -164,7 +164,7 @@ pub fn quantize_random(
     let lowered = quant::lower(g)?;
     let weights = quant::FloatWeights::random(&lowered, seed);
     let input_shape = &lowered.nodes[0].shape;
-    let calib = quant::synthetic_inputs(input_shape, 16, seed);
+    let calib = quant::synthetic_inputs(input_shape, 8, seed);
     let ranges = quant::calibrate(&lowered, &weights, &calib);
     Ok(quant::quantize(&lowered, &weights, &ranges))
 }

@@ -594,6 +594,23 @@ pub fn pad<T: Copy>(x: &[T], s: &[u32], pads: [u32; 4], fill: T) -> Vec<T> {
     out
 }
 
+/// A dot product in eight lanes (so it vectorises; the order is fixed, so
+/// the result is deterministic).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    for (ca, cb) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        for k in 0..8 {
+            lanes[k] += ca[k] * cb[k];
+        }
+    }
+    let tail = a.len() / 8 * 8;
+    let mut sum: f32 = lanes.iter().sum();
+    for (x, y) in a[tail..].iter().zip(&b[tail..]) {
+        sum += x * y;
+    }
+    sum
+}
+
 #[allow(clippy::too_many_arguments)]
 fn conv_f32(
     x: &[f32],
@@ -612,31 +629,41 @@ fn conv_f32(
     let (pw, ow) = pad_before(s[1], kernel[1], stride[1], padding);
     let (kh, kw) = (kernel[0] as i64, kernel[1] as i64);
     let mut out = vec![0f32; oh as usize * ow as usize * cout];
+    // im2col for one output pixel: taps outside the image are 0 (the float
+    // model pads with zeros), so every output channel is one dot product
+    // with its weight row, laid out [ky][kx][ic] like the patch.
+    let mut patch = vec![0f32; (kh * kw) as usize * cin];
     for oy in 0..oh as i64 {
         for ox in 0..ow as i64 {
-            for oc in 0..cout {
-                let mut acc = bias[oc];
-                for ky in 0..kh {
-                    for kx in 0..kw {
-                        let (iy, ix) = (
-                            oy * stride[0] as i64 - ph + ky,
-                            ox * stride[1] as i64 - pw + kx,
-                        );
-                        if iy < 0 || ix < 0 || iy >= h || ix >= w {
-                            continue;
-                        }
-                        let base = (iy * w + ix) as usize * cin;
-                        if depthwise {
-                            acc += weight[((ky * kw + kx) as usize) * cout + oc] * x[base + oc];
-                        } else {
-                            let wb = ((oc as i64 * kh + ky) * kw + kx) as usize * cin;
-                            for ic in 0..cin {
-                                acc += weight[wb + ic] * x[base + ic];
-                            }
-                        }
+            patch.iter_mut().for_each(|v| *v = 0.0);
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let (iy, ix) = (
+                        oy * stride[0] as i64 - ph + ky,
+                        ox * stride[1] as i64 - pw + kx,
+                    );
+                    if iy < 0 || ix < 0 || iy >= h || ix >= w {
+                        continue;
                     }
+                    let base = (iy * w + ix) as usize * cin;
+                    let at = (ky * kw + kx) as usize * cin;
+                    patch[at..at + cin].copy_from_slice(&x[base..base + cin]);
                 }
-                out[(oy * ow as i64 + ox) as usize * cout + oc] = apply_act(acc, act);
+            }
+            let y = &mut out[(oy * ow as i64 + ox) as usize * cout..][..cout];
+            if depthwise {
+                for (oc, yv) in y.iter_mut().enumerate() {
+                    let mut acc = bias[oc];
+                    for t in 0..(kh * kw) as usize {
+                        acc += weight[t * cout + oc] * patch[t * cin + oc];
+                    }
+                    *yv = apply_act(acc, act);
+                }
+            } else {
+                let k = patch.len();
+                for (oc, yv) in y.iter_mut().enumerate() {
+                    *yv = apply_act(bias[oc] + dot(&weight[oc * k..(oc + 1) * k], &patch), act);
+                }
             }
         }
     }

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Backend benchmark: for the MicroNet models and the tiny example, the
+# .tflite size, the Cortex-M4 build size of the generated C, mnet's arena,
+# TFLM's minimal arena for the same .tflite (bisection on arena_size with the
+# tflite-micro Python interpreter, reference kernels), their ratio, and the
+# time of `mnet compile` on kws_l. Prints a markdown table.
+#
+# usage: bash bench/backends.sh   (needs arm-none-eabi-gcc: scripts/test.sh installs it)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --quiet
+venv=target/oracle-venv
+if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet tflite-micro==0.dev20261023182759 ai-edge-litert==2.3.0 numpy==2.4.6
+fi
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+models="examples/micronets/kws_s.mnet examples/micronets/kws_m.mnet examples/micronets/kws_l.mnet examples/micronets/ad_s.mnet examples/micronets/ad_m.mnet examples/micronets/ad_l.mnet examples/tiny.mnet"
+echo "| model | tflite bytes | C .text (M4) | mnet arena | TFLM min arena | ratio |"
+echo "|---|---:|---:|---:|---:|---:|"
+for m in $models; do
+    name=$(basename "$m" .mnet)
+    pick=""
+    [ "$name" = tiny ] && pick="--pick min"
+    arena=$(./target/release/mnet compile "$m" $pick --random-weights 1 --emit tflite,c -o "$out" --force | sed -n 's/^arena: \([0-9]*\) bytes/\1/p')
+    arm-none-eabi-gcc -std=c99 -mcpu=cortex-m4 -mthumb -O2 -Wall -Wextra -Werror -c "$out/$name.c" -o "$out/$name.o"
+    text=$(arm-none-eabi-size "$out/$name.o" | awk 'NR==2 {print $1}')
+    tbytes=$(stat -c %s "$out/$name.tflite")
+    tflm=$("$venv/bin/python" bench/tflm_arena.py "$out/$name.tflite" | awk '{print $2}')
+    ratio=$(awk -v a="$arena" -v b="$tflm" 'BEGIN { printf "%.2f", a / b }')
+    echo "| $name | $tbytes | $text | $arena | $tflm | $ratio |"
+done
+# Compile time of the largest KWS model (best of 10).
+best=999999
+for _ in $(seq 10); do
+    s=$(date +%s%N)
+    ./target/release/mnet compile examples/micronets/kws_l.mnet --random-weights 1 --emit tflite,c -o "$out" --force >/dev/null
+    e=$(date +%s%N)
+    t=$(( (e - s) / 1000000 ))
+    [ "$t" -lt "$best" ] && best=$t
+done
+echo
+echo "compile_kws_l_ms: $best (target 200, ratio $(awk -v a="$best" 'BEGIN { printf "%.2f", a / 200 }'))"
