@@ -38,6 +38,10 @@ pub struct MemoryPlan {
     pub root: Vec<usize>,
     /// Scratch of a node computed in place: (arena offset, bytes).
     pub scratch: Vec<Option<(usize, usize)>>,
+    /// A conv fused into the depthwise conv that reads it (`fused[c] =
+    /// Some(d)`): the conv's rows are computed on demand into a ring of
+    /// [`ring_rows`] rows while `d` runs, so its whole output never exists.
+    pub fused: Vec<Option<usize>>,
     pub arena_size: usize,
 }
 
@@ -98,11 +102,75 @@ fn last_uses(l: &Lowered) -> Vec<usize> {
     last
 }
 
+/// Convs that can stream into the depthwise conv after them: the conv's only
+/// reader is that depthwise conv, and neither is the network's output.
+pub fn fusions(l: &Lowered) -> Vec<Option<usize>> {
+    let last = last_uses(l);
+    let mut readers = vec![0usize; l.nodes.len()];
+    for n in &l.nodes {
+        for &j in &n.inputs {
+            readers[j] += 1;
+        }
+    }
+    let mut fused = vec![None; l.nodes.len()];
+    for (d, node) in l.nodes.iter().enumerate() {
+        if let LKind::Depthwise { .. } = node.kind {
+            let c = node.inputs[0];
+            if matches!(l.nodes[c].kind, LKind::Conv { .. })
+                && c != l.output
+                && last[c] == d
+                && readers[c] == 1
+            {
+                fused[c] = Some(d);
+            }
+        }
+    }
+    fused
+}
+
+/// Rows of a fused conv's output the ring holds: the depthwise kernel height
+/// (at most the conv's output height).
+pub fn ring_rows(l: &Lowered, c: usize, d: usize) -> usize {
+    let LKind::Depthwise { kernel, .. } = l.nodes[d].kind else {
+        unreachable!("fused into a depthwise conv")
+    };
+    (kernel[0] as usize).min(l.nodes[c].shape[0] as usize)
+}
+
+/// Bytes each node's output occupies in memory: a fused conv's ring, else
+/// the whole tensor.
+fn footprints(l: &Lowered, fused: &[Option<usize>]) -> Vec<usize> {
+    l.nodes
+        .iter()
+        .enumerate()
+        .map(|(i, x)| match fused[i] {
+            Some(d) => ring_rows(l, i, d) * (x.shape[1] * x.shape[2]) as usize,
+            None => elems(&x.shape),
+        })
+        .collect()
+}
+
+/// Last step each tensor is read, with a fused conv's input read until its
+/// depthwise conv finishes.
+fn last_uses_fused(l: &Lowered, fused: &[Option<usize>]) -> Vec<usize> {
+    let mut last = last_uses(l);
+    for (c, f) in fused.iter().enumerate() {
+        if let Some(d) = f {
+            for &x in &l.nodes[c].inputs {
+                last[x] = last[x].max(*d);
+            }
+        }
+    }
+    last
+}
+
 /// Plan the memory of a lowered network.
 pub fn plan(l: &Lowered) -> MemoryPlan {
     let n = l.nodes.len();
+    let fused = fusions(l);
     let sizes: Vec<usize> = l.nodes.iter().map(|x| elems(&x.shape)).collect();
-    let last = last_uses(l);
+    let foot = footprints(l, &fused);
+    let last = last_uses_fused(l, &fused);
     // Buffer sharing: a reshape aliases its input; add, depthwise and
     // pointwise convs write over an input that dies there (not the caller's
     // input, and not for the network output, which goes to the caller).
@@ -113,7 +181,7 @@ pub fn plan(l: &Lowered) -> MemoryPlan {
             root[i] = root[node.inputs[0]];
             continue;
         }
-        if i == l.output {
+        if i == l.output || fused[i].is_some() || node.inputs.iter().any(|&j| fused[j].is_some()) {
             continue;
         }
         for &j in &node.inputs {
@@ -153,7 +221,7 @@ pub fn plan(l: &Lowered) -> MemoryPlan {
         .map(|r| Group {
             members: (0..n)
                 .filter(|&k| root[k] == r)
-                .map(|k| (align16(sizes[k]), k, last[k]))
+                .map(|k| (align16(foot[k]), k, last[k]))
                 .collect(),
             id: r,
         })
@@ -214,6 +282,7 @@ pub fn plan(l: &Lowered) -> MemoryPlan {
         life,
         root,
         scratch,
+        fused,
         arena_size,
     }
 }
@@ -227,7 +296,17 @@ pub fn plan(l: &Lowered) -> MemoryPlan {
 /// two more memories, disjoint from the arena.
 pub fn check(l: &Lowered, p: &MemoryPlan) -> Result<(), String> {
     let n = l.nodes.len();
-    let last = last_uses(l);
+    let allowed = fusions(l);
+    for (c, f) in p.fused.iter().enumerate() {
+        if f.is_some() && *f != allowed[c] {
+            return Err(format!(
+                "{} is fused into a layer that is not its only depthwise reader",
+                l.nodes[c].name
+            ));
+        }
+    }
+    let foot = footprints(l, &p.fused);
+    let last = last_uses_fused(l, &p.fused);
     // Value identity: a reshape holds its input's bytes.
     let mut value: Vec<usize> = (0..n).collect();
     for (i, node) in l.nodes.iter().enumerate() {
@@ -237,7 +316,7 @@ pub fn check(l: &Lowered, p: &MemoryPlan) -> Result<(), String> {
     }
     // (memory, start, end) of a tensor; memory 0 arena, 1 input, 2 output.
     let span = |i: usize| -> (u8, usize, usize) {
-        let size = elems(&l.nodes[i].shape);
+        let size = foot[i];
         match p.places[i] {
             Place::Arena { offset } => (0, offset, offset + size),
             Place::Input => (1, 0, size),
@@ -272,6 +351,24 @@ pub fn check(l: &Lowered, p: &MemoryPlan) -> Result<(), String> {
     for i in 1..n {
         let node = &l.nodes[i];
         let out = span(i);
+        // Read during step i: the inputs, and for a depthwise conv fed by a
+        // fused conv also that conv's inputs; a fused pair writes over none.
+        let fused_reads: Vec<usize> = node
+            .inputs
+            .iter()
+            .filter(|&&j| p.fused[j] == Some(i))
+            .flat_map(|&c| l.nodes[c].inputs.iter().copied())
+            .collect();
+        for &j in node.inputs.iter().chain(&fused_reads) {
+            if (p.fused[i].is_some() || p.fused[j] == Some(i) || fused_reads.contains(&j))
+                && overlap(out, span(j))
+            {
+                return Err(format!(
+                    "{} overwrites {}, which the fused pair reads",
+                    node.name, l.nodes[j].name
+                ));
+            }
+        }
         for &j in &node.inputs {
             if overlap(out, span(j)) {
                 let same_bytes = out == span(j);

@@ -205,6 +205,112 @@ static void mnet_softmax_row(const int8_t *x, int8_t *y, int n, int32_t mult, in
 }
 "#;
 
+/// A conv `cv` streamed into the depthwise conv `dw` that reads it: conv
+/// output rows are computed when the depthwise window first needs them, into
+/// a ring of `ring_rows` rows, so the conv's full output never exists.
+fn fused_conv_depthwise(
+    c: &mut String,
+    q: &QuantGraph,
+    prep: &[Prepared],
+    plan: &MemoryPlan,
+    cv: usize,
+    dw: usize,
+) {
+    let l = &q.lowered;
+    let (conv, depth) = (&l.nodes[cv], &l.nodes[dw]);
+    let (
+        LKind::Conv {
+            kernel: ck,
+            stride: cs,
+            padding: cp,
+            ..
+        },
+        LKind::Depthwise {
+            kernel: dk,
+            stride: ds,
+            padding: dp,
+        },
+    ) = (&conv.kind, &depth.kind)
+    else {
+        unreachable!("a fused pair is conv then depthwise")
+    };
+    let (
+        Prepared::Weighted {
+            act_min: cmin,
+            act_max: cmax,
+            ..
+        },
+        Prepared::Weighted {
+            act_min: dmin,
+            act_max: dmax,
+            ..
+        },
+    ) = (&prep[cv], &prep[dw])
+    else {
+        unreachable!("weighted layers")
+    };
+    let x_shape = &l.nodes[conv.inputs[0]].shape;
+    let (xh, xw, xc) = (x_shape[0], x_shape[1], x_shape[2]);
+    let (hc, wc, cc) = (conv.shape[0], conv.shape[1], conv.shape[2]);
+    let (cph, _) = pad_before(xh, ck[0], cs[0], *cp);
+    let (cpw, _) = pad_before(xw, ck[1], cs[1], *cp);
+    let (dph, doh) = pad_before(hc, dk[0], ds[0], *dp);
+    let (dpw, dow) = pad_before(wc, dk[1], ds[1], *dp);
+    let rows = crate::plan::ring_rows(l, cv, dw);
+    let Place::Arena { offset: ring } = plan.places[cv] else {
+        unreachable!("a ring lives in the arena")
+    };
+    let (x_zp, c_zp, d_zp) = (
+        q.qparams[conv.inputs[0]].zero_point,
+        q.qparams[cv].zero_point,
+        q.qparams[dw].zero_point,
+    );
+    let _ = writeln!(
+        c,
+        "        /* fused with {}: a ring of {rows} rows of [{wc}, {cc}] at arena offset {ring} */",
+        conv.name
+    );
+    let _ = writeln!(c, "        const int8_t *x = {};\n        int8_t *ring = mnet_arena + {ring};\n        int8_t *y = {};", ptr(plan.places[conv.inputs[0]]), ptr(plan.places[dw]));
+    c.push_str("        int next = 0, oy, ox, oc, ky, kx, ch;\n");
+    let _ = writeln!(c, "        for (oy = 0; oy < {doh}; ++oy) {{");
+    let _ = writeln!(
+        c,
+        "            int need = oy * {} - {dph} + {};\n            if (need > {}) need = {};",
+        ds[0],
+        dk[0] - 1,
+        hc - 1,
+        hc - 1
+    );
+    c.push_str("            for (; next <= need; ++next) {\n");
+    let _ = writeln!(
+        c,
+        "                int8_t *row = ring + (next % {rows}) * {};",
+        wc * cc
+    );
+    let _ = writeln!(
+        c,
+        "                const int iy0 = next * {} - {cph};",
+        cs[0]
+    );
+    let _ = writeln!(c, "                for (ox = 0; ox < {wc}; ++ox) {{\n                    const int ix0 = ox * {} - {cpw};", cs[1]);
+    let _ = writeln!(c, "                    for (oc = 0; oc < {cc}; ++oc) {{\n                        int32_t acc = b{cv}[oc];");
+    let _ = writeln!(c, "                        for (ky = 0; ky < {}; ++ky) {{\n                            const int iy = iy0 + ky;\n                            if (iy < 0 || iy >= {xh}) continue;", ck[0]);
+    let _ = writeln!(c, "                            for (kx = 0; kx < {}; ++kx) {{\n                                const int ix = ix0 + kx;\n                                if (ix < 0 || ix >= {xw}) continue;", ck[1]);
+    let _ = writeln!(c, "                                {{\n                                    const int8_t *xp = x + (iy * {xw} + ix) * {xc};");
+    let _ = writeln!(c, "                                    const int8_t *wp = w{cv} + ((oc * {} + ky) * {} + kx) * {xc};", ck[0], ck[1]);
+    let _ = writeln!(c, "                                    int ic;\n                                    for (ic = 0; ic < {xc}; ++ic) acc += wp[ic] * (xp[ic] - ({x_zp}));\n                                }}");
+    c.push_str("                            }\n                        }\n");
+    let _ = writeln!(c, "                        row[ox * {cc} + oc] = mnet_clamp(mnet_mbqm(acc, m{cv}[oc], s{cv}[oc]) + ({c_zp}), {cmin}, {cmax});");
+    c.push_str("                    }\n                }\n            }\n");
+    let _ = writeln!(c, "            for (ox = 0; ox < {dow}; ++ox) {{\n                for (ch = 0; ch < {cc}; ++ch) {{\n                    int32_t acc = b{dw}[ch];");
+    let _ = writeln!(c, "                    for (ky = 0; ky < {}; ++ky) {{\n                        const int iy = oy * {} - {dph} + ky;\n                        if (iy < 0 || iy >= {hc}) continue;", dk[0], ds[0]);
+    let _ = writeln!(c, "                        for (kx = 0; kx < {}; ++kx) {{\n                            const int ix = ox * {} - {dpw} + kx;\n                            if (ix < 0 || ix >= {wc}) continue;", dk[1], ds[1]);
+    let _ = writeln!(c, "                            acc += w{dw}[(ky * {} + kx) * {cc} + ch] * (ring[((iy % {rows}) * {wc} + ix) * {cc} + ch] - ({c_zp}));", dk[1]);
+    c.push_str("                        }\n                    }\n");
+    let _ = writeln!(c, "                    y[(oy * {dow} + ox) * {cc} + ch] = mnet_clamp(mnet_mbqm(acc, m{dw}[ch], s{dw}[ch]) + ({d_zp}), {dmin}, {dmax});");
+    c.push_str("                }\n            }\n        }\n");
+}
+
 /// Generate `NAME.h` and `NAME.c`.
 pub fn write(
     q: &QuantGraph,
@@ -274,7 +380,7 @@ pub fn write(
     let _ = writeln!(c, "/* Memory plan: arena {} bytes.", plan.arena_size);
     let _ = writeln!(
         c,
-        " *   tensor                                     place          offset      size  live"
+        " *   (ring: rows of a fused conv, computed as the depthwise conv after it needs them)\n *   tensor                                     place          offset      size  live"
     );
     for (i, n) in l.nodes.iter().enumerate() {
         let (place, offset) = match plan.places[i] {
@@ -283,10 +389,17 @@ pub fn write(
             Place::Arena { offset } => ("arena", offset.to_string()),
         };
         let (a, b) = plan.life[i];
+        let (place, size) = match plan.fused[i] {
+            Some(d) => (
+                "ring",
+                crate::plan::ring_rows(l, i, d) * (n.shape[1] * n.shape[2]) as usize,
+            ),
+            None => (place, plan.sizes[i]),
+        };
         let _ = writeln!(
             c,
             " *   {:<42} {:<8} {:>12} {:>9}  {}..{}",
-            n.name, place, offset, plan.sizes[i], a, b
+            n.name, place, offset, size, a, b
         );
     }
     for (i, sc) in plan.scratch.iter().enumerate() {
@@ -371,7 +484,19 @@ pub fn write(
             n.shape,
             macs.get(i).copied().unwrap_or(0)
         );
+        if let Some(d) = plan.fused[i] {
+            let _ = writeln!(
+                c,
+                "    /* computed row by row into a ring buffer inside step {d} */"
+            );
+            continue;
+        }
         c.push_str("    {\n");
+        if let Some(&cv) = n.inputs.first().filter(|&&j| plan.fused[j] == Some(i)) {
+            fused_conv_depthwise(&mut c, q, prep, plan, cv, i);
+            c.push_str("    }\n");
+            continue;
+        }
         match (&n.kind, &prep[i]) {
             (
                 LKind::Depthwise {
