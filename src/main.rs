@@ -72,9 +72,22 @@ enum Command {
     /// Compile a fixed network (or a pick of a space) to int8 artefacts.
     Compile {
         file: PathBuf,
-        /// Deterministic random weights and synthetic calibration from this seed.
+        /// Float weights: a safetensors file (tensor names in the README).
+        #[arg(
+            long,
+            required_unless_present = "random_weights",
+            conflicts_with = "random_weights"
+        )]
+        weights: Option<PathBuf>,
+        /// Deterministic random weights (and synthetic calibration) from this seed.
         #[arg(long)]
-        random_weights: u64,
+        random_weights: Option<u64>,
+        /// Calibration inputs: a float32 .npy file shaped [N, ...input shape].
+        #[arg(long)]
+        calib: Option<PathBuf>,
+        /// Also write the float weights used (e.g. the random ones) as safetensors.
+        #[arg(long)]
+        save_weights: Option<PathBuf>,
         /// What to write: tflite, c (comma-separated).
         #[arg(long, value_delimiter = ',', default_value = "tflite")]
         emit: Vec<String>,
@@ -361,7 +374,10 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Compile {
             file,
+            weights,
             random_weights,
+            calib,
+            save_weights,
             emit,
             output,
             pick,
@@ -378,14 +394,46 @@ fn run(cli: Cli) -> Result<()> {
                 )));
             }
             let fixed = fixed_of(&net, pick.unwrap_or(Pick::Min))?;
-            let q = mnet_compiler::quantize_random(&fixed, random_weights).map_err(|e| {
-                UserError(format!(
-                    "error: cannot compile layer `{}`: {}\n",
-                    e.layer, e.message
-                ))
+            let weight_bytes = match &weights {
+                Some(p) => Some(std::fs::read(p).map_err(|e| {
+                    UserError(format!("error: cannot read {}: {e}\n", p.display()))
+                })?),
+                None => None,
+            };
+            let calib_bytes = match &calib {
+                Some(p) => Some(std::fs::read(p).map_err(|e| {
+                    UserError(format!("error: cannot read {}: {e}\n", p.display()))
+                })?),
+                None => None,
+            };
+            let source = match (&weight_bytes, random_weights) {
+                (Some(b), _) => mnet_compiler::Weights::File(b),
+                (None, Some(seed)) => mnet_compiler::Weights::Random(seed),
+                (None, None) => unreachable!("clap requires one"),
+            };
+            let (q, float) = mnet_compiler::quantize_network(
+                &fixed,
+                source,
+                calib_bytes.as_deref(),
+            )
+            .map_err(|e| {
+                let what = match (&weights, &calib) {
+                    (Some(w), _) if e.contains("tensor") || e.contains("safetensors") => {
+                        format!("{}: ", w.display())
+                    }
+                    (_, Some(c)) if e.starts_with("calibration") => format!("{}: ", c.display()),
+                    _ => String::new(),
+                };
+                UserError(format!("error: {what}{e}\n"))
             })?;
             let prep = mnet_compiler::quant::interp::prepare(&q);
             let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+            if let Some(p) = &save_weights {
+                files.push((
+                    p.clone(),
+                    mnet_compiler::quant::io::write_weights(&q.lowered, &float),
+                ));
+            }
             for kind in &emit {
                 match kind.as_str() {
                     "tflite" => files.push((
@@ -440,11 +488,26 @@ fn run(cli: Cli) -> Result<()> {
             for (p, bytes) in &files {
                 println!("wrote {} ({} bytes)", p.display(), bytes.len());
             }
+            // Flash: the constants the C holds (weights, biases, per-channel
+            // multipliers and shifts) plus a code estimate (measured on the
+            // MicroNet builds: ~600 B of helpers and ~350 B a layer at -O2).
+            let consts: usize = q
+                .weights
+                .values()
+                .map(|w| w.weight.len() + 4 * w.bias.len() + 8 * w.scales.len().max(w.bias.len()))
+                .sum();
+            let layers = q.lowered.nodes.len() - 1;
+            let code = 600 + 350 * layers;
+            let arena = mnet_compiler::plan::plan(&q.lowered).arena_size;
             println!(
-                "{}: {} ops, {} weight bytes",
+                "{}: {} ops ({} MACs); flash {} bytes ({} constants + ~{} code, estimated); arena {} bytes",
                 fixed.info.name,
                 t.ops(),
-                t.flash_bytes
+                t.macs,
+                consts + code,
+                consts,
+                code,
+                arena
             );
         }
         Command::Inspect { model } => {

@@ -192,3 +192,166 @@ fn compile_errors_leave_no_files() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("not a valid .tflite"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A float32 .npy file of the given shape.
+fn npy(shape: &[usize], values: &[f32]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let mut header = format!(
+        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({},), }}",
+        dims.join(", ")
+    );
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for v in values {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+#[test]
+fn weights_files_and_calibration_data() {
+    let dir = std::env::temp_dir().join(format!("mnet-weights-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = |s: &str| dir.join(s).to_str().unwrap().to_string();
+    // Random weights saved, then read back: byte-identical artefacts.
+    let o = mnet(&[
+        "compile",
+        "examples/micronets/kws_s.mnet",
+        "--random-weights",
+        "0",
+        "--emit",
+        "tflite,c",
+        "--save-weights",
+        &p("w.safetensors"),
+        "-o",
+        &p("a"),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = mnet(&[
+        "compile",
+        "examples/micronets/kws_s.mnet",
+        "--weights",
+        &p("w.safetensors"),
+        "--emit",
+        "tflite,c",
+        "-o",
+        &p("b"),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for f in ["kws_s.tflite", "kws_s.c", "kws_s.h"] {
+        assert_eq!(
+            std::fs::read(dir.join("a").join(f)).unwrap(),
+            std::fs::read(dir.join("b").join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    // The wrong network's weights: a clear error naming the tensor, no files.
+    let o = mnet(&[
+        "compile",
+        "examples/micronets/kws_m.mnet",
+        "--weights",
+        &p("w.safetensors"),
+        "-o",
+        &p("c"),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("conv_bn_0/conv2d_0.weight")
+            && err.contains("has shape [84, 10, 4, 1], expected [140, 10, 4, 1]"),
+        "{err}"
+    );
+    assert!(!dir.join("c").exists());
+    // A network with a layer the file lacks.
+    let o = mnet(&[
+        "compile",
+        "tests/models/ops.mnet",
+        "--weights",
+        &p("w.safetensors"),
+        "-o",
+        &p("c"),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no tensor `conv2d_0.weight`"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // Not a safetensors file.
+    std::fs::write(dir.join("junk.safetensors"), b"nonsense").unwrap();
+    let o = mnet(&[
+        "compile",
+        "examples/micronets/kws_s.mnet",
+        "--weights",
+        &p("junk.safetensors"),
+        "-o",
+        &p("c"),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a safetensors file"));
+    // Calibration data: the input range comes from the data.
+    let values: Vec<f32> = (0..4 * 490)
+        .map(|i| ((i % 97) as f32 / 48.0) - 1.0)
+        .collect();
+    std::fs::write(dir.join("calib.npy"), npy(&[4, 49, 10, 1], &values)).unwrap();
+    let o = mnet(&[
+        "compile",
+        "examples/micronets/kws_s.mnet",
+        "--weights",
+        &p("w.safetensors"),
+        "--calib",
+        &p("calib.npy"),
+        "--emit",
+        "c",
+        "-o",
+        &p("d"),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let h = std::fs::read_to_string(dir.join("d/kws_s.h")).unwrap();
+    assert!(h.contains("KWS_S_INPUT_SCALE 7.843138e-3f"), "{h}");
+    // Calibration data of the wrong shape.
+    std::fs::write(
+        dir.join("bad.npy"),
+        npy(&[4, 49, 10, 2], &vec![0.0; 4 * 980]),
+    )
+    .unwrap();
+    let o = mnet(&[
+        "compile",
+        "examples/micronets/kws_s.mnet",
+        "--weights",
+        &p("w.safetensors"),
+        "--calib",
+        &p("bad.npy"),
+        "-o",
+        &p("e"),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("bad.npy") && err.contains("expected [N, 49, 10, 1]"),
+        "{err}"
+    );
+    assert!(!dir.join("e").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}

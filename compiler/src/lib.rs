@@ -155,16 +155,45 @@ fn budget_errors(g: &SearchGraph, s: &SpaceSummary) -> Diagnostics {
         .collect()
 }
 
-/// Lower, weight (random for a seed) and quantize a fixed network with
-/// deterministic synthetic calibration.
-pub fn quantize_random(
+/// Where the float weights come from.
+pub enum Weights<'a> {
+    /// Deterministic random weights for a seed.
+    Random(u64),
+    /// A safetensors file's bytes (see [`quant::io`]).
+    File(&'a [u8]),
+}
+
+/// Lower, weight and quantize a fixed network. Calibration uses `calib` (a
+/// `.npy` file's bytes) or, without it, deterministic synthetic inputs in
+/// `[-1, 1]` (seeded by the random-weights seed, 0 for a weights file).
+/// Returns the quantized network and the float weights used.
+pub fn quantize_network(
     g: &ir::FixedGraph,
-    seed: u64,
-) -> Result<quant::QuantGraph, quant::LowerError> {
-    let lowered = quant::lower(g)?;
-    let weights = quant::FloatWeights::random(&lowered, seed);
-    let input_shape = &lowered.nodes[0].shape;
-    let calib = quant::synthetic_inputs(input_shape, 8, seed);
-    let ranges = quant::calibrate(&lowered, &weights, &calib);
-    Ok(quant::quantize(&lowered, &weights, &ranges))
+    weights: Weights,
+    calib: Option<&[u8]>,
+) -> Result<(quant::QuantGraph, quant::FloatWeights), String> {
+    let lowered = quant::lower(g)
+        .map_err(|e| format!("cannot compile layer `{}`: {}", e.layer, e.message))?;
+    let (float, seed) = match weights {
+        Weights::Random(seed) => (quant::FloatWeights::random(&lowered, seed), seed),
+        Weights::File(bytes) => (quant::io::read_weights(&lowered, bytes)?, 0),
+    };
+    let input_shape = lowered.nodes[0].shape.clone();
+    let ranges = match calib {
+        Some(bytes) => {
+            let inputs = quant::io::read_npy_inputs(bytes, &input_shape)
+                .map_err(|e| format!("calibration data: {e}"))?;
+            quant::calibrate(&lowered, &float, &inputs, None)
+        }
+        None => {
+            let inputs = quant::synthetic_inputs(&input_shape, 8, seed);
+            quant::calibrate(&lowered, &float, &inputs, Some(quant::INPUT_RANGE))
+        }
+    };
+    Ok((quant::quantize(&lowered, &float, &ranges), float))
+}
+
+/// [`quantize_network`] with random weights and synthetic calibration.
+pub fn quantize_random(g: &ir::FixedGraph, seed: u64) -> Result<quant::QuantGraph, String> {
+    quantize_network(g, Weights::Random(seed), None).map(|(q, _)| q)
 }

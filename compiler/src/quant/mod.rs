@@ -14,6 +14,7 @@
 
 pub mod arith;
 pub mod interp;
+pub mod io;
 
 use crate::ir::{FixedGraph, Op, Padding};
 use rand::{RngExt, SeedableRng};
@@ -742,7 +743,14 @@ pub fn synthetic_inputs(shape: &[u32], count: usize, seed: u64) -> Vec<Vec<f32>>
 }
 
 /// Per-node float ranges over calibration inputs.
-pub fn calibrate(l: &Lowered, w: &FloatWeights, inputs: &[Vec<f32>]) -> Vec<(f32, f32)> {
+/// `input_range` fixes the input's range (synthetic calibration); `None`
+/// takes it from the data.
+pub fn calibrate(
+    l: &Lowered,
+    w: &FloatWeights,
+    inputs: &[Vec<f32>],
+    input_range: Option<(f32, f32)>,
+) -> Vec<(f32, f32)> {
     let mut ranges = vec![(f32::MAX, f32::MIN); l.nodes.len()];
     for x in inputs {
         for (i, v) in forward_f32(l, w, x).iter().enumerate() {
@@ -752,7 +760,9 @@ pub fn calibrate(l: &Lowered, w: &FloatWeights, inputs: &[Vec<f32>]) -> Vec<(f32
             }
         }
     }
-    ranges[0] = INPUT_RANGE;
+    if let Some(r) = input_range {
+        ranges[0] = r;
+    }
     ranges
 }
 
