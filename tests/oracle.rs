@@ -46,6 +46,11 @@ fn models() -> Vec<(String, FixedGraph)> {
         ));
     }
     v.push(("ops".to_string(), fixed("tests/models/ops.mnet", Pick::Min)));
+    v.push((
+        "branches".to_string(),
+        fixed("tests/models/branches.mnet", Pick::Min),
+    ));
+    v.push(("vww@min".to_string(), fixed("examples/vww.mnet", Pick::Min)));
     v
 }
 

@@ -71,3 +71,21 @@ fn the_checker_rejects_overlapping_buffers() {
     bad.places[1] = Place::Input;
     assert!(check(&l, &bad).is_err());
 }
+
+#[test]
+fn scheduling_branches_lowers_the_peak() {
+    let l = lowered("tests/models/branches.mnet", Pick::Min);
+    let as_written = plan(&l);
+    let scheduled_net = mnet_compiler::plan::schedule(l.clone());
+    let scheduled = plan(&scheduled_net);
+    check(&scheduled_net, &scheduled).unwrap();
+    assert!(
+        scheduled.arena_size * 3 < as_written.arena_size * 2,
+        "scheduled {} vs as written {}",
+        scheduled.arena_size,
+        as_written.arena_size
+    );
+    // A chain keeps its order.
+    let chain = lowered("examples/micronets/kws_s.mnet", Pick::Min);
+    assert_eq!(mnet_compiler::plan::schedule(chain.clone()), chain);
+}

@@ -174,6 +174,7 @@ pub fn quantize_network(
 ) -> Result<(quant::QuantGraph, quant::FloatWeights), String> {
     let lowered = quant::lower(g)
         .map_err(|e| format!("cannot compile layer `{}`: {}", e.layer, e.message))?;
+    let lowered = plan::schedule(lowered);
     let (float, seed) = match weights {
         Weights::Random(seed) => (quant::FloatWeights::random(&lowered, seed), seed),
         Weights::File(bytes) => (quant::io::read_weights(&lowered, bytes)?, 0),
