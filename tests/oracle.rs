@@ -3,8 +3,7 @@
 //! quantized and written as .tflite, run on 100 random int8 inputs by the
 //! Rust reference interpreter, by the generated C (host cc, -Werror), by TFLM
 //! (the oracle) and by LiteRT with its
-//! reference kernels. mnet and TFLM must agree bit for bit; LiteRT too,
-//! except for its float requantization of fully connected layers.
+//! reference kernels. All four must agree bit for bit.
 
 mod common;
 
@@ -128,20 +127,8 @@ fn reference_tflm_and_litert_agree_bit_for_bit() {
             "{name}: {diff} of {} output values differ between mnet's reference and TFLM",
             expected.len()
         );
-        // LiteRT's reference FULLY_CONNECTED requantizes in float (TFLM
-        // rounds twice in fixed point), so a logit may be 1 LSB off, which
-        // softmax can carry to a neighbouring output. Everything else agrees.
         let ldiff = expected.iter().zip(&litert).filter(|(a, b)| a != b).count();
-        let lmax = expected
-            .iter()
-            .zip(&litert)
-            .map(|(a, b)| (*a as i32 - *b as i32).abs())
-            .max()
-            .unwrap_or(0);
-        assert!(
-            lmax <= 2 && ldiff * 50 <= expected.len(),
-            "{name}: LiteRT (reference kernels) differs from mnet in {ldiff} values, by up to {lmax}"
-        );
+        assert_eq!(ldiff, 0, "{name}: {ldiff} output values differ between mnet's reference and LiteRT (reference kernels)");
         // Not all saturated: the random weights and calibration are realistic.
         let distinct: std::collections::BTreeSet<i8> = expected.iter().copied().collect();
         assert!(
@@ -149,7 +136,7 @@ fn reference_tflm_and_litert_agree_bit_for_bit() {
             "{name}: outputs are degenerate: {distinct:?}"
         );
         eprintln!(
-            "{name}: {} outputs identical in mnet, the C and TFLM; LiteRT differs in {ldiff} (max {lmax})",
+            "{name}: {} outputs identical in mnet, the C, TFLM and LiteRT",
             expected.len()
         );
     }

@@ -621,25 +621,6 @@ pub fn write(
                 c.push_str("            }\n        }\n        }\n");
             }
             (
-                LKind::FullyConnected { out },
-                Prepared::Weighted {
-                    act_min, act_max, ..
-                },
-            ) => {
-                let k: u32 = in_shape.iter().product();
-                let _ = writeln!(
-                    c,
-                    "        const int8_t *x = {};\n        int8_t *y = {y};\n        int o, k;",
-                    xs[0]
-                );
-                let _ = writeln!(c, "        for (o = 0; o < {out}; ++o) {{\n            int32_t acc = b{i}[o];\n            const int8_t *wp = w{i} + o * {k};");
-                let _ = writeln!(
-                    c,
-                    "            for (k = 0; k < {k}; ++k) acc += wp[k] * (x[k] - ({in_zp}));"
-                );
-                let _ = writeln!(c, "            y[o] = mnet_clamp(mnet_mbqm(acc, m{i}[0], s{i}[0]) + ({out_zp}), {act_min}, {act_max});\n        }}");
-            }
-            (
                 LKind::AvgPool {
                     size,
                     stride,

@@ -19,13 +19,6 @@ pub fn lowered_macs(l: &Lowered) -> Vec<u64> {
                     out * kernel[0] as u64 * kernel[1] as u64 * cin
                 }
                 LKind::Depthwise { kernel, .. } => out * kernel[0] as u64 * kernel[1] as u64,
-                LKind::FullyConnected { .. } => {
-                    out * l.nodes[n.inputs[0]]
-                        .shape
-                        .iter()
-                        .map(|&d| d as u64)
-                        .product::<u64>()
-                }
                 _ => 0,
             }
         })

@@ -18,7 +18,6 @@ pub mod opcode {
     pub const CONCATENATION: i32 = 2;
     pub const CONV_2D: i32 = 3;
     pub const DEPTHWISE_CONV_2D: i32 = 4;
-    pub const FULLY_CONNECTED: i32 = 9;
     pub const MAX_POOL_2D: i32 = 17;
     pub const RESHAPE: i32 = 22;
     pub const SOFTMAX: i32 = 25;
@@ -30,7 +29,6 @@ mod options {
     pub const CONV_2D: u8 = 1;
     pub const DEPTHWISE_CONV_2D: u8 = 2;
     pub const POOL_2D: u8 = 5;
-    pub const FULLY_CONNECTED: u8 = 8;
     pub const SOFTMAX: u8 = 9;
     pub const CONCATENATION: u8 = 10;
     pub const ADD: u8 = 11;
@@ -66,7 +64,6 @@ pub fn op_code(kind: &LKind) -> (i32, i32) {
     match kind {
         LKind::Conv { .. } => (opcode::CONV_2D, 3),
         LKind::Depthwise { .. } => (opcode::DEPTHWISE_CONV_2D, 3),
-        LKind::FullyConnected { .. } => (opcode::FULLY_CONNECTED, 4),
         LKind::AvgPool { .. } => (opcode::AVERAGE_POOL_2D, 2),
         LKind::MaxPool { .. } => (opcode::MAX_POOL_2D, 2),
         LKind::Add => (opcode::ADD, 2),
@@ -399,11 +396,6 @@ fn builtin_options(
             b.push_slot(slot(4), size[0] as i32, 0);
             b.push_slot(slot(5), act_code(act), 0);
             (options::POOL_2D, b.end_table(t))
-        }
-        LKind::FullyConnected { .. } => {
-            let t = b.start_table();
-            b.push_slot(slot(0), act_code(act), 0);
-            (options::FULLY_CONNECTED, b.end_table(t))
         }
         LKind::Softmax => {
             let t = b.start_table();

@@ -80,18 +80,6 @@ pub fn prepare(q: &QuantGraph) -> Vec<Prepared> {
                         act_max,
                     }
                 }
-                LKind::FullyConnected { .. } => {
-                    let in_scale = q.qparams[n.inputs[0]].scale;
-                    let ws = q.weights[&i].scales[0];
-                    // The product is rounded to float first (GetQuantizedConvolutionMultipler).
-                    let (m, s) = quantize_multiplier((in_scale * ws) as f64 / out.scale as f64);
-                    Prepared::Weighted {
-                        mult: vec![m],
-                        shift: vec![s],
-                        act_min,
-                        act_max,
-                    }
-                }
                 LKind::AvgPool { .. } | LKind::MaxPool { .. } => {
                     Prepared::Pool { act_min, act_max }
                 }
@@ -238,32 +226,6 @@ pub fn run(q: &QuantGraph, prep: &[Prepared], input: &[i8]) -> Vec<Vec<i8>> {
                     }
                 }
                 y
-            }
-            (
-                LKind::FullyConnected { out },
-                Prepared::Weighted {
-                    mult,
-                    shift,
-                    act_min,
-                    act_max,
-                },
-            ) => {
-                let x = &values[n.inputs[0]];
-                let w = &q.weights[&i];
-                let in_zp = q.qparams[n.inputs[0]].zero_point;
-                (0..*out as usize)
-                    .map(|o| {
-                        let row = &w.weight[o * x.len()..(o + 1) * x.len()];
-                        let acc: i32 = row
-                            .iter()
-                            .zip(x)
-                            .map(|(a, b)| *a as i32 * (*b as i32 - in_zp))
-                            .sum::<i32>()
-                            + w.bias[o];
-                        (mbqm(acc, mult[0], shift[0]) + out_q.zero_point).clamp(*act_min, *act_max)
-                            as i8
-                    })
-                    .collect()
             }
             (
                 LKind::AvgPool {

@@ -8,7 +8,18 @@
 //! and `B.var` (`[channels]`, epsilon 1e-3). Calibration data is a `.npy`
 //! array of float32 shaped `[N, ...input shape]`.
 
-use super::{weight_shape, FloatWeights, LayerWeights, Lowered};
+use super::{weight_shape, FloatWeights, LNode, LayerWeights, Lowered};
+
+/// Shape of a layer's weight tensor in a weights file: a dense layer's is
+/// `[out, in]` (the backends run it as a 1x1 conv).
+fn file_weight_shape(l: &Lowered, n: &LNode) -> (Vec<usize>, usize) {
+    let (shape, cout) = weight_shape(l, n);
+    if n.from_dense {
+        (vec![cout, shape.iter().skip(1).product()], cout)
+    } else {
+        (shape, cout)
+    }
+}
 use safetensors::{Dtype, SafeTensors};
 use std::collections::BTreeMap;
 
@@ -19,7 +30,7 @@ pub fn expected_tensors(l: &Lowered) -> Vec<(String, Vec<usize>)> {
         if !n.kind.is_weighted() {
             continue;
         }
-        let (shape, cout) = weight_shape(l, n);
+        let (shape, cout) = file_weight_shape(l, n);
         v.push((format!("{}.weight", n.name), shape));
         v.push((format!("{}.bias", n.name), vec![cout]));
         if let Some(bn) = &n.batch_norm {
@@ -64,7 +75,7 @@ pub fn read_weights(l: &Lowered, bytes: &[u8]) -> Result<FloatWeights, String> {
         if !n.kind.is_weighted() {
             continue;
         }
-        let (shape, cout) = weight_shape(l, n);
+        let (shape, cout) = file_weight_shape(l, n);
         let weight = get(&format!("{}.weight", n.name), &shape)?;
         let bias = get(&format!("{}.bias", n.name), &[cout])?;
         let batch_norm = match &n.batch_norm {
@@ -100,7 +111,7 @@ pub fn write_weights(l: &Lowered, w: &FloatWeights) -> Vec<u8> {
         let Some(lw) = w.layers.get(&n.name) else {
             continue;
         };
-        let (shape, cout) = weight_shape(l, n);
+        let (shape, cout) = file_weight_shape(l, n);
         tensors.push((format!("{}.weight", n.name), shape, bytes(&lw.weight)));
         tensors.push((format!("{}.bias", n.name), vec![cout], bytes(&lw.bias)));
         if let (Some(bn), Some(params)) = (&n.batch_norm, &lw.batch_norm) {

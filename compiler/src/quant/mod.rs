@@ -43,9 +43,6 @@ pub enum LKind {
         stride: [u32; 2],
         padding: Padding,
     },
-    FullyConnected {
-        out: u32,
-    },
     AvgPool {
         size: [u32; 2],
         stride: [u32; 2],
@@ -67,10 +64,7 @@ pub enum LKind {
 
 impl LKind {
     pub fn is_weighted(&self) -> bool {
-        matches!(
-            self,
-            LKind::Conv { .. } | LKind::Depthwise { .. } | LKind::FullyConnected { .. }
-        )
+        matches!(self, LKind::Conv { .. } | LKind::Depthwise { .. })
     }
 
     pub fn name(&self) -> &'static str {
@@ -78,7 +72,6 @@ impl LKind {
             LKind::Input => "input",
             LKind::Conv { .. } => "conv2d",
             LKind::Depthwise { .. } => "depthwise_conv2d",
-            LKind::FullyConnected { .. } => "fully_connected",
             LKind::AvgPool { .. } => "avg_pool",
             LKind::MaxPool { .. } => "max_pool",
             LKind::Add => "add",
@@ -102,6 +95,9 @@ pub struct LNode {
     pub name: String,
     /// Name of the batch norm folded into it, if any.
     pub batch_norm: Option<String>,
+    /// A 1x1 conv standing for a dense layer (its weights file tensor is
+    /// `[out, in]`).
+    pub from_dense: bool,
 }
 
 /// A network legalised for the int8 backends.
@@ -124,6 +120,9 @@ pub fn lower(g: &FixedGraph) -> Result<Lowered, LowerError> {
     let mut nodes: Vec<LNode> = Vec::new();
     // Fixed node -> lowered node holding its value.
     let mut map: BTreeMap<crate::ir::FNodeId, usize> = BTreeMap::new();
+    // The reshape after a dense layer's 1x1 conv -> that conv (batch norm
+    // folds into it and activations fuse with it through the reshape).
+    let mut dense_of: BTreeMap<usize, usize> = BTreeMap::new();
     for &id in &g.order {
         let n = g.node(id);
         let ins: Vec<usize> = g.inputs(id).iter().map(|i| map[i]).collect();
@@ -138,6 +137,7 @@ pub fn lower(g: &FixedGraph) -> Result<Lowered, LowerError> {
             act: Act::None,
             name: n.name.clone(),
             batch_norm: None,
+            from_dense: false,
         };
         let idx = match &n.op {
             Op::Input { .. } => {
@@ -177,7 +177,37 @@ pub fn lower(g: &FixedGraph) -> Result<Lowered, LowerError> {
                 nodes.len() - 1
             }
             Op::Dense { out } => {
-                nodes.push(new(LKind::FullyConnected { out: *out }, ins));
+                // A dense layer is a 1x1 conv over a [1, 1, K] map, wrapped in
+                // reshapes: TFLite's FULLY_CONNECTED requantizes differently in
+                // LiteRT and TFLM, CONV_2D the same in both (and per channel).
+                let x = ins[0];
+                let k: u32 = nodes[x].shape.iter().product();
+                let xin = if nodes[x].shape == [1, 1, k] {
+                    x
+                } else {
+                    let mut r = new(LKind::Reshape, vec![x]);
+                    r.shape = vec![1, 1, k];
+                    r.name = format!("{}/flatten", n.name);
+                    nodes.push(r);
+                    nodes.len() - 1
+                };
+                let mut conv = new(
+                    LKind::Conv {
+                        out: *out,
+                        kernel: [1, 1],
+                        stride: [1, 1],
+                        padding: Padding::Valid,
+                    },
+                    vec![xin],
+                );
+                conv.shape = vec![1, 1, *out];
+                conv.from_dense = true;
+                nodes.push(conv);
+                let ci = nodes.len() - 1;
+                let mut r = new(LKind::Reshape, vec![ci]);
+                r.name = format!("{}/reshape", n.name);
+                nodes.push(r);
+                dense_of.insert(nodes.len() - 1, ci);
                 nodes.len() - 1
             }
             Op::AvgPool {
@@ -249,7 +279,7 @@ pub fn lower(g: &FixedGraph) -> Result<Lowered, LowerError> {
                 nodes.len() - 1
             }
             Op::BatchNorm => {
-                let p = ins[0];
+                let p = dense_of.get(&ins[0]).copied().unwrap_or(ins[0]);
                 if !nodes[p].kind.is_weighted()
                     || nodes[p].batch_norm.is_some()
                     || nodes[p].act != Act::None
@@ -259,16 +289,15 @@ pub fn lower(g: &FixedGraph) -> Result<Lowered, LowerError> {
                     ));
                 }
                 nodes[p].batch_norm = Some(n.name.clone());
-                p
+                ins[0]
             }
             Op::Relu | Op::Relu6 => {
-                let p = ins[0];
+                let p = dense_of.get(&ins[0]).copied().unwrap_or(ins[0]);
                 let producer = g.inputs(id)[0];
                 let fusable = matches!(
                     nodes[p].kind,
                     LKind::Conv { .. }
                         | LKind::Depthwise { .. }
-                        | LKind::FullyConnected { .. }
                         | LKind::AvgPool { .. }
                         | LKind::MaxPool { .. }
                         | LKind::Add
@@ -285,7 +314,7 @@ pub fn lower(g: &FixedGraph) -> Result<Lowered, LowerError> {
                 } else {
                     Act::Relu6
                 };
-                p
+                ins[0]
             }
         };
         map.insert(id, idx);
@@ -327,10 +356,6 @@ pub fn weight_shape(l: &Lowered, n: &LNode) -> (Vec<usize>, usize) {
         ),
         LKind::Depthwise { kernel, .. } => {
             (vec![1, kernel[0] as usize, kernel[1] as usize, cin], cin)
-        }
-        LKind::FullyConnected { out } => {
-            let fan_in: usize = in_shape.iter().map(|&d| d as usize).product();
-            (vec![out as usize, fan_in], out as usize)
         }
         _ => unreachable!("not weighted"),
     }
@@ -478,19 +503,6 @@ pub fn forward_f32(l: &Lowered, w: &FloatWeights, input: &[f32]) -> Vec<Vec<f32>
                     true,
                     n.act,
                 )
-            }
-            LKind::FullyConnected { out } => {
-                let (weight, bias) = w.folded(l, n);
-                let x = &values[n.inputs[0]];
-                (0..*out as usize)
-                    .map(|o| {
-                        let row = &weight[o * x.len()..(o + 1) * x.len()];
-                        apply_act(
-                            row.iter().zip(x).map(|(a, b)| a * b).sum::<f32>() + bias[o],
-                            n.act,
-                        )
-                    })
-                    .collect()
             }
             LKind::AvgPool {
                 size,
@@ -771,7 +783,7 @@ pub fn calibrate(
 pub struct QWeights {
     pub weight: Vec<i8>,
     pub bias: Vec<i32>,
-    /// One scale per output channel (one for fully connected: per-tensor).
+    /// One scale per output channel.
     pub scales: Vec<f32>,
 }
 
@@ -828,12 +840,11 @@ pub fn quantize(l: &Lowered, w: &FloatWeights, ranges: &[(f32, f32)]) -> QuantGr
         let (wf, bf) = w.folded(l, n);
         let (_, cout) = weight_shape(l, n);
         let depthwise = matches!(n.kind, LKind::Depthwise { .. });
-        let per_tensor = matches!(n.kind, LKind::FullyConnected { .. });
         let per = wf.len() / cout;
         let channel_of = |k: usize| if depthwise { k % cout } else { k / per };
-        let mut maxabs = vec![0f32; if per_tensor { 1 } else { cout }];
+        let mut maxabs = vec![0f32; cout];
         for (k, v) in wf.iter().enumerate() {
-            let c = if per_tensor { 0 } else { channel_of(k) };
+            let c = channel_of(k);
             maxabs[c] = maxabs[c].max(v.abs());
         }
         let scales: Vec<f32> = maxabs
@@ -844,7 +855,7 @@ pub fn quantize(l: &Lowered, w: &FloatWeights, ranges: &[(f32, f32)]) -> QuantGr
             .iter()
             .enumerate()
             .map(|(k, v)| {
-                let s = scales[if per_tensor { 0 } else { channel_of(k) }];
+                let s = scales[channel_of(k)];
                 (v / s).round().clamp(-127.0, 127.0) as i8
             })
             .collect();
@@ -853,7 +864,7 @@ pub fn quantize(l: &Lowered, w: &FloatWeights, ranges: &[(f32, f32)]) -> QuantGr
             .iter()
             .enumerate()
             .map(|(c, b)| {
-                let s = in_scale as f64 * scales[if per_tensor { 0 } else { c }] as f64;
+                let s = in_scale as f64 * scales[c] as f64;
                 (*b as f64 / s)
                     .round()
                     .clamp(i32::MIN as f64, i32::MAX as f64) as i32
