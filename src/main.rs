@@ -195,17 +195,7 @@ fn write_new(path: &Path, text: &str, force: bool) -> Result<()> {
             dir.display()
         )));
     }
-    let file_name = path
-        .file_name()
-        .map(|f| f.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.mnet-tmp"));
-    std::fs::write(&tmp, text)
-        .map_err(|e| UserError(format!("error: cannot write {}: {e}\n", tmp.display())))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        UserError(format!("error: cannot write {}: {e}\n", path.display()))
-    })
+    write_bytes(path, text.as_bytes())
 }
 
 /// Write bytes through a temporary file in the same directory.
