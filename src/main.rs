@@ -102,6 +102,30 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Train a fixed network (or a pick of a space) and write its weights and metrics.
+    Train {
+        file: PathBuf,
+        /// synthetic[:COUNT] (deterministic, learnable) or npy:DIR (x.npy float32 [N, ...], y.npy int [N]).
+        #[arg(long)]
+        data: String,
+        #[arg(long, default_value_t = 5)]
+        epochs: usize,
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        #[arg(long, default_value_t = 0.05)]
+        lr: f32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Output directory: NAME.safetensors and NAME.metrics.json.
+        #[arg(short, long)]
+        output: PathBuf,
+        #[arg(long)]
+        pick: Option<Pick>,
+        #[arg(long)]
+        network: Option<String>,
+        #[arg(long)]
+        force: bool,
+    },
     /// Print a readable dump of a .tflite file (tensors, quantization, operators, buffers).
     Inspect { model: PathBuf },
     /// Print the elaborated IR of each network (search graph, or with --pick the fixed graph).
@@ -498,6 +522,102 @@ fn run(cli: Cli) -> Result<()> {
                 consts,
                 code,
                 arena
+            );
+        }
+        Command::Train {
+            file,
+            data,
+            epochs,
+            batch,
+            lr,
+            seed,
+            output,
+            pick,
+            network,
+            force,
+        } => {
+            let checked = load(&file)?;
+            let net = one_network(&checked, &file, network.as_deref())?;
+            if !net.graph.choices.is_empty() && pick.is_none() {
+                return Err(UserError(format!(
+                    "error: {} is a search space; train a fixed network, or pick one with --pick min|max|random:SEED\n",
+                    file.display()
+                )));
+            }
+            if epochs == 0 || batch == 0 || !(lr > 0.0 && lr.is_finite()) {
+                return Err(UserError(
+                    "error: --epochs and --batch must be at least 1 and --lr positive\n".into(),
+                ));
+            }
+            let fixed = fixed_of(&net, pick.unwrap_or(Pick::Min))?;
+            let name = fixed.info.name.clone();
+            let weights_path = output.join(format!("{name}.safetensors"));
+            let metrics_path = output.join(format!("{name}.metrics.json"));
+            if !force {
+                if let Some(p) = [&weights_path, &metrics_path]
+                    .into_iter()
+                    .find(|p| p.exists())
+                {
+                    return Err(UserError(format!(
+                        "error: {} already exists; pass --force to overwrite it\n",
+                        p.display()
+                    )));
+                }
+            }
+            let shape: Vec<usize> = fixed.info.input_shape.iter().map(|&d| d as usize).collect();
+            let mut model = mnet_search::engine::Net::from_fixed(&fixed, batch, seed);
+            let classes = model.classes();
+            let (train_set, test_set) = mnet_search::data::load(&data, &shape, classes, seed)
+                .map_err(|e| UserError(format!("error: --data {data}: {e}\n")))?;
+            if train_set.len() < batch {
+                return Err(UserError(format!(
+                    "error: --data {data} has {} samples, fewer than a batch of {batch}\n",
+                    train_set.len()
+                )));
+            }
+            let cfg = mnet_search::train::TrainConfig {
+                epochs,
+                batch,
+                lr,
+                seed,
+                ..Default::default()
+            };
+            let history = mnet_search::train::train(&mut model, &train_set, cfg, |m| {
+                eprintln!(
+                    "epoch {}/{epochs}: loss {:.4}, accuracy {:.3}, {:.0} samples/s",
+                    m.epoch, m.loss, m.accuracy, m.samples_per_sec
+                );
+            });
+            let (test_loss, test_acc) = mnet_search::train::evaluate(&mut model, &test_set);
+            let metrics = serde_json::json!({
+                "network": name,
+                "data": data,
+                "train_samples": train_set.len(),
+                "test_samples": test_set.len(),
+                "epochs": history.iter().map(|m| serde_json::json!({
+                    "epoch": m.epoch, "loss": m.loss, "accuracy": m.accuracy, "samples_per_sec": m.samples_per_sec,
+                })).collect::<Vec<_>>(),
+                "test_loss": test_loss,
+                "test_accuracy": test_acc,
+            });
+            std::fs::create_dir_all(&output).map_err(|e| {
+                UserError(format!("error: cannot create {}: {e}\n", output.display()))
+            })?;
+            write_bytes(
+                &weights_path,
+                &mnet_search::train::weights_safetensors(&model),
+            )?;
+            write_bytes(
+                &metrics_path,
+                serde_json::to_string_pretty(&metrics)
+                    .expect("json")
+                    .as_bytes(),
+            )?;
+            println!(
+                "{name}: test accuracy {test_acc:.3} (loss {test_loss:.4}) on {} held-out samples; wrote {} and {}",
+                test_set.len(),
+                weights_path.display(),
+                metrics_path.display()
             );
         }
         Command::Inspect { model } => {

@@ -213,3 +213,80 @@ fn a_budget_no_network_meets_is_an_error() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("no network meets the ops budget"));
 }
+
+#[test]
+fn train_then_compile_the_trained_weights() {
+    let dir = scratch("train");
+    let d = dir.to_str().unwrap();
+    let o = mnet(&[
+        "train",
+        "examples/tiny.mnet",
+        "--pick",
+        "max",
+        "--data",
+        "synthetic:1024",
+        "--epochs",
+        "4",
+        "-o",
+        d,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("epoch 4/4"), "progress per epoch");
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("tiny.metrics.json")).unwrap())
+            .unwrap();
+    assert!(
+        metrics["test_accuracy"].as_f64().unwrap() > 0.9,
+        "{metrics}"
+    );
+    assert_eq!(metrics["epochs"].as_array().unwrap().len(), 4);
+    // The weights are what compile reads.
+    let w = dir.join("tiny.safetensors");
+    let o = mnet(&[
+        "compile",
+        "examples/tiny.mnet",
+        "--pick",
+        "max",
+        "--weights",
+        w.to_str().unwrap(),
+        "--emit",
+        "tflite,c",
+        "-o",
+        d,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // No overwrite without --force; bad data specs are errors.
+    let o = mnet(&[
+        "train",
+        "examples/tiny.mnet",
+        "--pick",
+        "max",
+        "--data",
+        "synthetic",
+        "-o",
+        d,
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let o = mnet(&[
+        "train",
+        "examples/tiny.mnet",
+        "--pick",
+        "max",
+        "--data",
+        "npy:/no/such/dir",
+        "-o",
+        &format!("{d}/x"),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("cannot read"), "{}", stderr(&o));
+    let o = mnet(&[
+        "train",
+        "examples/kws.mnet",
+        "--data",
+        "synthetic",
+        "-o",
+        &format!("{d}/y"),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("search space"));
+}

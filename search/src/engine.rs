@@ -1,0 +1,916 @@
+//! The training engine: f32 NHWC tensors with a batch dimension, forward and
+//! backward over a static graph.
+//!
+//! A [`Net`] is built once from a fixed network ([`Net::from_fixed`]); its
+//! layers run forward in execution order and backward in reverse, with every
+//! activation and gradient buffer allocated once for a batch size and reused
+//! across steps. Parameters are named as `mnet compile --weights` reads them
+//! (`L.weight`, `L.bias`, `B.gamma`, `B.beta`, `B.mean`, `B.var`), so trained
+//! weights compile as they are. A final softmax is folded into the loss
+//! (softmax cross-entropy on its input).
+
+use mnet_compiler::ir::{FixedGraph, Op, Padding};
+use mnet_compiler::quant::pad_before;
+use rand::{RngExt, SeedableRng};
+
+/// Batch-norm epsilon and running-statistics momentum.
+pub const BN_EPSILON: f32 = 1e-3;
+pub const BN_MOMENTUM: f32 = 0.9;
+
+/// A trainable parameter: values, gradient, optimizer state.
+#[derive(Clone, Debug)]
+pub struct Param {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub value: Vec<f32>,
+    pub grad: Vec<f32>,
+    pub momentum: Vec<f32>,
+    /// Weight decay applies (weights, not biases or batch-norm parameters).
+    pub decay: bool,
+}
+
+impl Param {
+    fn new(name: String, shape: Vec<usize>, value: Vec<f32>, decay: bool) -> Param {
+        let n = value.len();
+        Param {
+            name,
+            shape,
+            value,
+            grad: vec![0.0; n],
+            momentum: vec![0.0; n],
+            decay,
+        }
+    }
+}
+
+/// What a layer computes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Kind {
+    Input,
+    Conv {
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: Padding,
+        weight: usize,
+        bias: usize,
+    },
+    Depthwise {
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: Padding,
+        weight: usize,
+        bias: usize,
+    },
+    Dense {
+        weight: usize,
+        bias: usize,
+    },
+    BatchNorm {
+        gamma: usize,
+        beta: usize,
+        mean: usize,
+        var: usize,
+    },
+    Relu,
+    Relu6,
+    AvgPool {
+        size: [usize; 2],
+        stride: [usize; 2],
+        padding: Padding,
+    },
+    MaxPool {
+        size: [usize; 2],
+        stride: [usize; 2],
+        padding: Padding,
+    },
+    Add,
+    Concat,
+    Pad {
+        pads: [usize; 4],
+    },
+    /// Reshape or flatten: the same values.
+    Reshape,
+}
+
+/// A layer: what, which inputs, output shape per sample.
+#[derive(Clone, Debug)]
+pub struct Layer {
+    pub kind: Kind,
+    pub inputs: Vec<usize>,
+    pub shape: Vec<usize>,
+    pub name: String,
+}
+
+/// A network ready to train.
+#[derive(Clone, Debug)]
+pub struct Net {
+    pub layers: Vec<Layer>,
+    pub params: Vec<Param>,
+    /// The logits layer (the input of a final softmax, or the output).
+    pub logits: usize,
+    pub batch: usize,
+    acts: Vec<Vec<f32>>,
+    grads: Vec<Vec<f32>>,
+    /// Per batch-norm layer: saved mean and 1/std of the last forward pass.
+    bn_saved: Vec<(Vec<f32>, Vec<f32>)>,
+}
+
+fn elems(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+fn pair(p: [u32; 2]) -> [usize; 2] {
+    [p[0] as usize, p[1] as usize]
+}
+
+/// A standard normal sample (Box-Muller).
+fn normal(rng: &mut rand_chacha::ChaCha8Rng) -> f32 {
+    let u1: f32 = rng.random_range(f32::EPSILON..1.0);
+    let u2: f32 = rng.random_range(0.0f32..1.0);
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
+}
+
+impl Net {
+    /// Build from a fixed network with He-initialised weights for `seed`.
+    pub fn from_fixed(g: &FixedGraph, batch: usize, seed: u64) -> Net {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut layers: Vec<Layer> = Vec::new();
+        let mut params: Vec<Param> = Vec::new();
+        let mut index = std::collections::HashMap::new();
+        let mut logits = 0;
+        for &id in &g.order {
+            let n = g.node(id);
+            let ins: Vec<usize> = g.inputs(id).iter().map(|i| index[i]).collect();
+            let in_shape: Vec<usize> = ins
+                .first()
+                .map(|&i| layers[i].shape.clone())
+                .unwrap_or_default();
+            let shape: Vec<usize> = n.shape.iter().map(|&d| d as usize).collect();
+            let mut weighted =
+                |params: &mut Vec<Param>, wshape: Vec<usize>, fan_in: usize, cout: usize| {
+                    let std = (2.0 / fan_in.max(1) as f32).sqrt();
+                    let w = (0..elems(&wshape))
+                        .map(|_| normal(&mut rng) * std)
+                        .collect();
+                    params.push(Param::new(format!("{}.weight", n.name), wshape, w, true));
+                    params.push(Param::new(
+                        format!("{}.bias", n.name),
+                        vec![cout],
+                        vec![0.0; cout],
+                        false,
+                    ));
+                    (params.len() - 2, params.len() - 1)
+                };
+            let kind = match &n.op {
+                Op::Input { .. } => Kind::Input,
+                Op::Conv2d {
+                    out,
+                    kernel,
+                    stride,
+                    padding,
+                } => {
+                    let (cin, cout, k) = (in_shape[2], *out as usize, pair(*kernel));
+                    let (weight, bias) = weighted(
+                        &mut params,
+                        vec![cout, k[0], k[1], cin],
+                        k[0] * k[1] * cin,
+                        cout,
+                    );
+                    Kind::Conv {
+                        kernel: k,
+                        stride: pair(*stride),
+                        padding: *padding,
+                        weight,
+                        bias,
+                    }
+                }
+                Op::DepthwiseConv2d {
+                    kernel,
+                    stride,
+                    padding,
+                } => {
+                    let (c, k) = (in_shape[2], pair(*kernel));
+                    let (weight, bias) =
+                        weighted(&mut params, vec![1, k[0], k[1], c], k[0] * k[1], c);
+                    Kind::Depthwise {
+                        kernel: k,
+                        stride: pair(*stride),
+                        padding: *padding,
+                        weight,
+                        bias,
+                    }
+                }
+                Op::Dense { out } => {
+                    let (k, cout) = (elems(&in_shape), *out as usize);
+                    let (weight, bias) = weighted(&mut params, vec![cout, k], k, cout);
+                    Kind::Dense { weight, bias }
+                }
+                Op::BatchNorm => {
+                    let c = *in_shape.last().unwrap();
+                    let mut p = |s: &str, v: f32, train: bool| {
+                        let mut prm =
+                            Param::new(format!("{}.{s}", n.name), vec![c], vec![v; c], false);
+                        if !train {
+                            prm.grad.clear();
+                            prm.momentum.clear();
+                        }
+                        params.push(prm);
+                        params.len() - 1
+                    };
+                    Kind::BatchNorm {
+                        gamma: p("gamma", 1.0, true),
+                        beta: p("beta", 0.0, true),
+                        mean: p("mean", 0.0, false),
+                        var: p("var", 1.0, false),
+                    }
+                }
+                Op::Relu => Kind::Relu,
+                Op::Relu6 => Kind::Relu6,
+                Op::AvgPool {
+                    size,
+                    stride,
+                    padding,
+                } => Kind::AvgPool {
+                    size: pair(*size),
+                    stride: pair(*stride),
+                    padding: *padding,
+                },
+                Op::MaxPool {
+                    size,
+                    stride,
+                    padding,
+                } => Kind::MaxPool {
+                    size: pair(*size),
+                    stride: pair(*stride),
+                    padding: *padding,
+                },
+                Op::GlobalAvgPool => {
+                    let s = [in_shape[0], in_shape[1]];
+                    Kind::AvgPool {
+                        size: s,
+                        stride: s,
+                        padding: Padding::Valid,
+                    }
+                }
+                Op::Add => Kind::Add,
+                Op::Concat => Kind::Concat,
+                Op::Pad { pads } => Kind::Pad {
+                    pads: pads.map(|p| p as usize),
+                },
+                Op::Reshape { .. } | Op::Flatten => Kind::Reshape,
+                Op::Softmax => {
+                    // Folded into the loss: the logits are its input.
+                    index.insert(id, ins[0]);
+                    if id == g.output {
+                        logits = ins[0];
+                    }
+                    continue;
+                }
+            };
+            layers.push(Layer {
+                kind,
+                inputs: ins,
+                shape,
+                name: n.name.clone(),
+            });
+            index.insert(id, layers.len() - 1);
+            if id == g.output {
+                logits = layers.len() - 1;
+            }
+        }
+        let mut net = Net {
+            layers,
+            params,
+            logits,
+            batch: 0,
+            acts: vec![],
+            grads: vec![],
+            bn_saved: vec![],
+        };
+        net.set_batch(batch);
+        net
+    }
+
+    /// Allocate the activation and gradient buffers for a batch size.
+    pub fn set_batch(&mut self, batch: usize) {
+        self.batch = batch;
+        self.acts = self
+            .layers
+            .iter()
+            .map(|l| vec![0.0; batch * elems(&l.shape)])
+            .collect();
+        self.grads = self
+            .layers
+            .iter()
+            .map(|l| vec![0.0; batch * elems(&l.shape)])
+            .collect();
+        self.bn_saved = self
+            .layers
+            .iter()
+            .map(|_| (Vec::new(), Vec::new()))
+            .collect();
+    }
+
+    /// The logits of the last forward pass (`batch x classes`).
+    pub fn logits(&self) -> &[f32] {
+        &self.acts[self.logits]
+    }
+
+    /// The gradient of the loss with respect to the input (after
+    /// [`Net::backward`]).
+    pub fn input_grad(&self) -> &[f32] {
+        &self.grads[0]
+    }
+
+    pub fn classes(&self) -> usize {
+        elems(&self.layers[self.logits].shape)
+    }
+
+    /// Forward pass on a batch (`batch x input` values). `train` uses batch
+    /// statistics in batch norm (and updates the running ones).
+    pub fn forward(&mut self, input: &[f32], train: bool) {
+        let b = self.batch;
+        for i in 0..self.layers.len() {
+            let layer = self.layers[i].clone();
+            let mut out = std::mem::take(&mut self.acts[i]);
+            let x = |k: usize| &self.acts[layer.inputs[k]];
+            let xs = |k: usize| &self.layers[layer.inputs[k]].shape;
+            match &layer.kind {
+                Kind::Input => out.copy_from_slice(input),
+                Kind::Conv {
+                    kernel,
+                    stride,
+                    padding,
+                    weight,
+                    bias,
+                } => conv_forward(
+                    x(0),
+                    xs(0),
+                    &mut out,
+                    &layer.shape,
+                    b,
+                    *kernel,
+                    *stride,
+                    *padding,
+                    &self.params[*weight].value,
+                    &self.params[*bias].value,
+                    false,
+                ),
+                Kind::Depthwise {
+                    kernel,
+                    stride,
+                    padding,
+                    weight,
+                    bias,
+                } => conv_forward(
+                    x(0),
+                    xs(0),
+                    &mut out,
+                    &layer.shape,
+                    b,
+                    *kernel,
+                    *stride,
+                    *padding,
+                    &self.params[*weight].value,
+                    &self.params[*bias].value,
+                    true,
+                ),
+                Kind::Dense { weight, bias } => {
+                    let (k, n) = (elems(xs(0)), elems(&layer.shape));
+                    let (w, bb, xv) =
+                        (&self.params[*weight].value, &self.params[*bias].value, x(0));
+                    for s in 0..b {
+                        let xi = &xv[s * k..(s + 1) * k];
+                        for o in 0..n {
+                            out[s * n + o] = bb[o] + dot(&w[o * k..(o + 1) * k], xi);
+                        }
+                    }
+                }
+                Kind::BatchNorm {
+                    gamma,
+                    beta,
+                    mean,
+                    var,
+                } => {
+                    let c = *layer.shape.last().unwrap();
+                    let xv = x(0);
+                    let m = xv.len() / c;
+                    let (mu, inv) = if train {
+                        let mut mu = vec![0f64; c];
+                        let mut sq = vec![0f64; c];
+                        for (k, v) in xv.iter().enumerate() {
+                            mu[k % c] += *v as f64;
+                            sq[k % c] += (*v as f64) * (*v as f64);
+                        }
+                        let mu: Vec<f32> = mu.iter().map(|s| (s / m as f64) as f32).collect();
+                        let var_b: Vec<f32> = sq
+                            .iter()
+                            .zip(&mu)
+                            .map(|(s, u)| ((s / m as f64) as f32 - u * u).max(0.0))
+                            .collect();
+                        for ch in 0..c {
+                            let rm = &mut self.params[*mean].value[ch];
+                            *rm = BN_MOMENTUM * *rm + (1.0 - BN_MOMENTUM) * mu[ch];
+                            let unbiased = var_b[ch] * m as f32 / (m.max(2) - 1) as f32;
+                            let rv = &mut self.params[*var].value[ch];
+                            *rv = BN_MOMENTUM * *rv + (1.0 - BN_MOMENTUM) * unbiased;
+                        }
+                        let inv: Vec<f32> = var_b
+                            .iter()
+                            .map(|v| 1.0 / (v + BN_EPSILON).sqrt())
+                            .collect();
+                        (mu, inv)
+                    } else {
+                        let mu = self.params[*mean].value.clone();
+                        let inv = self.params[*var]
+                            .value
+                            .iter()
+                            .map(|v| 1.0 / (v + BN_EPSILON).sqrt())
+                            .collect();
+                        (mu, inv)
+                    };
+                    let (g, be) = (&self.params[*gamma].value, &self.params[*beta].value);
+                    for (k, v) in xv.iter().enumerate() {
+                        let ch = k % c;
+                        out[k] = g[ch] * (v - mu[ch]) * inv[ch] + be[ch];
+                    }
+                    self.bn_saved[i] = (mu, inv);
+                }
+                Kind::Relu => out.iter_mut().zip(x(0)).for_each(|(o, v)| *o = v.max(0.0)),
+                Kind::Relu6 => out
+                    .iter_mut()
+                    .zip(x(0))
+                    .for_each(|(o, v)| *o = v.clamp(0.0, 6.0)),
+                Kind::AvgPool {
+                    size,
+                    stride,
+                    padding,
+                }
+                | Kind::MaxPool {
+                    size,
+                    stride,
+                    padding,
+                } => {
+                    let avg = matches!(layer.kind, Kind::AvgPool { .. });
+                    pool(
+                        xs(0),
+                        &layer.shape,
+                        b,
+                        *size,
+                        *stride,
+                        *padding,
+                        |taps, o| {
+                            out[o] = if avg {
+                                taps.iter().map(|&t| x(0)[t]).sum::<f32>() / taps.len() as f32
+                            } else {
+                                taps.iter().map(|&t| x(0)[t]).fold(f32::MIN, f32::max)
+                            };
+                        },
+                    );
+                }
+                Kind::Add => out
+                    .iter_mut()
+                    .zip(x(0).iter().zip(x(1)))
+                    .for_each(|(o, (a, c))| *o = a + c),
+                Kind::Concat => {
+                    let c_out = *layer.shape.last().unwrap();
+                    let outer = out.len() / c_out;
+                    let mut at = 0;
+                    for k in 0..layer.inputs.len() {
+                        let ck = *xs(k).last().unwrap();
+                        for o in 0..outer {
+                            out[o * c_out + at..o * c_out + at + ck]
+                                .copy_from_slice(&x(k)[o * ck..(o + 1) * ck]);
+                        }
+                        at += ck;
+                    }
+                }
+                Kind::Pad { pads } => {
+                    out.iter_mut().for_each(|v| *v = 0.0);
+                    pad_map(xs(0), &layer.shape, b, *pads, |src, dst| {
+                        out[dst] = x(0)[src]
+                    });
+                }
+                Kind::Reshape => out.copy_from_slice(x(0)),
+            }
+            self.acts[i] = out;
+        }
+    }
+
+    /// Softmax cross-entropy of the last forward pass against `labels`;
+    /// writes the logits' gradient and returns (mean loss, correct count).
+    pub fn loss(&mut self, labels: &[usize]) -> (f32, usize) {
+        let n = self.classes();
+        let logits = &self.acts[self.logits];
+        let grad = &mut self.grads[self.logits];
+        let mut loss = 0.0;
+        let mut correct = 0;
+        for (s, &y) in labels.iter().enumerate() {
+            let row = &logits[s * n..(s + 1) * n];
+            let mx = row.iter().cloned().fold(f32::MIN, f32::max);
+            let sum: f32 = row.iter().map(|v| (v - mx).exp()).sum();
+            let argmax = row
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map(|(k, _)| k)
+                .unwrap_or(0);
+            correct += usize::from(argmax == y);
+            loss += sum.ln() + mx - row[y];
+            for k in 0..n {
+                let p = (row[k] - mx).exp() / sum;
+                grad[s * n + k] = (p - f32::from(k == y)) / labels.len() as f32;
+            }
+        }
+        (loss / labels.len() as f32, correct)
+    }
+
+    /// Backward pass from the logits' gradient (set by [`Net::loss`]):
+    /// parameter gradients are overwritten.
+    pub fn backward(&mut self) {
+        let b = self.batch;
+        for p in &mut self.params {
+            p.grad.iter_mut().for_each(|g| *g = 0.0);
+        }
+        for (i, g) in self.grads.iter_mut().enumerate() {
+            if i != self.logits {
+                g.iter_mut().for_each(|v| *v = 0.0);
+            }
+        }
+        for i in (1..self.layers.len()).rev() {
+            let layer = self.layers[i].clone();
+            let dy = std::mem::take(&mut self.grads[i]);
+            let xs = |k: usize| self.layers[layer.inputs[k]].shape.clone();
+            match &layer.kind {
+                Kind::Input => {}
+                Kind::Conv {
+                    kernel,
+                    stride,
+                    padding,
+                    weight,
+                    bias,
+                }
+                | Kind::Depthwise {
+                    kernel,
+                    stride,
+                    padding,
+                    weight,
+                    bias,
+                } => {
+                    let depthwise = matches!(layer.kind, Kind::Depthwise { .. });
+                    let j = layer.inputs[0];
+                    let (mut dw, mut db) = (
+                        std::mem::take(&mut self.params[*weight].grad),
+                        std::mem::take(&mut self.params[*bias].grad),
+                    );
+                    let mut dx = std::mem::take(&mut self.grads[j]);
+                    conv_backward(
+                        &self.acts[j],
+                        &xs(0),
+                        &dy,
+                        &layer.shape,
+                        b,
+                        *kernel,
+                        *stride,
+                        *padding,
+                        &self.params[*weight].value,
+                        &mut dx,
+                        &mut dw,
+                        &mut db,
+                        depthwise,
+                    );
+                    self.grads[j] = dx;
+                    self.params[*weight].grad = dw;
+                    self.params[*bias].grad = db;
+                }
+                Kind::Dense { weight, bias } => {
+                    let j = layer.inputs[0];
+                    let (k, n) = (elems(&xs(0)), elems(&layer.shape));
+                    for s in 0..b {
+                        for o in 0..n {
+                            let g = dy[s * n + o];
+                            self.params[*bias].grad[o] += g;
+                            for t in 0..k {
+                                self.params[*weight].grad[o * k + t] += g * self.acts[j][s * k + t];
+                                self.grads[j][s * k + t] +=
+                                    g * self.params[*weight].value[o * k + t];
+                            }
+                        }
+                    }
+                }
+                Kind::BatchNorm { gamma, beta, .. } => {
+                    let j = layer.inputs[0];
+                    let c = *layer.shape.last().unwrap();
+                    let (mu, inv) = self.bn_saved[i].clone();
+                    let xv = &self.acts[j];
+                    let m = (xv.len() / c) as f32;
+                    let mut sum_dy = vec![0f32; c];
+                    let mut sum_dy_xhat = vec![0f32; c];
+                    for (k, (&g, &v)) in dy.iter().zip(xv).enumerate() {
+                        let ch = k % c;
+                        let xhat = (v - mu[ch]) * inv[ch];
+                        sum_dy[ch] += g;
+                        sum_dy_xhat[ch] += g * xhat;
+                    }
+                    for ch in 0..c {
+                        self.params[*gamma].grad[ch] += sum_dy_xhat[ch];
+                        self.params[*beta].grad[ch] += sum_dy[ch];
+                    }
+                    let gm = self.params[*gamma].value.clone();
+                    for (k, (&g, &v)) in dy.iter().zip(xv).enumerate() {
+                        let ch = k % c;
+                        let xhat = (v - mu[ch]) * inv[ch];
+                        self.grads[j][k] +=
+                            gm[ch] * inv[ch] / m * (m * g - sum_dy[ch] - xhat * sum_dy_xhat[ch]);
+                    }
+                }
+                Kind::Relu | Kind::Relu6 => {
+                    let j = layer.inputs[0];
+                    let hi = if layer.kind == Kind::Relu {
+                        f32::MAX
+                    } else {
+                        6.0
+                    };
+                    for (k, &g) in dy.iter().enumerate() {
+                        let v = self.acts[j][k];
+                        if v > 0.0 && v < hi {
+                            self.grads[j][k] += g;
+                        }
+                    }
+                }
+                Kind::AvgPool {
+                    size,
+                    stride,
+                    padding,
+                }
+                | Kind::MaxPool {
+                    size,
+                    stride,
+                    padding,
+                } => {
+                    let avg = matches!(layer.kind, Kind::AvgPool { .. });
+                    let j = layer.inputs[0];
+                    let (xv, gx) = (&self.acts[j], &mut self.grads[j]);
+                    pool(
+                        &xs(0),
+                        &layer.shape,
+                        b,
+                        *size,
+                        *stride,
+                        *padding,
+                        |taps, o| {
+                            if avg {
+                                let share = dy[o] / taps.len() as f32;
+                                taps.iter().for_each(|&t| gx[t] += share);
+                            } else if let Some(&t) =
+                                taps.iter().max_by(|a, c| xv[**a].total_cmp(&xv[**c]))
+                            {
+                                gx[t] += dy[o];
+                            }
+                        },
+                    );
+                }
+                Kind::Add => {
+                    for k in 0..2 {
+                        let j = layer.inputs[k];
+                        self.grads[j].iter_mut().zip(&dy).for_each(|(g, d)| *g += d);
+                    }
+                }
+                Kind::Concat => {
+                    let c_out = *layer.shape.last().unwrap();
+                    let outer = dy.len() / c_out;
+                    let mut at = 0;
+                    for k in 0..layer.inputs.len() {
+                        let j = layer.inputs[k];
+                        let ck = *xs(k).last().unwrap();
+                        for o in 0..outer {
+                            for t in 0..ck {
+                                self.grads[j][o * ck + t] += dy[o * c_out + at + t];
+                            }
+                        }
+                        at += ck;
+                    }
+                }
+                Kind::Pad { pads } => {
+                    let j = layer.inputs[0];
+                    let gx = &mut self.grads[j];
+                    pad_map(&xs(0), &layer.shape, b, *pads, |src, dst| {
+                        gx[src] += dy[dst]
+                    });
+                }
+                Kind::Reshape => {
+                    let j = layer.inputs[0];
+                    self.grads[j].iter_mut().zip(&dy).for_each(|(g, d)| *g += d);
+                }
+            }
+            self.grads[i] = dy;
+        }
+    }
+}
+
+/// A dot product in eight lanes (vectorises; fixed order, so deterministic).
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    for (ca, cb) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        for k in 0..8 {
+            lanes[k] += ca[k] * cb[k];
+        }
+    }
+    let tail = a.len() / 8 * 8;
+    lanes.iter().sum::<f32>()
+        + a[tail..]
+            .iter()
+            .zip(&b[tail..])
+            .map(|(x, y)| x * y)
+            .sum::<f32>()
+}
+
+/// Visit each output element of a pooling window with the input indices
+/// inside the image.
+#[allow(clippy::too_many_arguments)]
+fn pool(
+    s: &[usize],
+    out_shape: &[usize],
+    b: usize,
+    size: [usize; 2],
+    stride: [usize; 2],
+    padding: Padding,
+    mut f: impl FnMut(&[usize], usize),
+) {
+    let (h, w, c) = (s[0] as i64, s[1] as i64, s[2]);
+    let (ph, _) = pad_before(s[0] as u32, size[0] as u32, stride[0] as u32, padding);
+    let (pw, _) = pad_before(s[1] as u32, size[1] as u32, stride[1] as u32, padding);
+    let (oh, ow) = (out_shape[0], out_shape[1]);
+    let mut taps = Vec::with_capacity(size[0] * size[1]);
+    for n in 0..b {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                for ch in 0..c {
+                    taps.clear();
+                    for ky in 0..size[0] as i64 {
+                        for kx in 0..size[1] as i64 {
+                            let (iy, ix) = (
+                                oy as i64 * stride[0] as i64 - ph + ky,
+                                ox as i64 * stride[1] as i64 - pw + kx,
+                            );
+                            if iy >= 0 && ix >= 0 && iy < h && ix < w {
+                                taps.push(((n as i64 * h + iy) * w + ix) as usize * c + ch);
+                            }
+                        }
+                    }
+                    f(&taps, ((n * oh + oy) * ow + ox) * c + ch);
+                }
+            }
+        }
+    }
+}
+
+fn pad_map(
+    s: &[usize],
+    out_shape: &[usize],
+    b: usize,
+    pads: [usize; 4],
+    mut f: impl FnMut(usize, usize),
+) {
+    let (h, w, c) = (s[0], s[1], s[2]);
+    let (oh, ow) = (out_shape[0], out_shape[1]);
+    for n in 0..b {
+        for y in 0..h {
+            for x in 0..w {
+                for ch in 0..c {
+                    f(
+                        ((n * h + y) * w + x) * c + ch,
+                        ((n * oh + y + pads[0]) * ow + x + pads[2]) * c + ch,
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn conv_forward(
+    x: &[f32],
+    s: &[usize],
+    out: &mut [f32],
+    out_shape: &[usize],
+    b: usize,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: Padding,
+    weight: &[f32],
+    bias: &[f32],
+    depthwise: bool,
+) {
+    let (h, w, cin) = (s[0] as i64, s[1] as i64, s[2]);
+    let (oh, ow, cout) = (out_shape[0], out_shape[1], out_shape[2]);
+    let (ph, _) = pad_before(s[0] as u32, kernel[0] as u32, stride[0] as u32, padding);
+    let (pw, _) = pad_before(s[1] as u32, kernel[1] as u32, stride[1] as u32, padding);
+    let (kh, kw) = (kernel[0], kernel[1]);
+    let mut patch = vec![0f32; kh * kw * cin];
+    for n in 0..b {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                patch.iter_mut().for_each(|v| *v = 0.0);
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        let (iy, ix) = (
+                            oy as i64 * stride[0] as i64 - ph + ky as i64,
+                            ox as i64 * stride[1] as i64 - pw + kx as i64,
+                        );
+                        if iy < 0 || ix < 0 || iy >= h || ix >= w {
+                            continue;
+                        }
+                        let base = ((n as i64 * h + iy) * w + ix) as usize * cin;
+                        let at = (ky * kw + kx) * cin;
+                        patch[at..at + cin].copy_from_slice(&x[base..base + cin]);
+                    }
+                }
+                let y = &mut out[((n * oh + oy) * ow + ox) * cout..][..cout];
+                if depthwise {
+                    for (ch, yv) in y.iter_mut().enumerate() {
+                        let mut acc = bias[ch];
+                        for t in 0..kh * kw {
+                            acc += weight[t * cout + ch] * patch[t * cin + ch];
+                        }
+                        *yv = acc;
+                    }
+                } else {
+                    let k = patch.len();
+                    for (oc, yv) in y.iter_mut().enumerate() {
+                        *yv = bias[oc] + dot(&weight[oc * k..(oc + 1) * k], &patch);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn conv_backward(
+    x: &[f32],
+    s: &[usize],
+    dy: &[f32],
+    out_shape: &[usize],
+    b: usize,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: Padding,
+    weight: &[f32],
+    dx: &mut [f32],
+    dw: &mut [f32],
+    db: &mut [f32],
+    depthwise: bool,
+) {
+    let (h, w, cin) = (s[0] as i64, s[1] as i64, s[2]);
+    let (oh, ow, cout) = (out_shape[0], out_shape[1], out_shape[2]);
+    let (ph, _) = pad_before(s[0] as u32, kernel[0] as u32, stride[0] as u32, padding);
+    let (pw, _) = pad_before(s[1] as u32, kernel[1] as u32, stride[1] as u32, padding);
+    let (kh, kw) = (kernel[0], kernel[1]);
+    for n in 0..b {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let g = &dy[((n * oh + oy) * ow + ox) * cout..][..cout];
+                for (oc, gv) in g.iter().enumerate() {
+                    db[oc] += gv;
+                }
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        let (iy, ix) = (
+                            oy as i64 * stride[0] as i64 - ph + ky as i64,
+                            ox as i64 * stride[1] as i64 - pw + kx as i64,
+                        );
+                        if iy < 0 || ix < 0 || iy >= h || ix >= w {
+                            continue;
+                        }
+                        let base = ((n as i64 * h + iy) * w + ix) as usize * cin;
+                        let t = ky * kw + kx;
+                        if depthwise {
+                            for ch in 0..cout {
+                                dw[t * cout + ch] += g[ch] * x[base + ch];
+                                dx[base + ch] += g[ch] * weight[t * cout + ch];
+                            }
+                        } else {
+                            let xs = &x[base..base + cin];
+                            for (oc, &gv) in g.iter().enumerate() {
+                                if gv == 0.0 {
+                                    continue;
+                                }
+                                let wb = (oc * kh * kw + t) * cin;
+                                let dwr = &mut dw[wb..wb + cin];
+                                for (d, xv) in dwr.iter_mut().zip(xs) {
+                                    *d += gv * xv;
+                                }
+                                let wr = &weight[wb..wb + cin];
+                                let dxr = &mut dx[base..base + cin];
+                                for (d, wv) in dxr.iter_mut().zip(wr) {
+                                    *d += gv * wv;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

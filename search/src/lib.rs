@@ -1,0 +1,9 @@
+//! The training engine mnet's search is built on: a static-graph trainer
+//! for small NHWC convnets ([`engine`]), SGD with momentum and weight decay
+//! ([`optim`]), deterministic learnable synthetic data ([`data`]), and the
+//! training loop behind `mnet train` ([`train`]).
+
+pub mod data;
+pub mod engine;
+pub mod optim;
+pub mod train;

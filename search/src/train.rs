@@ -1,0 +1,152 @@
+//! The training loop: seeded shuffling, mini-batches, SGD with a cosine
+//! schedule, per-epoch metrics, evaluation with batch-norm running
+//! statistics, and the trained weights as safetensors (the names and
+//! layouts `mnet compile --weights` reads).
+
+use crate::data::Dataset;
+use crate::engine::Net;
+use crate::optim::{cosine_lr, Sgd};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use std::time::Instant;
+
+/// Training settings.
+#[derive(Clone, Copy, Debug)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch: usize,
+    pub lr: f32,
+    pub momentum: f32,
+    pub weight_decay: f32,
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> TrainConfig {
+        TrainConfig {
+            epochs: 5,
+            batch: 32,
+            lr: 0.05,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            seed: 0,
+        }
+    }
+}
+
+/// What one epoch did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub loss: f32,
+    pub accuracy: f32,
+    pub samples_per_sec: f32,
+}
+
+/// Train `net` on `data`; `on_epoch` sees each epoch's metrics as it ends.
+pub fn train(
+    net: &mut Net,
+    data: &Dataset,
+    cfg: TrainConfig,
+    mut on_epoch: impl FnMut(&EpochMetrics),
+) -> Vec<EpochMetrics> {
+    let batch = cfg.batch.min(data.len()).max(1);
+    if net.batch != batch {
+        net.set_batch(batch);
+    }
+    let steps_per_epoch = data.len() / batch;
+    let total = steps_per_epoch * cfg.epochs;
+    let warmup = (total / 20).max(1);
+    let sgd = Sgd {
+        lr: cfg.lr,
+        momentum: cfg.momentum,
+        nesterov: true,
+        weight_decay: cfg.weight_decay,
+    };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed);
+    let len = data.sample_len();
+    let mut order: Vec<usize> = (0..data.len()).collect();
+    let mut xb = vec![0f32; batch * len];
+    let mut yb = vec![0usize; batch];
+    let mut history = Vec::new();
+    let mut step = 0;
+    for epoch in 1..=cfg.epochs {
+        order.shuffle(&mut rng);
+        let start = Instant::now();
+        let (mut loss_sum, mut correct) = (0f32, 0usize);
+        for chunk in order.chunks_exact(batch) {
+            for (k, &i) in chunk.iter().enumerate() {
+                xb[k * len..(k + 1) * len].copy_from_slice(&data.inputs[i * len..(i + 1) * len]);
+                yb[k] = data.labels[i];
+            }
+            net.forward(&xb, true);
+            let (loss, ok) = net.loss(&yb);
+            net.backward();
+            sgd.step(&mut net.params, cosine_lr(cfg.lr, step, warmup, total));
+            step += 1;
+            loss_sum += loss;
+            correct += ok;
+        }
+        let seen = steps_per_epoch * batch;
+        let m = EpochMetrics {
+            epoch,
+            loss: loss_sum / steps_per_epoch.max(1) as f32,
+            accuracy: correct as f32 / seen.max(1) as f32,
+            samples_per_sec: seen as f32 / start.elapsed().as_secs_f32().max(1e-9),
+        };
+        on_epoch(&m);
+        history.push(m);
+    }
+    history
+}
+
+/// Loss and accuracy in evaluation mode (batch-norm running statistics).
+pub fn evaluate(net: &mut Net, data: &Dataset) -> (f32, f32) {
+    let batch = net.batch;
+    let len = data.sample_len();
+    let (mut loss_sum, mut correct, mut batches) = (0f32, 0usize, 0usize);
+    let mut xb = vec![0f32; batch * len];
+    let mut yb = vec![0usize; batch];
+    let idx: Vec<usize> = (0..data.len()).collect();
+    for chunk in idx.chunks_exact(batch) {
+        for (k, &i) in chunk.iter().enumerate() {
+            xb[k * len..(k + 1) * len].copy_from_slice(&data.inputs[i * len..(i + 1) * len]);
+            yb[k] = data.labels[i];
+        }
+        net.forward(&xb, false);
+        let (loss, ok) = net.loss(&yb);
+        loss_sum += loss;
+        correct += ok;
+        batches += 1;
+    }
+    (
+        loss_sum / batches.max(1) as f32,
+        correct as f32 / (batches * batch).max(1) as f32,
+    )
+}
+
+/// The parameters as safetensors.
+pub fn weights_safetensors(net: &Net) -> Vec<u8> {
+    let data: Vec<(String, Vec<usize>, Vec<u8>)> = net
+        .params
+        .iter()
+        .map(|p| {
+            (
+                p.name.clone(),
+                p.shape.clone(),
+                p.value.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            )
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = data
+        .iter()
+        .map(|(n, s, d)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d)
+                    .expect("consistent view"),
+            )
+        })
+        .collect();
+    safetensors::serialize(views, None).expect("serialise weights")
+}

@@ -1,0 +1,136 @@
+//! Finite-difference checks of every op's input and parameter gradients,
+//! including stride 2 on odd/even and non-square maps (49x10), SAME and
+//! VALID padding, depthwise, batch norm in training mode, pooling, add,
+//! concat and pad; and a small network learning the synthetic data.
+
+use mnet_compiler::resolve::{assignment, resolve, Pick};
+use mnet_search::data::Dataset;
+use mnet_search::engine::Net;
+use rand::{RngExt, SeedableRng};
+
+fn net(src: &str, batch: usize) -> Net {
+    let c = mnet_compiler::check_source("t.mnet", src).unwrap_or_else(|f| panic!("{}", f.render()));
+    let n = &c.networks[0];
+    let fixed = resolve(&n.graph, &assignment(&n.graph, &n.summary, Pick::Min)).unwrap();
+    Net::from_fixed(&fixed, batch, 3)
+}
+
+fn loss(net: &mut Net, x: &[f32], y: &[usize]) -> f64 {
+    net.forward(x, true);
+    net.loss(y).0 as f64
+}
+
+/// Compare analytic and central-difference gradients on up to 12 entries of
+/// every parameter and of the input.
+fn check(src: &str) {
+    let batch = 3;
+    let mut n = net(src, batch);
+    let len = n.layers[0].shape.iter().product::<usize>();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+    let x: Vec<f32> = (0..batch * len)
+        .map(|_| rng.random_range(-1.0f32..1.0))
+        .collect();
+    let classes = n.classes();
+    let y: Vec<usize> = (0..batch).map(|k| k % classes).collect();
+    // Positive biases and batch-norm shifts keep most activations away
+    // from the ReLU kink at 0, where a finite difference is meaningless.
+    for p in n.params.iter_mut().filter(|p| !p.grad.is_empty()) {
+        if p.name.ends_with(".bias") {
+            p.value
+                .iter_mut()
+                .for_each(|v| *v = rng.random_range(0.5f32..1.0));
+        }
+        // Batch norm couples the batch: a weight step moves every output,
+        // so keep its outputs well inside (0, 6).
+        if p.name.ends_with(".beta") {
+            p.value
+                .iter_mut()
+                .for_each(|v| *v = rng.random_range(2.5f32..3.5));
+        }
+        if p.name.ends_with(".gamma") {
+            p.value
+                .iter_mut()
+                .for_each(|v| *v = rng.random_range(0.4f32..0.6));
+        }
+    }
+    loss(&mut n, &x, &y);
+    n.backward();
+    let eps = 2e-3f32;
+    let close = |num: f64, ana: f64| (num - ana).abs() <= 2e-3 + 0.05 * num.abs().max(ana.abs());
+    for pi in 0..n.params.len() {
+        if n.params[pi].grad.is_empty() {
+            continue;
+        }
+        let count = n.params[pi].value.len();
+        for k in (0..count).step_by((count / 12).max(1)) {
+            let ana = n.params[pi].grad[k] as f64;
+            let orig = n.params[pi].value[k];
+            n.params[pi].value[k] = orig + eps;
+            let lp = loss(&mut n, &x, &y);
+            n.params[pi].value[k] = orig - eps;
+            let lm = loss(&mut n, &x, &y);
+            n.params[pi].value[k] = orig;
+            let num = (lp - lm) / (2.0 * eps as f64);
+            assert!(
+                close(num, ana),
+                "{}[{k}]: numeric {num:.6} vs analytic {ana:.6}",
+                n.params[pi].name
+            );
+        }
+    }
+    loss(&mut n, &x, &y);
+    n.backward();
+    let gx = n.input_grad().to_vec();
+    for k in (0..x.len()).step_by((x.len() / 12).max(1)) {
+        let mut xp = x.clone();
+        xp[k] += eps;
+        let lp = loss(&mut n, &xp, &y);
+        xp[k] -= 2.0 * eps;
+        let lm = loss(&mut n, &xp, &y);
+        let num = (lp - lm) / (2.0 * eps as f64);
+        assert!(
+            close(num, gx[k] as f64),
+            "input[{k}]: numeric {num:.6} vs analytic {:.6}",
+            gx[k]
+        );
+    }
+}
+
+#[test]
+fn conv_stride_two_odd_and_even_same_padding_batch_norm() {
+    check("network a(x: i8[9, 6, 2]) -> [4] {\n    x = conv2d(x, out: 3, kernel: (3, 2), stride: 2) |> batch_norm |> relu6\n    x = flatten(x) |> dense(out: 4) |> softmax\n}\n");
+}
+
+#[test]
+fn kws_shaped_first_layer_49x10() {
+    check("network k(x: i8[49, 10, 1]) -> [3] {\n    x = conv2d(x, out: 2, kernel: (10, 4), stride: 2) |> relu\n    x = global_avg_pool(x) |> dense(out: 3)\n}\n");
+}
+
+#[test]
+fn depthwise_valid_and_same_with_pools() {
+    check("network d(x: i8[7, 5, 3]) -> [3] {\n    x = depthwise_conv2d(x, kernel: 3, stride: 2, padding: valid) |> batch_norm |> relu\n    x = depthwise_conv2d(x, kernel: (2, 3), padding: same)\n    x = avg_pool(x, size: 2, stride: 1, padding: same)\n    x = flatten(x) |> dense(out: 3)\n}\n");
+}
+
+#[test]
+fn add_concat_pad_max_pool() {
+    check("network o(x: i8[6, 5, 2]) -> [3] {\n    x = pad(x, pads: (1, 0, 0, 1))\n    x = conv2d(x, out: 4, kernel: 2, padding: valid) |> relu\n    y = depthwise_conv2d(x, kernel: 3)\n    x = add(x, y)\n    z = max_pool(x, size: 2, stride: 1, padding: same)\n    x = concat(x, z) |> global_avg_pool |> flatten |> dense(out: 3) |> softmax\n}\n");
+}
+
+#[test]
+fn a_small_network_learns_the_synthetic_data() {
+    let src = "use std::blocks::{conv_bn, ds_block}\n\nnetwork s(x: i8[12, 10, 1]) -> [4] {\n    x = conv_bn(x, out: 8, kernel: 3, stride: 2)\n    x = ds_block(x, out: 16)\n    x = global_avg_pool(x) |> dense(out: 4) |> softmax\n}\n";
+    let mut n = net(src, 16);
+    let train = Dataset::synthetic(&[12, 10, 1], 4, 512, 7, 1);
+    let cfg = mnet_search::train::TrainConfig {
+        epochs: 6,
+        batch: 16,
+        lr: 0.05,
+        ..Default::default()
+    };
+    let history = mnet_search::train::train(&mut n, &train, cfg, |_| {});
+    assert!(history.last().unwrap().loss < history[0].loss);
+    // Held-out samples (another seed draws other noise, same classes).
+    let test = Dataset::synthetic(&[12, 10, 1], 4, 256, 7, 2);
+    let (_, acc) = mnet_search::train::evaluate(&mut n, &test);
+    assert!(acc >= 0.9, "accuracy {acc} after {history:?}");
+}
