@@ -12,6 +12,7 @@
 use mnet_compiler::ir::{FixedGraph, Op, Padding};
 use mnet_compiler::quant::pad_before;
 use rand::{RngExt, SeedableRng};
+use rayon::prelude::*;
 
 /// Batch-norm epsilon and running-statistics momentum.
 pub const BN_EPSILON: f32 = 1e-3;
@@ -788,13 +789,125 @@ fn pad_map(
     }
 }
 
+/// Input offset of tap (ky, kx) of output pixel (oy, ox) in one sample, or
+/// `None` outside the image.
+#[allow(clippy::too_many_arguments)]
+fn tap(
+    oy: usize,
+    ox: usize,
+    ky: usize,
+    kx: usize,
+    stride: [usize; 2],
+    pad: (i64, i64),
+    h: i64,
+    w: i64,
+) -> Option<usize> {
+    let iy = oy as i64 * stride[0] as i64 - pad.0 + ky as i64;
+    let ix = ox as i64 * stride[1] as i64 - pad.1 + kx as i64;
+    (iy >= 0 && ix >= 0 && iy < h && ix < w).then(|| (iy * w + ix) as usize)
+}
+
+/// `c[m x n] (+)= a[m x k] . b[k x n]`, each matrix given by its row and
+/// column strides; the bounds are checked before the `gemm` crate's
+/// unchecked kernel runs.
+#[allow(clippy::too_many_arguments)]
+fn matmul(
+    (m, n, k): (usize, usize, usize),
+    c: &mut [f32],
+    (c_rs, c_cs): (usize, usize),
+    accumulate: bool,
+    a: &[f32],
+    (a_rs, a_cs): (usize, usize),
+    b: &[f32],
+    (b_rs, b_cs): (usize, usize),
+) {
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
+    assert!(
+        last(m, n, c_rs, c_cs) < c.len()
+            && last(m, k, a_rs, a_cs) < a.len()
+            && last(k, n, b_rs, b_cs) < b.len()
+    );
+    // SAFETY: every index the kernel touches is below the checked maxima.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            c_cs as isize,
+            c_rs as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        );
+    }
+}
+
+/// im2col of a batch: one row of `kh * kw * cin` taps per output pixel
+/// (zeros outside the image).
+#[allow(clippy::too_many_arguments)]
+fn im2col(
+    x: &[f32],
+    s: &[usize],
+    b: usize,
+    oh: usize,
+    ow: usize,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    pad: (i64, i64),
+) -> Vec<f32> {
+    let (h, w, cin) = (s[0] as i64, s[1] as i64, s[2]);
+    let (kh, kw) = (kernel[0], kernel[1]);
+    let k = kh * kw * cin;
+    let per_in = (h * w) as usize * cin;
+    let mut col = vec![0f32; b * oh * ow * k];
+    col.par_chunks_mut(oh * ow * k)
+        .zip(x.par_chunks(per_in))
+        .for_each(|(col_n, x_n)| {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let row = &mut col_n[(oy * ow + ox) * k..][..k];
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            if let Some(p) = tap(oy, ox, ky, kx, stride, pad, h, w) {
+                                let at = (ky * kw + kx) * cin;
+                                row[at..at + cin].copy_from_slice(&x_n[p * cin..(p + 1) * cin]);
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    col
+}
+
+/// Whether a conv reads its input as is (1x1, stride 1): then the input is
+/// its own im2col matrix.
+fn pointwise(kernel: [usize; 2], stride: [usize; 2]) -> bool {
+    kernel == [1, 1] && stride == [1, 1]
+}
+
+/// Conv and depthwise conv forward, parallel over the samples of the batch.
 #[allow(clippy::too_many_arguments)]
 fn conv_forward(
     x: &[f32],
     s: &[usize],
     out: &mut [f32],
     out_shape: &[usize],
-    b: usize,
+    _b: usize,
     kernel: [usize; 2],
     stride: [usize; 2],
     padding: Padding,
@@ -807,45 +920,70 @@ fn conv_forward(
     let (ph, _) = pad_before(s[0] as u32, kernel[0] as u32, stride[0] as u32, padding);
     let (pw, _) = pad_before(s[1] as u32, kernel[1] as u32, stride[1] as u32, padding);
     let (kh, kw) = (kernel[0], kernel[1]);
-    let mut patch = vec![0f32; kh * kw * cin];
-    for n in 0..b {
-        for oy in 0..oh {
-            for ox in 0..ow {
-                patch.iter_mut().for_each(|v| *v = 0.0);
-                for ky in 0..kh {
-                    for kx in 0..kw {
-                        let (iy, ix) = (
-                            oy as i64 * stride[0] as i64 - ph + ky as i64,
-                            ox as i64 * stride[1] as i64 - pw + kx as i64,
-                        );
-                        if iy < 0 || ix < 0 || iy >= h || ix >= w {
-                            continue;
+    let per_in = (h * w) as usize * cin;
+    if !depthwise {
+        // Y[M, cout] = im2col[M, K] . W^T (W is [cout, K]), then the bias.
+        let k = kh * kw * cin;
+        let m = out.len() / cout;
+        let owned;
+        let col: &[f32] = if pointwise(kernel, stride) {
+            x
+        } else {
+            owned = im2col(x, s, _b, oh, ow, kernel, stride, (ph, pw));
+            &owned
+        };
+        matmul(
+            (m, cout, k),
+            out,
+            (cout, 1),
+            false,
+            col,
+            (k, 1),
+            weight,
+            (1, k),
+        );
+        out.par_chunks_mut(cout)
+            .for_each(|row| row.iter_mut().zip(bias).for_each(|(y, bv)| *y += bv));
+        return;
+    }
+    out.par_chunks_mut(oh * ow * cout)
+        .zip(x.par_chunks(per_in))
+        .for_each(|(out_n, x_n)| {
+            let mut patch = vec![0f32; kh * kw * cin];
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    patch.iter_mut().for_each(|v| *v = 0.0);
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            if let Some(p) = tap(oy, ox, ky, kx, stride, (ph, pw), h, w) {
+                                let at = (ky * kw + kx) * cin;
+                                patch[at..at + cin].copy_from_slice(&x_n[p * cin..(p + 1) * cin]);
+                            }
                         }
-                        let base = ((n as i64 * h + iy) * w + ix) as usize * cin;
-                        let at = (ky * kw + kx) * cin;
-                        patch[at..at + cin].copy_from_slice(&x[base..base + cin]);
                     }
-                }
-                let y = &mut out[((n * oh + oy) * ow + ox) * cout..][..cout];
-                if depthwise {
-                    for (ch, yv) in y.iter_mut().enumerate() {
-                        let mut acc = bias[ch];
-                        for t in 0..kh * kw {
-                            acc += weight[t * cout + ch] * patch[t * cin + ch];
+                    let y = &mut out_n[(oy * ow + ox) * cout..][..cout];
+                    if depthwise {
+                        for (ch, yv) in y.iter_mut().enumerate() {
+                            let mut acc = bias[ch];
+                            for t in 0..kh * kw {
+                                acc += weight[t * cout + ch] * patch[t * cin + ch];
+                            }
+                            *yv = acc;
                         }
-                        *yv = acc;
-                    }
-                } else {
-                    let k = patch.len();
-                    for (oc, yv) in y.iter_mut().enumerate() {
-                        *yv = bias[oc] + dot(&weight[oc * k..(oc + 1) * k], &patch);
+                    } else {
+                        let k = patch.len();
+                        for (oc, yv) in y.iter_mut().enumerate() {
+                            *yv = bias[oc] + dot(&weight[oc * k..(oc + 1) * k], &patch);
+                        }
                     }
                 }
             }
-        }
-    }
+        });
 }
 
+/// Conv and depthwise conv backward: the input gradient in parallel over
+/// samples, a conv's weight gradient in parallel over output channels (each
+/// thread owns its rows, so nothing is reduced).
 #[allow(clippy::too_many_arguments)]
 fn conv_backward(
     x: &[f32],
@@ -867,50 +1005,156 @@ fn conv_backward(
     let (ph, _) = pad_before(s[0] as u32, kernel[0] as u32, stride[0] as u32, padding);
     let (pw, _) = pad_before(s[1] as u32, kernel[1] as u32, stride[1] as u32, padding);
     let (kh, kw) = (kernel[0], kernel[1]);
-    for n in 0..b {
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let g = &dy[((n * oh + oy) * ow + ox) * cout..][..cout];
-                for (oc, gv) in g.iter().enumerate() {
-                    db[oc] += gv;
-                }
-                for ky in 0..kh {
-                    for kx in 0..kw {
-                        let (iy, ix) = (
-                            oy as i64 * stride[0] as i64 - ph + ky as i64,
-                            ox as i64 * stride[1] as i64 - pw + kx as i64,
-                        );
-                        if iy < 0 || ix < 0 || iy >= h || ix >= w {
-                            continue;
-                        }
-                        let base = ((n as i64 * h + iy) * w + ix) as usize * cin;
-                        let t = ky * kw + kx;
-                        if depthwise {
-                            for ch in 0..cout {
-                                dw[t * cout + ch] += g[ch] * x[base + ch];
-                                dx[base + ch] += g[ch] * weight[t * cout + ch];
+    let per_in = (h * w) as usize * cin;
+    let per_out = oh * ow * cout;
+    for g in dy.chunks_exact(cout) {
+        for (d, v) in db.iter_mut().zip(g) {
+            *d += v;
+        }
+    }
+    if !depthwise {
+        let k = kh * kw * cin;
+        let m = dy.len() / cout;
+        // dW[cout, K] += dY^T[cout, M] . im2col[M, K]
+        let owned;
+        let col: &[f32] = if pointwise(kernel, stride) {
+            x
+        } else {
+            owned = im2col(x, s, b, oh, ow, kernel, stride, (ph, pw));
+            &owned
+        };
+        matmul((cout, k, m), dw, (k, 1), true, dy, (1, cout), col, (k, 1));
+        if pointwise(kernel, stride) {
+            // dX[M, cin] += dY[M, cout] . W[cout, cin]
+            matmul(
+                (m, cin, cout),
+                dx,
+                (cin, 1),
+                true,
+                dy,
+                (cout, 1),
+                weight,
+                (k, 1),
+            );
+        } else {
+            // dcol = dY . W, scattered back onto the input (col2im).
+            let mut dcol = vec![0f32; m * k];
+            matmul(
+                (m, k, cout),
+                &mut dcol,
+                (k, 1),
+                false,
+                dy,
+                (cout, 1),
+                weight,
+                (k, 1),
+            );
+            dx.par_chunks_mut(per_in)
+                .zip(dcol.par_chunks(oh * ow * k))
+                .for_each(|(dx_n, dcol_n)| {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let row = &dcol_n[(oy * ow + ox) * k..][..k];
+                            for ky in 0..kh {
+                                for kx in 0..kw {
+                                    if let Some(p) = tap(oy, ox, ky, kx, stride, (ph, pw), h, w) {
+                                        let at = (ky * kw + kx) * cin;
+                                        for (d, v) in dx_n[p * cin..(p + 1) * cin]
+                                            .iter_mut()
+                                            .zip(&row[at..at + cin])
+                                        {
+                                            *d += v;
+                                        }
+                                    }
+                                }
                             }
-                        } else {
-                            let xs = &x[base..base + cin];
-                            for (oc, &gv) in g.iter().enumerate() {
-                                if gv == 0.0 {
-                                    continue;
+                        }
+                    }
+                });
+        }
+        return;
+    }
+    // Input gradient.
+    dx.par_chunks_mut(per_in)
+        .zip(dy.par_chunks(per_out))
+        .for_each(|(dx_n, dy_n)| {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let g = &dy_n[(oy * ow + ox) * cout..][..cout];
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            let Some(p) = tap(oy, ox, ky, kx, stride, (ph, pw), h, w) else {
+                                continue;
+                            };
+                            let t = ky * kw + kx;
+                            let dxr = &mut dx_n[p * cin..(p + 1) * cin];
+                            if depthwise {
+                                for ch in 0..cout {
+                                    dxr[ch] += g[ch] * weight[t * cout + ch];
                                 }
-                                let wb = (oc * kh * kw + t) * cin;
-                                let dwr = &mut dw[wb..wb + cin];
-                                for (d, xv) in dwr.iter_mut().zip(xs) {
-                                    *d += gv * xv;
-                                }
-                                let wr = &weight[wb..wb + cin];
-                                let dxr = &mut dx[base..base + cin];
-                                for (d, wv) in dxr.iter_mut().zip(wr) {
-                                    *d += gv * wv;
+                            } else {
+                                for (oc, &gv) in g.iter().enumerate() {
+                                    if gv != 0.0 {
+                                        let wr = &weight[(oc * kh * kw + t) * cin..][..cin];
+                                        for (d, wv) in dxr.iter_mut().zip(wr) {
+                                            *d += gv * wv;
+                                        }
+                                    }
                                 }
                             }
                         }
                     }
                 }
             }
+        });
+    // Weight gradient.
+    if depthwise {
+        for n in 0..b {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let g = &dy[n * per_out + (oy * ow + ox) * cout..][..cout];
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            let Some(p) = tap(oy, ox, ky, kx, stride, (ph, pw), h, w) else {
+                                continue;
+                            };
+                            let t = ky * kw + kx;
+                            let xr = &x[n * per_in + p * cin..][..cin];
+                            for ch in 0..cout {
+                                dw[t * cout + ch] += g[ch] * xr[ch];
+                            }
+                        }
+                    }
+                }
+            }
         }
+    } else {
+        dw.par_chunks_mut(kh * kw * cin)
+            .enumerate()
+            .for_each(|(oc, dwr)| {
+                for n in 0..b {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let gv = dy[n * per_out + (oy * ow + ox) * cout + oc];
+                            if gv == 0.0 {
+                                continue;
+                            }
+                            for ky in 0..kh {
+                                for kx in 0..kw {
+                                    let Some(p) = tap(oy, ox, ky, kx, stride, (ph, pw), h, w)
+                                    else {
+                                        continue;
+                                    };
+                                    let t = ky * kw + kx;
+                                    let xr = &x[n * per_in + p * cin..][..cin];
+                                    for (d, xv) in dwr[t * cin..(t + 1) * cin].iter_mut().zip(xr) {
+                                        *d += gv * xv;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            });
     }
 }
