@@ -397,12 +397,7 @@ impl Net {
                     let xv = x(0);
                     let m = xv.len() / c;
                     let (mu, inv) = if train {
-                        let mut mu = vec![0f64; c];
-                        let mut sq = vec![0f64; c];
-                        for (k, v) in xv.iter().enumerate() {
-                            mu[k % c] += *v as f64;
-                            sq[k % c] += (*v as f64) * (*v as f64);
-                        }
+                        let (mu, sq) = channel_sums(xv, c, |v| (v as f64, (v as f64) * (v as f64)));
                         let mu: Vec<f32> = mu.iter().map(|s| (s / m as f64) as f32).collect();
                         let var_b: Vec<f32> = sq
                             .iter()
@@ -431,17 +426,29 @@ impl Net {
                         (mu, inv)
                     };
                     let (g, be) = (&self.params[*gamma].value, &self.params[*beta].value);
-                    for (k, v) in xv.iter().enumerate() {
-                        let ch = k % c;
-                        out[k] = g[ch] * (v - mu[ch]) * inv[ch] + be[ch];
-                    }
+                    out.par_chunks_mut(c)
+                        .zip(xv.par_chunks(c))
+                        .for_each(|(o, xr)| {
+                            for ch in 0..c {
+                                o[ch] = g[ch] * (xr[ch] - mu[ch]) * inv[ch] + be[ch];
+                            }
+                        });
                     self.bn_saved[i] = (mu, inv);
                 }
-                Kind::Relu => out.iter_mut().zip(x(0)).for_each(|(o, v)| *o = v.max(0.0)),
-                Kind::Relu6 => out
-                    .iter_mut()
-                    .zip(x(0))
-                    .for_each(|(o, v)| *o = v.clamp(0.0, 6.0)),
+                Kind::Relu | Kind::Relu6 => {
+                    let hi = if layer.kind == Kind::Relu {
+                        f32::MAX
+                    } else {
+                        6.0
+                    };
+                    out.par_chunks_mut(4096)
+                        .zip(x(0).par_chunks(4096))
+                        .for_each(|(o, xc)| {
+                            o.iter_mut()
+                                .zip(xc)
+                                .for_each(|(o, v)| *o = v.clamp(0.0, hi));
+                        });
+                }
                 Kind::AvgPool {
                     size,
                     stride,
@@ -605,25 +612,43 @@ impl Net {
                     let (mu, inv) = self.bn_saved[i].clone();
                     let xv = &self.acts[j];
                     let m = (xv.len() / c) as f32;
-                    let mut sum_dy = vec![0f32; c];
-                    let mut sum_dy_xhat = vec![0f32; c];
-                    for (k, (&g, &v)) in dy.iter().zip(xv).enumerate() {
-                        let ch = k % c;
-                        let xhat = (v - mu[ch]) * inv[ch];
-                        sum_dy[ch] += g;
-                        sum_dy_xhat[ch] += g * xhat;
+                    let rows: Vec<(&[f32], &[f32])> =
+                        dy.chunks_exact(c).zip(xv.chunks_exact(c)).collect();
+                    // Block sums collected in order: deterministic.
+                    let partial: Vec<(Vec<f32>, Vec<f32>)> = rows
+                        .par_chunks(256)
+                        .map(|block| {
+                            let (mut a, mut b) = (vec![0f32; c], vec![0f32; c]);
+                            for (g, xr) in block {
+                                for ch in 0..c {
+                                    a[ch] += g[ch];
+                                    b[ch] += g[ch] * (xr[ch] - mu[ch]) * inv[ch];
+                                }
+                            }
+                            (a, b)
+                        })
+                        .collect();
+                    let (mut sum_dy, mut sum_dy_xhat) = (vec![0f32; c], vec![0f32; c]);
+                    for (a2, b2) in partial {
+                        sum_dy.iter_mut().zip(&a2).for_each(|(x, y)| *x += y);
+                        sum_dy_xhat.iter_mut().zip(&b2).for_each(|(x, y)| *x += y);
                     }
                     for ch in 0..c {
                         self.params[*gamma].grad[ch] += sum_dy_xhat[ch];
                         self.params[*beta].grad[ch] += sum_dy[ch];
                     }
                     let gm = self.params[*gamma].value.clone();
-                    for (k, (&g, &v)) in dy.iter().zip(xv).enumerate() {
-                        let ch = k % c;
-                        let xhat = (v - mu[ch]) * inv[ch];
-                        self.grads[j][k] +=
-                            gm[ch] * inv[ch] / m * (m * g - sum_dy[ch] - xhat * sum_dy_xhat[ch]);
-                    }
+                    let mut gx = std::mem::take(&mut self.grads[j]);
+                    gx.par_chunks_mut(c)
+                        .zip(dy.par_chunks(c).zip(self.acts[j].par_chunks(c)))
+                        .for_each(|(d, (g, xr))| {
+                            for ch in 0..c {
+                                let xhat = (xr[ch] - mu[ch]) * inv[ch];
+                                d[ch] += gm[ch] * inv[ch] / m
+                                    * (m * g[ch] - sum_dy[ch] - xhat * sum_dy_xhat[ch]);
+                            }
+                        });
+                    self.grads[j] = gx;
                 }
                 Kind::Relu | Kind::Relu6 => {
                     let j = layer.inputs[0];
@@ -632,12 +657,17 @@ impl Net {
                     } else {
                         6.0
                     };
-                    for (k, &g) in dy.iter().enumerate() {
-                        let v = self.acts[j][k];
-                        if v > 0.0 && v < hi {
-                            self.grads[j][k] += g;
-                        }
-                    }
+                    let mut gx = std::mem::take(&mut self.grads[j]);
+                    gx.par_chunks_mut(4096)
+                        .zip(dy.par_chunks(4096).zip(self.acts[j].par_chunks(4096)))
+                        .for_each(|(gc, (dc, xc))| {
+                            for ((g, d), v) in gc.iter_mut().zip(dc).zip(xc) {
+                                // Branch-free (vectorises): the mask as 0.0 or 1.0.
+                                let open = f32::from(u8::from((*v > 0.0) & (*v < hi)));
+                                *g += *d * open;
+                            }
+                        });
+                    self.grads[j] = gx;
                 }
                 Kind::AvgPool {
                     size,
@@ -707,6 +737,32 @@ impl Net {
             self.grads[i] = dy;
         }
     }
+}
+
+/// Per-channel sums of `f(x)` over the rows of an NHWC tensor (`c`
+/// channels), in blocks of rows summed in parallel; the blocks combine in
+/// a fixed order, so the result is deterministic.
+fn channel_sums(x: &[f32], c: usize, f: impl Fn(f32) -> (f64, f64) + Sync) -> (Vec<f64>, Vec<f64>) {
+    let partial: Vec<(Vec<f64>, Vec<f64>)> = x
+        .par_chunks(256 * c)
+        .map(|block| {
+            let (mut a, mut b) = (vec![0f64; c], vec![0f64; c]);
+            for row in block.chunks_exact(c) {
+                for ch in 0..c {
+                    let (u, v) = f(row[ch]);
+                    a[ch] += u;
+                    b[ch] += v;
+                }
+            }
+            (a, b)
+        })
+        .collect();
+    let (mut a, mut b) = (vec![0f64; c], vec![0f64; c]);
+    for (pa, pb) in partial {
+        a.iter_mut().zip(&pa).for_each(|(x, y)| *x += y);
+        b.iter_mut().zip(&pb).for_each(|(x, y)| *x += y);
+    }
+    (a, b)
 }
 
 /// A dot product in eight lanes (vectorises; fixed order, so deterministic).
@@ -963,12 +1019,13 @@ fn conv_forward(
                     }
                     let y = &mut out_n[(oy * ow + ox) * cout..][..cout];
                     if depthwise {
-                        for (ch, yv) in y.iter_mut().enumerate() {
-                            let mut acc = bias[ch];
-                            for t in 0..kh * kw {
-                                acc += weight[t * cout + ch] * patch[t * cin + ch];
+                        y.copy_from_slice(bias);
+                        for t in 0..kh * kw {
+                            let wr = &weight[t * cout..(t + 1) * cout];
+                            let pr = &patch[t * cin..(t + 1) * cin];
+                            for ((yv, wv), pv) in y.iter_mut().zip(wr).zip(pr) {
+                                *yv += wv * pv;
                             }
-                            *yv = acc;
                         }
                     } else {
                         let k = patch.len();
@@ -1109,24 +1166,34 @@ fn conv_backward(
         });
     // Weight gradient.
     if depthwise {
-        for n in 0..b {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let g = &dy[n * per_out + (oy * ow + ox) * cout..][..cout];
-                    for ky in 0..kh {
-                        for kx in 0..kw {
-                            let Some(p) = tap(oy, ox, ky, kx, stride, (ph, pw), h, w) else {
-                                continue;
-                            };
-                            let t = ky * kw + kx;
-                            let xr = &x[n * per_in + p * cin..][..cin];
-                            for ch in 0..cout {
-                                dw[t * cout + ch] += g[ch] * xr[ch];
+        // Per sample in parallel, summed in sample order (deterministic).
+        let partial: Vec<Vec<f32>> = (0..b)
+            .into_par_iter()
+            .map(|n| {
+                let mut acc = vec![0f32; kh * kw * cout];
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let g = &dy[n * per_out + (oy * ow + ox) * cout..][..cout];
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let Some(p) = tap(oy, ox, ky, kx, stride, (ph, pw), h, w) else {
+                                    continue;
+                                };
+                                let t = ky * kw + kx;
+                                let xr = &x[n * per_in + p * cin..][..cin];
+                                let ar = &mut acc[t * cout..(t + 1) * cout];
+                                for ((d, gv), xv) in ar.iter_mut().zip(g).zip(xr) {
+                                    *d += gv * xv;
+                                }
                             }
                         }
                     }
                 }
-            }
+                acc
+            })
+            .collect();
+        for p in partial {
+            dw.iter_mut().zip(&p).for_each(|(d, v)| *d += v);
         }
     } else {
         dw.par_chunks_mut(kh * kw * cin)
