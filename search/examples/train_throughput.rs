@@ -4,10 +4,15 @@
 //! 1x1 conv + BN + ReLU), global average pool, dense 12; forward + backward
 //! + SGD step on random data, steady state.
 //!
-//! usage: cargo run --release -p mnet-search --example train_throughput -- [--width 64] [--blocks 4] [--batch 100] [--steps 10]
+//! With `--mbv2`, the 96x96x1 MobileNetV2-style stack of the same reference
+//! instead: 3x3 stride 2 to 8 channels, 7 inverted residual blocks
+//! (expansion 6; channels 8/16/16/24/24/32/32; three stride-2 stages;
+//! residual adds where shapes allow), 1x1 to 128, average pool, dense 2.
+//!
+//! usage: cargo run --release -p mnet-search --example train_throughput -- [--width 64] [--blocks 4] [--batch 100] [--steps 10] [--mbv2]
 //! The last line is `samples_per_sec: N`.
 
-use mnet_compiler::resolve::{resolve, Pick};
+use mnet_compiler::resolve::resolve;
 use mnet_search::data::Dataset;
 use mnet_search::engine::Net;
 use mnet_search::optim::Sgd;
@@ -32,22 +37,44 @@ fn main() {
         arg("--batch", 100),
         arg("--steps", 10),
     );
-    let mut src = format!(
-        "network dscnn(x: i8[49, 10, 1]) -> [12] {{\n    x = conv2d(x, out: {width}, kernel: (10, 4), stride: 2) |> batch_norm |> relu\n"
-    );
-    for _ in 0..blocks {
-        src.push_str("    x = depthwise_conv2d(x, kernel: 3) |> batch_norm |> relu\n");
-        src.push_str(&format!(
-            "    x = conv2d(x, out: {width}, kernel: 1) |> batch_norm |> relu\n"
-        ));
-    }
-    src.push_str("    x = global_avg_pool(x) |> dense(out: 12)\n}\n");
-    let checked = mnet_compiler::check_source("dscnn.mnet", &src)
+    let mbv2 = std::env::args().any(|a| a == "--mbv2");
+    let (src, input, classes) = if mbv2 {
+        let mut src = String::from("use std::blocks::{conv_bn, inverted_residual}\n\nnetwork mbv2(x: i8[96, 96, 1]) -> [2] {\n    x = conv_bn(x, out: 8, stride: 2)\n");
+        let mut cin = 8;
+        for (cout, stride) in [(8, 1), (16, 2), (16, 1), (24, 2), (24, 1), (32, 2), (32, 1)] {
+            let block = format!(
+                "inverted_residual(x, expand: {}, out: {cout}, stride: {stride})",
+                cin * 6
+            );
+            if cout == cin && stride == 1 {
+                src.push_str(&format!("    x = add(x, {block})\n"));
+            } else {
+                src.push_str(&format!("    x = {block}\n"));
+            }
+            cin = cout;
+        }
+        src.push_str(
+            "    x = conv_bn(x, out: 128, kernel: 1) |> global_avg_pool |> dense(out: 2)\n}\n",
+        );
+        (src, vec![96, 96, 1], 2)
+    } else {
+        let mut src = format!(
+            "network dscnn(x: i8[49, 10, 1]) -> [12] {{\n    x = conv2d(x, out: {width}, kernel: (10, 4), stride: 2) |> batch_norm |> relu\n"
+        );
+        for _ in 0..blocks {
+            src.push_str("    x = depthwise_conv2d(x, kernel: 3) |> batch_norm |> relu\n");
+            src.push_str(&format!(
+                "    x = conv2d(x, out: {width}, kernel: 1) |> batch_norm |> relu\n"
+            ));
+        }
+        src.push_str("    x = global_avg_pool(x) |> dense(out: 12)\n}\n");
+        (src, vec![49, 10, 1], 12)
+    };
+    let checked = mnet_compiler::check_source("bench.mnet", &src)
         .unwrap_or_else(|f| panic!("{}", f.render()));
     let fixed = resolve(&checked.networks[0].graph, &[]).unwrap();
-    let _ = Pick::Min;
     let mut net = Net::from_fixed(&fixed, batch, 0);
-    let data = Dataset::synthetic(&[49, 10, 1], 12, batch, 0, 1);
+    let data = Dataset::synthetic(&input, classes, batch, 0, 1);
     let sgd = Sgd {
         lr: 0.01,
         momentum: 0.9,
@@ -67,8 +94,13 @@ fn main() {
         step();
     }
     let secs = t.elapsed().as_secs_f64();
+    let what = if mbv2 {
+        "mbv2-96".to_string()
+    } else {
+        format!("ds-cnn width {width}, blocks {blocks}")
+    };
     println!(
-        "width {width}, blocks {blocks}, batch {batch}: {:.1} ms/step",
+        "{what}, batch {batch}: {:.1} ms/step",
         secs * 1e3 / steps as f64
     );
     println!("samples_per_sec: {:.1}", (steps * batch) as f64 / secs);

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Training throughput: mnet-search vs TensorFlow/Keras on the same DS-CNN
+# (49x10x1, 4 DS blocks, batch 100), widths 64 and 172, in one run on this
+# machine, plus the 96x96x1 MobileNetV2-style stack for mnet. Prints a
+# markdown table. Installs tensorflow-cpu into target/tf-venv on first use.
+#
+# usage: bash bench/train.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=target/tf-venv
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import tensorflow' >/dev/null 2>&1; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet tensorflow-cpu==2.21.0
+fi
+cargo build --release --quiet -p mnet-search --example train_throughput
+echo "| model | mnet samples/s | TensorFlow samples/s | ratio |"
+echo "|---|---:|---:|---:|"
+best() { sort -g | tail -1; }  # best of three runs, for both engines
+for width in 64 172; do
+    ours=$(for _ in 1 2 3; do ./target/release/examples/train_throughput --width "$width" --blocks 4 --batch 100 --steps 20 | sed -n 's/^samples_per_sec: //p'; done | best)
+    tf=$(for _ in 1 2 3; do "$venv/bin/python" bench/tf_baseline.py --width "$width" --blocks 4 --batch 100 2>/dev/null | sed -n 's/^samples_per_sec: //p'; done | best)
+    ratio=$(awk -v a="$ours" -v b="$tf" 'BEGIN { printf "%.2f", a / b }')
+    echo "| DS-CNN width $width, batch 100 | $ours | $tf | $ratio |"
+done
+mb=$(./target/release/examples/train_throughput --mbv2 --batch 32 --steps 10 | sed -n 's/^samples_per_sec: //p')
+echo "| MobileNetV2-style 96x96x1, batch 32 | $mb | - | - |"
