@@ -331,11 +331,12 @@ impl Net {
     /// statistics in batch norm (and updates the running ones).
     pub fn forward(&mut self, input: &[f32], train: bool) {
         let b = self.batch;
-        for i in 0..self.layers.len() {
-            let layer = self.layers[i].clone();
+        // Borrowed out for the pass, so nothing is cloned per step.
+        let layers = std::mem::take(&mut self.layers);
+        for (i, layer) in layers.iter().enumerate() {
             let mut out = std::mem::take(&mut self.acts[i]);
             let x = |k: usize| &self.acts[layer.inputs[k]];
-            let xs = |k: usize| &self.layers[layer.inputs[k]].shape;
+            let xs = |k: usize| &layers[layer.inputs[k]].shape;
             match &layer.kind {
                 Kind::Input => out.copy_from_slice(input),
                 Kind::Conv {
@@ -503,6 +504,7 @@ impl Net {
             }
             self.acts[i] = out;
         }
+        self.layers = layers;
     }
 
     /// Softmax cross-entropy of the last forward pass against `labels`;
@@ -545,10 +547,10 @@ impl Net {
                 g.iter_mut().for_each(|v| *v = 0.0);
             }
         }
-        for i in (1..self.layers.len()).rev() {
-            let layer = self.layers[i].clone();
+        let layers = std::mem::take(&mut self.layers);
+        for (i, layer) in layers.iter().enumerate().skip(1).rev() {
             let dy = std::mem::take(&mut self.grads[i]);
-            let xs = |k: usize| self.layers[layer.inputs[k]].shape.clone();
+            let xs = |k: usize| &layers[layer.inputs[k]].shape;
             match &layer.kind {
                 Kind::Input => {}
                 Kind::Conv {
@@ -736,6 +738,7 @@ impl Net {
             }
             self.grads[i] = dy;
         }
+        self.layers = layers;
     }
 }
 
