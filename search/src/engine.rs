@@ -576,7 +576,7 @@ impl Net {
                     let mut dx = std::mem::take(&mut self.grads[j]);
                     conv_backward(
                         &self.acts[j],
-                        &xs(0),
+                        xs(0),
                         &dy,
                         &layer.shape,
                         b,
@@ -595,7 +595,7 @@ impl Net {
                 }
                 Kind::Dense { weight, bias } => {
                     let j = layer.inputs[0];
-                    let (k, n) = (elems(&xs(0)), elems(&layer.shape));
+                    let (k, n) = (elems(xs(0)), elems(&layer.shape));
                     for s in 0..b {
                         for o in 0..n {
                             let g = dy[s * n + o];
@@ -685,7 +685,7 @@ impl Net {
                     let j = layer.inputs[0];
                     let (xv, gx) = (&self.acts[j], &mut self.grads[j]);
                     pool(
-                        &xs(0),
+                        xs(0),
                         &layer.shape,
                         b,
                         *size,
@@ -727,9 +727,7 @@ impl Net {
                 Kind::Pad { pads } => {
                     let j = layer.inputs[0];
                     let gx = &mut self.grads[j];
-                    pad_map(&xs(0), &layer.shape, b, *pads, |src, dst| {
-                        gx[src] += dy[dst]
-                    });
+                    pad_map(xs(0), &layer.shape, b, *pads, |src, dst| gx[src] += dy[dst]);
                 }
                 Kind::Reshape => {
                     let j = layer.inputs[0];
