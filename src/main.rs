@@ -200,6 +200,26 @@ fn fixed_of(net: &CheckedNetwork, pick: Pick) -> Result<mnet_compiler::ir::Fixed
     resolve(&net.graph, &choice).map_err(|e| UserError(format!("error: {e}\n")))
 }
 
+/// The fixed network a command works on: the file's network, or the pick
+/// of its search space (a space without `--pick` is an error).
+fn fixed_network(
+    file: &Path,
+    network: Option<&str>,
+    pick: Option<Pick>,
+    verb: &str,
+) -> Result<mnet_compiler::ir::FixedGraph> {
+    let checked = load(file)?;
+    let net = one_network(&checked, file, network)?;
+    if !net.graph.choices.is_empty() && pick.is_none() {
+        return Err(UserError(format!(
+            "error: {} is a search space ({} choices); {verb} a fixed network, or pick one with --pick min|max|random:SEED\n",
+            file.display(),
+            net.graph.choices.len()
+        )));
+    }
+    fixed_of(&net, pick.unwrap_or(Pick::Min))
+}
+
 /// Write `text` to `path` without clobbering: refuses an existing file unless
 /// `force`, and writes through a temporary file so no partial file is left.
 fn write_new(path: &Path, text: &str, force: bool) -> Result<()> {
@@ -398,16 +418,7 @@ fn run(cli: Cli) -> Result<()> {
             network,
             force,
         } => {
-            let checked = load(&file)?;
-            let net = one_network(&checked, &file, network.as_deref())?;
-            if !net.graph.choices.is_empty() && pick.is_none() {
-                return Err(UserError(format!(
-                    "error: {} is a search space ({} choices); compile a fixed network, or pick one with --pick min|max|random:SEED\n",
-                    file.display(),
-                    net.graph.choices.len()
-                )));
-            }
-            let fixed = fixed_of(&net, pick.unwrap_or(Pick::Min))?;
+            let fixed = fixed_network(&file, network.as_deref(), pick, "compile")?;
             let weight_bytes = match &weights {
                 Some(p) => Some(std::fs::read(p).map_err(|e| {
                     UserError(format!("error: cannot read {}: {e}\n", p.display()))
@@ -536,20 +547,12 @@ fn run(cli: Cli) -> Result<()> {
             network,
             force,
         } => {
-            let checked = load(&file)?;
-            let net = one_network(&checked, &file, network.as_deref())?;
-            if !net.graph.choices.is_empty() && pick.is_none() {
-                return Err(UserError(format!(
-                    "error: {} is a search space; train a fixed network, or pick one with --pick min|max|random:SEED\n",
-                    file.display()
-                )));
-            }
             if epochs == 0 || batch == 0 || !(lr > 0.0 && lr.is_finite()) {
                 return Err(UserError(
                     "error: --epochs and --batch must be at least 1 and --lr positive\n".into(),
                 ));
             }
-            let fixed = fixed_of(&net, pick.unwrap_or(Pick::Min))?;
+            let fixed = fixed_network(&file, network.as_deref(), pick, "train")?;
             let name = fixed.info.name.clone();
             let weights_path = output.join(format!("{name}.safetensors"));
             let metrics_path = output.join(format!("{name}.metrics.json"));

@@ -345,20 +345,8 @@ impl Net {
                     padding,
                     weight,
                     bias,
-                } => conv_forward(
-                    x(0),
-                    xs(0),
-                    &mut out,
-                    &layer.shape,
-                    b,
-                    *kernel,
-                    *stride,
-                    *padding,
-                    &self.params[*weight].value,
-                    &self.params[*bias].value,
-                    false,
-                ),
-                Kind::Depthwise {
+                }
+                | Kind::Depthwise {
                     kernel,
                     stride,
                     padding,
@@ -375,7 +363,7 @@ impl Net {
                     *padding,
                     &self.params[*weight].value,
                     &self.params[*bias].value,
-                    true,
+                    matches!(layer.kind, Kind::Depthwise { .. }),
                 ),
                 Kind::Dense { weight, bias } => {
                     let (k, n) = (elems(xs(0)), elems(&layer.shape));
