@@ -14,6 +14,9 @@ use mnet_compiler::quant::pad_before;
 use rand::{RngExt, SeedableRng};
 use rayon::prelude::*;
 
+/// Rows (pixels) per parallel task in row-wise kernels.
+const ROWS: usize = 256;
+
 /// Batch-norm epsilon and running-statistics momentum.
 pub const BN_EPSILON: f32 = 1e-3;
 pub const BN_MOMENTUM: f32 = 0.9;
@@ -415,11 +418,14 @@ impl Net {
                         (mu, inv)
                     };
                     let (g, be) = (&self.params[*gamma].value, &self.params[*beta].value);
-                    out.par_chunks_mut(c)
-                        .zip(xv.par_chunks(c))
-                        .for_each(|(o, xr)| {
-                            for ch in 0..c {
-                                o[ch] = g[ch] * (xr[ch] - mu[ch]) * inv[ch] + be[ch];
+                    // Blocks of rows per task: one row is too little work.
+                    out.par_chunks_mut(ROWS * c)
+                        .zip(xv.par_chunks(ROWS * c))
+                        .for_each(|(ob, xb)| {
+                            for (o, xr) in ob.chunks_exact_mut(c).zip(xb.chunks_exact(c)) {
+                                for ch in 0..c {
+                                    o[ch] = g[ch] * (xr[ch] - mu[ch]) * inv[ch] + be[ch];
+                                }
                             }
                         });
                     self.bn_saved[i] = (mu, inv);
@@ -602,14 +608,13 @@ impl Net {
                     let (mu, inv) = self.bn_saved[i].clone();
                     let xv = &self.acts[j];
                     let m = (xv.len() / c) as f32;
-                    let rows: Vec<(&[f32], &[f32])> =
-                        dy.chunks_exact(c).zip(xv.chunks_exact(c)).collect();
                     // Block sums collected in order: deterministic.
-                    let partial: Vec<(Vec<f32>, Vec<f32>)> = rows
-                        .par_chunks(256)
-                        .map(|block| {
+                    let partial: Vec<(Vec<f32>, Vec<f32>)> = dy
+                        .par_chunks(ROWS * c)
+                        .zip(xv.par_chunks(ROWS * c))
+                        .map(|(gb, xb)| {
                             let (mut a, mut b) = (vec![0f32; c], vec![0f32; c]);
-                            for (g, xr) in block {
+                            for (g, xr) in gb.chunks_exact(c).zip(xb.chunks_exact(c)) {
                                 for ch in 0..c {
                                     a[ch] += g[ch];
                                     b[ch] += g[ch] * (xr[ch] - mu[ch]) * inv[ch];
@@ -629,13 +634,21 @@ impl Net {
                     }
                     let gm = self.params[*gamma].value.clone();
                     let mut gx = std::mem::take(&mut self.grads[j]);
-                    gx.par_chunks_mut(c)
-                        .zip(dy.par_chunks(c).zip(self.acts[j].par_chunks(c)))
-                        .for_each(|(d, (g, xr))| {
-                            for ch in 0..c {
-                                let xhat = (xr[ch] - mu[ch]) * inv[ch];
-                                d[ch] += gm[ch] * inv[ch] / m
-                                    * (m * g[ch] - sum_dy[ch] - xhat * sum_dy_xhat[ch]);
+                    gx.par_chunks_mut(ROWS * c)
+                        .zip(
+                            dy.par_chunks(ROWS * c)
+                                .zip(self.acts[j].par_chunks(ROWS * c)),
+                        )
+                        .for_each(|(db, (gb, xb))| {
+                            for (d, (g, xr)) in db
+                                .chunks_exact_mut(c)
+                                .zip(gb.chunks_exact(c).zip(xb.chunks_exact(c)))
+                            {
+                                for ch in 0..c {
+                                    let xhat = (xr[ch] - mu[ch]) * inv[ch];
+                                    d[ch] += gm[ch] * inv[ch] / m
+                                        * (m * g[ch] - sum_dy[ch] - xhat * sum_dy_xhat[ch]);
+                                }
                             }
                         });
                     self.grads[j] = gx;
@@ -734,7 +747,7 @@ impl Net {
 fn channel_sums(x: &[f32], c: usize) -> (Vec<f64>, Vec<f64>) {
     // f32 within a block of 256 rows (vectorises), f64 across blocks.
     let partial: Vec<(Vec<f32>, Vec<f32>)> = x
-        .par_chunks(256 * c)
+        .par_chunks(ROWS * c)
         .map(|block| {
             let (mut a, mut b) = (vec![0f32; c], vec![0f32; c]);
             for row in block.chunks_exact(c) {
