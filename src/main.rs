@@ -116,6 +116,9 @@ enum Command {
         lr: f32,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// sgd (Nesterov momentum 0.9) or adamw.
+        #[arg(long, default_value = "sgd", value_parser = ["sgd", "adamw"])]
+        optimizer: String,
         /// Output directory: NAME.safetensors and NAME.metrics.json.
         #[arg(short, long)]
         output: PathBuf,
@@ -542,6 +545,7 @@ fn run(cli: Cli) -> Result<()> {
             batch,
             lr,
             seed,
+            optimizer,
             output,
             pick,
             network,
@@ -583,6 +587,7 @@ fn run(cli: Cli) -> Result<()> {
                 batch,
                 lr,
                 seed,
+                adamw: optimizer == "adamw",
                 ..Default::default()
             };
             let history = mnet_search::train::train(&mut model, &train_set, cfg, |m| {

@@ -28,12 +28,28 @@ pub struct Param {
     pub shape: Vec<usize>,
     pub value: Vec<f32>,
     pub grad: Vec<f32>,
+    /// First-moment state (SGD momentum, Adam's m).
     pub momentum: Vec<f32>,
+    /// Second-moment state (Adam's v); allocated by Adam on first use.
+    pub second: Vec<f32>,
     /// Weight decay applies (weights, not biases or batch-norm parameters).
     pub decay: bool,
 }
 
 impl Param {
+    /// An empty parameter (a placeholder while a group is stepped).
+    pub fn placeholder() -> Param {
+        Param {
+            name: String::new(),
+            shape: vec![],
+            value: vec![],
+            grad: vec![],
+            momentum: vec![],
+            second: vec![],
+            decay: false,
+        }
+    }
+
     fn new(name: String, shape: Vec<usize>, value: Vec<f32>, decay: bool) -> Param {
         let n = value.len();
         Param {
@@ -42,6 +58,7 @@ impl Param {
             value,
             grad: vec![0.0; n],
             momentum: vec![0.0; n],
+            second: Vec::new(),
             decay,
         }
     }

@@ -5,7 +5,7 @@
 
 use crate::data::Dataset;
 use crate::engine::Net;
-use crate::optim::{cosine_lr, Sgd};
+use crate::optim::{cosine_lr, step_groups, Adam, Optimizer, ParamGroup, Sgd};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use std::time::Instant;
@@ -19,6 +19,8 @@ pub struct TrainConfig {
     pub momentum: f32,
     pub weight_decay: f32,
     pub seed: u64,
+    /// AdamW instead of Nesterov SGD.
+    pub adamw: bool,
 }
 
 impl Default for TrainConfig {
@@ -30,6 +32,7 @@ impl Default for TrainConfig {
             momentum: 0.9,
             weight_decay: 1e-4,
             seed: 0,
+            adamw: false,
         }
     }
 }
@@ -57,12 +60,24 @@ pub fn train(
     let steps_per_epoch = data.len() / batch;
     let total = steps_per_epoch * cfg.epochs;
     let warmup = (total / 20).max(1);
-    let sgd = Sgd {
-        lr: cfg.lr,
-        momentum: cfg.momentum,
-        nesterov: true,
-        weight_decay: cfg.weight_decay,
+    let optimizer = if cfg.adamw {
+        Optimizer::Adam(Adam {
+            weight_decay: cfg.weight_decay,
+            ..Adam::default()
+        })
+    } else {
+        Optimizer::Sgd(Sgd {
+            lr: cfg.lr,
+            momentum: cfg.momentum,
+            nesterov: true,
+            weight_decay: cfg.weight_decay,
+        })
     };
+    let groups = [ParamGroup {
+        prefix: String::new(),
+        optimizer,
+        lr_scale: 1.0,
+    }];
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed);
     let len = data.sample_len();
     let mut order: Vec<usize> = (0..data.len()).collect();
@@ -82,7 +97,12 @@ pub fn train(
             net.forward(&xb, true);
             let (loss, ok) = net.loss(&yb);
             net.backward();
-            sgd.step(&mut net.params, cosine_lr(cfg.lr, step, warmup, total));
+            step_groups(
+                &groups,
+                &mut net.params,
+                cosine_lr(cfg.lr, step, warmup, total),
+                step + 1,
+            );
             step += 1;
             loss_sum += loss;
             correct += ok;

@@ -134,3 +134,21 @@ fn a_small_network_learns_the_synthetic_data() {
     let (_, acc) = mnet_search::train::evaluate(&mut n, &test);
     assert!(acc >= 0.9, "accuracy {acc} after {history:?}");
 }
+
+#[test]
+fn adamw_learns_the_synthetic_data_too() {
+    let src = "use std::blocks::{conv_bn, ds_block}\n\nnetwork s(x: i8[12, 10, 1]) -> [4] {\n    x = conv_bn(x, out: 8, kernel: 3, stride: 2)\n    x = ds_block(x, out: 16)\n    x = global_avg_pool(x) |> dense(out: 4) |> softmax\n}\n";
+    let mut n = net(src, 16);
+    let train = Dataset::synthetic(&[12, 10, 1], 4, 512, 7, 1);
+    let cfg = mnet_search::train::TrainConfig {
+        epochs: 6,
+        batch: 16,
+        lr: 0.01,
+        adamw: true,
+        ..Default::default()
+    };
+    mnet_search::train::train(&mut n, &train, cfg, |_| {});
+    let test = Dataset::synthetic(&[12, 10, 1], 4, 256, 7, 2);
+    let (_, acc) = mnet_search::train::evaluate(&mut n, &test);
+    assert!(acc >= 0.9, "accuracy {acc}");
+}
