@@ -119,6 +119,9 @@ enum Command {
         /// sgd (Nesterov momentum 0.9) or adamw.
         #[arg(long, default_value = "sgd", value_parser = ["sgd", "adamw"])]
         optimizer: String,
+        /// Quantization-aware training: int8 fake quantization of weights and activations.
+        #[arg(long)]
+        qat: bool,
         /// Output directory: NAME.safetensors and NAME.metrics.json.
         #[arg(short, long)]
         output: PathBuf,
@@ -546,6 +549,7 @@ fn run(cli: Cli) -> Result<()> {
             lr,
             seed,
             optimizer,
+            qat,
             output,
             pick,
             network,
@@ -588,6 +592,7 @@ fn run(cli: Cli) -> Result<()> {
                 lr,
                 seed,
                 adamw: optimizer == "adamw",
+                qat,
                 ..Default::default()
             };
             let history = mnet_search::train::train(&mut model, &train_set, cfg, |m| {

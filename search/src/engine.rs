@@ -134,6 +134,55 @@ pub struct Net {
     grads: Vec<Vec<f32>>,
     /// Per batch-norm layer: saved mean and 1/std of the last forward pass.
     bn_saved: Vec<(Vec<f32>, Vec<f32>)>,
+    /// Quantization-aware training, when enabled.
+    qat: Option<Qat>,
+}
+
+/// Fake quantization for int8 QAT: weights per output channel, symmetric,
+/// 255 levels; activations per tensor, asymmetric, 256 levels, over a range
+/// tracked by an exponential moving average. Gradients pass straight
+/// through (STE): the optimiser updates the float weights.
+#[derive(Clone, Debug)]
+pub struct Qat {
+    /// EMA range of each quantized tensor (`None`: not a quantization point).
+    pub ranges: Vec<Option<(f32, f32)>>,
+    pub momentum: f32,
+    /// Float weights while the quantized ones are in place.
+    shadow: Vec<Vec<f32>>,
+}
+
+/// Per-channel symmetric int8 fake quantization of weights laid out with
+/// `channels` output channels, channel of element `k` given by `channel(k)`.
+pub fn fake_quant_weights(w: &mut [f32], channels: usize, channel: impl Fn(usize) -> usize) {
+    let mut maxabs = vec![0f32; channels];
+    for (k, v) in w.iter().enumerate() {
+        let c = channel(k);
+        maxabs[c] = maxabs[c].max(v.abs());
+    }
+    for (k, v) in w.iter_mut().enumerate() {
+        let m = maxabs[channel(k)];
+        if m > 0.0 {
+            let s = m / 127.0;
+            *v = (*v / s).round().clamp(-127.0, 127.0) * s;
+        }
+    }
+}
+
+/// Asymmetric int8 fake quantization of activations over `[lo, hi]`
+/// (widened to include 0), as the backends quantize them.
+pub fn fake_quant_activations(x: &mut [f32], lo: f32, hi: f32) {
+    let (lo, hi) = (lo.min(0.0), hi.max(0.0));
+    if hi <= lo {
+        return;
+    }
+    let scale = (hi - lo) / 255.0;
+    let zp = (-128.0 - lo / scale).round().clamp(-128.0, 127.0);
+    x.par_chunks_mut(4096).for_each(|c| {
+        for v in c {
+            let q = ((*v / scale).round() + zp).clamp(-128.0, 127.0);
+            *v = (q - zp) * scale;
+        }
+    });
 }
 
 fn elems(shape: &[usize]) -> usize {
@@ -307,6 +356,7 @@ impl Net {
             acts: vec![],
             grads: vec![],
             bn_saved: vec![],
+            qat: None,
         };
         net.set_batch(batch);
         net
@@ -332,6 +382,80 @@ impl Net {
             .collect();
     }
 
+    /// Turn on quantization-aware training: fake-quantized weights in every
+    /// pass, and fake-quantized activations at every tensor the int8
+    /// backends keep (not between a layer and the batch norm or activation
+    /// fused into it).
+    pub fn enable_qat(&mut self) {
+        let mut readers: Vec<Vec<usize>> = vec![Vec::new(); self.layers.len()];
+        for (i, l) in self.layers.iter().enumerate() {
+            for &j in &l.inputs {
+                readers[j].push(i);
+            }
+        }
+        let ranges = (0..self.layers.len())
+            .map(|i| {
+                let fused = matches!(
+                    self.layers[i].kind,
+                    Kind::Conv { .. }
+                        | Kind::Depthwise { .. }
+                        | Kind::Dense { .. }
+                        | Kind::BatchNorm { .. }
+                ) && readers[i].len() == 1
+                    && matches!(
+                        self.layers[readers[i][0]].kind,
+                        Kind::BatchNorm { .. } | Kind::Relu | Kind::Relu6
+                    );
+                (!fused).then_some((0.0, 0.0))
+            })
+            .collect();
+        self.qat = Some(Qat {
+            ranges,
+            momentum: 0.99,
+            shadow: Vec::new(),
+        });
+    }
+
+    pub fn qat(&self) -> Option<&Qat> {
+        self.qat.as_ref()
+    }
+
+    /// With QAT, put fake-quantized weights in place (keeping the floats).
+    fn quantize_weights(&mut self) {
+        let Some(q) = &mut self.qat else { return };
+        q.shadow.clear();
+        for l in &self.layers {
+            let (w, depthwise) = match l.kind {
+                Kind::Conv { weight, .. } | Kind::Dense { weight, .. } => (weight, false),
+                Kind::Depthwise { weight, .. } => (weight, true),
+                _ => continue,
+            };
+            let p = &mut self.params[w];
+            q.shadow.push(p.value.clone());
+            let cout = if depthwise { p.shape[3] } else { p.shape[0] };
+            let per = p.value.len() / cout;
+            if depthwise {
+                fake_quant_weights(&mut p.value, cout, |k| k % cout);
+            } else {
+                fake_quant_weights(&mut p.value, cout, |k| k / per);
+            }
+        }
+    }
+
+    /// With QAT, put the float weights back (the optimiser updates them).
+    fn restore_weights(&mut self) {
+        let Some(q) = &mut self.qat else { return };
+        let mut shadow = std::mem::take(&mut q.shadow).into_iter();
+        for l in &self.layers {
+            if let Kind::Conv { weight, .. }
+            | Kind::Dense { weight, .. }
+            | Kind::Depthwise { weight, .. } = l.kind
+            {
+                self.params[weight].value = shadow.next().expect("a float copy per weighted layer");
+            }
+        }
+    }
+
     /// The logits of the last forward pass (`batch x classes`).
     pub fn logits(&self) -> &[f32] {
         &self.acts[self.logits]
@@ -351,6 +475,7 @@ impl Net {
     /// statistics in batch norm (and updates the running ones).
     pub fn forward(&mut self, input: &[f32], train: bool) {
         let b = self.batch;
+        self.quantize_weights();
         // Borrowed out for the pass, so nothing is cloned per step.
         let layers = std::mem::take(&mut self.layers);
         for (i, layer) in layers.iter().enumerate() {
@@ -513,9 +638,30 @@ impl Net {
                 }
                 Kind::Reshape => out.copy_from_slice(x(0)),
             }
+            if let Some(q) = self.qat.as_mut() {
+                if let Some(range) = q.ranges[i] {
+                    let (lo, hi) = if train {
+                        let (lo, hi) = out
+                            .iter()
+                            .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+                        let m = q.momentum;
+                        let r = if range == (0.0, 0.0) {
+                            (lo, hi)
+                        } else {
+                            (m * range.0 + (1.0 - m) * lo, m * range.1 + (1.0 - m) * hi)
+                        };
+                        q.ranges[i] = Some(r);
+                        r
+                    } else {
+                        range
+                    };
+                    fake_quant_activations(&mut out, lo, hi);
+                }
+            }
             self.acts[i] = out;
         }
         self.layers = layers;
+        self.restore_weights();
     }
 
     /// Softmax cross-entropy of the last forward pass against `labels`;
@@ -558,6 +704,7 @@ impl Net {
                 g.iter_mut().for_each(|v| *v = 0.0);
             }
         }
+        self.quantize_weights();
         let layers = std::mem::take(&mut self.layers);
         for (i, layer) in layers.iter().enumerate().skip(1).rev() {
             let dy = std::mem::take(&mut self.grads[i]);
@@ -755,6 +902,7 @@ impl Net {
             self.grads[i] = dy;
         }
         self.layers = layers;
+        self.restore_weights();
     }
 }
 

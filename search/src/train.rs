@@ -21,6 +21,8 @@ pub struct TrainConfig {
     pub seed: u64,
     /// AdamW instead of Nesterov SGD.
     pub adamw: bool,
+    /// Quantization-aware training (fake-quantized weights and activations).
+    pub qat: bool,
 }
 
 impl Default for TrainConfig {
@@ -33,6 +35,7 @@ impl Default for TrainConfig {
             weight_decay: 1e-4,
             seed: 0,
             adamw: false,
+            qat: false,
         }
     }
 }
@@ -56,6 +59,9 @@ pub fn train(
     let batch = cfg.batch.min(data.len()).max(1);
     if net.batch != batch {
         net.set_batch(batch);
+    }
+    if cfg.qat && net.qat().is_none() {
+        net.enable_qat();
     }
     let steps_per_epoch = data.len() / batch;
     let total = steps_per_epoch * cfg.epochs;

@@ -152,3 +152,51 @@ fn adamw_learns_the_synthetic_data_too() {
     let (_, acc) = mnet_search::train::evaluate(&mut n, &test);
     assert!(acc >= 0.9, "accuracy {acc}");
 }
+
+#[test]
+fn fake_quantization_lands_on_the_int8_grid() {
+    let mut w: Vec<f32> = (0..64)
+        .map(|k| ((k * 37 % 64) as f32 - 31.5) / 40.0)
+        .collect();
+    mnet_search::engine::fake_quant_weights(&mut w, 2, |k| k / 32);
+    for c in 0..2 {
+        let row = &w[c * 32..(c + 1) * 32];
+        let s = row.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
+        for v in row {
+            let q = v / s;
+            assert!(
+                (q - q.round()).abs() < 1e-3 && q.abs() <= 127.001,
+                "{v} is not a multiple of {s}"
+            );
+        }
+    }
+    let mut x: Vec<f32> = (0..100).map(|k| k as f32 / 10.0 - 3.0).collect();
+    mnet_search::engine::fake_quant_activations(&mut x, -3.0, 6.9);
+    let scale = 9.9 / 255.0;
+    for v in &x {
+        let q = (v / scale) - (v / scale).round();
+        assert!(q.abs() < 1e-3, "{v} is off the grid");
+    }
+}
+
+#[test]
+fn quantization_aware_training_learns_the_synthetic_data() {
+    let src = "use std::blocks::{conv_bn, ds_block}\n\nnetwork s(x: i8[12, 10, 1]) -> [4] {\n    x = conv_bn(x, out: 8, kernel: 3, stride: 2)\n    x = ds_block(x, out: 16)\n    x = global_avg_pool(x) |> dense(out: 4) |> softmax\n}\n";
+    let mut n = net(src, 16);
+    let train = Dataset::synthetic(&[12, 10, 1], 4, 512, 7, 1);
+    let cfg = mnet_search::train::TrainConfig {
+        epochs: 6,
+        batch: 16,
+        lr: 0.05,
+        qat: true,
+        ..Default::default()
+    };
+    mnet_search::train::train(&mut n, &train, cfg, |_| {});
+    let q = n.qat().expect("qat on");
+    // Quantization points: the input, each relu6 (conv/bn fused before it), the pool, the logits.
+    let points = q.ranges.iter().filter(|r| r.is_some()).count();
+    assert_eq!(points, 1 + 3 + 1 + 1, "{:?}", q.ranges);
+    let test = Dataset::synthetic(&[12, 10, 1], 4, 256, 7, 2);
+    let (_, acc) = mnet_search::train::evaluate(&mut n, &test);
+    assert!(acc >= 0.9, "accuracy {acc}");
+}
