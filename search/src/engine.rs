@@ -559,14 +559,19 @@ impl Net {
                             .collect();
                         (mu, inv)
                     };
+                    // y = scale * x + shift per channel (vectorises over a row).
                     let (g, be) = (&self.params[*gamma].value, &self.params[*beta].value);
+                    let scale: Vec<f32> = (0..c).map(|ch| g[ch] * inv[ch]).collect();
+                    let shift: Vec<f32> =
+                        (0..c).map(|ch| be[ch] - g[ch] * inv[ch] * mu[ch]).collect();
                     // Blocks of rows per task: one row is too little work.
                     out.par_chunks_mut(ROWS * c)
                         .zip(xv.par_chunks(ROWS * c))
                         .for_each(|(ob, xb)| {
                             for (o, xr) in ob.chunks_exact_mut(c).zip(xb.chunks_exact(c)) {
-                                for ch in 0..c {
-                                    o[ch] = g[ch] * (xr[ch] - mu[ch]) * inv[ch] + be[ch];
+                                for (((o, x), a), b) in o.iter_mut().zip(xr).zip(&scale).zip(&shift)
+                                {
+                                    *o = a * x + b;
                                 }
                             }
                         });
@@ -772,31 +777,46 @@ impl Net {
                     let (mu, inv) = self.bn_saved[i].clone();
                     let xv = &self.acts[j];
                     let m = (xv.len() / c) as f32;
-                    // Block sums collected in order: deterministic.
+                    // Sums of dy and dy * x per channel, in blocks collected in
+                    // order (deterministic); then dx = c1 * dy + c3 * x + c2 with
+                    // per-channel constants, so both passes vectorise.
                     let partial: Vec<(Vec<f32>, Vec<f32>)> = dy
                         .par_chunks(ROWS * c)
                         .zip(xv.par_chunks(ROWS * c))
                         .map(|(gb, xb)| {
                             let (mut a, mut b) = (vec![0f32; c], vec![0f32; c]);
                             for (g, xr) in gb.chunks_exact(c).zip(xb.chunks_exact(c)) {
-                                for ch in 0..c {
-                                    a[ch] += g[ch];
-                                    b[ch] += g[ch] * (xr[ch] - mu[ch]) * inv[ch];
+                                for (((sa, sb), gv), xv) in
+                                    a.iter_mut().zip(b.iter_mut()).zip(g).zip(xr)
+                                {
+                                    *sa += gv;
+                                    *sb += gv * xv;
                                 }
                             }
                             (a, b)
                         })
                         .collect();
-                    let (mut sum_dy, mut sum_dy_xhat) = (vec![0f32; c], vec![0f32; c]);
+                    let (mut sum_dy, mut sum_dyx) = (vec![0f32; c], vec![0f32; c]);
                     for (a2, b2) in partial {
                         sum_dy.iter_mut().zip(&a2).for_each(|(x, y)| *x += y);
-                        sum_dy_xhat.iter_mut().zip(&b2).for_each(|(x, y)| *x += y);
+                        sum_dyx.iter_mut().zip(&b2).for_each(|(x, y)| *x += y);
                     }
+                    // sum(dy * xhat) = inv * (sum(dy * x) - mu * sum(dy))
+                    let sum_dy_xhat: Vec<f32> = (0..c)
+                        .map(|ch| inv[ch] * (sum_dyx[ch] - mu[ch] * sum_dy[ch]))
+                        .collect();
                     for ch in 0..c {
                         self.params[*gamma].grad[ch] += sum_dy_xhat[ch];
                         self.params[*beta].grad[ch] += sum_dy[ch];
                     }
-                    let gm = self.params[*gamma].value.clone();
+                    let gm = &self.params[*gamma].value;
+                    let c1: Vec<f32> = (0..c).map(|ch| gm[ch] * inv[ch]).collect();
+                    let c3: Vec<f32> = (0..c)
+                        .map(|ch| -c1[ch] / m * sum_dy_xhat[ch] * inv[ch])
+                        .collect();
+                    let c2: Vec<f32> = (0..c)
+                        .map(|ch| -c1[ch] / m * sum_dy[ch] - c3[ch] * mu[ch])
+                        .collect();
                     let mut gx = std::mem::take(&mut self.grads[j]);
                     gx.par_chunks_mut(ROWS * c)
                         .zip(
@@ -808,10 +828,10 @@ impl Net {
                                 .chunks_exact_mut(c)
                                 .zip(gb.chunks_exact(c).zip(xb.chunks_exact(c)))
                             {
-                                for ch in 0..c {
-                                    let xhat = (xr[ch] - mu[ch]) * inv[ch];
-                                    d[ch] += gm[ch] * inv[ch] / m
-                                        * (m * g[ch] - sum_dy[ch] - xhat * sum_dy_xhat[ch]);
+                                for ((((d, gv), xv), a), (b, e)) in
+                                    d.iter_mut().zip(g).zip(xr).zip(&c1).zip(c3.iter().zip(&c2))
+                                {
+                                    *d += a * gv + b * xv + e;
                                 }
                             }
                         });
@@ -1289,7 +1309,7 @@ fn conv_backward(
         }
         return;
     }
-    // Input gradient.
+    // Depthwise from here on. Input gradient, per sample in parallel.
     dx.par_chunks_mut(per_in)
         .zip(dy.par_chunks(per_out))
         .for_each(|(dx_n, dy_n)| {
@@ -1303,19 +1323,9 @@ fn conv_backward(
                             };
                             let t = ky * kw + kx;
                             let dxr = &mut dx_n[p * cin..(p + 1) * cin];
-                            if depthwise {
-                                for ch in 0..cout {
-                                    dxr[ch] += g[ch] * weight[t * cout + ch];
-                                }
-                            } else {
-                                for (oc, &gv) in g.iter().enumerate() {
-                                    if gv != 0.0 {
-                                        let wr = &weight[(oc * kh * kw + t) * cin..][..cin];
-                                        for (d, wv) in dxr.iter_mut().zip(wr) {
-                                            *d += gv * wv;
-                                        }
-                                    }
-                                }
+                            let wr = &weight[t * cout..(t + 1) * cout];
+                            for ((d, gv), wv) in dxr.iter_mut().zip(g).zip(wr) {
+                                *d += gv * wv;
                             }
                         }
                     }
@@ -1323,63 +1333,33 @@ fn conv_backward(
             }
         });
     // Weight gradient.
-    if depthwise {
-        // Per sample in parallel, summed in sample order (deterministic).
-        let partial: Vec<Vec<f32>> = (0..b)
-            .into_par_iter()
-            .map(|n| {
-                let mut acc = vec![0f32; kh * kw * cout];
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        let g = &dy[n * per_out + (oy * ow + ox) * cout..][..cout];
-                        for ky in 0..kh {
-                            for kx in 0..kw {
-                                let Some(p) = tap(oy, ox, ky, kx, stride, (ph, pw), h, w) else {
-                                    continue;
-                                };
-                                let t = ky * kw + kx;
-                                let xr = &x[n * per_in + p * cin..][..cin];
-                                let ar = &mut acc[t * cout..(t + 1) * cout];
-                                for ((d, gv), xv) in ar.iter_mut().zip(g).zip(xr) {
-                                    *d += gv * xv;
-                                }
-                            }
-                        }
-                    }
-                }
-                acc
-            })
-            .collect();
-        for p in partial {
-            dw.iter_mut().zip(&p).for_each(|(d, v)| *d += v);
-        }
-    } else {
-        dw.par_chunks_mut(kh * kw * cin)
-            .enumerate()
-            .for_each(|(oc, dwr)| {
-                for n in 0..b {
-                    for oy in 0..oh {
-                        for ox in 0..ow {
-                            let gv = dy[n * per_out + (oy * ow + ox) * cout + oc];
-                            if gv == 0.0 {
+    // Per sample in parallel, summed in sample order (deterministic).
+    let partial: Vec<Vec<f32>> = (0..b)
+        .into_par_iter()
+        .map(|n| {
+            let mut acc = vec![0f32; kh * kw * cout];
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let g = &dy[n * per_out + (oy * ow + ox) * cout..][..cout];
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            let Some(p) = tap(oy, ox, ky, kx, stride, (ph, pw), h, w) else {
                                 continue;
-                            }
-                            for ky in 0..kh {
-                                for kx in 0..kw {
-                                    let Some(p) = tap(oy, ox, ky, kx, stride, (ph, pw), h, w)
-                                    else {
-                                        continue;
-                                    };
-                                    let t = ky * kw + kx;
-                                    let xr = &x[n * per_in + p * cin..][..cin];
-                                    for (d, xv) in dwr[t * cin..(t + 1) * cin].iter_mut().zip(xr) {
-                                        *d += gv * xv;
-                                    }
-                                }
+                            };
+                            let t = ky * kw + kx;
+                            let xr = &x[n * per_in + p * cin..][..cin];
+                            let ar = &mut acc[t * cout..(t + 1) * cout];
+                            for ((d, gv), xv) in ar.iter_mut().zip(g).zip(xr) {
+                                *d += gv * xv;
                             }
                         }
                     }
                 }
-            });
+            }
+            acc
+        })
+        .collect();
+    for p in partial {
+        dw.iter_mut().zip(&p).for_each(|(d, v)| *d += v);
     }
 }
