@@ -136,6 +136,9 @@ pub struct Net {
     bn_saved: Vec<(Vec<f32>, Vec<f32>)>,
     /// Quantization-aware training, when enabled.
     qat: Option<Qat>,
+    /// Compute the gradient with respect to the network input (off in
+    /// training: a first conv then skips its most expensive product).
+    pub input_grad: bool,
 }
 
 /// Fake quantization for int8 QAT: weights per output channel, symmetric,
@@ -357,6 +360,7 @@ impl Net {
             grads: vec![],
             bn_saved: vec![],
             qat: None,
+            input_grad: false,
         };
         net.set_batch(batch);
         net
@@ -479,6 +483,7 @@ impl Net {
         // Borrowed out for the pass, so nothing is cloned per step.
         let layers = std::mem::take(&mut self.layers);
         for (i, layer) in layers.iter().enumerate() {
+            let t0 = std::time::Instant::now();
             let mut out = std::mem::take(&mut self.acts[i]);
             let x = |k: usize| &self.acts[layer.inputs[k]];
             let xs = |k: usize| &layers[layer.inputs[k]].shape;
@@ -664,6 +669,13 @@ impl Net {
                 }
             }
             self.acts[i] = out;
+            if std::env::var("MNET_PROF").is_ok() {
+                eprintln!(
+                    "F {:?} {}",
+                    std::mem::discriminant(&layer.kind),
+                    t0.elapsed().as_micros()
+                );
+            }
         }
         self.layers = layers;
         self.restore_weights();
@@ -712,6 +724,7 @@ impl Net {
         self.quantize_weights();
         let layers = std::mem::take(&mut self.layers);
         for (i, layer) in layers.iter().enumerate().skip(1).rev() {
+            let t0 = std::time::Instant::now();
             let dy = std::mem::take(&mut self.grads[i]);
             let xs = |k: usize| &layers[layer.inputs[k]].shape;
             match &layer.kind {
@@ -737,6 +750,7 @@ impl Net {
                         std::mem::take(&mut self.params[*bias].grad),
                     );
                     let mut dx = std::mem::take(&mut self.grads[j]);
+                    let want_dx = j != 0 || self.input_grad;
                     conv_backward(
                         &self.acts[j],
                         xs(0),
@@ -747,7 +761,7 @@ impl Net {
                         *stride,
                         *padding,
                         &self.params[*weight].value,
-                        &mut dx,
+                        want_dx.then_some(&mut dx[..]),
                         &mut dw,
                         &mut db,
                         depthwise,
@@ -920,6 +934,13 @@ impl Net {
                 }
             }
             self.grads[i] = dy;
+            if std::env::var("MNET_PROF").is_ok() {
+                eprintln!(
+                    "B {:?} {}",
+                    std::mem::discriminant(&layer.kind),
+                    t0.elapsed().as_micros()
+                );
+            }
         }
         self.layers = layers;
         self.restore_weights();
@@ -1230,7 +1251,7 @@ fn conv_backward(
     stride: [usize; 2],
     padding: Padding,
     weight: &[f32],
-    dx: &mut [f32],
+    dx: Option<&mut [f32]>,
     dw: &mut [f32],
     db: &mut [f32],
     depthwise: bool,
@@ -1259,6 +1280,7 @@ fn conv_backward(
             &owned
         };
         matmul((cout, k, m), dw, (k, 1), true, dy, (1, cout), col, (k, 1));
+        let Some(dx) = dx else { return };
         if pointwise(kernel, stride) {
             // dX[M, cin] += dY[M, cout] . W[cout, cin]
             matmul(
@@ -1310,28 +1332,30 @@ fn conv_backward(
         return;
     }
     // Depthwise from here on. Input gradient, per sample in parallel.
-    dx.par_chunks_mut(per_in)
-        .zip(dy.par_chunks(per_out))
-        .for_each(|(dx_n, dy_n)| {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let g = &dy_n[(oy * ow + ox) * cout..][..cout];
-                    for ky in 0..kh {
-                        for kx in 0..kw {
-                            let Some(p) = tap(oy, ox, ky, kx, stride, (ph, pw), h, w) else {
-                                continue;
-                            };
-                            let t = ky * kw + kx;
-                            let dxr = &mut dx_n[p * cin..(p + 1) * cin];
-                            let wr = &weight[t * cout..(t + 1) * cout];
-                            for ((d, gv), wv) in dxr.iter_mut().zip(g).zip(wr) {
-                                *d += gv * wv;
+    if let Some(dx) = dx {
+        dx.par_chunks_mut(per_in)
+            .zip(dy.par_chunks(per_out))
+            .for_each(|(dx_n, dy_n)| {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let g = &dy_n[(oy * ow + ox) * cout..][..cout];
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let Some(p) = tap(oy, ox, ky, kx, stride, (ph, pw), h, w) else {
+                                    continue;
+                                };
+                                let t = ky * kw + kx;
+                                let dxr = &mut dx_n[p * cin..(p + 1) * cin];
+                                let wr = &weight[t * cout..(t + 1) * cout];
+                                for ((d, gv), wv) in dxr.iter_mut().zip(g).zip(wr) {
+                                    *d += gv * wv;
+                                }
                             }
                         }
                     }
                 }
-            }
-        });
+            });
+    }
     // Weight gradient.
     // Per sample in parallel, summed in sample order (deterministic).
     let partial: Vec<Vec<f32>> = (0..b)

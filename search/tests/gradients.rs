@@ -25,6 +25,7 @@ fn loss(net: &mut Net, x: &[f32], y: &[usize]) -> f64 {
 fn check(src: &str) {
     let batch = 3;
     let mut n = net(src, batch);
+    n.input_grad = true;
     let len = n.layers[0].shape.iter().product::<usize>();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
     let x: Vec<f32> = (0..batch * len)
