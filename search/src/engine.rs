@@ -91,6 +91,8 @@ pub enum Kind {
         beta: usize,
         mean: usize,
         var: usize,
+        /// A relu (upper bound `f32::MAX`) or relu6 (6) fused after it.
+        act: Option<f32>,
     },
     Relu,
     Relu6,
@@ -295,10 +297,38 @@ impl Net {
                         beta: p("beta", 0.0, true),
                         mean: p("mean", 0.0, false),
                         var: p("var", 1.0, false),
+                        act: None,
                     }
                 }
-                Op::Relu => Kind::Relu,
-                Op::Relu6 => Kind::Relu6,
+                Op::Relu | Op::Relu6 => {
+                    let hi = if matches!(n.op, Op::Relu) {
+                        f32::MAX
+                    } else {
+                        6.0
+                    };
+                    let p = ins[0];
+                    let producer = g.inputs(id)[0];
+                    // Fused into a batch norm that only it reads: one pass
+                    // each way instead of two.
+                    if let Kind::BatchNorm {
+                        act: act @ None, ..
+                    } = &mut layers[p].kind
+                    {
+                        if g.consumers(producer).len() == 1 {
+                            *act = Some(hi);
+                            index.insert(id, p);
+                            if id == g.output {
+                                logits = p;
+                            }
+                            continue;
+                        }
+                    }
+                    if matches!(n.op, Op::Relu) {
+                        Kind::Relu
+                    } else {
+                        Kind::Relu6
+                    }
+                }
                 Op::AvgPool {
                     size,
                     stride,
@@ -483,7 +513,6 @@ impl Net {
         // Borrowed out for the pass, so nothing is cloned per step.
         let layers = std::mem::take(&mut self.layers);
         for (i, layer) in layers.iter().enumerate() {
-            let t0 = std::time::Instant::now();
             let mut out = std::mem::take(&mut self.acts[i]);
             let x = |k: usize| &self.acts[layer.inputs[k]];
             let xs = |k: usize| &layers[layer.inputs[k]].shape;
@@ -531,7 +560,12 @@ impl Net {
                     beta,
                     mean,
                     var,
+                    act,
                 } => {
+                    let (lo, hi) = match act {
+                        Some(hi) => (0.0, *hi),
+                        None => (f32::MIN, f32::MAX),
+                    };
                     let c = *layer.shape.last().unwrap();
                     let xv = x(0);
                     let m = xv.len() / c;
@@ -576,7 +610,7 @@ impl Net {
                             for (o, xr) in ob.chunks_exact_mut(c).zip(xb.chunks_exact(c)) {
                                 for (((o, x), a), b) in o.iter_mut().zip(xr).zip(&scale).zip(&shift)
                                 {
-                                    *o = a * x + b;
+                                    *o = (a * x + b).clamp(lo, hi);
                                 }
                             }
                         });
@@ -669,13 +703,6 @@ impl Net {
                 }
             }
             self.acts[i] = out;
-            if std::env::var("MNET_PROF").is_ok() {
-                eprintln!(
-                    "F {:?} {}",
-                    std::mem::discriminant(&layer.kind),
-                    t0.elapsed().as_micros()
-                );
-            }
         }
         self.layers = layers;
         self.restore_weights();
@@ -724,8 +751,7 @@ impl Net {
         self.quantize_weights();
         let layers = std::mem::take(&mut self.layers);
         for (i, layer) in layers.iter().enumerate().skip(1).rev() {
-            let t0 = std::time::Instant::now();
-            let dy = std::mem::take(&mut self.grads[i]);
+            let mut dy = std::mem::take(&mut self.grads[i]);
             let xs = |k: usize| &layers[layer.inputs[k]].shape;
             match &layer.kind {
                 Kind::Input => {}
@@ -785,9 +811,22 @@ impl Net {
                         }
                     }
                 }
-                Kind::BatchNorm { gamma, beta, .. } => {
+                Kind::BatchNorm {
+                    gamma, beta, act, ..
+                } => {
                     let j = layer.inputs[0];
                     let c = *layer.shape.last().unwrap();
+                    // A fused activation first: the gradient passes where
+                    // the output is strictly inside (0, hi).
+                    if let Some(hi) = *act {
+                        dy.par_chunks_mut(4096)
+                            .zip(self.acts[i].par_chunks(4096))
+                            .for_each(|(dc, oc)| {
+                                for (d, o) in dc.iter_mut().zip(oc) {
+                                    *d *= f32::from(u8::from((*o > 0.0) & (*o < hi)));
+                                }
+                            });
+                    }
                     let (mu, inv) = self.bn_saved[i].clone();
                     let xv = &self.acts[j];
                     let m = (xv.len() / c) as f32;
@@ -934,13 +973,6 @@ impl Net {
                 }
             }
             self.grads[i] = dy;
-            if std::env::var("MNET_PROF").is_ok() {
-                eprintln!(
-                    "B {:?} {}",
-                    std::mem::discriminant(&layer.kind),
-                    t0.elapsed().as_micros()
-                );
-            }
         }
         self.layers = layers;
         self.restore_weights();
