@@ -743,15 +743,27 @@ impl Net {
         for p in &mut self.params {
             p.grad.iter_mut().for_each(|g| *g = 0.0);
         }
-        for (i, g) in self.grads.iter_mut().enumerate() {
-            if i != self.logits {
-                g.iter_mut().for_each(|v| *v = 0.0);
-            }
-        }
+        // A gradient buffer is "fresh" until its first writer: pointwise
+        // convs and batch norms overwrite it, other ops zero it first, so no
+        // buffer is cleared that is then overwritten anyway.
+        let mut fresh = vec![true; self.layers.len()];
+        fresh[self.logits] = false;
         self.quantize_weights();
         let layers = std::mem::take(&mut self.layers);
         for (i, layer) in layers.iter().enumerate().skip(1).rev() {
             let mut dy = std::mem::take(&mut self.grads[i]);
+            if fresh[i] {
+                // Nothing reads this layer's output (cannot happen in a checked network).
+                dy.iter_mut().for_each(|v| *v = 0.0);
+            }
+            let overwrites = matches!(layer.kind, Kind::BatchNorm { .. })
+                || matches!(layer.kind, Kind::Conv { kernel, stride, .. } if pointwise(kernel, stride));
+            for &j in &layer.inputs {
+                if fresh[j] && !overwrites {
+                    self.grads[j].iter_mut().for_each(|v| *v = 0.0);
+                    fresh[j] = false;
+                }
+            }
             let xs = |k: usize| &layers[layer.inputs[k]].shape;
             match &layer.kind {
                 Kind::Input => {}
@@ -777,6 +789,7 @@ impl Net {
                     );
                     let mut dx = std::mem::take(&mut self.grads[j]);
                     let want_dx = j != 0 || self.input_grad;
+                    let overwrite = std::mem::replace(&mut fresh[j], false);
                     conv_backward(
                         &self.acts[j],
                         xs(0),
@@ -788,6 +801,7 @@ impl Net {
                         *padding,
                         &self.params[*weight].value,
                         want_dx.then_some(&mut dx[..]),
+                        overwrite,
                         &mut dw,
                         &mut db,
                         depthwise,
@@ -870,6 +884,8 @@ impl Net {
                     let c2: Vec<f32> = (0..c)
                         .map(|ch| -c1[ch] / m * sum_dy[ch] - c3[ch] * mu[ch])
                         .collect();
+                    // A fresh buffer is overwritten, never read.
+                    let overwrite = std::mem::replace(&mut fresh[j], false);
                     let mut gx = std::mem::take(&mut self.grads[j]);
                     gx.par_chunks_mut(ROWS * c)
                         .zip(
@@ -884,7 +900,8 @@ impl Net {
                                 for ((((d, gv), xv), a), (b, e)) in
                                     d.iter_mut().zip(g).zip(xr).zip(&c1).zip(c3.iter().zip(&c2))
                                 {
-                                    *d += a * gv + b * xv + e;
+                                    let v = a * gv + b * xv + e;
+                                    *d = if overwrite { v } else { *d + v };
                                 }
                             }
                         });
@@ -1284,6 +1301,7 @@ fn conv_backward(
     padding: Padding,
     weight: &[f32],
     dx: Option<&mut [f32]>,
+    overwrite_dx: bool,
     dw: &mut [f32],
     db: &mut [f32],
     depthwise: bool,
@@ -1314,12 +1332,12 @@ fn conv_backward(
         matmul((cout, k, m), dw, (k, 1), true, dy, (1, cout), col, (k, 1));
         let Some(dx) = dx else { return };
         if pointwise(kernel, stride) {
-            // dX[M, cin] += dY[M, cout] . W[cout, cin]
+            // dX[M, cin] (+)= dY[M, cout] . W[cout, cin]
             matmul(
                 (m, cin, cout),
                 dx,
                 (cin, 1),
-                true,
+                !overwrite_dx,
                 dy,
                 (cout, 1),
                 weight,
