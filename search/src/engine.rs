@@ -639,6 +639,32 @@ impl Net {
                     size,
                     stride,
                     padding,
+                } if matches!(layer.kind, Kind::AvgPool { .. })
+                    && global_pool(xs(0), *size, *padding) =>
+                {
+                    // Global average pool: a per-sample mean over pixels,
+                    // vectorised over channels.
+                    let c = xs(0)[2];
+                    let pixels = xs(0)[0] * xs(0)[1];
+                    out.par_chunks_mut(c)
+                        .zip(x(0).par_chunks(pixels * c))
+                        .for_each(|(o, xn)| {
+                            o.iter_mut().for_each(|v| *v = 0.0);
+                            for row in xn.chunks_exact(c) {
+                                o.iter_mut().zip(row).for_each(|(a, v)| *a += v);
+                            }
+                            o.iter_mut().for_each(|v| *v /= pixels as f32);
+                        });
+                }
+                Kind::AvgPool {
+                    size,
+                    stride,
+                    padding,
+                }
+                | Kind::MaxPool {
+                    size,
+                    stride,
+                    padding,
                 } => {
                     let avg = matches!(layer.kind, Kind::AvgPool { .. });
                     pool(
@@ -935,6 +961,32 @@ impl Net {
                     size,
                     stride,
                     padding,
+                } if matches!(layer.kind, Kind::AvgPool { .. })
+                    && global_pool(xs(0), *size, *padding) =>
+                {
+                    let j = layer.inputs[0];
+                    let c = xs(0)[2];
+                    let pixels = xs(0)[0] * xs(0)[1];
+                    self.grads[j]
+                        .par_chunks_mut(pixels * c)
+                        .zip(dy.par_chunks(c))
+                        .for_each(|(gn, d)| {
+                            for row in gn.chunks_exact_mut(c) {
+                                row.iter_mut()
+                                    .zip(d)
+                                    .for_each(|(g, v)| *g += v / pixels as f32);
+                            }
+                        });
+                }
+                Kind::AvgPool {
+                    size,
+                    stride,
+                    padding,
+                }
+                | Kind::MaxPool {
+                    size,
+                    stride,
+                    padding,
                 } => {
                     let avg = matches!(layer.kind, Kind::AvgPool { .. });
                     let j = layer.inputs[0];
@@ -1037,6 +1089,11 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
             .zip(&b[tail..])
             .map(|(x, y)| x * y)
             .sum::<f32>()
+}
+
+/// Whether a pooling window covers the whole map in one step.
+fn global_pool(s: &[usize], size: [usize; 2], padding: Padding) -> bool {
+    s.len() == 3 && size == [s[0], s[1]] && padding == Padding::Valid
 }
 
 /// Visit each output element of a pooling window with the input indices
