@@ -856,31 +856,36 @@ impl Net {
                 } => {
                     let j = layer.inputs[0];
                     let c = *layer.shape.last().unwrap();
-                    // A fused activation first: the gradient passes where
-                    // the output is strictly inside (0, hi).
-                    if let Some(hi) = *act {
-                        dy.par_chunks_mut(4096)
-                            .zip(self.acts[i].par_chunks(4096))
-                            .for_each(|(dc, oc)| {
-                                for (d, o) in dc.iter_mut().zip(oc) {
-                                    *d *= f32::from(u8::from((*o > 0.0) & (*o < hi)));
-                                }
-                            });
-                    }
                     let (mu, inv) = self.bn_saved[i].clone();
                     let xv = &self.acts[j];
                     let m = (xv.len() / c) as f32;
-                    // Sums of dy and dy * x per channel, in blocks collected in
-                    // order (deterministic); then dx = c1 * dy + c3 * x + c2 with
-                    // per-channel constants, so both passes vectorise.
+                    // One pass: apply a fused activation's mask to dy in place
+                    // (the gradient passes where the output is strictly inside
+                    // (0, hi)) and sum dy and dy * x per channel, in blocks
+                    // collected in order (deterministic). Then
+                    // dx = c1 * dy + c3 * x + c2 with per-channel constants.
+                    let hi = act.unwrap_or(f32::MAX);
+                    let masked = act.is_some();
                     let partial: Vec<(Vec<f32>, Vec<f32>)> = dy
-                        .par_chunks(ROWS * c)
-                        .zip(xv.par_chunks(ROWS * c))
-                        .map(|(gb, xb)| {
+                        .par_chunks_mut(ROWS * c)
+                        .zip(
+                            xv.par_chunks(ROWS * c)
+                                .zip(self.acts[i].par_chunks(ROWS * c)),
+                        )
+                        .map(|(gb, (xb, ob))| {
                             let (mut a, mut b) = (vec![0f32; c], vec![0f32; c]);
-                            for (g, xr) in gb.chunks_exact(c).zip(xb.chunks_exact(c)) {
+                            for ((g, xr), orow) in gb
+                                .chunks_exact_mut(c)
+                                .zip(xb.chunks_exact(c))
+                                .zip(ob.chunks_exact(c))
+                            {
+                                if masked {
+                                    for (gv, o) in g.iter_mut().zip(orow) {
+                                        *gv *= f32::from(u8::from((*o > 0.0) & (*o < hi)));
+                                    }
+                                }
                                 for (((sa, sb), gv), xv) in
-                                    a.iter_mut().zip(b.iter_mut()).zip(g).zip(xr)
+                                    a.iter_mut().zip(b.iter_mut()).zip(g.iter()).zip(xr)
                                 {
                                     *sa += gv;
                                     *sb += gv * xv;
