@@ -136,6 +136,9 @@ pub struct Net {
     grads: Vec<Vec<f32>>,
     /// Per batch-norm layer: saved mean and 1/std of the last forward pass.
     bn_saved: Vec<(Vec<f32>, Vec<f32>)>,
+    /// Per conv layer that needs one: its im2col matrix, kept from the
+    /// forward pass for the weight gradient and reused across steps.
+    cols: Vec<Vec<f32>>,
     /// Quantization-aware training, when enabled.
     qat: Option<Qat>,
     /// Compute the gradient with respect to the network input (off in
@@ -389,6 +392,7 @@ impl Net {
             acts: vec![],
             grads: vec![],
             bn_saved: vec![],
+            cols: vec![],
             qat: None,
             input_grad: false,
         };
@@ -414,6 +418,7 @@ impl Net {
             .iter()
             .map(|_| (Vec::new(), Vec::new()))
             .collect();
+        self.cols = self.layers.iter().map(|_| Vec::new()).collect();
     }
 
     /// Turn on quantization-aware training: fake-quantized weights in every
@@ -543,6 +548,7 @@ impl Net {
                     &self.params[*weight].value,
                     &self.params[*bias].value,
                     matches!(layer.kind, Kind::Depthwise { .. }),
+                    &mut self.cols[i],
                 ),
                 Kind::Dense { weight, bias } => {
                     let (k, n) = (elems(xs(0)), elems(&layer.shape));
@@ -826,6 +832,7 @@ impl Net {
                         *stride,
                         *padding,
                         &self.params[*weight].value,
+                        &self.cols[i],
                         want_dx.then_some(&mut dx[..]),
                         overwrite,
                         &mut dw,
@@ -1231,8 +1238,8 @@ fn matmul(
     }
 }
 
-/// im2col of a batch: one row of `kh * kw * cin` taps per output pixel
-/// (zeros outside the image).
+/// im2col of a batch into `col`: one row of `kh * kw * cin` taps per output
+/// pixel (zeros outside the image).
 #[allow(clippy::too_many_arguments)]
 fn im2col(
     x: &[f32],
@@ -1243,12 +1250,14 @@ fn im2col(
     kernel: [usize; 2],
     stride: [usize; 2],
     pad: (i64, i64),
-) -> Vec<f32> {
+    col: &mut Vec<f32>,
+) {
     let (h, w, cin) = (s[0] as i64, s[1] as i64, s[2]);
     let (kh, kw) = (kernel[0], kernel[1]);
     let k = kh * kw * cin;
     let per_in = (h * w) as usize * cin;
-    let mut col = vec![0f32; b * oh * ow * k];
+    // Kept across steps: every entry is written below, so no clearing.
+    col.resize(b * oh * ow * k, 0.0);
     col.par_chunks_mut(oh * ow * k)
         .zip(x.par_chunks(per_in))
         .for_each(|(col_n, x_n)| {
@@ -1257,16 +1266,18 @@ fn im2col(
                     let row = &mut col_n[(oy * ow + ox) * k..][..k];
                     for ky in 0..kh {
                         for kx in 0..kw {
-                            if let Some(p) = tap(oy, ox, ky, kx, stride, pad, h, w) {
-                                let at = (ky * kw + kx) * cin;
-                                row[at..at + cin].copy_from_slice(&x_n[p * cin..(p + 1) * cin]);
+                            let at = (ky * kw + kx) * cin;
+                            match tap(oy, ox, ky, kx, stride, pad, h, w) {
+                                Some(p) => {
+                                    row[at..at + cin].copy_from_slice(&x_n[p * cin..(p + 1) * cin])
+                                }
+                                None => row[at..at + cin].iter_mut().for_each(|v| *v = 0.0),
                             }
                         }
                     }
                 }
             }
         });
-    col
 }
 
 /// Whether a conv reads its input as is (1x1, stride 1): then the input is
@@ -1289,6 +1300,7 @@ fn conv_forward(
     weight: &[f32],
     bias: &[f32],
     depthwise: bool,
+    col: &mut Vec<f32>,
 ) {
     let (h, w, cin) = (s[0] as i64, s[1] as i64, s[2]);
     let (oh, ow, cout) = (out_shape[0], out_shape[1], out_shape[2]);
@@ -1300,12 +1312,11 @@ fn conv_forward(
         // Y[M, cout] = im2col[M, K] . W^T (W is [cout, K]), then the bias.
         let k = kh * kw * cin;
         let m = out.len() / cout;
-        let owned;
         let col: &[f32] = if pointwise(kernel, stride) {
             x
         } else {
-            owned = im2col(x, s, _b, oh, ow, kernel, stride, (ph, pw));
-            &owned
+            im2col(x, s, _b, oh, ow, kernel, stride, (ph, pw), col);
+            col
         };
         matmul(
             (m, cout, k),
@@ -1362,6 +1373,7 @@ fn conv_backward(
     stride: [usize; 2],
     padding: Padding,
     weight: &[f32],
+    col: &[f32],
     dx: Option<&mut [f32]>,
     overwrite_dx: bool,
     dw: &mut [f32],
@@ -1383,14 +1395,9 @@ fn conv_backward(
     if !depthwise {
         let k = kh * kw * cin;
         let m = dy.len() / cout;
-        // dW[cout, K] += dY^T[cout, M] . im2col[M, K]
-        let owned;
-        let col: &[f32] = if pointwise(kernel, stride) {
-            x
-        } else {
-            owned = im2col(x, s, b, oh, ow, kernel, stride, (ph, pw));
-            &owned
-        };
+        // dW[cout, K] += dY^T[cout, M] . im2col[M, K] (im2col kept from
+        // the forward pass)
+        let col: &[f32] = if pointwise(kernel, stride) { x } else { col };
         matmul((cout, k, m), dw, (k, 1), true, dy, (1, cout), col, (k, 1));
         let Some(dx) = dx else { return };
         if pointwise(kernel, stride) {
