@@ -113,6 +113,11 @@ pub enum Kind {
     },
     /// Reshape or flatten: the same values.
     Reshape,
+    /// Per-channel scaling of a tensor by a parameter (the channel masks of
+    /// a width search: the search sets or learns the values).
+    ChannelMask {
+        mask: usize,
+    },
 }
 
 /// A layer: what, which inputs, output shape per sample.
@@ -421,6 +426,40 @@ impl Net {
         self.cols = self.layers.iter().map(|_| Vec::new()).collect();
     }
 
+    /// Insert a channel mask after layer `after` (every reader of `after`
+    /// reads the mask instead) with initial values `values`, one per
+    /// channel; returns the mask parameter's index. Call before
+    /// [`Net::enable_qat`].
+    pub fn add_channel_mask(&mut self, after: usize, values: Vec<f32>) -> usize {
+        let c = *self.layers[after].shape.last().expect("a shape");
+        assert_eq!(values.len(), c, "one mask value per channel");
+        let name = format!("{}.mask", self.layers[after].name);
+        self.params
+            .push(Param::new(name.clone(), vec![c], values, false));
+        let mask = self.params.len() - 1;
+        for l in &mut self.layers {
+            for k in &mut l.inputs {
+                if *k > after {
+                    *k += 1;
+                } else if *k == after {
+                    *k = after + 1;
+                }
+            }
+        }
+        if self.logits >= after {
+            self.logits += 1;
+        }
+        let layer = Layer {
+            kind: Kind::ChannelMask { mask },
+            inputs: vec![after],
+            shape: self.layers[after].shape.clone(),
+            name,
+        };
+        self.layers.insert(after + 1, layer);
+        self.set_batch(self.batch);
+        mask
+    }
+
     /// Turn on quantization-aware training: fake-quantized weights in every
     /// pass, and fake-quantized activations at every tensor the int8
     /// backends keep (not between a layer and the batch norm or activation
@@ -713,6 +752,21 @@ impl Net {
                     });
                 }
                 Kind::Reshape => out.copy_from_slice(x(0)),
+                Kind::ChannelMask { mask } => {
+                    let m = &self.params[*mask].value;
+                    out.par_chunks_mut(ROWS * m.len())
+                        .zip(x(0).par_chunks(ROWS * m.len()))
+                        .for_each(|(ob, xb)| {
+                            for (o, xr) in
+                                ob.chunks_exact_mut(m.len()).zip(xb.chunks_exact(m.len()))
+                            {
+                                o.iter_mut()
+                                    .zip(xr)
+                                    .zip(m)
+                                    .for_each(|((o, v), k)| *o = v * k);
+                            }
+                        });
+                }
             }
             if let Some(q) = self.qat.as_mut() {
                 if let Some(range) = q.ranges[i] {
@@ -1051,6 +1105,29 @@ impl Net {
                 Kind::Reshape => {
                     let j = layer.inputs[0];
                     self.grads[j].iter_mut().zip(&dy).for_each(|(g, d)| *g += d);
+                }
+                Kind::ChannelMask { mask } => {
+                    let j = layer.inputs[0];
+                    let c = self.params[*mask].value.len();
+                    let mut dm = vec![0f32; c];
+                    for (gr, xr) in dy.chunks_exact(c).zip(self.acts[j].chunks_exact(c)) {
+                        dm.iter_mut()
+                            .zip(gr)
+                            .zip(xr)
+                            .for_each(|((d, g), v)| *d += g * v);
+                    }
+                    let m = &self.params[*mask].value;
+                    for (gx, gr) in self.grads[j].chunks_exact_mut(c).zip(dy.chunks_exact(c)) {
+                        gx.iter_mut()
+                            .zip(gr)
+                            .zip(m)
+                            .for_each(|((d, g), k)| *d += g * k);
+                    }
+                    self.params[*mask]
+                        .grad
+                        .iter_mut()
+                        .zip(&dm)
+                        .for_each(|(a, b)| *a += b);
                 }
             }
             self.grads[i] = dy;

@@ -23,8 +23,14 @@ fn loss(net: &mut Net, x: &[f32], y: &[usize]) -> f64 {
 /// Compare analytic and central-difference gradients on up to 12 entries of
 /// every parameter and of the input.
 fn check(src: &str) {
+    check_with(src, |_| {});
+}
+
+/// [`check`] after `edit` changes the net (e.g. adds channel masks).
+fn check_with(src: &str, edit: impl FnOnce(&mut Net)) {
     let batch = 3;
     let mut n = net(src, batch);
+    edit(&mut n);
     n.input_grad = true;
     let len = n.layers[0].shape.iter().product::<usize>();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
@@ -200,4 +206,15 @@ fn quantization_aware_training_learns_the_synthetic_data() {
     let test = Dataset::synthetic(&[12, 10, 1], 4, 256, 7, 2);
     let (_, acc) = mnet_search::train::evaluate(&mut n, &test);
     assert!(acc >= 0.9, "accuracy {acc}");
+}
+
+#[test]
+fn channel_masks_pass_gradients_to_inputs_and_masks() {
+    check_with(
+        "network m(x: i8[6, 5, 2]) -> [3] {\n    x = conv2d(x, out: 4, kernel: 3) |> relu\n    x = depthwise_conv2d(x, kernel: 3)\n    x = global_avg_pool(x) |> dense(out: 3)\n}\n",
+        |n| {
+            n.add_channel_mask(1, vec![0.2, 0.7, 1.0, 1.3]);
+            n.add_channel_mask(4, vec![1.1, 0.4, 0.9, 0.6]);
+        },
+    );
 }
