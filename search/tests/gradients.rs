@@ -6,6 +6,7 @@
 use mnet_compiler::resolve::{assignment, resolve, Pick};
 use mnet_search::data::Dataset;
 use mnet_search::engine::Net;
+use mnet_search::train::{EpochMetrics, TrainConfig};
 use rand::{RngExt, SeedableRng};
 
 fn net(src: &str, batch: usize) -> Net {
@@ -123,40 +124,42 @@ fn add_concat_pad_max_pool() {
     check("network o(x: i8[6, 5, 2]) -> [3] {\n    x = pad(x, pads: (1, 0, 0, 1))\n    x = conv2d(x, out: 4, kernel: 2, padding: valid) |> relu\n    y = depthwise_conv2d(x, kernel: 3)\n    x = add(x, y)\n    z = max_pool(x, size: 2, stride: 1, padding: same)\n    x = concat(x, z) |> global_avg_pool |> flatten |> dense(out: 3) |> softmax\n}\n");
 }
 
-#[test]
-fn a_small_network_learns_the_synthetic_data() {
+/// Trains a two-block network on synthetic 4-class data for 6 epochs of
+/// batch 16 (the rest of `cfg` is the caller's) and returns the trained net,
+/// its history and its accuracy on held-out samples (another seed draws
+/// other noise, same classes).
+fn learn(cfg: TrainConfig) -> (Net, Vec<EpochMetrics>, f32) {
     let src = "use std::blocks::{conv_bn, ds_block}\n\nnetwork s(x: i8[12, 10, 1]) -> [4] {\n    x = conv_bn(x, out: 8, kernel: 3, stride: 2)\n    x = ds_block(x, out: 16)\n    x = global_avg_pool(x) |> dense(out: 4) |> softmax\n}\n";
     let mut n = net(src, 16);
     let train = Dataset::synthetic(&[12, 10, 1], 4, 512, 7, 1);
-    let cfg = mnet_search::train::TrainConfig {
+    let cfg = TrainConfig {
         epochs: 6,
         batch: 16,
-        lr: 0.05,
-        ..Default::default()
+        ..cfg
     };
     let history = mnet_search::train::train(&mut n, &train, cfg, |_| {});
-    assert!(history.last().unwrap().loss < history[0].loss);
-    // Held-out samples (another seed draws other noise, same classes).
     let test = Dataset::synthetic(&[12, 10, 1], 4, 256, 7, 2);
     let (_, acc) = mnet_search::train::evaluate(&mut n, &test);
+    (n, history, acc)
+}
+
+#[test]
+fn a_small_network_learns_the_synthetic_data() {
+    let (_, history, acc) = learn(TrainConfig {
+        lr: 0.05,
+        ..Default::default()
+    });
+    assert!(history.last().unwrap().loss < history[0].loss);
     assert!(acc >= 0.9, "accuracy {acc} after {history:?}");
 }
 
 #[test]
 fn adamw_learns_the_synthetic_data_too() {
-    let src = "use std::blocks::{conv_bn, ds_block}\n\nnetwork s(x: i8[12, 10, 1]) -> [4] {\n    x = conv_bn(x, out: 8, kernel: 3, stride: 2)\n    x = ds_block(x, out: 16)\n    x = global_avg_pool(x) |> dense(out: 4) |> softmax\n}\n";
-    let mut n = net(src, 16);
-    let train = Dataset::synthetic(&[12, 10, 1], 4, 512, 7, 1);
-    let cfg = mnet_search::train::TrainConfig {
-        epochs: 6,
-        batch: 16,
+    let (_, _, acc) = learn(TrainConfig {
         lr: 0.01,
         adamw: true,
         ..Default::default()
-    };
-    mnet_search::train::train(&mut n, &train, cfg, |_| {});
-    let test = Dataset::synthetic(&[12, 10, 1], 4, 256, 7, 2);
-    let (_, acc) = mnet_search::train::evaluate(&mut n, &test);
+    });
     assert!(acc >= 0.9, "accuracy {acc}");
 }
 
@@ -188,23 +191,15 @@ fn fake_quantization_lands_on_the_int8_grid() {
 
 #[test]
 fn quantization_aware_training_learns_the_synthetic_data() {
-    let src = "use std::blocks::{conv_bn, ds_block}\n\nnetwork s(x: i8[12, 10, 1]) -> [4] {\n    x = conv_bn(x, out: 8, kernel: 3, stride: 2)\n    x = ds_block(x, out: 16)\n    x = global_avg_pool(x) |> dense(out: 4) |> softmax\n}\n";
-    let mut n = net(src, 16);
-    let train = Dataset::synthetic(&[12, 10, 1], 4, 512, 7, 1);
-    let cfg = mnet_search::train::TrainConfig {
-        epochs: 6,
-        batch: 16,
+    let (n, _, acc) = learn(TrainConfig {
         lr: 0.05,
         qat: true,
         ..Default::default()
-    };
-    mnet_search::train::train(&mut n, &train, cfg, |_| {});
+    });
     let q = n.qat().expect("qat on");
     // Quantization points: the input, each relu6 (conv/bn fused before it), the pool, the logits.
     let points = q.ranges.iter().filter(|r| r.is_some()).count();
     assert_eq!(points, 1 + 3 + 1 + 1, "{:?}", q.ranges);
-    let test = Dataset::synthetic(&[12, 10, 1], 4, 256, 7, 2);
-    let (_, acc) = mnet_search::train::evaluate(&mut n, &test);
     assert!(acc >= 0.9, "accuracy {acc}");
 }
 

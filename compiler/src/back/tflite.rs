@@ -100,6 +100,22 @@ impl Writer {
         self.tensors.push(desc);
         self.tensors.len() as i32 - 1
     }
+
+    /// An unquantized INT32 constant (Pad paddings, Reshape new shape).
+    fn int32_constant(&mut self, name: String, shape: Vec<i32>, values: &[i32]) -> i32 {
+        self.constant(
+            TensorDesc {
+                shape,
+                dtype: INT32,
+                buffer: 0,
+                name,
+                scales: vec![],
+                zero_points: vec![],
+                quantized_dimension: 0,
+            },
+            values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        )
+    }
 }
 
 fn with_batch(shape: &[u32]) -> Vec<i32> {
@@ -190,35 +206,12 @@ pub fn write(q: &QuantGraph, prep: &[Prepared]) -> Vec<u8> {
                     0,
                     0,
                 ];
-                let t = w.constant(
-                    TensorDesc {
-                        shape: vec![4, 2],
-                        dtype: INT32,
-                        buffer: 0,
-                        name: format!("{}.paddings", n.name),
-                        scales: vec![],
-                        zero_points: vec![],
-                        quantized_dimension: 0,
-                    },
-                    p.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                );
-                inputs.push(t);
+                inputs.push(w.int32_constant(format!("{}.paddings", n.name), vec![4, 2], &p));
             }
             LKind::Reshape => {
                 new_shape = with_batch(&n.shape);
-                let t = w.constant(
-                    TensorDesc {
-                        shape: vec![new_shape.len() as i32],
-                        dtype: INT32,
-                        buffer: 0,
-                        name: format!("{}.shape", n.name),
-                        scales: vec![],
-                        zero_points: vec![],
-                        quantized_dimension: 0,
-                    },
-                    new_shape.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                );
-                inputs.push(t);
+                let dims = vec![new_shape.len() as i32];
+                inputs.push(w.int32_constant(format!("{}.shape", n.name), dims, &new_shape));
             }
             _ => {}
         }
