@@ -9,7 +9,7 @@
 //! (expansion 6; channels 8/16/16/24/24/32/32; three stride-2 stages;
 //! residual adds where shapes allow), 1x1 to 128, average pool, dense 2.
 //!
-//! usage: cargo run --release -p mnet-search --example train_throughput -- [--width 64] [--blocks 4] [--batch 100] [--steps 10] [--mbv2]
+//! usage: cargo run --release -p mnet-search --example train_throughput -- [--width 64] [--blocks 4] [--batch 100] [--steps 10] [--mbv2] [--profile]
 //! The last line is `samples_per_sec: N`.
 
 use mnet_compiler::resolve::resolve;
@@ -74,6 +74,7 @@ fn main() {
         .unwrap_or_else(|f| panic!("{}", f.render()));
     let fixed = resolve(&checked.networks[0].graph, &[]).unwrap();
     let mut net = Net::from_fixed(&fixed, batch, 0);
+    let profile = std::env::args().any(|a| a == "--profile");
     let data = Dataset::synthetic(&input, classes, batch, 0, 1);
     let sgd = Sgd {
         lr: 0.01,
@@ -81,19 +82,38 @@ fn main() {
         nesterov: false,
         weight_decay: 0.0,
     };
-    let mut step = || {
+    let step = |net: &mut Net| {
         net.forward(&data.inputs, true);
         net.loss(&data.labels);
         net.backward();
         sgd.step(&mut net.params, 0.01);
     };
-    step();
-    step();
+    step(&mut net);
+    step(&mut net);
+    if profile {
+        net.profile = Some(Vec::new());
+    }
     let t = Instant::now();
     for _ in 0..steps {
-        step();
+        step(&mut net);
     }
     let secs = t.elapsed().as_secs_f64();
+    if let Some(p) = &net.profile {
+        println!(
+            "{:<24} {:>10} {:>10}  (ms per step)",
+            "layer", "forward", "backward"
+        );
+        for (layer, (f, b)) in net.layers.iter().zip(p) {
+            let kind = format!("{:?}", layer.kind);
+            let kind = kind.split([' ', '{', '(']).next().unwrap_or("");
+            println!(
+                "{:<24} {:>10.3} {:>10.3}",
+                format!("{} {kind}", layer.name),
+                f * 1e3 / steps as f64,
+                b * 1e3 / steps as f64
+            );
+        }
+    }
     let what = if mbv2 {
         "mbv2-96".to_string()
     } else {

@@ -9,6 +9,7 @@
 //! weights compile as they are. A final softmax is folded into the loss
 //! (softmax cross-entropy on its input).
 
+use crate::simd;
 use mnet_compiler::ir::{FixedGraph, Op, Padding};
 use mnet_compiler::quant::pad_before;
 use rand::{RngExt, SeedableRng};
@@ -139,16 +140,31 @@ pub struct Net {
     pub batch: usize,
     acts: Vec<Vec<f32>>,
     grads: Vec<Vec<f32>>,
-    /// Per batch-norm layer: saved mean and 1/std of the last forward pass.
-    bn_saved: Vec<(Vec<f32>, Vec<f32>)>,
+    /// Per batch-norm layer: what the last forward pass used.
+    bn_saved: Vec<BnSaved>,
     /// Per conv layer that needs one: its im2col matrix, kept from the
     /// forward pass for the weight gradient and reused across steps.
     cols: Vec<Vec<f32>>,
+    /// Scratch space of the backward pass (partial sums of weight
+    /// gradients), reused across steps.
+    scratch: Vec<f32>,
     /// Quantization-aware training, when enabled.
     qat: Option<Qat>,
     /// Compute the gradient with respect to the network input (off in
     /// training: a first conv then skips its most expensive product).
     pub input_grad: bool,
+    /// When set, per-layer (forward, backward) seconds accumulate here.
+    pub profile: Option<Vec<(f64, f64)>>,
+}
+
+/// A batch norm's statistics and affine map in the last forward pass:
+/// `y = clamp(scale * x + shift)`, `scale = gamma * inv`.
+#[derive(Clone, Debug, Default)]
+struct BnSaved {
+    mu: Vec<f32>,
+    inv: Vec<f32>,
+    scale: Vec<f32>,
+    shift: Vec<f32>,
 }
 
 /// Fake quantization for int8 QAT: weights per output channel, symmetric,
@@ -398,8 +414,10 @@ impl Net {
             grads: vec![],
             bn_saved: vec![],
             cols: vec![],
+            scratch: vec![],
             qat: None,
             input_grad: false,
+            profile: None,
         };
         net.set_batch(batch);
         net
@@ -418,11 +436,7 @@ impl Net {
             .iter()
             .map(|l| vec![0.0; batch * elems(&l.shape)])
             .collect();
-        self.bn_saved = self
-            .layers
-            .iter()
-            .map(|_| (Vec::new(), Vec::new()))
-            .collect();
+        self.bn_saved = self.layers.iter().map(|_| BnSaved::default()).collect();
         self.cols = self.layers.iter().map(|_| Vec::new()).collect();
     }
 
@@ -557,6 +571,7 @@ impl Net {
         // Borrowed out for the pass, so nothing is cloned per step.
         let layers = std::mem::take(&mut self.layers);
         for (i, layer) in layers.iter().enumerate() {
+            let started = self.profile.is_some().then(std::time::Instant::now);
             let mut out = std::mem::take(&mut self.acts[i]);
             let x = |k: usize| &self.acts[layer.inputs[k]];
             let xs = |k: usize| &layers[layer.inputs[k]].shape;
@@ -652,14 +667,17 @@ impl Net {
                     out.par_chunks_mut(ROWS * c)
                         .zip(xv.par_chunks(ROWS * c))
                         .for_each(|(ob, xb)| {
-                            for (o, xr) in ob.chunks_exact_mut(c).zip(xb.chunks_exact(c)) {
-                                for (((o, x), a), b) in o.iter_mut().zip(xr).zip(&scale).zip(&shift)
-                                {
-                                    *o = (a * x + b).clamp(lo, hi);
-                                }
-                            }
+                            simd::dispatch(
+                                #[inline(always)]
+                                || affine_rows(xb, ob, &scale, &shift, lo, hi),
+                            )
                         });
-                    self.bn_saved[i] = (mu, inv);
+                    self.bn_saved[i] = BnSaved {
+                        mu,
+                        inv,
+                        scale,
+                        shift,
+                    };
                 }
                 Kind::Relu | Kind::Relu6 => {
                     let hi = if layer.kind == Kind::Relu {
@@ -789,6 +807,10 @@ impl Net {
                 }
             }
             self.acts[i] = out;
+            if let (Some(t), Some(p)) = (started, self.profile.as_mut()) {
+                p.resize(layers.len(), (0.0, 0.0));
+                p[i].0 += t.elapsed().as_secs_f64();
+            }
         }
         self.layers = layers;
         self.restore_weights();
@@ -837,6 +859,7 @@ impl Net {
         self.quantize_weights();
         let layers = std::mem::take(&mut self.layers);
         for (i, layer) in layers.iter().enumerate().skip(1).rev() {
+            let started = self.profile.is_some().then(std::time::Instant::now);
             let mut dy = std::mem::take(&mut self.grads[i]);
             if fresh[i] {
                 // Nothing reads this layer's output (cannot happen in a checked network).
@@ -887,6 +910,7 @@ impl Net {
                         *padding,
                         &self.params[*weight].value,
                         &self.cols[i],
+                        &mut self.scratch,
                         want_dx.then_some(&mut dx[..]),
                         overwrite,
                         &mut dw,
@@ -917,41 +941,27 @@ impl Net {
                 } => {
                     let j = layer.inputs[0];
                     let c = *layer.shape.last().unwrap();
-                    let (mu, inv) = self.bn_saved[i].clone();
+                    let saved = std::mem::take(&mut self.bn_saved[i]);
+                    let (mu, inv) = (&saved.mu, &saved.inv);
                     let xv = &self.acts[j];
                     let m = (xv.len() / c) as f32;
-                    // One pass: apply a fused activation's mask to dy in place
-                    // (the gradient passes where the output is strictly inside
-                    // (0, hi)) and sum dy and dy * x per channel, in blocks
-                    // collected in order (deterministic). Then
-                    // dx = c1 * dy + c3 * x + c2 with per-channel constants.
-                    let hi = act.unwrap_or(f32::MAX);
-                    let masked = act.is_some();
+                    // One pass: sum dy and dy * x per channel, dy masked by
+                    // a fused activation (the gradient passes where the
+                    // output is strictly inside (0, hi); the output is
+                    // recomputed from x, bit for bit as the forward pass did,
+                    // rather than read), in blocks collected in order
+                    // (deterministic). Then dx = c1 * dy + c3 * x + c2 with
+                    // per-channel constants, masked the same way.
+                    let mask = act.map(|hi| (&saved.scale[..], &saved.shift[..], hi));
                     let partial: Vec<(Vec<f32>, Vec<f32>)> = dy
-                        .par_chunks_mut(ROWS * c)
-                        .zip(
-                            xv.par_chunks(ROWS * c)
-                                .zip(self.acts[i].par_chunks(ROWS * c)),
-                        )
-                        .map(|(gb, (xb, ob))| {
+                        .par_chunks(ROWS * c)
+                        .zip(xv.par_chunks(ROWS * c))
+                        .map(|(gb, xb)| {
                             let (mut a, mut b) = (vec![0f32; c], vec![0f32; c]);
-                            for ((g, xr), orow) in gb
-                                .chunks_exact_mut(c)
-                                .zip(xb.chunks_exact(c))
-                                .zip(ob.chunks_exact(c))
-                            {
-                                if masked {
-                                    for (gv, o) in g.iter_mut().zip(orow) {
-                                        *gv *= f32::from(u8::from((*o > 0.0) & (*o < hi)));
-                                    }
-                                }
-                                for (((sa, sb), gv), xv) in
-                                    a.iter_mut().zip(b.iter_mut()).zip(g.iter()).zip(xr)
-                                {
-                                    *sa += gv;
-                                    *sb += gv * xv;
-                                }
-                            }
+                            simd::dispatch(
+                                #[inline(always)]
+                                || bn_grad_sums(gb, xb, mask, &mut a, &mut b),
+                            );
                             (a, b)
                         })
                         .collect();
@@ -985,19 +995,13 @@ impl Net {
                                 .zip(self.acts[j].par_chunks(ROWS * c)),
                         )
                         .for_each(|(db, (gb, xb))| {
-                            for (d, (g, xr)) in db
-                                .chunks_exact_mut(c)
-                                .zip(gb.chunks_exact(c).zip(xb.chunks_exact(c)))
-                            {
-                                for ((((d, gv), xv), a), (b, e)) in
-                                    d.iter_mut().zip(g).zip(xr).zip(&c1).zip(c3.iter().zip(&c2))
-                                {
-                                    let v = a * gv + b * xv + e;
-                                    *d = if overwrite { v } else { *d + v };
-                                }
-                            }
+                            simd::dispatch(
+                                #[inline(always)]
+                                || bn_grad_input(db, gb, xb, [&c1, &c3, &c2], mask, overwrite),
+                            )
                         });
                     self.grads[j] = gx;
+                    self.bn_saved[i] = saved;
                 }
                 Kind::Relu | Kind::Relu6 => {
                     let j = layer.inputs[0];
@@ -1131,6 +1135,10 @@ impl Net {
                 }
             }
             self.grads[i] = dy;
+            if let (Some(t), Some(p)) = (started, self.profile.as_mut()) {
+                p.resize(layers.len(), (0.0, 0.0));
+                p[i].1 += t.elapsed().as_secs_f64();
+            }
         }
         self.layers = layers;
         self.restore_weights();
@@ -1146,12 +1154,10 @@ fn channel_sums(x: &[f32], c: usize) -> (Vec<f64>, Vec<f64>) {
         .par_chunks(ROWS * c)
         .map(|block| {
             let (mut a, mut b) = (vec![0f32; c], vec![0f32; c]);
-            for row in block.chunks_exact(c) {
-                for ((s, q), v) in a.iter_mut().zip(b.iter_mut()).zip(row) {
-                    *s += v;
-                    *q += v * v;
-                }
-            }
+            simd::dispatch(
+                #[inline(always)]
+                || sums_rows(block, &mut a, &mut b),
+            );
             (a, b)
         })
         .collect();
@@ -1161,6 +1167,113 @@ fn channel_sums(x: &[f32], c: usize) -> (Vec<f64>, Vec<f64>) {
         b.iter_mut().zip(&pb).for_each(|(x, y)| *x += *y as f64);
     }
     (a, b)
+}
+
+/// `out = clamp(scale * x + shift, lo, hi)` per channel over rows of
+/// `scale.len()` channels.
+#[inline(always)]
+fn affine_rows(x: &[f32], out: &mut [f32], scale: &[f32], shift: &[f32], lo: f32, hi: f32) {
+    let c = scale.len();
+    for (o, xr) in out.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+        for (((o, x), a), b) in o.iter_mut().zip(xr).zip(scale).zip(shift) {
+            *o = (a * x + b).clamp(lo, hi);
+        }
+    }
+}
+
+/// Per-channel sums of x (into `a`) and x^2 (into `b`) over rows of
+/// `a.len()` channels.
+#[inline(always)]
+fn sums_rows(x: &[f32], a: &mut [f32], b: &mut [f32]) {
+    for row in x.chunks_exact(a.len()) {
+        for ((s, q), v) in a.iter_mut().zip(b.iter_mut()).zip(row) {
+            *s += v;
+            *q += v * v;
+        }
+    }
+}
+
+/// A fused activation's gradient mask, as the batch-norm forward pass
+/// computed the output: (scale, shift, upper bound).
+type BnMask<'a> = Option<(&'a [f32], &'a [f32], f32)>;
+
+/// 1.0 where `clamp(a * x + b, 0, hi)` is strictly inside (0, hi), else
+/// 0.0 (branch-free, so it vectorises).
+#[inline(always)]
+fn open(a: f32, x: f32, b: f32, hi: f32) -> f32 {
+    let v = a * x + b;
+    f32::from(u8::from((v > 0.0) & (v < hi)))
+}
+
+/// Batch-norm backward, first pass over a block of rows: sum g (into `a`)
+/// and g * x (into `b`) per channel, g masked by `mask`.
+#[inline(always)]
+fn bn_grad_sums(g: &[f32], x: &[f32], mask: BnMask, a: &mut [f32], b: &mut [f32]) {
+    let c = a.len();
+    for (g, xr) in g.chunks_exact(c).zip(x.chunks_exact(c)) {
+        match mask {
+            Some((scale, shift, hi)) => {
+                for ((((sa, sb), gv), xv), (k, e)) in a
+                    .iter_mut()
+                    .zip(b.iter_mut())
+                    .zip(g)
+                    .zip(xr)
+                    .zip(scale.iter().zip(shift))
+                {
+                    let gv = gv * open(*k, *xv, *e, hi);
+                    *sa += gv;
+                    *sb += gv * xv;
+                }
+            }
+            None => {
+                for (((sa, sb), gv), xv) in a.iter_mut().zip(b.iter_mut()).zip(g).zip(xr) {
+                    *sa += gv;
+                    *sb += gv * xv;
+                }
+            }
+        }
+    }
+}
+
+/// Batch-norm backward, second pass: `dx (+)= c1 * g + c3 * x + c2` per
+/// channel (`k = [c1, c3, c2]`), g masked by `mask`; overwritten when
+/// `overwrite`.
+#[inline(always)]
+fn bn_grad_input(
+    dx: &mut [f32],
+    g: &[f32],
+    x: &[f32],
+    k: [&[f32]; 3],
+    mask: BnMask,
+    overwrite: bool,
+) {
+    let c = k[0].len();
+    for (d, (g, xr)) in dx
+        .chunks_exact_mut(c)
+        .zip(g.chunks_exact(c).zip(x.chunks_exact(c)))
+    {
+        let terms = d
+            .iter_mut()
+            .zip(g)
+            .zip(xr)
+            .zip(k[0])
+            .zip(k[1].iter().zip(k[2]));
+        match mask {
+            Some((scale, shift, hi)) => {
+                for (((((d, gv), xv), c1), (c3, c2)), (a, b)) in terms.zip(scale.iter().zip(shift))
+                {
+                    let v = c1 * (gv * open(*a, *xv, *b, hi)) + c3 * xv + c2;
+                    *d = if overwrite { v } else { *d + v };
+                }
+            }
+            None => {
+                for ((((d, gv), xv), c1), (c3, c2)) in terms {
+                    let v = c1 * gv + c3 * xv + c2;
+                    *d = if overwrite { v } else { *d + v };
+                }
+            }
+        }
+    }
 }
 
 /// A dot product in eight lanes (vectorises; fixed order, so deterministic).
@@ -1279,6 +1392,7 @@ fn matmul(
     (a_rs, a_cs): (usize, usize),
     b: &[f32],
     (b_rs, b_cs): (usize, usize),
+    parallel: bool,
 ) {
     if m == 0 || n == 0 || k == 0 {
         return;
@@ -1310,7 +1424,11 @@ fn matmul(
             false,
             false,
             false,
-            gemm::Parallelism::Rayon(0),
+            if parallel {
+                gemm::Parallelism::Rayon(0)
+            } else {
+                gemm::Parallelism::None
+            },
         );
     }
 }
@@ -1333,28 +1451,44 @@ fn im2col(
     let (kh, kw) = (kernel[0], kernel[1]);
     let k = kh * kw * cin;
     let per_in = (h * w) as usize * cin;
-    // Kept across steps: every entry is written below, so no clearing.
+    // The copies of one sample, the same for every sample: per output
+    // pixel and kernel row, the run of in-image taps (contiguous in both
+    // the input row and the im2col row) as (destination, source, length).
+    let mut runs: Vec<(usize, usize, usize)> = Vec::with_capacity(oh * ow * kh);
+    for oy in 0..oh {
+        for ox in 0..ow {
+            for ky in 0..kh {
+                let iy = (oy * stride[0]) as i64 - pad.0 + ky as i64;
+                let x0 = (ox * stride[1]) as i64 - pad.1;
+                let kx0 = (-x0).clamp(0, kw as i64);
+                let kx1 = (w - x0).clamp(kx0, kw as i64);
+                if iy < 0 || iy >= h || kx1 == kx0 {
+                    continue;
+                }
+                let ix0 = (x0 + kx0) as usize;
+                runs.push((
+                    (oy * ow + ox) * k + (ky * kw + kx0 as usize) * cin,
+                    (iy as usize * w as usize + ix0) * cin,
+                    (kx1 - kx0) as usize * cin,
+                ));
+            }
+        }
+    }
+    // Kept across steps; zeros first, then the runs.
     col.resize(b * oh * ow * k, 0.0);
     col.par_chunks_mut(oh * ow * k)
         .zip(x.par_chunks(per_in))
         .for_each(|(col_n, x_n)| {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let row = &mut col_n[(oy * ow + ox) * k..][..k];
-                    for ky in 0..kh {
-                        for kx in 0..kw {
-                            let at = (ky * kw + kx) * cin;
-                            match tap(oy, ox, ky, kx, stride, pad, h, w) {
-                                Some(p) => {
-                                    row[at..at + cin].copy_from_slice(&x_n[p * cin..(p + 1) * cin])
-                                }
-                                None => row[at..at + cin].iter_mut().for_each(|v| *v = 0.0),
-                            }
-                        }
-                    }
-                }
+            col_n.fill(0.0);
+            for &(dst, src, len) in &runs {
+                col_n[dst..dst + len].copy_from_slice(&x_n[src..src + len]);
             }
         });
+}
+
+/// The number of fixed row blocks a reduction over `m` rows is split into.
+fn row_blocks(m: usize) -> usize {
+    (m / 512).clamp(1, 16)
 }
 
 /// Whether a conv reads its input as is (1x1, stride 1): then the input is
@@ -1404,35 +1538,24 @@ fn conv_forward(
             (k, 1),
             weight,
             (1, k),
+            true,
         );
-        out.par_chunks_mut(cout)
-            .for_each(|row| row.iter_mut().zip(bias).for_each(|(y, bv)| *y += bv));
+        out.par_chunks_mut(ROWS * cout).for_each(|rows| {
+            for row in rows.chunks_exact_mut(cout) {
+                row.iter_mut().zip(bias).for_each(|(y, bv)| *y += bv);
+            }
+        });
         return;
     }
-    // Depthwise: per sample in parallel, each output pixel a sum of the
-    // in-image taps, vectorised over channels.
+    // Depthwise: per sample in parallel.
+    let geo = Taps::new(s, out_shape, kernel, stride, (ph, pw));
     out.par_chunks_mut(oh * ow * cout)
         .zip(x.par_chunks(per_in))
         .for_each(|(out_n, x_n)| {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let y = &mut out_n[(oy * ow + ox) * cout..][..cout];
-                    y.copy_from_slice(bias);
-                    for ky in 0..kh {
-                        for kx in 0..kw {
-                            let Some(p) = tap(oy, ox, ky, kx, stride, (ph, pw), h, w) else {
-                                continue;
-                            };
-                            let t = ky * kw + kx;
-                            let wr = &weight[t * cout..(t + 1) * cout];
-                            let xr = &x_n[p * cin..(p + 1) * cin];
-                            for ((yv, wv), xv) in y.iter_mut().zip(wr).zip(xr) {
-                                *yv += wv * xv;
-                            }
-                        }
-                    }
-                }
-            }
+            simd::dispatch(
+                #[inline(always)]
+                || depthwise_forward(&geo, x_n, weight, bias, out_n),
+            );
         });
 }
 
@@ -1451,6 +1574,7 @@ fn conv_backward(
     padding: Padding,
     weight: &[f32],
     col: &[f32],
+    scratch: &mut Vec<f32>,
     dx: Option<&mut [f32]>,
     overwrite_dx: bool,
     dw: &mut [f32],
@@ -1464,18 +1588,49 @@ fn conv_backward(
     let (kh, kw) = (kernel[0], kernel[1]);
     let per_in = (h * w) as usize * cin;
     let per_out = oh * ow * cout;
-    for g in dy.chunks_exact(cout) {
-        for (d, v) in db.iter_mut().zip(g) {
-            *d += v;
-        }
-    }
     if !depthwise {
         let k = kh * kw * cin;
         let m = dy.len() / cout;
         // dW[cout, K] += dY^T[cout, M] . im2col[M, K] (im2col kept from
-        // the forward pass)
+        // the forward pass) and db += column sums of dY: the product's
+        // output is small and its inner dimension long, so the rows are
+        // split into fixed blocks whose partial products run in parallel
+        // and are summed in block order (deterministic for any thread
+        // count).
         let col: &[f32] = if pointwise(kernel, stride) { x } else { col };
-        matmul((cout, k, m), dw, (k, 1), true, dy, (1, cout), col, (k, 1));
+        let blocks = row_blocks(m);
+        let per = m.div_ceil(blocks);
+        let part = cout * k + cout;
+        scratch.resize(blocks * part, 0.0);
+        scratch
+            .par_chunks_mut(part)
+            .enumerate()
+            .for_each(|(blk, out)| {
+                let (pw, pb) = out.split_at_mut(cout * k);
+                let r0 = (blk * per).min(m);
+                let rows = per.min(m - r0);
+                pw.fill(0.0);
+                pb.fill(0.0);
+                matmul(
+                    (cout, k, rows),
+                    pw,
+                    (k, 1),
+                    false,
+                    &dy[r0 * cout..],
+                    (1, cout),
+                    &col[r0 * k..],
+                    (k, 1),
+                    false,
+                );
+                for g in dy[r0 * cout..(r0 + rows) * cout].chunks_exact(cout) {
+                    pb.iter_mut().zip(g).for_each(|(d, v)| *d += v);
+                }
+            });
+        for out in scratch.chunks_exact(part) {
+            let (pw, pb) = out.split_at(cout * k);
+            dw.iter_mut().zip(pw).for_each(|(d, v)| *d += v);
+            db.iter_mut().zip(pb).for_each(|(d, v)| *d += v);
+        }
         let Some(dx) = dx else { return };
         if pointwise(kernel, stride) {
             // dX[M, cin] (+)= dY[M, cout] . W[cout, cin]
@@ -1488,20 +1643,26 @@ fn conv_backward(
                 (cout, 1),
                 weight,
                 (k, 1),
+                true,
             );
         } else {
             // dcol = dY . W, scattered back onto the input (col2im).
-            let mut dcol = vec![0f32; m * k];
+            let dcol = scratch;
+            dcol.resize(m * k, 0.0);
             matmul(
                 (m, k, cout),
-                &mut dcol,
+                dcol,
                 (k, 1),
                 false,
                 dy,
                 (cout, 1),
                 weight,
                 (k, 1),
+                true,
             );
+            if overwrite_dx {
+                dx.fill(0.0);
+            }
             dx.par_chunks_mut(per_in)
                 .zip(dcol.par_chunks(oh * ow * k))
                 .for_each(|(dx_n, dcol_n)| {
@@ -1527,59 +1688,170 @@ fn conv_backward(
         }
         return;
     }
-    // Depthwise from here on. Input gradient, per sample in parallel.
-    if let Some(dx) = dx {
-        dx.par_chunks_mut(per_in)
-            .zip(dy.par_chunks(per_out))
-            .for_each(|(dx_n, dy_n)| {
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        let g = &dy_n[(oy * ow + ox) * cout..][..cout];
-                        for ky in 0..kh {
-                            for kx in 0..kw {
-                                let Some(p) = tap(oy, ox, ky, kx, stride, (ph, pw), h, w) else {
-                                    continue;
-                                };
-                                let t = ky * kw + kx;
-                                let dxr = &mut dx_n[p * cin..(p + 1) * cin];
-                                let wr = &weight[t * cout..(t + 1) * cout];
-                                for ((d, gv), wv) in dxr.iter_mut().zip(g).zip(wr) {
-                                    *d += gv * wv;
-                                }
-                            }
+    // Depthwise from here on: dX and the per-sample partial dW (and db)
+    // in one pass over dY, samples in parallel; the partials are summed in
+    // sample order (deterministic).
+    let taps = kh * kw * cout;
+    let part = taps + cout;
+    scratch.resize(b * part, 0.0);
+    let geo = Taps::new(s, out_shape, kernel, stride, (ph, pw));
+    let run = |n: usize, acc: &mut [f32], dx_n: Option<&mut [f32]>| {
+        let (dw_n, db_n) = acc.split_at_mut(taps);
+        dw_n.fill(0.0);
+        db_n.fill(0.0);
+        let x_n = &x[n * per_in..(n + 1) * per_in];
+        let dy_n = &dy[n * per_out..(n + 1) * per_out];
+        match dx_n {
+            Some(dx_n) => simd::dispatch(
+                #[inline(always)]
+                || depthwise_backward::<true>(&geo, x_n, dy_n, weight, dx_n, dw_n, db_n),
+            ),
+            None => simd::dispatch(
+                #[inline(always)]
+                || depthwise_backward::<false>(&geo, x_n, dy_n, weight, &mut [], dw_n, db_n),
+            ),
+        }
+    };
+    match dx {
+        Some(dx) => scratch
+            .par_chunks_mut(part)
+            .zip(dx.par_chunks_mut(per_in))
+            .enumerate()
+            .for_each(|(n, (acc, dx_n))| run(n, acc, Some(dx_n))),
+        None => scratch
+            .par_chunks_mut(part)
+            .enumerate()
+            .for_each(|(n, acc)| run(n, acc, None)),
+    }
+    for acc in scratch.chunks_exact(part).take(b) {
+        let (pw, pb) = acc.split_at(taps);
+        dw.iter_mut().zip(pw).for_each(|(d, v)| *d += v);
+        db.iter_mut().zip(pb).for_each(|(d, v)| *d += v);
+    }
+}
+
+/// The geometry of a (depthwise) conv's taps over one sample: for each
+/// output pixel, its in-image taps as (tap index, input pixel) pairs.
+struct Taps {
+    c: usize,
+    /// Per output pixel: the range of its taps in `taps`.
+    pixels: Vec<(usize, usize)>,
+    taps: Vec<(usize, usize)>,
+}
+
+impl Taps {
+    fn new(
+        s: &[usize],
+        out_shape: &[usize],
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        pad: (i64, i64),
+    ) -> Taps {
+        let (h, w) = (s[0] as i64, s[1] as i64);
+        let (mut pixels, mut taps) = (Vec::new(), Vec::new());
+        for oy in 0..out_shape[0] {
+            for ox in 0..out_shape[1] {
+                let start = taps.len();
+                for ky in 0..kernel[0] {
+                    for kx in 0..kernel[1] {
+                        if let Some(p) = tap(oy, ox, ky, kx, stride, pad, h, w) {
+                            taps.push((ky * kernel[1] + kx, p));
                         }
                     }
                 }
-            });
+                pixels.push((start, taps.len()));
+            }
+        }
+        Taps {
+            c: s[2],
+            pixels,
+            taps,
+        }
     }
-    // Weight gradient.
-    // Per sample in parallel, summed in sample order (deterministic).
-    let partial: Vec<Vec<f32>> = (0..b)
-        .into_par_iter()
-        .map(|n| {
-            let mut acc = vec![0f32; kh * kw * cout];
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let g = &dy[n * per_out + (oy * ow + ox) * cout..][..cout];
-                    for ky in 0..kh {
-                        for kx in 0..kw {
-                            let Some(p) = tap(oy, ox, ky, kx, stride, (ph, pw), h, w) else {
-                                continue;
-                            };
-                            let t = ky * kw + kx;
-                            let xr = &x[n * per_in + p * cin..][..cin];
-                            let ar = &mut acc[t * cout..(t + 1) * cout];
-                            for ((d, gv), xv) in ar.iter_mut().zip(g).zip(xr) {
-                                *d += gv * xv;
-                            }
-                        }
-                    }
+}
+
+/// Channels per register block in the depthwise kernels.
+const LANES: usize = 16;
+
+/// `LANES` values from `v` at `at`, as an array (a register block).
+#[inline(always)]
+fn lanes(v: &[f32], at: usize) -> [f32; LANES] {
+    v[at..at + LANES].try_into().expect("LANES values")
+}
+
+/// Depthwise forward of one sample: each output pixel is the bias plus its
+/// in-image taps, channels in blocks of [`LANES`] held in registers.
+#[inline(always)]
+fn depthwise_forward(geo: &Taps, x: &[f32], weight: &[f32], bias: &[f32], y: &mut [f32]) {
+    let c = geo.c;
+    for (o, &(t0, t1)) in geo.pixels.iter().enumerate() {
+        let taps = &geo.taps[t0..t1];
+        let mut c0 = 0;
+        while c0 + LANES <= c {
+            let mut acc = lanes(bias, c0);
+            for &(t, p) in taps {
+                let (wv, xv) = (lanes(weight, t * c + c0), lanes(x, p * c + c0));
+                for l in 0..LANES {
+                    acc[l] += wv[l] * xv[l];
                 }
             }
-            acc
-        })
-        .collect();
-    for p in partial {
-        dw.iter_mut().zip(&p).for_each(|(d, v)| *d += v);
+            y[o * c + c0..o * c + c0 + LANES].copy_from_slice(&acc);
+            c0 += LANES;
+        }
+        for ch in c0..c {
+            let mut acc = bias[ch];
+            for &(t, p) in taps {
+                acc += weight[t * c + ch] * x[p * c + ch];
+            }
+            y[o * c + ch] = acc;
+        }
+    }
+}
+
+/// Depthwise backward of one sample: dX (accumulated, when `DX`) and this
+/// sample's dW and db (accumulated into zeroed buffers), in one pass over
+/// dY.
+#[inline(always)]
+fn depthwise_backward<const DX: bool>(
+    geo: &Taps,
+    x: &[f32],
+    dy: &[f32],
+    weight: &[f32],
+    dx: &mut [f32],
+    dw: &mut [f32],
+    db: &mut [f32],
+) {
+    let c = geo.c;
+    for (o, &(t0, t1)) in geo.pixels.iter().enumerate() {
+        let taps = &geo.taps[t0..t1];
+        let g = &dy[o * c..(o + 1) * c];
+        db.iter_mut().zip(g).for_each(|(d, v)| *d += v);
+        let mut c0 = 0;
+        while c0 + LANES <= c {
+            let gv = lanes(g, c0);
+            for &(t, p) in taps {
+                let (mut d, xv) = (lanes(dw, t * c + c0), lanes(x, p * c + c0));
+                for l in 0..LANES {
+                    d[l] += gv[l] * xv[l];
+                }
+                dw[t * c + c0..t * c + c0 + LANES].copy_from_slice(&d);
+                if DX {
+                    let (mut d, wv) = (lanes(dx, p * c + c0), lanes(weight, t * c + c0));
+                    for l in 0..LANES {
+                        d[l] += gv[l] * wv[l];
+                    }
+                    dx[p * c + c0..p * c + c0 + LANES].copy_from_slice(&d);
+                }
+            }
+            c0 += LANES;
+        }
+        for ch in c0..c {
+            for &(t, p) in taps {
+                dw[t * c + ch] += g[ch] * x[p * c + ch];
+                if DX {
+                    dx[p * c + ch] += g[ch] * weight[t * c + ch];
+                }
+            }
+        }
     }
 }

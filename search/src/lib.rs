@@ -6,4 +6,5 @@
 pub mod data;
 pub mod engine;
 pub mod optim;
+pub mod simd;
 pub mod train;

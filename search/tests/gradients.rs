@@ -29,7 +29,11 @@ fn check(src: &str) {
 
 /// [`check`] after `edit` changes the net (e.g. adds channel masks).
 fn check_with(src: &str, edit: impl FnOnce(&mut Net)) {
-    let batch = 3;
+    check_batch(src, 3, edit);
+}
+
+/// [`check_with`] on a batch of `batch` samples.
+fn check_batch(src: &str, batch: usize, edit: impl FnOnce(&mut Net)) {
     let mut n = net(src, batch);
     edit(&mut n);
     n.input_grad = true;
@@ -112,6 +116,14 @@ fn conv_stride_two_odd_and_even_same_padding_batch_norm() {
 #[test]
 fn kws_shaped_first_layer_49x10() {
     check("network k(x: i8[49, 10, 1]) -> [3] {\n    x = conv2d(x, out: 2, kernel: (10, 4), stride: 2) |> relu\n    x = global_avg_pool(x) |> dense(out: 3)\n}\n");
+}
+
+/// Channel counts past one register block of the depthwise kernels (16)
+/// with a remainder, and enough rows (batch x pixels) that the weight
+/// gradients of the convs are summed over several row blocks.
+#[test]
+fn wide_channels_and_many_rows() {
+    check_batch("network w(x: i8[21, 20, 3]) -> [3] {\n    x = conv2d(x, out: 21, kernel: 3) |> batch_norm |> relu6\n    x = depthwise_conv2d(x, kernel: 3) |> batch_norm |> relu\n    x = conv2d(x, out: 18, kernel: 1) |> relu\n    x = depthwise_conv2d(x, kernel: 3, stride: 2)\n    x = global_avg_pool(x) |> dense(out: 3)\n}\n", 4, |_| {});
 }
 
 #[test]
