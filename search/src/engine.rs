@@ -145,6 +145,10 @@ pub struct Net {
     /// Per conv layer that needs one: its im2col matrix, kept from the
     /// forward pass for the weight gradient and reused across steps.
     cols: Vec<Vec<f32>>,
+    /// Per conv layer: its precomputed geometry.
+    geometry: Vec<Geometry>,
+    /// Per layer, in the backward pass: no gradient written yet.
+    fresh: Vec<bool>,
     /// Scratch space of the backward pass (partial sums of weight
     /// gradients), reused across steps.
     scratch: Vec<f32>,
@@ -158,13 +162,23 @@ pub struct Net {
 }
 
 /// A batch norm's statistics and affine map in the last forward pass:
-/// `y = clamp(scale * x + shift)`, `scale = gamma * inv`.
+/// `y = clamp(scale * x + shift)`, `scale = gamma * inv`; and its work
+/// buffers (per-block partial sums, per-channel sums), kept across steps.
 #[derive(Clone, Debug, Default)]
 struct BnSaved {
     mu: Vec<f32>,
     inv: Vec<f32>,
     scale: Vec<f32>,
     shift: Vec<f32>,
+    part: Vec<f32>,
+    wide: Vec<f64>,
+    work: Vec<f32>,
+}
+
+/// Replace the contents of `v` (no allocation once it has the capacity).
+fn refill(v: &mut Vec<f32>, values: impl Iterator<Item = f32>) {
+    v.clear();
+    v.extend(values);
 }
 
 /// Fake quantization for int8 QAT: weights per output channel, symmetric,
@@ -178,12 +192,21 @@ pub struct Qat {
     pub momentum: f32,
     /// Float weights while the quantized ones are in place.
     shadow: Vec<Vec<f32>>,
+    /// Per-channel maxima (scratch).
+    maxabs: Vec<f32>,
 }
 
 /// Per-channel symmetric int8 fake quantization of weights laid out with
-/// `channels` output channels, channel of element `k` given by `channel(k)`.
-pub fn fake_quant_weights(w: &mut [f32], channels: usize, channel: impl Fn(usize) -> usize) {
-    let mut maxabs = vec![0f32; channels];
+/// `channels` output channels, channel of element `k` given by `channel(k)`
+/// (`maxabs`: scratch, reused across calls).
+pub fn fake_quant_weights(
+    w: &mut [f32],
+    channels: usize,
+    channel: impl Fn(usize) -> usize,
+    maxabs: &mut Vec<f32>,
+) {
+    maxabs.clear();
+    maxabs.resize(channels, 0.0);
     for (k, v) in w.iter().enumerate() {
         let c = channel(k);
         maxabs[c] = maxabs[c].max(v.abs());
@@ -414,6 +437,8 @@ impl Net {
             grads: vec![],
             bn_saved: vec![],
             cols: vec![],
+            geometry: vec![],
+            fresh: vec![],
             scratch: vec![],
             qat: None,
             input_grad: false,
@@ -438,6 +463,14 @@ impl Net {
             .collect();
         self.bn_saved = self.layers.iter().map(|_| BnSaved::default()).collect();
         self.cols = self.layers.iter().map(|_| Vec::new()).collect();
+        self.geometry = self
+            .layers
+            .iter()
+            .map(|l| match l.inputs.first() {
+                Some(&j) => Geometry::of(l, &self.layers[j].shape),
+                None => Geometry::default(),
+            })
+            .collect();
     }
 
     /// Insert a channel mask after layer `after` (every reader of `after`
@@ -505,6 +538,7 @@ impl Net {
             ranges,
             momentum: 0.99,
             shadow: Vec::new(),
+            maxabs: Vec::new(),
         });
     }
 
@@ -515,7 +549,7 @@ impl Net {
     /// With QAT, put fake-quantized weights in place (keeping the floats).
     fn quantize_weights(&mut self) {
         let Some(q) = &mut self.qat else { return };
-        q.shadow.clear();
+        let mut kept = 0;
         for l in &self.layers {
             let (w, depthwise) = match l.kind {
                 Kind::Conv { weight, .. } | Kind::Dense { weight, .. } => (weight, false),
@@ -523,13 +557,18 @@ impl Net {
                 _ => continue,
             };
             let p = &mut self.params[w];
-            q.shadow.push(p.value.clone());
+            if q.shadow.len() == kept {
+                q.shadow.push(Vec::new());
+            }
+            q.shadow[kept].clear();
+            q.shadow[kept].extend_from_slice(&p.value);
+            kept += 1;
             let cout = if depthwise { p.shape[3] } else { p.shape[0] };
             let per = p.value.len() / cout;
             if depthwise {
-                fake_quant_weights(&mut p.value, cout, |k| k % cout);
+                fake_quant_weights(&mut p.value, cout, |k| k % cout, &mut q.maxabs);
             } else {
-                fake_quant_weights(&mut p.value, cout, |k| k / per);
+                fake_quant_weights(&mut p.value, cout, |k| k / per, &mut q.maxabs);
             }
         }
     }
@@ -537,13 +576,15 @@ impl Net {
     /// With QAT, put the float weights back (the optimiser updates them).
     fn restore_weights(&mut self) {
         let Some(q) = &mut self.qat else { return };
-        let mut shadow = std::mem::take(&mut q.shadow).into_iter();
+        let mut shadow = q.shadow.iter();
         for l in &self.layers {
             if let Kind::Conv { weight, .. }
             | Kind::Dense { weight, .. }
             | Kind::Depthwise { weight, .. } = l.kind
             {
-                self.params[weight].value = shadow.next().expect("a float copy per weighted layer");
+                self.params[weight]
+                    .value
+                    .copy_from_slice(shadow.next().expect("a float copy per weighted layer"));
             }
         }
     }
@@ -580,28 +621,27 @@ impl Net {
                 Kind::Conv {
                     kernel,
                     stride,
-                    padding,
                     weight,
                     bias,
+                    ..
                 }
                 | Kind::Depthwise {
                     kernel,
                     stride,
-                    padding,
                     weight,
                     bias,
+                    ..
                 } => conv_forward(
                     x(0),
                     xs(0),
                     &mut out,
                     &layer.shape,
-                    b,
                     *kernel,
                     *stride,
-                    *padding,
                     &self.params[*weight].value,
                     &self.params[*bias].value,
                     matches!(layer.kind, Kind::Depthwise { .. }),
+                    &self.geometry[i],
                     &mut self.cols[i],
                 ),
                 Kind::Dense { weight, bias } => {
@@ -629,55 +669,55 @@ impl Net {
                     let c = *layer.shape.last().unwrap();
                     let xv = x(0);
                     let m = xv.len() / c;
-                    let (mu, inv) = if train {
-                        let (mu, sq) = channel_sums(xv, c);
-                        let mu: Vec<f32> = mu.iter().map(|s| (s / m as f64) as f32).collect();
-                        let var_b: Vec<f32> = sq
-                            .iter()
-                            .zip(&mu)
-                            .map(|(s, u)| ((s / m as f64) as f32 - u * u).max(0.0))
-                            .collect();
+                    let sv = &mut self.bn_saved[i];
+                    if train {
+                        channel_sums(xv, c, &mut sv.part, &mut sv.wide);
+                        let (s1, s2) = sv.wide.split_at(c);
+                        refill(&mut sv.mu, s1.iter().map(|s| (s / m as f64) as f32));
+                        // The batch variance, in `inv` until it is inverted.
+                        refill(
+                            &mut sv.inv,
+                            s2.iter()
+                                .zip(&sv.mu)
+                                .map(|(s, u)| ((s / m as f64) as f32 - u * u).max(0.0)),
+                        );
                         for ch in 0..c {
                             let rm = &mut self.params[*mean].value[ch];
-                            *rm = BN_MOMENTUM * *rm + (1.0 - BN_MOMENTUM) * mu[ch];
-                            let unbiased = var_b[ch] * m as f32 / (m.max(2) - 1) as f32;
+                            *rm = BN_MOMENTUM * *rm + (1.0 - BN_MOMENTUM) * sv.mu[ch];
+                            let unbiased = sv.inv[ch] * m as f32 / (m.max(2) - 1) as f32;
                             let rv = &mut self.params[*var].value[ch];
                             *rv = BN_MOMENTUM * *rv + (1.0 - BN_MOMENTUM) * unbiased;
                         }
-                        let inv: Vec<f32> = var_b
-                            .iter()
-                            .map(|v| 1.0 / (v + BN_EPSILON).sqrt())
-                            .collect();
-                        (mu, inv)
+                        sv.inv
+                            .iter_mut()
+                            .for_each(|v| *v = 1.0 / (*v + BN_EPSILON).sqrt());
                     } else {
-                        let mu = self.params[*mean].value.clone();
-                        let inv = self.params[*var]
-                            .value
-                            .iter()
-                            .map(|v| 1.0 / (v + BN_EPSILON).sqrt())
-                            .collect();
-                        (mu, inv)
-                    };
+                        refill(&mut sv.mu, self.params[*mean].value.iter().copied());
+                        refill(
+                            &mut sv.inv,
+                            self.params[*var]
+                                .value
+                                .iter()
+                                .map(|v| 1.0 / (v + BN_EPSILON).sqrt()),
+                        );
+                    }
                     // y = scale * x + shift per channel (vectorises over a row).
                     let (g, be) = (&self.params[*gamma].value, &self.params[*beta].value);
-                    let scale: Vec<f32> = (0..c).map(|ch| g[ch] * inv[ch]).collect();
-                    let shift: Vec<f32> =
-                        (0..c).map(|ch| be[ch] - g[ch] * inv[ch] * mu[ch]).collect();
+                    refill(&mut sv.scale, (0..c).map(|ch| g[ch] * sv.inv[ch]));
+                    refill(
+                        &mut sv.shift,
+                        (0..c).map(|ch| be[ch] - g[ch] * sv.inv[ch] * sv.mu[ch]),
+                    );
+                    let (scale, shift) = (&sv.scale, &sv.shift);
                     // Blocks of rows per task: one row is too little work.
                     out.par_chunks_mut(ROWS * c)
                         .zip(xv.par_chunks(ROWS * c))
                         .for_each(|(ob, xb)| {
                             simd::dispatch(
                                 #[inline(always)]
-                                || affine_rows(xb, ob, &scale, &shift, lo, hi),
+                                || affine_rows(xb, ob, scale, shift, lo, hi),
                             )
                         });
-                    self.bn_saved[i] = BnSaved {
-                        mu,
-                        inv,
-                        scale,
-                        shift,
-                    };
                 }
                 Kind::Relu | Kind::Relu6 => {
                     let hi = if layer.kind == Kind::Relu {
@@ -737,11 +777,11 @@ impl Net {
                         *size,
                         *stride,
                         *padding,
-                        |taps, o| {
+                        |win, o| {
                             out[o] = if avg {
-                                taps.iter().map(|&t| x(0)[t]).sum::<f32>() / taps.len() as f32
+                                win.taps().map(|t| x(0)[t]).sum::<f32>() / win.len() as f32
                             } else {
-                                taps.iter().map(|&t| x(0)[t]).fold(f32::MIN, f32::max)
+                                win.taps().map(|t| x(0)[t]).fold(f32::MIN, f32::max)
                             };
                         },
                     );
@@ -854,7 +894,9 @@ impl Net {
         // A gradient buffer is "fresh" until its first writer: pointwise
         // convs and batch norms overwrite it, other ops zero it first, so no
         // buffer is cleared that is then overwritten anyway.
-        let mut fresh = vec![true; self.layers.len()];
+        let mut fresh = std::mem::take(&mut self.fresh);
+        fresh.clear();
+        fresh.resize(self.layers.len(), true);
         fresh[self.logits] = false;
         self.quantize_weights();
         let layers = std::mem::take(&mut self.layers);
@@ -909,6 +951,7 @@ impl Net {
                         *stride,
                         *padding,
                         &self.params[*weight].value,
+                        &self.geometry[i],
                         &self.cols[i],
                         &mut self.scratch,
                         want_dx.then_some(&mut dx[..]),
@@ -941,51 +984,63 @@ impl Net {
                 } => {
                     let j = layer.inputs[0];
                     let c = *layer.shape.last().unwrap();
-                    let saved = std::mem::take(&mut self.bn_saved[i]);
-                    let (mu, inv) = (&saved.mu, &saved.inv);
+                    let mut saved = std::mem::take(&mut self.bn_saved[i]);
+                    let BnSaved {
+                        mu,
+                        inv,
+                        scale,
+                        shift,
+                        part,
+                        work,
+                        ..
+                    } = &mut saved;
                     let xv = &self.acts[j];
                     let m = (xv.len() / c) as f32;
                     // One pass: sum dy and dy * x per channel, dy masked by
                     // a fused activation (the gradient passes where the
                     // output is strictly inside (0, hi); the output is
                     // recomputed from x, bit for bit as the forward pass did,
-                    // rather than read), in blocks collected in order
+                    // rather than read), in blocks summed in order
                     // (deterministic). Then dx = c1 * dy + c3 * x + c2 with
                     // per-channel constants, masked the same way.
-                    let mask = act.map(|hi| (&saved.scale[..], &saved.shift[..], hi));
-                    let partial: Vec<(Vec<f32>, Vec<f32>)> = dy
-                        .par_chunks(ROWS * c)
-                        .zip(xv.par_chunks(ROWS * c))
-                        .map(|(gb, xb)| {
-                            let (mut a, mut b) = (vec![0f32; c], vec![0f32; c]);
+                    let mask = act.map(|hi| (&scale[..], &shift[..], hi));
+                    part.resize(dy.len().div_ceil(ROWS * c) * 2 * c, 0.0);
+                    part.par_chunks_mut(2 * c)
+                        .zip(dy.par_chunks(ROWS * c).zip(xv.par_chunks(ROWS * c)))
+                        .for_each(|(p, (gb, xb))| {
+                            p.fill(0.0);
+                            let (a, b) = p.split_at_mut(c);
                             simd::dispatch(
                                 #[inline(always)]
-                                || bn_grad_sums(gb, xb, mask, &mut a, &mut b),
+                                || bn_grad_sums(gb, xb, mask, a, b),
                             );
-                            (a, b)
-                        })
-                        .collect();
-                    let (mut sum_dy, mut sum_dyx) = (vec![0f32; c], vec![0f32; c]);
-                    for (a2, b2) in partial {
-                        sum_dy.iter_mut().zip(&a2).for_each(|(x, y)| *x += y);
-                        sum_dyx.iter_mut().zip(&b2).for_each(|(x, y)| *x += y);
+                        });
+                    work.clear();
+                    work.resize(5 * c, 0.0);
+                    let (sum_dy, rest) = work.split_at_mut(c);
+                    let (sum_dy_xhat, rest) = rest.split_at_mut(c);
+                    let (c1, rest) = rest.split_at_mut(c);
+                    let (c3, c2) = rest.split_at_mut(c);
+                    for p in part.chunks_exact(2 * c) {
+                        sum_dy.iter_mut().zip(&p[..c]).for_each(|(x, y)| *x += y);
+                        sum_dy_xhat
+                            .iter_mut()
+                            .zip(&p[c..])
+                            .for_each(|(x, y)| *x += y);
                     }
                     // sum(dy * xhat) = inv * (sum(dy * x) - mu * sum(dy))
-                    let sum_dy_xhat: Vec<f32> = (0..c)
-                        .map(|ch| inv[ch] * (sum_dyx[ch] - mu[ch] * sum_dy[ch]))
-                        .collect();
                     for ch in 0..c {
+                        sum_dy_xhat[ch] = inv[ch] * (sum_dy_xhat[ch] - mu[ch] * sum_dy[ch]);
                         self.params[*gamma].grad[ch] += sum_dy_xhat[ch];
                         self.params[*beta].grad[ch] += sum_dy[ch];
                     }
                     let gm = &self.params[*gamma].value;
-                    let c1: Vec<f32> = (0..c).map(|ch| gm[ch] * inv[ch]).collect();
-                    let c3: Vec<f32> = (0..c)
-                        .map(|ch| -c1[ch] / m * sum_dy_xhat[ch] * inv[ch])
-                        .collect();
-                    let c2: Vec<f32> = (0..c)
-                        .map(|ch| -c1[ch] / m * sum_dy[ch] - c3[ch] * mu[ch])
-                        .collect();
+                    for ch in 0..c {
+                        c1[ch] = gm[ch] * inv[ch];
+                        c3[ch] = -c1[ch] / m * sum_dy_xhat[ch] * inv[ch];
+                        c2[ch] = -c1[ch] / m * sum_dy[ch] - c3[ch] * mu[ch];
+                    }
+                    let (c1, c3, c2) = (&*c1, &*c3, &*c2);
                     // A fresh buffer is overwritten, never read.
                     let overwrite = std::mem::replace(&mut fresh[j], false);
                     let mut gx = std::mem::take(&mut self.grads[j]);
@@ -997,7 +1052,7 @@ impl Net {
                         .for_each(|(db, (gb, xb))| {
                             simd::dispatch(
                                 #[inline(always)]
-                                || bn_grad_input(db, gb, xb, [&c1, &c3, &c2], mask, overwrite),
+                                || bn_grad_input(db, gb, xb, [c1, c3, c2], mask, overwrite),
                             )
                         });
                     self.grads[j] = gx;
@@ -1068,12 +1123,12 @@ impl Net {
                         *size,
                         *stride,
                         *padding,
-                        |taps, o| {
+                        |win, o| {
                             if avg {
-                                let share = dy[o] / taps.len() as f32;
-                                taps.iter().for_each(|&t| gx[t] += share);
-                            } else if let Some(&t) =
-                                taps.iter().max_by(|a, c| xv[**a].total_cmp(&xv[**c]))
+                                let share = dy[o] / win.len() as f32;
+                                win.taps().for_each(|t| gx[t] += share);
+                            } else if let Some(t) =
+                                win.taps().max_by(|a, c| xv[*a].total_cmp(&xv[*c]))
                             {
                                 gx[t] += dy[o];
                             }
@@ -1113,7 +1168,9 @@ impl Net {
                 Kind::ChannelMask { mask } => {
                     let j = layer.inputs[0];
                     let c = self.params[*mask].value.len();
-                    let mut dm = vec![0f32; c];
+                    let dm = &mut self.scratch;
+                    dm.clear();
+                    dm.resize(c, 0.0);
                     for (gr, xr) in dy.chunks_exact(c).zip(self.acts[j].chunks_exact(c)) {
                         dm.iter_mut()
                             .zip(gr)
@@ -1130,7 +1187,7 @@ impl Net {
                     self.params[*mask]
                         .grad
                         .iter_mut()
-                        .zip(&dm)
+                        .zip(dm.iter())
                         .for_each(|(a, b)| *a += b);
                 }
             }
@@ -1141,32 +1198,33 @@ impl Net {
             }
         }
         self.layers = layers;
+        self.fresh = fresh;
         self.restore_weights();
     }
 }
 
-/// Per-channel sums of x and x^2 over the rows of an NHWC tensor (`c`
-/// channels), in blocks of rows summed in parallel; the blocks combine in
-/// a fixed order, so the result is deterministic.
-fn channel_sums(x: &[f32], c: usize) -> (Vec<f64>, Vec<f64>) {
-    // f32 within a block of 256 rows (vectorises), f64 across blocks.
-    let partial: Vec<(Vec<f32>, Vec<f32>)> = x
-        .par_chunks(ROWS * c)
-        .map(|block| {
-            let (mut a, mut b) = (vec![0f32; c], vec![0f32; c]);
+/// Per-channel sums of x and then of x^2 (into `sums`, 2c values) over the
+/// rows of an NHWC tensor (`c` channels), in blocks of rows summed in
+/// parallel (partial sums in `part`); the blocks combine in a fixed order,
+/// so the result is deterministic.
+fn channel_sums(x: &[f32], c: usize, part: &mut Vec<f32>, sums: &mut Vec<f64>) {
+    // f32 within a block of ROWS rows (vectorises), f64 across blocks.
+    part.resize(x.len().div_ceil(ROWS * c) * 2 * c, 0.0);
+    part.par_chunks_mut(2 * c)
+        .zip(x.par_chunks(ROWS * c))
+        .for_each(|(p, block)| {
+            p.fill(0.0);
+            let (a, b) = p.split_at_mut(c);
             simd::dispatch(
                 #[inline(always)]
-                || sums_rows(block, &mut a, &mut b),
+                || sums_rows(block, a, b),
             );
-            (a, b)
-        })
-        .collect();
-    let (mut a, mut b) = (vec![0f64; c], vec![0f64; c]);
-    for (pa, pb) in partial {
-        a.iter_mut().zip(&pa).for_each(|(x, y)| *x += *y as f64);
-        b.iter_mut().zip(&pb).for_each(|(x, y)| *x += *y as f64);
+        });
+    sums.clear();
+    sums.resize(2 * c, 0.0);
+    for p in part.chunks_exact(2 * c) {
+        sums.iter_mut().zip(p).for_each(|(s, v)| *s += *v as f64);
     }
-    (a, b)
 }
 
 /// `out = clamp(scale * x + shift, lo, hi)` per channel over rows of
@@ -1298,8 +1356,33 @@ fn global_pool(s: &[usize], size: [usize; 2], padding: Padding) -> bool {
     s.len() == 3 && size == [s[0], s[1]] && padding == Padding::Valid
 }
 
-/// Visit each output element of a pooling window with the input indices
-/// inside the image.
+/// The in-image taps of one pooling window over one channel of one sample.
+struct Window {
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+    w: usize,
+    c: usize,
+    /// Index of (row 0, column 0) of this sample and channel.
+    base: usize,
+}
+
+impl Window {
+    fn len(&self) -> usize {
+        self.rows.len() * self.cols.len()
+    }
+
+    /// Input indices, row by row.
+    fn taps(&self) -> impl Iterator<Item = usize> + '_ {
+        self.rows.clone().flat_map(move |iy| {
+            self.cols
+                .clone()
+                .map(move |ix| self.base + (iy * self.w + ix) * self.c)
+        })
+    }
+}
+
+/// Visit each output element of a pooling window with the window's
+/// in-image taps.
 #[allow(clippy::too_many_arguments)]
 fn pool(
     s: &[usize],
@@ -1308,30 +1391,30 @@ fn pool(
     size: [usize; 2],
     stride: [usize; 2],
     padding: Padding,
-    mut f: impl FnMut(&[usize], usize),
+    mut f: impl FnMut(&Window, usize),
 ) {
-    let (h, w, c) = (s[0] as i64, s[1] as i64, s[2]);
+    let (h, w, c) = (s[0], s[1], s[2]);
     let (ph, _) = pad_before(s[0] as u32, size[0] as u32, stride[0] as u32, padding);
     let (pw, _) = pad_before(s[1] as u32, size[1] as u32, stride[1] as u32, padding);
     let (oh, ow) = (out_shape[0], out_shape[1]);
-    let mut taps = Vec::with_capacity(size[0] * size[1]);
+    // The in-image part of [start, start + size) as a range of 0..len.
+    let clip = |start: i64, size: usize, len: usize| {
+        start.clamp(0, len as i64) as usize..(start + size as i64).clamp(0, len as i64) as usize
+    };
     for n in 0..b {
         for oy in 0..oh {
+            let rows = clip(oy as i64 * stride[0] as i64 - ph, size[0], h);
             for ox in 0..ow {
+                let cols = clip(ox as i64 * stride[1] as i64 - pw, size[1], w);
                 for ch in 0..c {
-                    taps.clear();
-                    for ky in 0..size[0] as i64 {
-                        for kx in 0..size[1] as i64 {
-                            let (iy, ix) = (
-                                oy as i64 * stride[0] as i64 - ph + ky,
-                                ox as i64 * stride[1] as i64 - pw + kx,
-                            );
-                            if iy >= 0 && ix >= 0 && iy < h && ix < w {
-                                taps.push(((n as i64 * h + iy) * w + ix) as usize * c + ch);
-                            }
-                        }
-                    }
-                    f(&taps, ((n * oh + oy) * ow + ox) * c + ch);
+                    let window = Window {
+                        rows: rows.clone(),
+                        cols: cols.clone(),
+                        w,
+                        c,
+                        base: n * h * w * c + ch,
+                    };
+                    f(&window, ((n * oh + oy) * ow + ox) * c + ch);
                 }
             }
         }
@@ -1379,6 +1462,18 @@ fn tap(
     (iy >= 0 && ix >= 0 && iy < h && ix < w).then(|| (iy * w + ix) as usize)
 }
 
+thread_local! {
+    static IN_GEMM: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread is inside a call to the `gemm` crate, which
+/// allocates its own packing buffers on every call (its API takes none);
+/// the allocation test counts every other allocation of a training step.
+#[doc(hidden)]
+pub fn in_gemm() -> bool {
+    IN_GEMM.with(|g| g.get())
+}
+
 /// `c[m x n] (+)= a[m x k] . b[k x n]`, each matrix given by its row and
 /// column strides; the bounds are checked before the `gemm` crate's
 /// unchecked kernel runs.
@@ -1403,6 +1498,7 @@ fn matmul(
             && last(m, k, a_rs, a_cs) < a.len()
             && last(k, n, b_rs, b_cs) < b.len()
     );
+    IN_GEMM.with(|g| g.set(true));
     // SAFETY: every index the kernel touches is below the checked maxima.
     unsafe {
         gemm::gemm(
@@ -1431,30 +1527,25 @@ fn matmul(
             },
         );
     }
+    IN_GEMM.with(|g| g.set(false));
 }
 
-/// im2col of a batch into `col`: one row of `kh * kw * cin` taps per output
-/// pixel (zeros outside the image).
-#[allow(clippy::too_many_arguments)]
-fn im2col(
-    x: &[f32],
+/// The copies im2col makes for one sample (the same for every sample):
+/// per output pixel and kernel row, the run of in-image taps (contiguous in
+/// both the input row and the im2col row) as (destination, source,
+/// length).
+fn im2col_runs(
     s: &[usize],
-    b: usize,
-    oh: usize,
-    ow: usize,
+    out_shape: &[usize],
     kernel: [usize; 2],
     stride: [usize; 2],
     pad: (i64, i64),
-    col: &mut Vec<f32>,
-) {
+) -> Vec<(usize, usize, usize)> {
     let (h, w, cin) = (s[0] as i64, s[1] as i64, s[2]);
+    let (oh, ow) = (out_shape[0], out_shape[1]);
     let (kh, kw) = (kernel[0], kernel[1]);
     let k = kh * kw * cin;
-    let per_in = (h * w) as usize * cin;
-    // The copies of one sample, the same for every sample: per output
-    // pixel and kernel row, the run of in-image taps (contiguous in both
-    // the input row and the im2col row) as (destination, source, length).
-    let mut runs: Vec<(usize, usize, usize)> = Vec::with_capacity(oh * ow * kh);
+    let mut runs = Vec::with_capacity(oh * ow * kh);
     for oy in 0..oh {
         for ox in 0..ow {
             for ky in 0..kh {
@@ -1474,16 +1565,72 @@ fn im2col(
             }
         }
     }
-    // Kept across steps; zeros first, then the runs.
-    col.resize(b * oh * ow * k, 0.0);
-    col.par_chunks_mut(oh * ow * k)
+    runs
+}
+
+/// im2col of a batch into `col` (`per_in` input and `per_col` im2col
+/// values per sample): zeros, then the [`im2col_runs`].
+fn im2col(
+    x: &[f32],
+    per_in: usize,
+    per_col: usize,
+    runs: &[(usize, usize, usize)],
+    col: &mut Vec<f32>,
+) {
+    // Kept across steps.
+    col.resize(x.len() / per_in * per_col, 0.0);
+    col.par_chunks_mut(per_col)
         .zip(x.par_chunks(per_in))
         .for_each(|(col_n, x_n)| {
             col_n.fill(0.0);
-            for &(dst, src, len) in &runs {
+            for &(dst, src, len) in runs {
                 col_n[dst..dst + len].copy_from_slice(&x_n[src..src + len]);
             }
         });
+}
+
+/// What a conv layer precomputes about its geometry (per sample, so the
+/// same for any batch size): a depthwise conv's tap lists, or a strided or
+/// wider-than-1x1 conv's im2col copies.
+#[derive(Clone, Debug, Default)]
+struct Geometry {
+    taps: Taps,
+    runs: Vec<(usize, usize, usize)>,
+}
+
+impl Geometry {
+    fn of(layer: &Layer, s: &[usize]) -> Geometry {
+        let (kernel, stride, padding, depthwise) = match layer.kind {
+            Kind::Conv {
+                kernel,
+                stride,
+                padding,
+                ..
+            } => (kernel, stride, padding, false),
+            Kind::Depthwise {
+                kernel,
+                stride,
+                padding,
+                ..
+            } => (kernel, stride, padding, true),
+            _ => return Geometry::default(),
+        };
+        let (ph, _) = pad_before(s[0] as u32, kernel[0] as u32, stride[0] as u32, padding);
+        let (pw, _) = pad_before(s[1] as u32, kernel[1] as u32, stride[1] as u32, padding);
+        if depthwise {
+            Geometry {
+                taps: Taps::new(s, &layer.shape, kernel, stride, (ph, pw)),
+                runs: Vec::new(),
+            }
+        } else if pointwise(kernel, stride) {
+            Geometry::default()
+        } else {
+            Geometry {
+                taps: Taps::default(),
+                runs: im2col_runs(s, &layer.shape, kernel, stride, (ph, pw)),
+            }
+        }
+    }
 }
 
 /// The number of fixed row blocks a reduction over `m` rows is split into.
@@ -1504,19 +1651,16 @@ fn conv_forward(
     s: &[usize],
     out: &mut [f32],
     out_shape: &[usize],
-    _b: usize,
     kernel: [usize; 2],
     stride: [usize; 2],
-    padding: Padding,
     weight: &[f32],
     bias: &[f32],
     depthwise: bool,
+    geo: &Geometry,
     col: &mut Vec<f32>,
 ) {
     let (h, w, cin) = (s[0] as i64, s[1] as i64, s[2]);
     let (oh, ow, cout) = (out_shape[0], out_shape[1], out_shape[2]);
-    let (ph, _) = pad_before(s[0] as u32, kernel[0] as u32, stride[0] as u32, padding);
-    let (pw, _) = pad_before(s[1] as u32, kernel[1] as u32, stride[1] as u32, padding);
     let (kh, kw) = (kernel[0], kernel[1]);
     let per_in = (h * w) as usize * cin;
     if !depthwise {
@@ -1526,7 +1670,7 @@ fn conv_forward(
         let col: &[f32] = if pointwise(kernel, stride) {
             x
         } else {
-            im2col(x, s, _b, oh, ow, kernel, stride, (ph, pw), col);
+            im2col(x, per_in, oh * ow * k, &geo.runs, col);
             col
         };
         matmul(
@@ -1548,13 +1692,13 @@ fn conv_forward(
         return;
     }
     // Depthwise: per sample in parallel.
-    let geo = Taps::new(s, out_shape, kernel, stride, (ph, pw));
+    let geo = &geo.taps;
     out.par_chunks_mut(oh * ow * cout)
         .zip(x.par_chunks(per_in))
         .for_each(|(out_n, x_n)| {
             simd::dispatch(
                 #[inline(always)]
-                || depthwise_forward(&geo, x_n, weight, bias, out_n),
+                || depthwise_forward(geo, x_n, weight, bias, out_n),
             );
         });
 }
@@ -1573,6 +1717,7 @@ fn conv_backward(
     stride: [usize; 2],
     padding: Padding,
     weight: &[f32],
+    geo: &Geometry,
     col: &[f32],
     scratch: &mut Vec<f32>,
     dx: Option<&mut [f32]>,
@@ -1694,7 +1839,7 @@ fn conv_backward(
     let taps = kh * kw * cout;
     let part = taps + cout;
     scratch.resize(b * part, 0.0);
-    let geo = Taps::new(s, out_shape, kernel, stride, (ph, pw));
+    let geo = &geo.taps;
     let run = |n: usize, acc: &mut [f32], dx_n: Option<&mut [f32]>| {
         let (dw_n, db_n) = acc.split_at_mut(taps);
         dw_n.fill(0.0);
@@ -1704,11 +1849,11 @@ fn conv_backward(
         match dx_n {
             Some(dx_n) => simd::dispatch(
                 #[inline(always)]
-                || depthwise_backward::<true>(&geo, x_n, dy_n, weight, dx_n, dw_n, db_n),
+                || depthwise_backward::<true>(geo, x_n, dy_n, weight, dx_n, dw_n, db_n),
             ),
             None => simd::dispatch(
                 #[inline(always)]
-                || depthwise_backward::<false>(&geo, x_n, dy_n, weight, &mut [], dw_n, db_n),
+                || depthwise_backward::<false>(geo, x_n, dy_n, weight, &mut [], dw_n, db_n),
             ),
         }
     };
@@ -1732,6 +1877,7 @@ fn conv_backward(
 
 /// The geometry of a (depthwise) conv's taps over one sample: for each
 /// output pixel, its in-image taps as (tap index, input pixel) pairs.
+#[derive(Clone, Debug, Default)]
 struct Taps {
     c: usize,
     /// Per output pixel: the range of its taps in `taps`.

@@ -20,19 +20,24 @@ impl Sgd {
     /// statistics have no gradient and are skipped).
     pub fn step(&self, params: &mut [Param], lr: f32) {
         for p in params.iter_mut().filter(|p| !p.grad.is_empty()) {
-            for k in 0..p.value.len() {
-                let mut g = p.grad[k];
-                if p.decay {
-                    g += self.weight_decay * p.value[k];
-                }
-                p.momentum[k] = self.momentum * p.momentum[k] + g;
-                let update = if self.nesterov {
-                    g + self.momentum * p.momentum[k]
-                } else {
-                    p.momentum[k]
-                };
-                p.value[k] -= lr * update;
+            self.update(p, lr);
+        }
+    }
+
+    /// One step of one parameter.
+    pub fn update(&self, p: &mut Param, lr: f32) {
+        for k in 0..p.value.len() {
+            let mut g = p.grad[k];
+            if p.decay {
+                g += self.weight_decay * p.value[k];
             }
+            p.momentum[k] = self.momentum * p.momentum[k] + g;
+            let update = if self.nesterov {
+                g + self.momentum * p.momentum[k]
+            } else {
+                p.momentum[k]
+            };
+            p.value[k] -= lr * update;
         }
     }
 }
@@ -63,27 +68,33 @@ impl Default for Adam {
 impl Adam {
     /// One step; `t` is the 1-based step count (bias correction).
     pub fn step(&self, params: &mut [Param], lr: f32, t: usize) {
+        for p in params.iter_mut().filter(|p| !p.grad.is_empty()) {
+            self.update(p, lr, t);
+        }
+    }
+
+    /// One step of one parameter (its second-moment state is allocated on
+    /// the first).
+    pub fn update(&self, p: &mut Param, lr: f32, t: usize) {
         let (c1, c2) = (
             1.0 - self.beta1.powi(t as i32),
             1.0 - self.beta2.powi(t as i32),
         );
-        for p in params.iter_mut().filter(|p| !p.grad.is_empty()) {
-            if p.second.len() != p.value.len() {
-                p.second = vec![0.0; p.value.len()];
+        if p.second.len() != p.value.len() {
+            p.second = vec![0.0; p.value.len()];
+        }
+        for k in 0..p.value.len() {
+            let mut g = p.grad[k];
+            if p.decay && !self.decoupled {
+                g += self.weight_decay * p.value[k];
             }
-            for k in 0..p.value.len() {
-                let mut g = p.grad[k];
-                if p.decay && !self.decoupled {
-                    g += self.weight_decay * p.value[k];
-                }
-                p.momentum[k] = self.beta1 * p.momentum[k] + (1.0 - self.beta1) * g;
-                p.second[k] = self.beta2 * p.second[k] + (1.0 - self.beta2) * g * g;
-                let update = (p.momentum[k] / c1) / ((p.second[k] / c2).sqrt() + self.eps);
-                if p.decay && self.decoupled {
-                    p.value[k] -= lr * self.weight_decay * p.value[k];
-                }
-                p.value[k] -= lr * update;
+            p.momentum[k] = self.beta1 * p.momentum[k] + (1.0 - self.beta1) * g;
+            p.second[k] = self.beta2 * p.second[k] + (1.0 - self.beta2) * g * g;
+            let update = (p.momentum[k] / c1) / ((p.second[k] / c2).sqrt() + self.eps);
+            if p.decay && self.decoupled {
+                p.value[k] -= lr * self.weight_decay * p.value[k];
             }
+            p.value[k] -= lr * update;
         }
     }
 }
@@ -107,28 +118,13 @@ pub struct ParamGroup {
 /// Step every group: a parameter belongs to the first group whose prefix
 /// its name starts with.
 pub fn step_groups(groups: &[ParamGroup], params: &mut [Param], lr: f32, t: usize) {
-    let owner: Vec<usize> = params
-        .iter()
-        .map(|p| {
-            groups
-                .iter()
-                .position(|g| p.name.starts_with(&g.prefix))
-                .unwrap_or(usize::MAX)
-        })
-        .collect();
-    for (gi, g) in groups.iter().enumerate() {
-        // Take the group's parameters out, step them, put them back.
-        let idx: Vec<usize> = (0..params.len()).filter(|&i| owner[i] == gi).collect();
-        let mut taken: Vec<Param> = idx
-            .iter()
-            .map(|&i| std::mem::replace(&mut params[i], Param::placeholder()))
-            .collect();
+    for p in params.iter_mut().filter(|p| !p.grad.is_empty()) {
+        let Some(g) = groups.iter().find(|g| p.name.starts_with(&g.prefix)) else {
+            continue;
+        };
         match g.optimizer {
-            Optimizer::Sgd(s) => s.step(&mut taken, lr * g.lr_scale),
-            Optimizer::Adam(a) => a.step(&mut taken, lr * g.lr_scale, t),
-        }
-        for (i, p) in idx.into_iter().zip(taken) {
-            params[i] = p;
+            Optimizer::Sgd(s) => s.update(p, lr * g.lr_scale),
+            Optimizer::Adam(a) => a.update(p, lr * g.lr_scale, t),
         }
     }
 }

@@ -180,7 +180,7 @@ fn fake_quantization_lands_on_the_int8_grid() {
     let mut w: Vec<f32> = (0..64)
         .map(|k| ((k * 37 % 64) as f32 - 31.5) / 40.0)
         .collect();
-    mnet_search::engine::fake_quant_weights(&mut w, 2, |k| k / 32);
+    mnet_search::engine::fake_quant_weights(&mut w, 2, |k| k / 32, &mut Vec::new());
     for c in 0..2 {
         let row = &w[c * 32..(c + 1) * 32];
         let s = row.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
