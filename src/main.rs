@@ -595,11 +595,40 @@ fn run(cli: Cli) -> Result<()> {
                 qat,
                 ..Default::default()
             };
-            let history = mnet_search::train::train(&mut model, &train_set, cfg, |m| {
-                eprintln!(
-                    "epoch {}/{epochs}: loss {:.4}, accuracy {:.3}, {:.0} samples/s",
-                    m.epoch, m.loss, m.accuracy, m.samples_per_sec
-                );
+            // A bar per epoch on a terminal (indicatif hides it otherwise),
+            // then the epoch's line.
+            let style = indicatif::ProgressStyle::with_template(
+                "epoch {prefix} [{bar:30}] {pos}/{len} steps  {msg}",
+            )
+            .expect("a valid template")
+            .progress_chars("=> ");
+            let mut bar: Option<indicatif::ProgressBar> = None;
+            let history = mnet_search::train::train(&mut model, &train_set, cfg, |p| match p {
+                mnet_search::train::Progress::Step {
+                    step,
+                    steps,
+                    so_far,
+                } => {
+                    let b = bar.get_or_insert_with(|| {
+                        indicatif::ProgressBar::new(steps as u64)
+                            .with_style(style.clone())
+                            .with_prefix(format!("{}/{epochs}", so_far.epoch))
+                    });
+                    b.set_position(step as u64);
+                    b.set_message(format!(
+                        "loss {:.4}, accuracy {:.3}, {:.0} samples/s",
+                        so_far.loss, so_far.accuracy, so_far.samples_per_sec
+                    ));
+                }
+                mnet_search::train::Progress::Epoch(m) => {
+                    if let Some(b) = bar.take() {
+                        b.finish_and_clear();
+                    }
+                    eprintln!(
+                        "epoch {}/{epochs}: loss {:.4}, accuracy {:.3}, {:.0} samples/s",
+                        m.epoch, m.loss, m.accuracy, m.samples_per_sec
+                    );
+                }
             });
             let (test_loss, test_acc) = mnet_search::train::evaluate(&mut model, &test_set);
             let metrics = serde_json::json!({

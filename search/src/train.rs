@@ -49,12 +49,27 @@ pub struct EpochMetrics {
     pub samples_per_sec: f32,
 }
 
-/// Train `net` on `data`; `on_epoch` sees each epoch's metrics as it ends.
+/// What training reports as it goes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Progress<'a> {
+    /// After step `step` (1-based) of `steps` in an epoch: the epoch's
+    /// metrics so far.
+    Step {
+        step: usize,
+        steps: usize,
+        so_far: EpochMetrics,
+    },
+    /// An epoch ended.
+    Epoch(&'a EpochMetrics),
+}
+
+/// Train `net` on `data`; `on_progress` sees every step's running metrics
+/// and each epoch's metrics as it ends.
 pub fn train(
     net: &mut Net,
     data: &Dataset,
     cfg: TrainConfig,
-    mut on_epoch: impl FnMut(&EpochMetrics),
+    mut on_progress: impl FnMut(Progress),
 ) -> Vec<EpochMetrics> {
     let batch = cfg.batch.min(data.len()).max(1);
     if net.batch != batch {
@@ -95,7 +110,7 @@ pub fn train(
         order.shuffle(&mut rng);
         let start = Instant::now();
         let (mut loss_sum, mut correct) = (0f32, 0usize);
-        for chunk in order.chunks_exact(batch) {
+        for (n, chunk) in order.chunks_exact(batch).enumerate() {
             for (k, &i) in chunk.iter().enumerate() {
                 xb[k * len..(k + 1) * len].copy_from_slice(&data.inputs[i * len..(i + 1) * len]);
                 yb[k] = data.labels[i];
@@ -112,6 +127,17 @@ pub fn train(
             step += 1;
             loss_sum += loss;
             correct += ok;
+            let done = (n + 1) * batch;
+            on_progress(Progress::Step {
+                step: n + 1,
+                steps: steps_per_epoch,
+                so_far: EpochMetrics {
+                    epoch,
+                    loss: loss_sum / (n + 1) as f32,
+                    accuracy: correct as f32 / done as f32,
+                    samples_per_sec: done as f32 / start.elapsed().as_secs_f32().max(1e-9),
+                },
+            });
         }
         let seen = steps_per_epoch * batch;
         let m = EpochMetrics {
@@ -120,7 +146,7 @@ pub fn train(
             accuracy: correct as f32 / seen.max(1) as f32,
             samples_per_sec: seen as f32 / start.elapsed().as_secs_f32().max(1e-9),
         };
-        on_epoch(&m);
+        on_progress(Progress::Epoch(&m));
         history.push(m);
     }
     history

@@ -6,7 +6,7 @@
 use mnet_compiler::resolve::{assignment, resolve, Pick};
 use mnet_search::data::Dataset;
 use mnet_search::engine::Net;
-use mnet_search::train::{EpochMetrics, TrainConfig};
+use mnet_search::train::{EpochMetrics, Progress, TrainConfig};
 use rand::{RngExt, SeedableRng};
 
 fn net(src: &str, batch: usize) -> Net {
@@ -149,7 +149,26 @@ fn learn(cfg: TrainConfig) -> (Net, Vec<EpochMetrics>, f32) {
         batch: 16,
         ..cfg
     };
-    let history = mnet_search::train::train(&mut n, &train, cfg, |_| {});
+    // Every step reports the epoch so far; the last step of an epoch
+    // reports what the epoch then reports.
+    let mut last_step = None;
+    let mut steps = 0;
+    let history = mnet_search::train::train(&mut n, &train, cfg, |p| match p {
+        Progress::Step {
+            step,
+            steps: of,
+            so_far,
+        } => {
+            steps += 1;
+            assert_eq!((step, of), ((steps - 1) % 32 + 1, 32));
+            last_step = Some(so_far);
+        }
+        Progress::Epoch(m) => {
+            let s = last_step.take().expect("steps before the epoch ends");
+            assert_eq!((s.epoch, s.loss, s.accuracy), (m.epoch, m.loss, m.accuracy));
+        }
+    });
+    assert_eq!(steps, 6 * 32);
     let test = Dataset::synthetic(&[12, 10, 1], 4, 256, 7, 2);
     let (_, acc) = mnet_search::train::evaluate(&mut n, &test);
     (n, history, acc)
