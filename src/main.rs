@@ -442,21 +442,20 @@ fn run(cli: Cli) -> Result<()> {
                 (None, Some(seed)) => mnet_compiler::Weights::Random(seed),
                 (None, None) => unreachable!("clap requires one"),
             };
-            let (q, float) = mnet_compiler::quantize_network(
-                &fixed,
-                source,
-                calib_bytes.as_deref(),
-            )
-            .map_err(|e| {
-                let what = match (&weights, &calib) {
-                    (Some(w), _) if e.contains("tensor") || e.contains("safetensors") => {
-                        format!("{}: ", w.display())
-                    }
-                    (_, Some(c)) if e.starts_with("calibration") => format!("{}: ", c.display()),
-                    _ => String::new(),
-                };
-                UserError(format!("error: {what}{e}\n"))
-            })?;
+            let quantized = mnet_compiler::quantize_network(&fixed, source, calib_bytes.as_deref())
+                .map_err(|e| {
+                    let what = match (&weights, &calib) {
+                        (Some(w), _) if e.contains("tensor") || e.contains("safetensors") => {
+                            format!("{}: ", w.display())
+                        }
+                        (_, Some(c)) if e.starts_with("calibration") => {
+                            format!("{}: ", c.display())
+                        }
+                        _ => String::new(),
+                    };
+                    UserError(format!("error: {what}{e}\n"))
+                })?;
+            let (q, float) = (quantized.graph, quantized.float);
             let prep = mnet_compiler::quant::interp::prepare(&q);
             let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::new();
             if let Some(p) = &save_weights {
@@ -530,6 +529,12 @@ fn run(cli: Cli) -> Result<()> {
             let layers = q.lowered.nodes.len() - 1;
             let code = 600 + 350 * layers;
             let arena = mnet_compiler::plan::plan(&q.lowered).arena_size;
+            if quantized.qat_ranges > 0 {
+                println!(
+                    "activation ranges: {} from quantization-aware training (in the weights), others calibrated",
+                    quantized.qat_ranges
+                );
+            }
             println!(
                 "{}: {} ops ({} MACs); flash {} bytes ({} constants + ~{} code, estimated); arena {} bytes",
                 fixed.info.name,

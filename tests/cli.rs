@@ -255,6 +255,45 @@ fn train_then_compile_the_trained_weights() {
         d,
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        !stdout(&o).contains("activation ranges"),
+        "no QAT, no ranges"
+    );
+    // With QAT the activation ranges travel with the weights into compile
+    // (tiny --pick max: input, 5 conv-like layers, the dense).
+    let qat = dir.join("qat");
+    let o = mnet(&[
+        "train",
+        "examples/tiny.mnet",
+        "--pick",
+        "max",
+        "--data",
+        "synthetic:512",
+        "--epochs",
+        "2",
+        "--qat",
+        "-o",
+        qat.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = mnet(&[
+        "compile",
+        "examples/tiny.mnet",
+        "--pick",
+        "max",
+        "--weights",
+        qat.join("tiny.safetensors").to_str().unwrap(),
+        "--emit",
+        "tflite",
+        "-o",
+        qat.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("activation ranges: 7 from quantization-aware training"),
+        "{}",
+        stdout(&o)
+    );
     // No overwrite without --force; bad data specs are errors.
     let o = mnet(&[
         "train",

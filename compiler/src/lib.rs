@@ -163,24 +163,41 @@ pub enum Weights<'a> {
     File(&'a [u8]),
 }
 
-/// Lower, weight and quantize a fixed network. Calibration uses `calib` (a
-/// `.npy` file's bytes) or, without it, deterministic synthetic inputs in
-/// `[-1, 1]` (seeded by the random-weights seed, 0 for a weights file).
-/// Returns the quantized network and the float weights used.
+/// A quantized network, the float weights it came from, and how many
+/// activation ranges came from quantization-aware training.
+pub struct Quantized {
+    pub graph: quant::QuantGraph,
+    pub float: quant::FloatWeights,
+    pub qat_ranges: usize,
+}
+
+/// Lower, weight and quantize a fixed network. Activation ranges come from
+/// the weights file where quantization-aware training stored them, else
+/// from calibration over `calib` (a `.npy` file's bytes) or, without it,
+/// deterministic synthetic inputs in `[-1, 1]` (seeded by the
+/// random-weights seed, 0 for a weights file).
 pub fn quantize_network(
     g: &ir::FixedGraph,
     weights: Weights,
     calib: Option<&[u8]>,
-) -> Result<(quant::QuantGraph, quant::FloatWeights), String> {
+) -> Result<Quantized, String> {
     let lowered = quant::lower(g)
         .map_err(|e| format!("cannot compile layer `{}`: {}", e.layer, e.message))?;
     let lowered = plan::schedule(lowered);
-    let (float, seed) = match weights {
-        Weights::Random(seed) => (quant::FloatWeights::random(&lowered, seed), seed),
-        Weights::File(bytes) => (quant::io::read_weights(&lowered, bytes)?, 0),
+    let (float, seed, learned) = match weights {
+        Weights::Random(seed) => (
+            quant::FloatWeights::random(&lowered, seed),
+            seed,
+            vec![None; lowered.nodes.len()],
+        ),
+        Weights::File(bytes) => (
+            quant::io::read_weights(&lowered, bytes)?,
+            0,
+            quant::io::read_ranges(&lowered, bytes)?,
+        ),
     };
     let input_shape = lowered.nodes[0].shape.clone();
-    let ranges = match calib {
+    let mut ranges = match calib {
         Some(bytes) => {
             let inputs = quant::io::read_npy_inputs(bytes, &input_shape)
                 .map_err(|e| format!("calibration data: {e}"))?;
@@ -191,10 +208,21 @@ pub fn quantize_network(
             quant::calibrate(&lowered, &float, &inputs, Some(quant::INPUT_RANGE))
         }
     };
-    Ok((quant::quantize(&lowered, &float, &ranges), float))
+    let mut qat_ranges = 0;
+    for ((r, l), n) in ranges.iter_mut().zip(&learned).zip(&lowered.nodes) {
+        if let (Some(l), true) = (l, n.kind.has_own_range()) {
+            *r = *l;
+            qat_ranges += 1;
+        }
+    }
+    Ok(Quantized {
+        graph: quant::quantize(&lowered, &float, &ranges),
+        float,
+        qat_ranges,
+    })
 }
 
 /// [`quantize_network`] with random weights and synthetic calibration.
 pub fn quantize_random(g: &ir::FixedGraph, seed: u64) -> Result<quant::QuantGraph, String> {
-    quantize_network(g, Weights::Random(seed), None).map(|(q, _)| q)
+    quantize_network(g, Weights::Random(seed), None).map(|q| q.graph)
 }

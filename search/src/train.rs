@@ -177,9 +177,11 @@ pub fn evaluate(net: &mut Net, data: &Dataset) -> (f32, f32) {
     )
 }
 
-/// The parameters as safetensors.
+/// The parameters as safetensors; with quantization-aware training also
+/// each quantized tensor's activation range as `LAYER.range` = `[min,
+/// max]` (what `mnet compile` uses instead of calibrating).
 pub fn weights_safetensors(net: &Net) -> Vec<u8> {
-    let data: Vec<(String, Vec<usize>, Vec<u8>)> = net
+    let mut data: Vec<(String, Vec<usize>, Vec<u8>)> = net
         .params
         .iter()
         .map(|p| {
@@ -190,6 +192,17 @@ pub fn weights_safetensors(net: &Net) -> Vec<u8> {
             )
         })
         .collect();
+    if let Some(q) = net.qat() {
+        for (layer, range) in net.layers.iter().zip(&q.ranges) {
+            if let Some((lo, hi)) = range.filter(|r| *r != (0.0, 0.0)) {
+                data.push((
+                    format!("{}.range", layer.name),
+                    vec![2],
+                    [lo, hi].iter().flat_map(|v| v.to_le_bytes()).collect(),
+                ));
+            }
+        }
+    }
     let views: Vec<(String, safetensors::tensor::TensorView)> = data
         .iter()
         .map(|(n, s, d)| {

@@ -103,6 +103,44 @@ pub fn read_weights(l: &Lowered, bytes: &[u8]) -> Result<FloatWeights, String> {
     Ok(FloatWeights { layers })
 }
 
+/// Activation ranges learned by quantization-aware training (`mnet train
+/// --qat` writes a tensor `LAYER.range` = `[min, max]` per quantized
+/// tensor), one per lowered node: the range of the last layer whose output
+/// the node's output is (its fused activation or batch norm, else itself).
+pub fn read_ranges(l: &Lowered, bytes: &[u8]) -> Result<Vec<Option<(f32, f32)>>, String> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
+    let mut ranges = Vec::with_capacity(l.nodes.len());
+    for n in &l.nodes {
+        let mut found = None;
+        for layer in n.fused.iter().rev().chain([&n.name]) {
+            let name = format!("{layer}.range");
+            let Ok(t) = st.tensor(&name) else { continue };
+            if t.dtype() != Dtype::F32 || t.shape() != [2] {
+                return Err(format!(
+                    "tensor `{name}` is {:?} {:?}, expected F32 [2] (min, max)",
+                    t.dtype(),
+                    t.shape()
+                ));
+            }
+            let v: Vec<f32> = t
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            if !(v[0].is_finite() && v[1].is_finite() && v[0] <= v[1]) {
+                return Err(format!(
+                    "tensor `{name}` is not a range: [{}, {}]",
+                    v[0], v[1]
+                ));
+            }
+            found = Some((v[0], v[1]));
+            break;
+        }
+        ranges.push(found);
+    }
+    Ok(ranges)
+}
+
 /// Serialise weights (the format [`read_weights`] reads).
 pub fn write_weights(l: &Lowered, w: &FloatWeights) -> Vec<u8> {
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();

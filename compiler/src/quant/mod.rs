@@ -67,6 +67,20 @@ impl LKind {
         matches!(self, LKind::Conv { .. } | LKind::Depthwise { .. })
     }
 
+    /// Whether the output is quantized over its own float range (pools,
+    /// reshapes and pads keep their input's quantization; softmax has a
+    /// fixed one).
+    pub fn has_own_range(&self) -> bool {
+        !matches!(
+            self,
+            LKind::Softmax
+                | LKind::AvgPool { .. }
+                | LKind::MaxPool { .. }
+                | LKind::Reshape
+                | LKind::Pad { .. }
+        )
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             LKind::Input => "input",
@@ -98,6 +112,9 @@ pub struct LNode {
     /// A 1x1 conv standing for a dense layer (its weights file tensor is
     /// `[out, in]`).
     pub from_dense: bool,
+    /// Names of the layers fused into it (batch norm, activation), in
+    /// order: the last one's output is this node's output.
+    pub fused: Vec<String>,
 }
 
 /// A network legalised for the int8 backends.
@@ -138,6 +155,7 @@ pub fn lower(g: &FixedGraph) -> Result<Lowered, LowerError> {
             name: n.name.clone(),
             batch_norm: None,
             from_dense: false,
+            fused: Vec::new(),
         };
         let idx = match &n.op {
             Op::Input { .. } => {
@@ -289,6 +307,7 @@ pub fn lower(g: &FixedGraph) -> Result<Lowered, LowerError> {
                     ));
                 }
                 nodes[p].batch_norm = Some(n.name.clone());
+                nodes[p].fused.push(n.name.clone());
                 ins[0]
             }
             Op::Relu | Op::Relu6 => {
@@ -314,6 +333,7 @@ pub fn lower(g: &FixedGraph) -> Result<Lowered, LowerError> {
                 } else {
                     Act::Relu6
                 };
+                nodes[p].fused.push(n.name.clone());
                 ins[0]
             }
         };
