@@ -9,7 +9,7 @@
 //! (expansion 6; channels 8/16/16/24/24/32/32; three stride-2 stages;
 //! residual adds where shapes allow), 1x1 to 128, average pool, dense 2.
 //!
-//! usage: cargo run --release -p mnet-search --example train_throughput -- [--width 64] [--blocks 4] [--batch 100] [--steps 10] [--mbv2] [--profile]
+//! usage: cargo run --release -p mnet-search --example train_throughput -- [--width 64] [--blocks 4] [--batch 100] [--steps 10] [--mbv2] [--profile] [--simd baseline|avx2|avx512]
 //! The last line is `samples_per_sec: N`.
 
 use mnet_compiler::resolve::resolve;
@@ -75,6 +75,18 @@ fn main() {
     let fixed = resolve(&checked.networks[0].graph, &[]).unwrap();
     let mut net = Net::from_fixed(&fixed, batch, 0);
     let profile = std::env::args().any(|a| a == "--profile");
+    // --simd baseline|avx2|avx512 selects the level of the engine's own
+    // kernels (gemm chooses its own).
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--simd") {
+        let level = match args.get(i + 1).map(String::as_str) {
+            Some("baseline") => mnet_search::simd::Level::Baseline,
+            Some("avx2") => mnet_search::simd::Level::Avx2,
+            Some("avx512") => mnet_search::simd::Level::Avx512,
+            other => panic!("--simd takes baseline, avx2 or avx512, not {other:?}"),
+        };
+        mnet_search::simd::select(Some(level));
+    }
     let data = Dataset::synthetic(&input, classes, batch, 0, 1);
     let sgd = Sgd {
         lr: 0.01,

@@ -1,6 +1,6 @@
 //! Training runs are reproducible bit for bit: whatever the number of
-//! threads, and whether the kernels run on the baseline instruction set or
-//! the CPU's vector extensions.
+//! threads, and at every instruction-set level the kernels can run at on
+//! this CPU (baseline, AVX2, AVX-512).
 
 use mnet_compiler::resolve::resolve;
 use mnet_search::engine::Net;
@@ -48,8 +48,12 @@ fn same_weights_for_any_thread_count_and_instruction_set() {
     for threads in [2, 3] {
         assert!(train(threads) == reference, "{threads} threads differ");
     }
-    simd::set_baseline(true);
-    let baseline = train(2);
-    simd::set_baseline(false);
-    assert!(baseline == reference, "baseline instructions differ");
+    let levels = simd::available();
+    for &level in &levels {
+        simd::select(Some(level));
+        let at = train(2);
+        simd::select(None);
+        assert!(at == reference, "{level:?} differs");
+    }
+    eprintln!("levels compared: {levels:?}");
 }
