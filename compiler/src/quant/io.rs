@@ -42,6 +42,14 @@ pub fn expected_tensors(l: &Lowered) -> Vec<(String, Vec<usize>)> {
     v
 }
 
+/// The values of an F32 tensor (little-endian in the file).
+fn f32_values(t: &safetensors::tensor::TensorView) -> Vec<f32> {
+    t.data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
 /// Read weights for a network; every problem is reported by tensor name.
 pub fn read_weights(l: &Lowered, bytes: &[u8]) -> Result<FloatWeights, String> {
     let st = SafeTensors::deserialize(bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
@@ -58,11 +66,7 @@ pub fn read_weights(l: &Lowered, bytes: &[u8]) -> Result<FloatWeights, String> {
                 t.shape()
             ));
         }
-        let v: Vec<f32> = t
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        let v = f32_values(&t);
         if let Some(bad) = v.iter().position(|x| !x.is_finite()) {
             return Err(format!(
                 "tensor `{name}` has a non-finite value at index {bad}"
@@ -122,11 +126,7 @@ pub fn read_ranges(l: &Lowered, bytes: &[u8]) -> Result<Vec<Option<(f32, f32)>>,
                     t.shape()
                 ));
             }
-            let v: Vec<f32> = t
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
+            let v = f32_values(&t);
             if !(v[0].is_finite() && v[1].is_finite() && v[0] <= v[1]) {
                 return Err(format!(
                     "tensor `{name}` is not a range: [{}, {}]",
