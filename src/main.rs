@@ -4,8 +4,10 @@
 //! 2 usage).
 
 use clap::{Parser, Subcommand};
-use mnet_compiler::resolve::{assignment, resolve, Pick};
-use mnet_compiler::stats::{fixed_json, fixed_stats, render_fixed, render_space, space_json};
+use mnet_compiler::analysis::resolve::{assignment, resolve, Pick};
+use mnet_compiler::analysis::stats::{
+    fixed_json, fixed_stats, render_fixed, render_space, space_json,
+};
 use mnet_compiler::{check_source, Checked, CheckedNetwork};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -281,7 +283,7 @@ fn summary_line(path: &Path, checked: &Checked) -> String {
             } else {
                 format!(
                     "{} networks",
-                    mnet_compiler::space::format_count(&n.summary.count)
+                    mnet_compiler::analysis::space::format_count(&n.summary.count)
                 )
             };
             format!(
@@ -357,7 +359,7 @@ fn run(cli: Cli) -> Result<()> {
                 fixed.info.name
             );
             let text =
-                mnet_grammar::print_module(&mnet_compiler::to_mnet::to_module(&fixed, &note));
+                mnet_grammar::print_module(&mnet_compiler::back::mnet::to_module(&fixed, &note));
             // The written file must check and give the picked network's stats.
             let again = check_source(&output.display().to_string(), &text).map_err(|f| {
                 UserError(format!(
@@ -456,19 +458,19 @@ fn run(cli: Cli) -> Result<()> {
                     UserError(format!("error: {what}{e}\n"))
                 })?;
             let (q, float) = (quantized.graph, quantized.float);
-            let prep = mnet_compiler::quant::interp::prepare(&q);
+            let prep = mnet_compiler::exec::interp::prepare(&q);
             let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::new();
             if let Some(p) = &save_weights {
                 files.push((
                     p.clone(),
-                    mnet_compiler::quant::io::write_weights(&q.lowered, &float),
+                    mnet_compiler::lower::io::write_weights(&q.lowered, &float),
                 ));
             }
             for kind in &emit {
                 match kind.as_str() {
                     "tflite" => files.push((
                         output.join(format!("{}.tflite", fixed.info.name)),
-                        mnet_compiler::back::tflite::write(&q, &prep),
+                        mnet_compiler::tflite::write::write(&q, &prep),
                     )),
                     "c" => {
                         let plan = mnet_compiler::plan::plan(&q.lowered);
@@ -670,7 +672,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Inspect { model } => {
             let bytes = std::fs::read(&model)
                 .map_err(|e| UserError(format!("error: cannot read {}: {e}\n", model.display())))?;
-            let text = mnet_compiler::back::inspect::dump(&bytes).map_err(|e| {
+            let text = mnet_compiler::tflite::inspect::dump(&bytes).map_err(|e| {
                 UserError(format!(
                     "error: {} is not a valid .tflite: {}\n",
                     model.display(),

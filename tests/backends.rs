@@ -4,12 +4,12 @@
 
 mod common;
 
-use mnet_compiler::quant::interp;
-use mnet_compiler::resolve::{assignment, resolve, Pick};
+use mnet_compiler::analysis::resolve::{assignment, resolve, Pick};
+use mnet_compiler::exec::interp;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::process::Command;
 
-fn quantized(path: &str) -> mnet_compiler::quant::QuantGraph {
+fn quantized(path: &str) -> mnet_compiler::lower::QuantGraph {
     let text = common::read(format!("{}/{path}", env!("CARGO_MANIFEST_DIR")).as_ref());
     let c = mnet_compiler::check_source(path, &text).unwrap_or_else(|f| panic!("{}", f.render()));
     let net = &c.networks[0];
@@ -17,8 +17,8 @@ fn quantized(path: &str) -> mnet_compiler::quant::QuantGraph {
     mnet_compiler::quantize_random(&fixed, 1).unwrap()
 }
 
-fn tflite(q: &mnet_compiler::quant::QuantGraph) -> Vec<u8> {
-    mnet_compiler::back::tflite::write(q, &interp::prepare(q))
+fn tflite(q: &mnet_compiler::lower::QuantGraph) -> Vec<u8> {
+    mnet_compiler::tflite::write::write(q, &interp::prepare(q))
 }
 
 #[test]
@@ -39,7 +39,7 @@ fn generated_c_and_tflite_dumps() {
             insta::assert_snapshot!("h", files.header);
             insta::assert_snapshot!("c", files.source);
             let bytes = tflite(&q);
-            let dump = mnet_compiler::back::inspect::dump(&bytes).unwrap();
+            let dump = mnet_compiler::tflite::inspect::dump(&bytes).unwrap();
             assert!(
                 !dump.contains("NOT 16-aligned"),
                 "{rel}: a payload is misaligned"
@@ -83,7 +83,7 @@ fn inspect_never_panics_on_corrupt_files() {
             }
         }
         let r = catch_unwind(AssertUnwindSafe(|| {
-            mnet_compiler::back::inspect::dump(&bytes)
+            mnet_compiler::tflite::inspect::dump(&bytes)
         }));
         match r {
             Ok(Ok(_)) => {}

@@ -4,8 +4,8 @@
 
 mod common;
 
-use mnet_compiler::quant::interp;
-use mnet_compiler::resolve::{assignment, resolve, Pick};
+use mnet_compiler::analysis::resolve::{assignment, resolve, Pick};
+use mnet_compiler::exec::interp;
 use std::process::Command;
 
 fn compile_for_m4(path: &str, seed: u64) -> (String, usize, [u64; 3]) {

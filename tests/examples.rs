@@ -3,9 +3,9 @@
 
 mod common;
 
+use mnet_compiler::analysis::resolve::{assignment, resolve, Pick};
+use mnet_compiler::analysis::stats::{fixed_stats, render_fixed, render_space};
 use mnet_compiler::check_source;
-use mnet_compiler::resolve::{assignment, resolve, Pick};
-use mnet_compiler::stats::{fixed_stats, render_fixed, render_space};
 
 #[test]
 fn examples_ir_stats_and_print() {
@@ -44,7 +44,7 @@ fn examples_ir_stats_and_print() {
         if !net.graph.choices.is_empty() {
             let fixed =
                 resolve(&net.graph, &assignment(&net.graph, &net.summary, Pick::Min)).unwrap();
-            let module = mnet_compiler::to_mnet::to_module(&fixed, "resolved with --pick min");
+            let module = mnet_compiler::back::mnet::to_module(&fixed, "resolved with --pick min");
             insta::assert_snapshot!("resolved_min", mnet_grammar::print_module(&module));
         }
     });
@@ -52,7 +52,7 @@ fn examples_ir_stats_and_print() {
 
 #[test]
 fn stdlib_is_canonical_and_checks() {
-    for (name, text) in mnet_compiler::program::STDLIB {
+    for (name, text) in mnet_compiler::front::program::STDLIB {
         let (module, diags) = mnet_grammar::parse(mnet_grammar::FileId(0), text);
         assert!(diags.is_empty(), "std::{name}");
         assert_eq!(

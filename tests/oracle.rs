@@ -7,9 +7,9 @@
 
 mod common;
 
+use mnet_compiler::analysis::resolve::{assignment, resolve, Pick};
+use mnet_compiler::exec::interp;
 use mnet_compiler::ir::FixedGraph;
-use mnet_compiler::quant::interp;
-use mnet_compiler::resolve::{assignment, resolve, Pick};
 use rand::{RngExt, SeedableRng};
 use std::process::Command;
 
@@ -63,7 +63,7 @@ fn reference_tflm_and_litert_agree_bit_for_bit() {
         let q = mnet_compiler::quantize_random(&g, 100 + i as u64).unwrap();
         let prep = interp::prepare(&q);
         let model = dir.join(format!("m{i}.tflite"));
-        std::fs::write(&model, mnet_compiler::back::tflite::write(&q, &prep)).unwrap();
+        std::fs::write(&model, mnet_compiler::tflite::write::write(&q, &prep)).unwrap();
         let in_len: usize = q.lowered.nodes[0]
             .shape
             .iter()
@@ -147,7 +147,7 @@ fn reference_tflm_and_litert_agree_bit_for_bit() {
 /// stdin to stdout, run it on the inputs file and return its outputs.
 fn run_c(
     dir: &std::path::Path,
-    q: &mnet_compiler::quant::QuantGraph,
+    q: &mnet_compiler::lower::QuantGraph,
     prep: &[interp::Prepared],
     inputs: &std::path::Path,
 ) -> Vec<i8> {

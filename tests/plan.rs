@@ -4,15 +4,15 @@
 
 mod common;
 
+use mnet_compiler::analysis::resolve::{assignment, resolve, Pick};
 use mnet_compiler::plan::{check, plan, Place};
-use mnet_compiler::resolve::{assignment, resolve, Pick};
 
-fn lowered(path: &str, pick: Pick) -> mnet_compiler::quant::Lowered {
+fn lowered(path: &str, pick: Pick) -> mnet_compiler::lower::Lowered {
     let text = common::read(format!("{}/{path}", env!("CARGO_MANIFEST_DIR")).as_ref());
     let c = mnet_compiler::check_source(path, &text).unwrap_or_else(|f| panic!("{}", f.render()));
     let net = &c.networks[0];
     let fixed = resolve(&net.graph, &assignment(&net.graph, &net.summary, pick)).unwrap();
-    mnet_compiler::quant::lower(&fixed).unwrap()
+    mnet_compiler::lower::lower(&fixed).unwrap()
 }
 
 #[test]

@@ -21,7 +21,7 @@ fn corpus() -> Vec<String> {
         files.extend(entries.iter().map(|p| common::read(p)));
     }
     files.extend(
-        mnet_compiler::program::STDLIB
+        mnet_compiler::front::program::STDLIB
             .iter()
             .map(|(_, t)| t.to_string()),
     );

@@ -2,9 +2,9 @@
 
 mod common;
 
-use mnet_compiler::resolve::{assignment, resolve, Pick};
-use mnet_compiler::space::Totals;
-use mnet_compiler::stats::{fixed_json, fixed_stats};
+use mnet_compiler::analysis::resolve::{assignment, resolve, Pick};
+use mnet_compiler::analysis::space::Totals;
+use mnet_compiler::analysis::stats::{fixed_json, fixed_stats};
 use mnet_compiler::{check_source, CheckedNetwork};
 use std::collections::BTreeSet;
 
@@ -174,7 +174,7 @@ fn resolved_networks_round_trip() {
                     "{name} --pick {pick}: {v} outside {lo}..{hi}"
                 );
             }
-            let text = mnet_grammar::print_module(&mnet_compiler::to_mnet::to_module(
+            let text = mnet_grammar::print_module(&mnet_compiler::back::mnet::to_module(
                 &fixed,
                 "round trip",
             ));
@@ -204,7 +204,7 @@ fn resolved_networks_round_trip() {
             let fixed2 = resolve(&net.graph, &assignment(&net.graph, &net.summary, pick)).unwrap();
             assert_eq!(
                 text,
-                mnet_grammar::print_module(&mnet_compiler::to_mnet::to_module(
+                mnet_grammar::print_module(&mnet_compiler::back::mnet::to_module(
                     &fixed2,
                     "round trip"
                 ))

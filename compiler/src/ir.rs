@@ -602,7 +602,7 @@ pub struct FixedNode {
 }
 
 /// A network without choices, with inferred shapes. Only
-/// [`resolve`](crate::resolve) builds one.
+/// [`resolve`](crate::analysis::resolve) builds one.
 #[derive(Clone, Debug)]
 pub struct FixedGraph {
     pub info: NetworkInfo,

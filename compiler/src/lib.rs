@@ -2,29 +2,32 @@
 //! costs, and fixed networks.
 //!
 //! The pipeline is [`check_source`]: load the file and the standard-library
-//! modules it uses ([`program`]), elaborate each network to a
-//! [`SearchGraph`](ir::SearchGraph) ([`elaborate`]), analyse the space exactly
-//! ([`space`]: shapes of every network, min/max of every total, the number of
-//! networks) and check budgets. A [`Pick`](resolve::Pick) then
-//! [`resolve`](resolve::resolve)s a space to a [`FixedGraph`](ir::FixedGraph),
-//! which [`stats`] tabulates and [`to_mnet`] writes back as source.
+//! modules it uses ([`front::program`]), elaborate each network to a
+//! [`SearchGraph`](ir::SearchGraph) ([`front::elaborate`]), analyse the space
+//! exactly ([`analysis::space`]: shapes of every network, min/max of every
+//! total, the number of networks) and check budgets. A
+//! [`Pick`](analysis::resolve::Pick) then [`resolve`](analysis::resolve::resolve)s
+//! a space to a [`FixedGraph`](ir::FixedGraph), which [`analysis::stats`]
+//! tabulates and [`back::mnet`] writes back as source. [`lower`] legalises and
+//! quantizes it, [`plan`] lays out its memory, and [`tflite`] and [`back::c`]
+//! emit it; [`exec`] runs it.
 
+pub mod analysis;
 pub mod back;
-pub mod elaborate;
+pub mod exec;
+pub mod front;
 pub mod ir;
+pub mod lower;
+pub mod ops;
 pub mod plan;
-pub mod program;
-pub mod quant;
-pub mod resolve;
-pub mod shape;
-pub mod space;
-pub mod stats;
-pub mod to_mnet;
+pub mod tflite;
 
+use analysis::{space, stats};
+use front::elaborate;
+use front::program::Program;
 use ir::{BudgetKind, SearchGraph, SearchOp};
 use mnet_grammar::{Diagnostic, Diagnostics, Sources};
 use petgraph::visit::Walker;
-use program::Program;
 use space::SpaceSummary;
 
 /// A file that failed: its sources (to render) and the diagnostics.
@@ -159,15 +162,15 @@ fn budget_errors(g: &SearchGraph, s: &SpaceSummary) -> Diagnostics {
 pub enum Weights<'a> {
     /// Deterministic random weights for a seed.
     Random(u64),
-    /// A safetensors file's bytes (see [`quant::io`]).
+    /// A safetensors file's bytes (see [`lower::io`]).
     File(&'a [u8]),
 }
 
 /// A quantized network, the float weights it came from, and how many
 /// activation ranges came from quantization-aware training.
 pub struct Quantized {
-    pub graph: quant::QuantGraph,
-    pub float: quant::FloatWeights,
+    pub graph: lower::QuantGraph,
+    pub float: lower::FloatWeights,
     pub qat_ranges: usize,
 }
 
@@ -181,31 +184,31 @@ pub fn quantize_network(
     weights: Weights,
     calib: Option<&[u8]>,
 ) -> Result<Quantized, String> {
-    let lowered = quant::lower(g)
+    let lowered = lower::lower(g)
         .map_err(|e| format!("cannot compile layer `{}`: {}", e.layer, e.message))?;
     let lowered = plan::schedule(lowered);
     let (float, seed, learned) = match weights {
         Weights::Random(seed) => (
-            quant::FloatWeights::random(&lowered, seed),
+            lower::FloatWeights::random(&lowered, seed),
             seed,
             vec![None; lowered.nodes.len()],
         ),
         Weights::File(bytes) => (
-            quant::io::read_weights(&lowered, bytes)?,
+            lower::io::read_weights(&lowered, bytes)?,
             0,
-            quant::io::read_ranges(&lowered, bytes)?,
+            lower::io::read_ranges(&lowered, bytes)?,
         ),
     };
     let input_shape = lowered.nodes[0].shape.clone();
     let mut ranges = match calib {
         Some(bytes) => {
-            let inputs = quant::io::read_npy_inputs(bytes, &input_shape)
+            let inputs = lower::io::read_npy_inputs(bytes, &input_shape)
                 .map_err(|e| format!("calibration data: {e}"))?;
-            quant::calibrate(&lowered, &float, &inputs, None)
+            lower::calibrate(&lowered, &float, &inputs, None)
         }
         None => {
-            let inputs = quant::synthetic_inputs(&input_shape, 8, seed);
-            quant::calibrate(&lowered, &float, &inputs, Some(quant::INPUT_RANGE))
+            let inputs = lower::synthetic_inputs(&input_shape, 8, seed);
+            lower::calibrate(&lowered, &float, &inputs, Some(lower::INPUT_RANGE))
         }
     };
     let mut qat_ranges = 0;
@@ -216,13 +219,13 @@ pub fn quantize_network(
         }
     }
     Ok(Quantized {
-        graph: quant::quantize(&lowered, &float, &ranges),
+        graph: lower::quantize(&lowered, &float, &ranges),
         float,
         qat_ranges,
     })
 }
 
 /// [`quantize_network`] with random weights and synthetic calibration.
-pub fn quantize_random(g: &ir::FixedGraph, seed: u64) -> Result<quant::QuantGraph, String> {
+pub fn quantize_random(g: &ir::FixedGraph, seed: u64) -> Result<lower::QuantGraph, String> {
     quantize_network(g, Weights::Random(seed), None).map(|q| q.graph)
 }

@@ -12,7 +12,7 @@
 //! range from the graph and verifies that no two simultaneously live tensors
 //! overlap in memory.
 
-use crate::quant::{LKind, Lowered};
+use crate::lower::{LKind, Lowered};
 
 /// Where a tensor lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

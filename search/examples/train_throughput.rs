@@ -12,7 +12,7 @@
 //! usage: cargo run --release -p mnet-search --example train_throughput -- [--width 64] [--blocks 4] [--batch 100] [--steps 10] [--mbv2] [--profile] [--simd baseline|avx2|avx512]
 //! The last line is `samples_per_sec: N`.
 
-use mnet_compiler::resolve::resolve;
+use mnet_compiler::analysis::resolve::resolve;
 use mnet_search::data::Dataset;
 use mnet_search::engine::Net;
 use mnet_search::optim::Sgd;

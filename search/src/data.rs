@@ -128,7 +128,7 @@ pub fn load(
         };
         let xs = read("x.npy")?;
         let shape32: Vec<u32> = shape.iter().map(|&d| d as u32).collect();
-        let inputs = mnet_compiler::quant::io::read_npy_inputs(&xs, &shape32)
+        let inputs = mnet_compiler::lower::io::read_npy_inputs(&xs, &shape32)
             .map_err(|e| format!("x.npy: {e}"))?;
         let labels = read_npy_labels(&read("y.npy")?).map_err(|e| format!("y.npy: {e}"))?;
         if labels.len() != inputs.len() {

@@ -5,7 +5,7 @@
 //! packing buffers on every call (its API takes no workspace); those are
 //! not counted.
 
-use mnet_compiler::resolve::resolve;
+use mnet_compiler::analysis::resolve::resolve;
 use mnet_search::engine::Net;
 use mnet_search::optim::{step_groups, Adam, Optimizer, ParamGroup, Sgd};
 use std::alloc::{GlobalAlloc, Layout, System};

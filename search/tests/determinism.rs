@@ -2,7 +2,7 @@
 //! threads, and at every instruction-set level the kernels can run at on
 //! this CPU (baseline, AVX2, AVX-512).
 
-use mnet_compiler::resolve::resolve;
+use mnet_compiler::analysis::resolve::resolve;
 use mnet_search::engine::Net;
 use mnet_search::optim::Sgd;
 use mnet_search::simd;

@@ -3,7 +3,7 @@
 //! VALID padding, depthwise, batch norm in training mode, pooling, add,
 //! concat and pad; and a small network learning the synthetic data.
 
-use mnet_compiler::resolve::{assignment, resolve, Pick};
+use mnet_compiler::analysis::resolve::{assignment, resolve, Pick};
 use mnet_search::data::Dataset;
 use mnet_search::engine::Net;
 use mnet_search::train::{EpochMetrics, Progress, TrainConfig};

@@ -4,8 +4,9 @@
 //! reference interpreter, which matches TFLM bit for bit) predicts what the
 //! fake-quantized float network predicts.
 
-use mnet_compiler::quant::{interp, QParams};
-use mnet_compiler::resolve::resolve;
+use mnet_compiler::analysis::resolve::resolve;
+use mnet_compiler::exec::interp;
+use mnet_compiler::lower::QParams;
 use mnet_compiler::Weights;
 use mnet_search::data::Dataset;
 use mnet_search::engine::Net;

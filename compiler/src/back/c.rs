@@ -4,13 +4,13 @@
 //! clamps as literals; weights, biases and requantization multipliers are
 //! `static const`, 16-byte aligned arrays; activations live in one static
 //! arena laid out by [`crate::plan`], whose table is printed as a comment.
-//! The arithmetic is the reference interpreter's ([`crate::quant::interp`]),
+//! The arithmetic is the reference interpreter's ([`crate::exec::interp`]),
 //! which is TFLM's: the C output is bit-identical to both. C99, only
 //! `<stdint.h>` and `<string.h>`, no allocation.
 
+use crate::exec::interp::Prepared;
+use crate::lower::{pad_before, LKind, QuantGraph};
 use crate::plan::{MemoryPlan, Place};
-use crate::quant::interp::Prepared;
-use crate::quant::{pad_before, LKind, QuantGraph};
 use std::fmt::Write;
 
 /// Options of the C backend.

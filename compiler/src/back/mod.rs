@@ -1,11 +1,11 @@
-//! Backends: the int8 network as a TFLite flatbuffer ([`tflite`]) and as
-//! ahead-of-time C.
+//! Source backends: the int8 network as ahead-of-time C ([`c`]), and a
+//! fixed network written back as `.mnet` ([`mnet`]). The TFLite flatbuffer
+//! has its own module, [`crate::tflite`].
 
 pub mod c;
-pub mod inspect;
-pub mod tflite;
+pub mod mnet;
 
-use crate::quant::{LKind, Lowered};
+use crate::lower::{LKind, Lowered};
 
 /// MACs of each lowered node (for comments and summaries).
 pub fn lowered_macs(l: &Lowered) -> Vec<u64> {

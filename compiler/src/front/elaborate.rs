@@ -11,9 +11,9 @@
 //! becomes a poison value that raises nothing further), so one run reports
 //! every independent mistake.
 
+use crate::front::program::{BlockRef, Program};
 use crate::ir::*;
-use crate::program::{BlockRef, Program};
-use crate::shape::{set_attr, MAX_ELEMENTS};
+use crate::ops::shape::{set_attr, MAX_ELEMENTS};
 use mnet_grammar::ast::{self, Expr, ExprKind, Ident, StmtKind};
 use mnet_grammar::{Diagnostic, Span};
 use petgraph::stable_graph::StableDiGraph;

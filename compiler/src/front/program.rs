@@ -14,9 +14,9 @@ use std::collections::BTreeMap;
 
 /// The standard library: module path and source.
 pub const STDLIB: &[(&str, &str)] = &[
-    ("blocks", include_str!("../../stdlib/blocks.mnet")),
-    ("spaces", include_str!("../../stdlib/spaces.mnet")),
-    ("boards", include_str!("../../stdlib/boards.mnet")),
+    ("blocks", include_str!("../../../stdlib/blocks.mnet")),
+    ("spaces", include_str!("../../../stdlib/spaces.mnet")),
+    ("boards", include_str!("../../../stdlib/boards.mnet")),
 ];
 
 /// A block definition: module index and item index.
@@ -88,7 +88,7 @@ impl Program {
                 );
                 continue;
             }
-            if is_block && crate::elaborate::LAYERS.contains(&n.name.as_str()) {
+            if is_block && crate::front::elaborate::LAYERS.contains(&n.name.as_str()) {
                 diags.push(
                     Diagnostic::error(n.span, format!("`{}` is a built-in layer", n.name))
                         .with_hint("give the block another name"),

@@ -19,7 +19,7 @@
 //! once.
 
 use crate::ir::*;
-use crate::shape::{cost, infer, set_attr, LayerCost};
+use crate::ops::shape::{cost, infer, set_attr, LayerCost};
 use mnet_grammar::{Diagnostic, Sources};
 use num_bigint::BigUint;
 use rustc_hash::FxHashMap as HashMap;

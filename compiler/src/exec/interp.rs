@@ -9,7 +9,7 @@
 use super::arith::{
     mbqm, quantize_f32, quantize_multiplier, rdbpot, softmax_params, softmax_row, srdhm,
 };
-use super::{pad, pad_before, Act, LKind, QParams, QuantGraph};
+use crate::lower::{pad, pad_before, Act, LKind, QParams, QuantGraph};
 
 /// Per-node values fixed at preparation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -308,7 +308,7 @@ pub fn run(q: &QuantGraph, prep: &[Prepared], input: &[i8]) -> Vec<Vec<i8>> {
                     })
                     .collect()
             }
-            (LKind::Concat, _) => super::concat(n, l, &values),
+            (LKind::Concat, _) => crate::lower::concat(n, l, &values),
             (LKind::Pad { pads }, _) => pad(
                 &values[n.inputs[0]],
                 &l.nodes[n.inputs[0]].shape,

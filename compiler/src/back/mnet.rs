@@ -135,14 +135,14 @@ fn stmt(kind: StmtKind) -> Stmt {
 
 /// Budgets (explicit or from the target) that the network exceeds.
 pub fn exceeded_budgets(g: &FixedGraph) -> Vec<String> {
-    let totals = crate::stats::fixed_stats(g).totals;
-    crate::stats::budgets(&g.info)
+    let totals = crate::analysis::stats::fixed_stats(g).totals;
+    crate::analysis::stats::budgets(&g.info)
         .into_iter()
         .filter(|b| totals.get(b.kind) > b.limit)
         .map(|b| {
             let fmt = match b.kind {
-                BudgetKind::Ops => crate::stats::human_count,
-                _ => crate::stats::human_bytes,
+                BudgetKind::Ops => crate::analysis::stats::human_count,
+                _ => crate::analysis::stats::human_bytes,
             };
             format!(
                 "{} {} > {} ({})",

@@ -11,7 +11,7 @@
 
 use crate::simd;
 use mnet_compiler::ir::{FixedGraph, Op, Padding};
-use mnet_compiler::quant::pad_before;
+use mnet_compiler::lower::pad_before;
 use rand::{RngExt, SeedableRng};
 use rayon::prelude::*;
 

@@ -12,8 +12,6 @@
 //! outputs are fixed at 1/256, -128, and pooling, reshape, pad and concat
 //! share their input's quantization.
 
-pub mod arith;
-pub mod interp;
 pub mod io;
 
 use crate::ir::{FixedGraph, Op, Padding};

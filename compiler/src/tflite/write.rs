@@ -7,8 +7,8 @@
 //! for int8. Each tensor carries a batch dimension of 1 in front of mnet's
 //! shape.
 
-use crate::quant::interp::Prepared;
-use crate::quant::{Act, LKind, QuantGraph};
+use crate::exec::interp::Prepared;
+use crate::lower::{Act, LKind, QuantGraph};
 use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
 
 /// Builtin operator codes.
@@ -163,7 +163,7 @@ pub fn write(q: &QuantGraph, prep: &[Prepared]) -> Vec<u8> {
         }
         let mut inputs: Vec<i32> = n.inputs.iter().map(|&j| act_tensor[j]).collect();
         if let Some(qw) = q.weights.get(&i) {
-            let (wshape, cout) = crate::quant::weight_shape(l, n);
+            let (wshape, cout) = crate::lower::weight_shape(l, n);
             let in_scale = q.qparams[n.inputs[0]].scale;
             let depthwise = matches!(n.kind, LKind::Depthwise { .. });
             let wt = w.constant(

@@ -2,14 +2,16 @@
 //! [`FixedGraph`].
 //!
 //! `--pick min` and `--pick max` take the networks with the fewest and most
-//! ops found by the exact analysis ([`crate::space`]); `--pick random:SEED`
+//! ops found by the exact analysis ([`crate::analysis::space`]); `--pick random:SEED`
 //! draws every choice uniformly with a seeded ChaCha8 generator, so the same
 //! seed gives the same network on every machine. Skipped blocks disappear
 //! (or become their avg-pool shortcut), unchosen alternatives are dropped,
 //! and every attribute takes its option's value.
 
+use crate::analysis::space::{
+    bind_op, eval_layer, shortcut_op, Assignment, SpaceSummary, TensorInfo,
+};
 use crate::ir::*;
-use crate::space::{bind_op, eval_layer, shortcut_op, Assignment, SpaceSummary, TensorInfo};
 use petgraph::stable_graph::StableDiGraph;
 use rand::{RngExt, SeedableRng};
 use std::collections::HashMap;
@@ -71,7 +73,7 @@ pub fn assignment(g: &SearchGraph, summary: &SpaceSummary, pick: Pick) -> Vec<u1
 }
 
 /// Build the fixed network for a full assignment. Fails only if the
-/// assignment reaches a shape error, which [`crate::space::analyze`] rules
+/// assignment reaches a shape error, which [`crate::analysis::space::analyze`] rules
 /// out for every assignment of a checked space.
 pub fn resolve(g: &SearchGraph, choice: &[u16]) -> Result<FixedGraph, String> {
     let mut graph: StableDiGraph<FixedNode, u32> = StableDiGraph::new();

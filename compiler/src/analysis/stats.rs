@@ -3,13 +3,13 @@
 //! For a fixed network (or a search space with `--pick`) every layer gets a
 //! row: op, attributes, output shape, MACs, params, weight bytes, working
 //! bytes. For a search space the rows show each node's range over the space,
-//! and the totals show the exact min and max from [`crate::space`] and the
+//! and the totals show the exact min and max from [`crate::analysis::space`] and the
 //! number of distinct networks. Budgets (explicit `budget` lines and the
 //! target board's SRAM and flash) are checked against the totals.
 
+use crate::analysis::space::{SpaceSummary, Totals};
 use crate::ir::*;
-use crate::shape::{cost, LayerCost};
-use crate::space::{SpaceSummary, Totals};
+use crate::ops::shape::{cost, LayerCost};
 use serde_json::{json, Value};
 use std::fmt::Write;
 
@@ -392,7 +392,7 @@ pub fn render_space(g: &SearchGraph, s: &SpaceSummary) -> String {
         g.choices.len(),
         s.count
     );
-    let rows: Vec<(SNodeId, &crate::space::NodeRange)> = g
+    let rows: Vec<(SNodeId, &crate::analysis::space::NodeRange)> = g
         .order
         .iter()
         .filter_map(|id| s.node_ranges[id.0.index()].as_ref().map(|r| (*id, r)))

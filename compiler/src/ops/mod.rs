@@ -1,0 +1,4 @@
+//! The ops of the language: shape inference, costs and attributes
+//! ([`shape`]).
+
+pub mod shape;
