@@ -45,198 +45,7 @@ impl fmt::Display for ChoiceId {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Padding {
-    Same,
-    Valid,
-}
-
-impl Padding {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Padding::Same => "same",
-            Padding::Valid => "valid",
-        }
-    }
-}
-
-/// A layer with concrete attributes. Shapes are NHWC without the batch
-/// dimension: `[H, W, C]` for feature maps, `[N]` after dense/flatten.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Op {
-    Input {
-        shape: Vec<u32>,
-    },
-    Conv2d {
-        out: u32,
-        kernel: [u32; 2],
-        stride: [u32; 2],
-        padding: Padding,
-    },
-    DepthwiseConv2d {
-        kernel: [u32; 2],
-        stride: [u32; 2],
-        padding: Padding,
-    },
-    Dense {
-        out: u32,
-    },
-    AvgPool {
-        size: [u32; 2],
-        stride: [u32; 2],
-        padding: Padding,
-    },
-    MaxPool {
-        size: [u32; 2],
-        stride: [u32; 2],
-        padding: Padding,
-    },
-    GlobalAvgPool,
-    Add,
-    Concat,
-    /// `[top, bottom, left, right]`
-    Pad {
-        pads: [u32; 4],
-    },
-    Reshape {
-        shape: Vec<u32>,
-    },
-    Flatten,
-    BatchNorm,
-    Relu,
-    Relu6,
-    Softmax,
-}
-
-impl Op {
-    /// The name used in `.mnet` source.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Op::Input { .. } => "input",
-            Op::Conv2d { .. } => "conv2d",
-            Op::DepthwiseConv2d { .. } => "depthwise_conv2d",
-            Op::Dense { .. } => "dense",
-            Op::AvgPool { .. } => "avg_pool",
-            Op::MaxPool { .. } => "max_pool",
-            Op::GlobalAvgPool => "global_avg_pool",
-            Op::Add => "add",
-            Op::Concat => "concat",
-            Op::Pad { .. } => "pad",
-            Op::Reshape { .. } => "reshape",
-            Op::Flatten => "flatten",
-            Op::BatchNorm => "batch_norm",
-            Op::Relu => "relu",
-            Op::Relu6 => "relu6",
-            Op::Softmax => "softmax",
-        }
-    }
-
-    /// Short attribute summary for tables, e.g. `10x4/1 same`.
-    pub fn attrs_short(&self) -> String {
-        self.attrs_short_with(|_| None)
-    }
-
-    /// [`Op::attrs_short`], with the attributes a choice sets shown by
-    /// `bound` (e.g. `c3`) instead of their value.
-    pub fn attrs_short_with(&self, bound: impl Fn(Slot) -> Option<String>) -> String {
-        fn pair(p: [u32; 2]) -> String {
-            if p[0] == p[1] {
-                p[0].to_string()
-            } else {
-                format!("{}x{}", p[0], p[1])
-            }
-        }
-        let (kernel, stride, padding, kslot) = match self {
-            Op::Conv2d {
-                kernel,
-                stride,
-                padding,
-                ..
-            }
-            | Op::DepthwiseConv2d {
-                kernel,
-                stride,
-                padding,
-            } => (kernel, stride, padding, Slot::Kernel),
-            Op::AvgPool {
-                size,
-                stride,
-                padding,
-            }
-            | Op::MaxPool {
-                size,
-                stride,
-                padding,
-            } => (size, stride, padding, Slot::Size),
-            Op::Pad { pads } => {
-                return bound(Slot::Pads)
-                    .unwrap_or_else(|| format!("{},{},{},{}", pads[0], pads[1], pads[2], pads[3]))
-            }
-            _ => return String::new(),
-        };
-        format!(
-            "{}/{} {}",
-            bound(kslot).unwrap_or_else(|| format!("{}x{}", kernel[0], kernel[1])),
-            bound(Slot::Stride).unwrap_or_else(|| pair(*stride)),
-            bound(Slot::Padding).unwrap_or_else(|| padding.as_str().to_string())
-        )
-    }
-
-    /// Conv, depthwise conv and dense: the layers batch norm folds into and
-    /// activations fuse with.
-    pub fn is_weighted(&self) -> bool {
-        matches!(
-            self,
-            Op::Conv2d { .. } | Op::DepthwiseConv2d { .. } | Op::Dense { .. }
-        )
-    }
-}
-
-/// Which attribute of an [`Op`] a choice sets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Slot {
-    Out,
-    Kernel,
-    Stride,
-    Padding,
-    Size,
-    Pads,
-}
-
-impl Slot {
-    pub fn name(self) -> &'static str {
-        match self {
-            Slot::Out => "out",
-            Slot::Kernel => "kernel",
-            Slot::Stride => "stride",
-            Slot::Padding => "padding",
-            Slot::Size => "size",
-            Slot::Pads => "pads",
-        }
-    }
-}
-
-/// A constant an option of a value choice can hold.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Const {
-    Int(u64),
-    Sym(String),
-    Tuple(Vec<Const>),
-}
-
-impl fmt::Display for Const {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        match self {
-            Const::Int(v) => write!(f, "{v}"),
-            Const::Sym(s) => write!(f, "{s}"),
-            Const::Tuple(xs) if xs.len() == 1 => write!(f, "({},)", xs[0]),
-            Const::Tuple(xs) => {
-                let parts: Vec<String> = xs.iter().map(|x| x.to_string()).collect();
-                write!(f, "({})", parts.join(", "))
-            }
-        }
-    }
-}
+pub use crate::ops::{Const, Op, Padding, Slot};
 
 /// What a choice point chooses between.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -457,7 +266,7 @@ impl SearchGraph {
             let what = match &node.op {
                 SearchOp::Layer(op) => {
                     let mut s = format!("{}({})", op.name(), inputs.join(", "));
-                    let attrs = op_attrs(op);
+                    let attrs = op.attrs();
                     let bound: Vec<(Slot, ChoiceId)> = node.bindings.clone();
                     let attrs: Vec<String> = attrs
                         .into_iter()
@@ -535,53 +344,6 @@ pub fn short_location(sources: &mnet_grammar::Sources, span: Span) -> String {
     }
 }
 
-/// The attributes of an op as `(slot, printed value)`.
-pub fn op_attrs(op: &Op) -> Vec<(Slot, String)> {
-    let pair = |p: [u32; 2]| format!("({}, {})", p[0], p[1]);
-    match op {
-        Op::Conv2d {
-            out,
-            kernel,
-            stride,
-            padding,
-        } => vec![
-            (Slot::Out, out.to_string()),
-            (Slot::Kernel, pair(*kernel)),
-            (Slot::Stride, pair(*stride)),
-            (Slot::Padding, padding.as_str().to_string()),
-        ],
-        Op::DepthwiseConv2d {
-            kernel,
-            stride,
-            padding,
-        } => vec![
-            (Slot::Kernel, pair(*kernel)),
-            (Slot::Stride, pair(*stride)),
-            (Slot::Padding, padding.as_str().to_string()),
-        ],
-        Op::Dense { out } => vec![(Slot::Out, out.to_string())],
-        Op::AvgPool {
-            size,
-            stride,
-            padding,
-        }
-        | Op::MaxPool {
-            size,
-            stride,
-            padding,
-        } => vec![
-            (Slot::Size, pair(*size)),
-            (Slot::Stride, pair(*stride)),
-            (Slot::Padding, padding.as_str().to_string()),
-        ],
-        Op::Pad { pads } => vec![(
-            Slot::Pads,
-            format!("({}, {}, {}, {})", pads[0], pads[1], pads[2], pads[3]),
-        )],
-        _ => vec![],
-    }
-}
-
 fn ordered_inputs<N>(graph: &StableDiGraph<N, u32>, id: NodeIndex) -> Vec<NodeIndex> {
     let mut edges: Vec<(u32, NodeIndex)> = graph
         .edges_directed(id, Direction::Incoming)
@@ -646,7 +408,9 @@ impl FixedGraph {
         for &id in &self.order {
             let node = self.node(id);
             let inputs: Vec<String> = self.inputs(id).iter().map(|i| i.to_string()).collect();
-            let attrs: Vec<String> = op_attrs(&node.op)
+            let attrs: Vec<String> = node
+                .op
+                .attrs()
                 .into_iter()
                 .map(|(s, v)| format!("{}={}", s.name(), v))
                 .collect();

@@ -69,16 +69,25 @@ pub fn in_place_kind(l: &Lowered, i: usize, j: usize) -> Option<InPlace> {
         LKind::Depthwise { .. } if n.inputs[0] == j => Some(InPlace::DepthwisePlanes {
             plane: (input[0] * input[1]) as usize,
         }),
-        LKind::Conv {
-            kernel: [1, 1],
-            stride: [1, 1],
-            out,
-            ..
-        } if n.inputs[0] == j && input.len() == 3 => Some(InPlace::PointwisePixels {
-            pixel: input[2] as usize,
-            backwards: out > input[2],
-        }),
-        _ => None,
+        LKind::Conv { window, out }
+            if window.kernel == [1, 1]
+                && window.stride == [1, 1]
+                && n.inputs[0] == j
+                && input.len() == 3 =>
+        {
+            Some(InPlace::PointwisePixels {
+                pixel: input[2] as usize,
+                backwards: out > input[2],
+            })
+        }
+        LKind::Conv { .. }
+        | LKind::Depthwise { .. }
+        | LKind::Input
+        | LKind::Pool { .. }
+        | LKind::Concat
+        | LKind::Pad { .. }
+        | LKind::Reshape
+        | LKind::Softmax => None,
     }
 }
 
@@ -131,10 +140,10 @@ pub fn fusions(l: &Lowered) -> Vec<Option<usize>> {
 /// Rows of a fused conv's output the ring holds: the depthwise kernel height
 /// (at most the conv's output height).
 pub fn ring_rows(l: &Lowered, c: usize, d: usize) -> usize {
-    let LKind::Depthwise { kernel, .. } = l.nodes[d].kind else {
+    let LKind::Depthwise { window } = l.nodes[d].kind else {
         unreachable!("fused into a depthwise conv")
     };
-    (kernel[0] as usize).min(l.nodes[c].shape[0] as usize)
+    (window.kernel[0] as usize).min(l.nodes[c].shape[0] as usize)
 }
 
 /// Bytes each node's output occupies in memory: a fused conv's ring, else

@@ -20,6 +20,7 @@
 
 use crate::ir::*;
 use crate::ops::shape::{cost, infer, set_attr, LayerCost};
+use crate::ops::{PoolKind, Window};
 use mnet_grammar::{Diagnostic, Sources};
 use num_bigint::BigUint;
 use rustc_hash::FxHashMap as HashMap;
@@ -68,7 +69,7 @@ pub fn eval_layer(op: &Op, inputs: &[&TensorInfo]) -> Result<LayerEval, String> 
             }
             (Producer::FoldedBn, true)
         }
-        Op::Relu | Op::Relu6 => (
+        Op::Act(_) => (
             Producer::Other,
             matches!(inputs[0].producer, Producer::Weighted | Producer::FoldedBn),
         ),
@@ -84,10 +85,13 @@ pub fn eval_layer(op: &Op, inputs: &[&TensorInfo]) -> Result<LayerEval, String> 
 
 /// The avg-pool shortcut of a skipped block that downsamples by `pool`.
 pub fn shortcut_op(pool: [u32; 2]) -> Op {
-    Op::AvgPool {
-        size: pool,
-        stride: pool,
-        padding: Padding::Same,
+    Op::Pool {
+        kind: PoolKind::Avg,
+        window: Window {
+            kernel: pool,
+            stride: pool,
+            padding: Padding::Same,
+        },
     }
 }
 

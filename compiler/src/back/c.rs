@@ -9,7 +9,8 @@
 //! `<stdint.h>` and `<string.h>`, no allocation.
 
 use crate::exec::interp::Prepared;
-use crate::lower::{pad_before, LKind, QuantGraph};
+use crate::lower::{LKind, QuantGraph};
+use crate::ops::PoolKind;
 use crate::plan::{MemoryPlan, Place};
 use std::fmt::Write;
 
@@ -218,19 +219,8 @@ fn fused_conv_depthwise(
 ) {
     let l = &q.lowered;
     let (conv, depth) = (&l.nodes[cv], &l.nodes[dw]);
-    let (
-        LKind::Conv {
-            kernel: ck,
-            stride: cs,
-            padding: cp,
-            ..
-        },
-        LKind::Depthwise {
-            kernel: dk,
-            stride: ds,
-            padding: dp,
-        },
-    ) = (&conv.kind, &depth.kind)
+    let (LKind::Conv { window: cw, .. }, LKind::Depthwise { window: dwin }) =
+        (&conv.kind, &depth.kind)
     else {
         unreachable!("a fused pair is conv then depthwise")
     };
@@ -252,10 +242,11 @@ fn fused_conv_depthwise(
     let x_shape = &l.nodes[conv.inputs[0]].shape;
     let (xh, xw, xc) = (x_shape[0], x_shape[1], x_shape[2]);
     let (hc, wc, cc) = (conv.shape[0], conv.shape[1], conv.shape[2]);
-    let (cph, _) = pad_before(xh, ck[0], cs[0], *cp);
-    let (cpw, _) = pad_before(xw, ck[1], cs[1], *cp);
-    let (dph, doh) = pad_before(hc, dk[0], ds[0], *dp);
-    let (dpw, dow) = pad_before(wc, dk[1], ds[1], *dp);
+    let (ck, cs, dk, ds) = (cw.kernel, cw.stride, dwin.kernel, dwin.stride);
+    let cplace = cw.over([xh, xw]);
+    let (cph, cpw) = (cplace.pad[0], cplace.pad[1]);
+    let dplace = dwin.over([hc, wc]);
+    let ([dph, dpw], [doh, dow]) = (dplace.pad, dplace.out);
     let rows = crate::plan::ring_rows(l, cv, dw);
     let Place::Arena { offset: ring } = plan.places[cv] else {
         unreachable!("a ring lives in the arena")
@@ -499,21 +490,18 @@ pub fn write(
         }
         match (&n.kind, &prep[i]) {
             (
-                LKind::Depthwise {
-                    kernel,
-                    stride,
-                    padding,
-                },
+                LKind::Depthwise { window },
                 Prepared::Weighted {
                     act_min, act_max, ..
                 },
             ) if plan.scratch[i].is_some() => {
+                let (kernel, stride) = (window.kernel, window.stride);
                 // In place, channel by channel (TinyEngine): copy one input
                 // plane to the scratch, write the output channel over the
                 // input channel's own slots.
                 let (hh, ww, ch) = (in_shape[0], in_shape[1], in_shape[2]);
-                let (ph, oh) = pad_before(hh, kernel[0], stride[0], *padding);
-                let (pw, ow) = pad_before(ww, kernel[1], stride[1], *padding);
+                let place = window.over([hh, ww]);
+                let ([ph, pw], [oh, ow]) = (place.pad, place.out);
                 let (soff, _) = plan.scratch[i].expect("scratch");
                 let _ = writeln!(c, "        int8_t *buf = {y};\n        int8_t *tmp = mnet_arena + {soff};\n        int k, oy, ox, ch, ky, kx;");
                 let _ = writeln!(c, "        for (ch = 0; ch < {ch}; ++ch) {{");
@@ -561,23 +549,7 @@ pub fn write(
                 c.push_str("            }\n        }\n");
             }
             (
-                LKind::Conv {
-                    kernel,
-                    stride,
-                    padding,
-                    ..
-                },
-                Prepared::Weighted {
-                    act_min, act_max, ..
-                },
-            )
-            | (
-                LKind::Depthwise {
-                    kernel,
-                    stride,
-                    padding,
-                    ..
-                },
+                LKind::Conv { window, .. } | LKind::Depthwise { window },
                 Prepared::Weighted {
                     act_min, act_max, ..
                 },
@@ -585,8 +557,9 @@ pub fn write(
                 let depthwise = matches!(n.kind, LKind::Depthwise { .. });
                 let (hh, ww, cin) = (in_shape[0], in_shape[1], in_shape[2]);
                 let cout = n.shape[2];
-                let (ph, oh) = pad_before(hh, kernel[0], stride[0], *padding);
-                let (pw, ow) = pad_before(ww, kernel[1], stride[1], *padding);
+                let (kernel, stride) = (window.kernel, window.stride);
+                let place = window.over([hh, ww]);
+                let ([ph, pw], [oh, ow]) = (place.pad, place.out);
                 let _ = writeln!(c, "        const int8_t *x = {};\n        int8_t *y = {y};\n        int oy, ox, oc, ky, kx;", xs[0]);
                 let _ = writeln!(c, "        for (oy = 0; oy < {oh}; ++oy) {{\n        for (ox = 0; ox < {ow}; ++ox) {{");
                 let _ = writeln!(
@@ -620,23 +593,12 @@ pub fn write(
                 );
                 c.push_str("            }\n        }\n        }\n");
             }
-            (
-                LKind::AvgPool {
-                    size,
-                    stride,
-                    padding,
-                }
-                | LKind::MaxPool {
-                    size,
-                    stride,
-                    padding,
-                },
-                Prepared::Pool { act_min, act_max },
-            ) => {
-                let avg = matches!(n.kind, LKind::AvgPool { .. });
+            (LKind::Pool { kind, window }, Prepared::Pool { act_min, act_max }) => {
+                let avg = *kind == PoolKind::Avg;
                 let (hh, ww, ch) = (in_shape[0], in_shape[1], in_shape[2]);
-                let (ph, oh) = pad_before(hh, size[0], stride[0], *padding);
-                let (pw, ow) = pad_before(ww, size[1], stride[1], *padding);
+                let (size, stride) = (window.kernel, window.stride);
+                let place = window.over([hh, ww]);
+                let ([ph, pw], [oh, ow]) = (place.pad, place.out);
                 let _ = writeln!(c, "        const int8_t *x = {};\n        int8_t *y = {y};\n        int oy, ox, ch, ky, kx;", xs[0]);
                 let _ = writeln!(c, "        for (oy = 0; oy < {oh}; ++oy) {{\n        for (ox = 0; ox < {ow}; ++ox) {{\n        for (ch = 0; ch < {ch}; ++ch) {{");
                 if avg {

@@ -8,6 +8,7 @@
 //! clean, and `mnet check`/`stats` on it give the picked network's figures.
 
 use crate::ir::*;
+use crate::ops::shape::{get_attr, set_attr};
 use mnet_grammar::ast::*;
 use mnet_grammar::Span;
 use std::collections::HashMap;
@@ -23,18 +24,6 @@ fn e(kind: ExprKind) -> Expr {
     }
 }
 
-fn int(v: u32) -> Expr {
-    e(ExprKind::Int(v as u64))
-}
-
-fn pair(p: [u32; 2]) -> Expr {
-    if p[0] == p[1] {
-        int(p[0])
-    } else {
-        e(ExprKind::Tuple(vec![int(p[0]), int(p[1])]))
-    }
-}
-
 fn named(name: &str, value: Expr) -> Arg {
     Arg {
         name: Some(ident(name)),
@@ -46,66 +35,48 @@ fn sym(s: &str) -> Expr {
     e(ExprKind::Ident(s.to_string()))
 }
 
-/// Attribute arguments of an op (defaults left out).
+/// A constant as source: a pair of equal sizes as one (`3`, not `(3, 3)`),
+/// a shape as a list.
+fn constant(slot: Slot, v: &Const) -> Expr {
+    match v {
+        Const::Int(n) => e(ExprKind::Int(*n)),
+        Const::Sym(s) => sym(s),
+        Const::Tuple(xs) if slot == Slot::Shape => e(ExprKind::List(
+            xs.iter().map(|x| constant(slot, x)).collect(),
+        )),
+        Const::Tuple(xs) if xs.len() == 2 && xs[0] == xs[1] => constant(slot, &xs[0]),
+        Const::Tuple(xs) => e(ExprKind::Tuple(
+            xs.iter().map(|x| constant(slot, x)).collect(),
+        )),
+    }
+}
+
+/// Attribute arguments of an op, in the op table's order, those equal to
+/// their default left out.
 fn attr_args(op: &Op) -> Vec<Arg> {
+    let Some(def) = crate::ops::lookup(op.name()) else {
+        return Vec::new();
+    };
     let mut args = Vec::new();
-    match op {
-        Op::Conv2d {
-            out,
-            kernel,
-            stride,
-            padding,
-        } => {
-            args.push(named("out", int(*out)));
-            args.push(named("kernel", pair(*kernel)));
-            if *stride != [1, 1] {
-                args.push(named("stride", pair(*stride)));
+    let mut size = None;
+    for p in def.params {
+        let Some(slot) = p.slot else { continue };
+        let value = get_attr(op, slot).expect("the op has the attributes of its table entry");
+        let default = match p.default_const() {
+            Some(d) => {
+                let mut t = (def.template)();
+                set_attr(&mut t, slot, &d).expect("defaults are valid");
+                get_attr(&t, slot)
             }
-            if *padding != Padding::Same {
-                args.push(named("padding", sym(padding.as_str())));
-            }
+            None if p.default.is_some() => size.clone(),
+            None => None,
+        };
+        if slot == Slot::Size {
+            size = Some(value.clone());
         }
-        Op::DepthwiseConv2d {
-            kernel,
-            stride,
-            padding,
-        } => {
-            args.push(named("kernel", pair(*kernel)));
-            if *stride != [1, 1] {
-                args.push(named("stride", pair(*stride)));
-            }
-            if *padding != Padding::Same {
-                args.push(named("padding", sym(padding.as_str())));
-            }
+        if default.as_ref() != Some(&value) {
+            args.push(named(p.name, constant(slot, &value)));
         }
-        Op::Dense { out } => args.push(named("out", int(*out))),
-        Op::AvgPool {
-            size,
-            stride,
-            padding,
-        }
-        | Op::MaxPool {
-            size,
-            stride,
-            padding,
-        } => {
-            args.push(named("size", pair(*size)));
-            if stride != size {
-                args.push(named("stride", pair(*stride)));
-            }
-            if *padding != Padding::Valid {
-                args.push(named("padding", sym(padding.as_str())));
-            }
-        }
-        Op::Pad { pads } => args.push(named(
-            "pads",
-            e(ExprKind::Tuple(pads.iter().map(|p| int(*p)).collect())),
-        )),
-        Op::Reshape { shape } => args.push(named(
-            "shape",
-            e(ExprKind::List(shape.iter().map(|d| int(*d)).collect())),
-        )),
-        _ => {}
     }
     args
 }

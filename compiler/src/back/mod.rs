@@ -5,22 +5,22 @@
 pub mod c;
 pub mod mnet;
 
-use crate::lower::{LKind, Lowered};
+use crate::lower::Lowered;
 
-/// MACs of each lowered node (for comments and summaries).
+/// MACs of each lowered node (for comments and summaries): a weighted
+/// node's weights, once per output pixel.
 pub fn lowered_macs(l: &Lowered) -> Vec<u64> {
     l.nodes
         .iter()
-        .map(|n| {
-            let out: u64 = n.shape.iter().map(|&d| d as u64).product();
-            match n.kind {
-                LKind::Conv { kernel, .. } => {
-                    let cin = *l.nodes[n.inputs[0]].shape.last().unwrap() as u64;
-                    out * kernel[0] as u64 * kernel[1] as u64 * cin
-                }
-                LKind::Depthwise { kernel, .. } => out * kernel[0] as u64 * kernel[1] as u64,
-                _ => 0,
+        .map(|n| match &n.params {
+            Some(p) => {
+                let pixels: u64 = n.shape[..n.shape.len() - 1]
+                    .iter()
+                    .map(|&d| d as u64)
+                    .product();
+                pixels * (p.layout.channels * p.layout.per_channel) as u64
             }
+            None => 0,
         })
         .collect()
 }

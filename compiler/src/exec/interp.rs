@@ -9,7 +9,9 @@
 use super::arith::{
     mbqm, quantize_f32, quantize_multiplier, rdbpot, softmax_params, softmax_row, srdhm,
 };
-use crate::lower::{pad, pad_before, Act, LKind, QParams, QuantGraph};
+use super::pad;
+use crate::lower::{LKind, QParams, QuantGraph};
+use crate::ops::{FusedAct, PoolKind};
 
 /// Per-node values fixed at preparation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,11 +47,11 @@ pub enum Prepared {
 }
 
 /// `CalculateActivationRangeQuantized`.
-pub fn act_range(act: Act, q: QParams) -> (i32, i32) {
+pub fn act_range(act: Option<FusedAct>, q: QParams) -> (i32, i32) {
     match act {
-        Act::None => (-128, 127),
-        Act::Relu => ((-128).max(quantize_f32(0.0, q.scale, q.zero_point)), 127),
-        Act::Relu6 => (
+        None => (-128, 127),
+        Some(FusedAct::Relu) => ((-128).max(quantize_f32(0.0, q.scale, q.zero_point)), 127),
+        Some(FusedAct::Relu6) => (
             (-128).max(quantize_f32(0.0, q.scale, q.zero_point)),
             127.min(quantize_f32(6.0, q.scale, q.zero_point)),
         ),
@@ -80,9 +82,7 @@ pub fn prepare(q: &QuantGraph) -> Vec<Prepared> {
                         act_max,
                     }
                 }
-                LKind::AvgPool { .. } | LKind::MaxPool { .. } => {
-                    Prepared::Pool { act_min, act_max }
-                }
+                LKind::Pool { .. } => Prepared::Pool { act_min, act_max },
                 LKind::Add => {
                     let (s1, s2) = (
                         q.qparams[n.inputs[0]].scale as f64,
@@ -112,7 +112,7 @@ pub fn prepare(q: &QuantGraph) -> Vec<Prepared> {
                         diff_min,
                     }
                 }
-                _ => Prepared::None,
+                LKind::Input | LKind::Concat | LKind::Pad { .. } | LKind::Reshape => Prepared::None,
             }
         })
         .collect()
@@ -127,12 +127,7 @@ pub fn run(q: &QuantGraph, prep: &[Prepared], input: &[i8]) -> Vec<Vec<i8>> {
         let out: Vec<i8> = match (&n.kind, &prep[i]) {
             (LKind::Input, _) => input.to_vec(),
             (
-                LKind::Conv {
-                    out,
-                    kernel,
-                    stride,
-                    padding,
-                },
+                LKind::Conv { out, window },
                 Prepared::Weighted {
                     mult,
                     shift,
@@ -144,35 +139,23 @@ pub fn run(q: &QuantGraph, prep: &[Prepared], input: &[i8]) -> Vec<Vec<i8>> {
                 let s = &l.nodes[n.inputs[0]].shape;
                 let w = &q.weights[&i];
                 let in_zp = q.qparams[n.inputs[0]].zero_point;
-                let (h, wd, cin) = (s[0] as i64, s[1] as i64, s[2] as usize);
-                let (ph, oh) = pad_before(s[0], kernel[0], stride[0], *padding);
-                let (pw, ow) = pad_before(s[1], kernel[1], stride[1], *padding);
-                let (kh, kw, cout) = (kernel[0] as i64, kernel[1] as i64, *out as usize);
-                let mut y = vec![0i8; oh as usize * ow as usize * cout];
-                for oy in 0..oh as i64 {
-                    for ox in 0..ow as i64 {
+                let p = window.over([s[0], s[1]]);
+                let (cin, cout) = (s[2] as usize, *out as usize);
+                let taps = (p.kernel[0] * p.kernel[1]) as usize;
+                let mut y = vec![0i8; p.out_pixels() * cout];
+                for oy in 0..p.out[0] as usize {
+                    for ox in 0..p.out[1] as usize {
                         for oc in 0..cout {
                             let mut acc: i32 = 0;
-                            for ky in 0..kh {
-                                for kx in 0..kw {
-                                    let (iy, ix) = (
-                                        oy * stride[0] as i64 - ph + ky,
-                                        ox * stride[1] as i64 - pw + kx,
-                                    );
-                                    if iy < 0 || ix < 0 || iy >= h || ix >= wd {
-                                        continue;
-                                    }
-                                    let xb = (iy * wd + ix) as usize * cin;
-                                    let wb = ((oc as i64 * kh + ky) * kw + kx) as usize * cin;
-                                    for ic in 0..cin {
-                                        acc +=
-                                            w.weight[wb + ic] as i32 * (x[xb + ic] as i32 - in_zp);
-                                    }
+                            for (t, px) in p.taps(oy, ox) {
+                                let (xb, wb) = (px * cin, (oc * taps + t) * cin);
+                                for ic in 0..cin {
+                                    acc += w.weight[wb + ic] as i32 * (x[xb + ic] as i32 - in_zp);
                                 }
                             }
                             acc += w.bias[oc];
                             let v = mbqm(acc, mult[oc], shift[oc]) + out_q.zero_point;
-                            y[(oy * ow as i64 + ox) as usize * cout + oc] =
+                            y[(oy * p.out[1] as usize + ox) * cout + oc] =
                                 v.clamp(*act_min, *act_max) as i8;
                         }
                     }
@@ -180,11 +163,7 @@ pub fn run(q: &QuantGraph, prep: &[Prepared], input: &[i8]) -> Vec<Vec<i8>> {
                 y
             }
             (
-                LKind::Depthwise {
-                    kernel,
-                    stride,
-                    padding,
-                },
+                LKind::Depthwise { window },
                 Prepared::Weighted {
                     mult,
                     shift,
@@ -196,84 +175,48 @@ pub fn run(q: &QuantGraph, prep: &[Prepared], input: &[i8]) -> Vec<Vec<i8>> {
                 let s = &l.nodes[n.inputs[0]].shape;
                 let w = &q.weights[&i];
                 let in_zp = q.qparams[n.inputs[0]].zero_point;
-                let (h, wd, c) = (s[0] as i64, s[1] as i64, s[2] as usize);
-                let (ph, oh) = pad_before(s[0], kernel[0], stride[0], *padding);
-                let (pw, ow) = pad_before(s[1], kernel[1], stride[1], *padding);
-                let (kh, kw) = (kernel[0] as i64, kernel[1] as i64);
-                let mut y = vec![0i8; oh as usize * ow as usize * c];
-                for oy in 0..oh as i64 {
-                    for ox in 0..ow as i64 {
+                let p = window.over([s[0], s[1]]);
+                let c = s[2] as usize;
+                let mut y = vec![0i8; p.out_pixels() * c];
+                for oy in 0..p.out[0] as usize {
+                    for ox in 0..p.out[1] as usize {
                         for ch in 0..c {
                             let mut acc: i32 = 0;
-                            for ky in 0..kh {
-                                for kx in 0..kw {
-                                    let (iy, ix) = (
-                                        oy * stride[0] as i64 - ph + ky,
-                                        ox * stride[1] as i64 - pw + kx,
-                                    );
-                                    if iy < 0 || ix < 0 || iy >= h || ix >= wd {
-                                        continue;
-                                    }
-                                    acc += w.weight[(ky * kw + kx) as usize * c + ch] as i32
-                                        * (x[(iy * wd + ix) as usize * c + ch] as i32 - in_zp);
-                                }
+                            for (t, px) in p.taps(oy, ox) {
+                                acc +=
+                                    w.weight[t * c + ch] as i32 * (x[px * c + ch] as i32 - in_zp);
                             }
                             acc += w.bias[ch];
                             let v = mbqm(acc, mult[ch], shift[ch]) + out_q.zero_point;
-                            y[(oy * ow as i64 + ox) as usize * c + ch] =
+                            y[(oy * p.out[1] as usize + ox) * c + ch] =
                                 v.clamp(*act_min, *act_max) as i8;
                         }
                     }
                 }
                 y
             }
-            (
-                LKind::AvgPool {
-                    size,
-                    stride,
-                    padding,
-                }
-                | LKind::MaxPool {
-                    size,
-                    stride,
-                    padding,
-                },
-                Prepared::Pool { act_min, act_max },
-            ) => {
-                let avg = matches!(n.kind, LKind::AvgPool { .. });
+            (LKind::Pool { kind, window }, Prepared::Pool { act_min, act_max }) => {
                 let x = &values[n.inputs[0]];
                 let s = &l.nodes[n.inputs[0]].shape;
-                let (h, wd, c) = (s[0] as i64, s[1] as i64, s[2] as usize);
-                let (ph, oh) = pad_before(s[0], size[0], stride[0], *padding);
-                let (pw, ow) = pad_before(s[1], size[1], stride[1], *padding);
-                let mut y = vec![0i8; oh as usize * ow as usize * c];
-                for oy in 0..oh as i64 {
-                    for ox in 0..ow as i64 {
+                let p = window.over([s[0], s[1]]);
+                let c = s[2] as usize;
+                let mut y = vec![0i8; p.out_pixels() * c];
+                for oy in 0..p.out[0] as usize {
+                    for ox in 0..p.out[1] as usize {
                         for ch in 0..c {
                             let (mut acc, mut cnt, mut mx) = (0i32, 0i32, -128i32);
-                            for ky in 0..size[0] as i64 {
-                                for kx in 0..size[1] as i64 {
-                                    let (iy, ix) = (
-                                        oy * stride[0] as i64 - ph + ky,
-                                        ox * stride[1] as i64 - pw + kx,
-                                    );
-                                    if iy < 0 || ix < 0 || iy >= h || ix >= wd {
-                                        continue;
-                                    }
-                                    let v = x[(iy * wd + ix) as usize * c + ch] as i32;
-                                    acc += v;
-                                    cnt += 1;
-                                    mx = mx.max(v);
-                                }
+                            for (_, px) in p.taps(oy, ox) {
+                                let v = x[px * c + ch] as i32;
+                                acc += v;
+                                cnt += 1;
+                                mx = mx.max(v);
                             }
-                            let v = if !avg {
-                                mx
-                            } else if acc > 0 {
-                                (acc + cnt / 2) / cnt
-                            } else {
-                                (acc - cnt / 2) / cnt
+                            let v = match kind {
+                                PoolKind::Max => mx,
+                                PoolKind::Avg if acc > 0 => (acc + cnt / 2) / cnt,
+                                PoolKind::Avg => (acc - cnt / 2) / cnt,
                             };
-                            y[(oy * ow as i64 + ox) as usize * c + ch] =
+                            y[(oy * p.out[1] as usize + ox) * c + ch] =
                                 v.clamp(*act_min, *act_max) as i8;
                         }
                     }
@@ -308,7 +251,7 @@ pub fn run(q: &QuantGraph, prep: &[Prepared], input: &[i8]) -> Vec<Vec<i8>> {
                     })
                     .collect()
             }
-            (LKind::Concat, _) => crate::lower::concat(n, l, &values),
+            (LKind::Concat, _) => super::concat(n, l, &values),
             (LKind::Pad { pads }, _) => pad(
                 &values[n.inputs[0]],
                 &l.nodes[n.inputs[0]].shape,

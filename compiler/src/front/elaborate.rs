@@ -14,6 +14,7 @@
 use crate::front::program::{BlockRef, Program};
 use crate::ir::*;
 use crate::ops::shape::{set_attr, MAX_ELEMENTS};
+use crate::ops::{Inputs, OpDef};
 use mnet_grammar::ast::{self, Expr, ExprKind, Ident, StmtKind};
 use mnet_grammar::{Diagnostic, Span};
 use petgraph::stable_graph::StableDiGraph;
@@ -91,104 +92,9 @@ struct ArgVal {
 
 type Env = BTreeMap<String, Value>;
 
-/// Names of the layers built into the language.
-pub const LAYERS: &[&str] = &[
-    "conv2d",
-    "depthwise_conv2d",
-    "dense",
-    "avg_pool",
-    "max_pool",
-    "global_avg_pool",
-    "add",
-    "concat",
-    "pad",
-    "reshape",
-    "flatten",
-    "batch_norm",
-    "relu",
-    "relu6",
-    "softmax",
-];
-
-/// Parameters of each layer: (name, default). `None` = required.
-fn layer_params(name: &str) -> &'static [(&'static str, Option<&'static str>)] {
-    match name {
-        "conv2d" => &[
-            ("x", None),
-            ("out", None),
-            ("kernel", None),
-            ("stride", Some("1")),
-            ("padding", Some("same")),
-        ],
-        "depthwise_conv2d" => &[
-            ("x", None),
-            ("kernel", Some("3")),
-            ("stride", Some("1")),
-            ("padding", Some("same")),
-        ],
-        "dense" => &[("x", None), ("out", None)],
-        "avg_pool" | "max_pool" => &[
-            ("x", None),
-            ("size", None),
-            ("stride", Some("size")),
-            ("padding", Some("valid")),
-        ],
-        "add" => &[("a", None), ("b", None)],
-        "pad" => &[("x", None), ("pads", None)],
-        "reshape" => &[("x", None), ("shape", None)],
-        _ => &[("x", None)],
-    }
-}
-
-fn slot_of(param: &str) -> Option<Slot> {
-    Some(match param {
-        "out" => Slot::Out,
-        "kernel" => Slot::Kernel,
-        "stride" => Slot::Stride,
-        "padding" => Slot::Padding,
-        "size" => Slot::Size,
-        "pads" => Slot::Pads,
-        _ => return None,
-    })
-}
-
-fn template(name: &str) -> Op {
-    let one = [1, 1];
-    match name {
-        "conv2d" => Op::Conv2d {
-            out: 1,
-            kernel: one,
-            stride: one,
-            padding: Padding::Same,
-        },
-        "depthwise_conv2d" => Op::DepthwiseConv2d {
-            kernel: [3, 3],
-            stride: one,
-            padding: Padding::Same,
-        },
-        "dense" => Op::Dense { out: 1 },
-        "avg_pool" => Op::AvgPool {
-            size: one,
-            stride: one,
-            padding: Padding::Valid,
-        },
-        "max_pool" => Op::MaxPool {
-            size: one,
-            stride: one,
-            padding: Padding::Valid,
-        },
-        "global_avg_pool" => Op::GlobalAvgPool,
-        "add" => Op::Add,
-        "concat" => Op::Concat,
-        "pad" => Op::Pad { pads: [0; 4] },
-        "reshape" => Op::Reshape { shape: vec![] },
-        "flatten" => Op::Flatten,
-        "batch_norm" => Op::BatchNorm,
-        "relu" => Op::Relu,
-        "relu6" => Op::Relu6,
-        "softmax" => Op::Softmax,
-        _ => unreachable!("not a layer: {name}"),
-    }
+/// Whether a name is a layer built into the language.
+pub fn is_layer(name: &str) -> bool {
+    crate::ops::lookup(name).is_some()
 }
 
 /// Levenshtein distance, for "did you mean" hints.
@@ -804,7 +710,7 @@ impl<'p> Elab<'p> {
             return Value::Sym(name.to_string());
         }
         let mut candidates: Vec<String> = env.keys().cloned().collect();
-        candidates.extend(LAYERS.iter().map(|s| s.to_string()));
+        candidates.extend(crate::ops::OPS.iter().map(|d| d.name.to_string()));
         candidates.extend(
             self.program
                 .block_names(*self.module_stack.last().expect("module")),
@@ -818,7 +724,7 @@ impl<'p> Elab<'p> {
     }
 
     fn callable(&self, name: &str) -> bool {
-        LAYERS.contains(&name)
+        is_layer(name)
             || self
                 .program
                 .block(*self.module_stack.last().expect("module"), name)
@@ -953,12 +859,11 @@ impl<'p> Elab<'p> {
                     return Err("its stride is searched, so the shortcut's shape is unknown".into());
                 }
                 match op {
-                    Op::Conv2d { stride, .. }
-                    | Op::DepthwiseConv2d { stride, .. }
-                    | Op::AvgPool { stride, .. }
-                    | Op::MaxPool { stride, .. } => {
-                        factor[0] = factor[0].saturating_mul(stride[0]);
-                        factor[1] = factor[1].saturating_mul(stride[1]);
+                    Op::Conv2d { window, .. }
+                    | Op::DepthwiseConv2d { window }
+                    | Op::Pool { window, .. } => {
+                        factor[0] = factor[0].saturating_mul(window.stride[0]);
+                        factor[1] = factor[1].saturating_mul(window.stride[1]);
                     }
                     Op::Dense { .. } | Op::Flatten | Op::Reshape { .. } | Op::GlobalAvgPool => {
                         return Err(format!(
@@ -966,7 +871,13 @@ impl<'p> Elab<'p> {
                             op.name()
                         ));
                     }
-                    _ => {}
+                    Op::Input { .. }
+                    | Op::Add
+                    | Op::Concat
+                    | Op::Pad { .. }
+                    | Op::BatchNorm
+                    | Op::Act(_)
+                    | Op::Softmax => {}
                 }
             }
             match self
@@ -1325,14 +1236,15 @@ impl<'p> Elab<'p> {
                 format!("`{name}` cannot be passed around or piped into"),
             ));
         }
-        if LAYERS.contains(&name.as_str()) {
-            return self.layer(&name, args, span);
+        if let Some(def) = crate::ops::lookup(&name) {
+            return self.layer(def, args, span);
         }
         let module = *self.module_stack.last().expect("module");
         match self.program.block(module, &name) {
             Some(b) => self.block_call(b, args, span),
             None => {
-                let mut candidates: Vec<String> = LAYERS.iter().map(|s| s.to_string()).collect();
+                let mut candidates: Vec<String> =
+                    crate::ops::OPS.iter().map(|d| d.name.to_string()).collect();
                 candidates.extend(self.program.block_names(module));
                 let mut d =
                     Diagnostic::error(callee.span, format!("unknown layer or block `{name}`"))
@@ -1448,45 +1360,16 @@ impl<'p> Elab<'p> {
         }
     }
 
-    fn layer(&mut self, name: &str, args: Vec<ArgVal>, span: Span) -> Value {
-        if name == "concat" {
-            if let Some(n) = args.iter().find_map(|a| a.name.as_ref()) {
-                return self.error(Diagnostic::error(
-                    n.span,
-                    "`concat` takes only tensors, without names",
-                ));
-            }
-            let mut inputs = Vec::new();
-            for a in &args {
-                match a.value {
-                    Value::Tensor(t) => inputs.push(t),
-                    _ => {
-                        return self.error(
-                            Diagnostic::error(a.span, "`concat` joins tensors")
-                                .with_label(format!("this is {}", a.value.kind())),
-                        )
-                    }
-                }
-            }
-            if inputs.len() < 2 {
-                return self.error(Diagnostic::error(
-                    span,
-                    "`concat` needs at least two tensors",
-                ));
-            }
-            return Value::Tensor(self.add_node(
-                SearchOp::Layer(Op::Concat),
-                &inputs,
-                vec![],
-                span,
-            ));
-        }
-        let spec = layer_params(name);
-        let params: Vec<&str> = spec.iter().map(|(p, _)| *p).collect();
+    fn layer(&mut self, def: &'static OpDef, args: Vec<ArgVal>, span: Span) -> Value {
+        let name = def.name;
+        let tensor_params = match def.inputs {
+            Inputs::Many => return self.variadic(def, args, span),
+            Inputs::Fixed(n) => n,
+        };
+        let params: Vec<&str> = def.params.iter().map(|p| p.name).collect();
         let Some(bound) = self.bind(name, &params, args, span) else {
             return Value::Poison;
         };
-        let tensor_params = if name == "add" { 2 } else { 1 };
         let mut inputs = Vec::new();
         for i in 0..tensor_params {
             match self.tensor_arg(name, params[i], &bound[i], span) {
@@ -1494,11 +1377,12 @@ impl<'p> Elab<'p> {
                 None => return Value::Poison,
             }
         }
-        let mut op = template(name);
+        let mut op = (def.template)();
         let mut bindings = Vec::new();
         let mut size_value: Option<ArgVal> = None;
-        for (i, (pname, default)) in spec.iter().enumerate().skip(tensor_params) {
-            let arg = match (&bound[i], default) {
+        for (i, param) in def.params.iter().enumerate().skip(tensor_params) {
+            let pname = param.name;
+            let arg = match (&bound[i], param.default) {
                 (Some(a), _) => a.clone(),
                 (None, Some("size")) => match &size_value {
                     Some(v) => v.clone(),
@@ -1519,40 +1403,61 @@ impl<'p> Elab<'p> {
                     )
                 }
             };
-            if *pname == "size" {
+            if pname == "size" {
                 size_value = Some(arg.clone());
             }
-            if *pname == "shape" {
+            let slot = param.slot.expect("attribute parameters set a slot");
+            if slot == Slot::Shape {
+                // A list of sizes (not a choice): `reshape(x, shape: [1, 1, 64])`.
                 let dims = match &arg.value {
-                    Value::Tuple(xs) | Value::List(xs) => xs
-                        .iter()
-                        .map(|x| match x {
-                            Value::Int(n) if *n > 0 && *n <= 1 << 31 => Some(*n as u32),
-                            _ => None,
-                        })
-                        .collect::<Option<Vec<u32>>>(),
+                    Value::Tuple(xs) | Value::List(xs) => {
+                        xs.iter().map(|x| x.to_const()).collect::<Option<Vec<_>>>()
+                    }
                     _ => None,
                 };
-                match dims {
-                    Some(d) if !d.is_empty() && d.len() <= 3 => op = Op::Reshape { shape: d },
-                    _ => {
-                        return self.error(
-                            Diagnostic::error(
-                                arg.span,
-                                "`shape` is a list of 1 to 3 positive sizes",
-                            )
+                if dims.is_none_or(|d| set_attr(&mut op, slot, &Const::Tuple(d)).is_err()) {
+                    return self.error(
+                        Diagnostic::error(arg.span, "`shape` is a list of 1 to 3 positive sizes")
                             .with_hint("write `reshape(x, shape: [1, 1, 64])`"),
-                        )
-                    }
+                    );
                 }
                 continue;
             }
-            let slot = slot_of(pname).expect("attribute parameter");
             if !self.set(&mut op, slot, &arg, &mut bindings, name, pname) {
                 return Value::Poison;
             }
         }
         Value::Tensor(self.add_node(SearchOp::Layer(op), &inputs, bindings, span))
+    }
+
+    /// A layer of two or more positional tensors (`concat`).
+    fn variadic(&mut self, def: &'static OpDef, args: Vec<ArgVal>, span: Span) -> Value {
+        let name = def.name;
+        if let Some(n) = args.iter().find_map(|a| a.name.as_ref()) {
+            return self.error(Diagnostic::error(
+                n.span,
+                format!("`{name}` takes only tensors, without names"),
+            ));
+        }
+        let mut inputs = Vec::new();
+        for a in &args {
+            match a.value {
+                Value::Tensor(t) => inputs.push(t),
+                _ => {
+                    return self.error(
+                        Diagnostic::error(a.span, format!("`{name}` joins tensors"))
+                            .with_label(format!("this is {}", a.value.kind())),
+                    )
+                }
+            }
+        }
+        if inputs.len() < 2 {
+            return self.error(Diagnostic::error(
+                span,
+                format!("`{name}` needs at least two tensors"),
+            ));
+        }
+        Value::Tensor(self.add_node(SearchOp::Layer((def.template)()), &inputs, vec![], span))
     }
 
     /// Set an attribute from an argument, binding it to a choice if the

@@ -88,7 +88,7 @@ impl Program {
                 );
                 continue;
             }
-            if is_block && crate::front::elaborate::LAYERS.contains(&n.name.as_str()) {
+            if is_block && crate::ops::lookup(&n.name).is_some() {
                 diags.push(
                     Diagnostic::error(n.span, format!("`{}` is a built-in layer", n.name))
                         .with_hint("give the block another name"),

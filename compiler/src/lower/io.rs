@@ -8,38 +8,17 @@
 //! and `B.var` (`[channels]`, epsilon 1e-3). Calibration data is a `.npy`
 //! array of float32 shaped `[N, ...input shape]`.
 
-use super::{weight_shape, FloatWeights, LNode, LayerWeights, Lowered};
-
-/// Shape of a layer's weight tensor in a weights file: a dense layer's is
-/// `[out, in]` (the backends run it as a 1x1 conv).
-fn file_weight_shape(l: &Lowered, n: &LNode) -> (Vec<usize>, usize) {
-    let (shape, cout) = weight_shape(l, n);
-    if n.from_dense {
-        (vec![cout, shape.iter().skip(1).product()], cout)
-    } else {
-        (shape, cout)
-    }
-}
+use super::{FloatWeights, LayerWeights, Lowered};
 use safetensors::{Dtype, SafeTensors};
 use std::collections::BTreeMap;
 
 /// The tensors a network's weights file must hold: (name, shape).
 pub fn expected_tensors(l: &Lowered) -> Vec<(String, Vec<usize>)> {
-    let mut v = Vec::new();
-    for n in &l.nodes {
-        if !n.kind.is_weighted() {
-            continue;
-        }
-        let (shape, cout) = file_weight_shape(l, n);
-        v.push((format!("{}.weight", n.name), shape));
-        v.push((format!("{}.bias", n.name), vec![cout]));
-        if let Some(bn) = &n.batch_norm {
-            for p in ["gamma", "beta", "mean", "var"] {
-                v.push((format!("{bn}.{p}"), vec![cout]));
-            }
-        }
-    }
-    v
+    l.nodes
+        .iter()
+        .filter_map(|n| n.params.as_ref())
+        .flat_map(|p| p.tensors.iter().cloned())
+        .collect()
 }
 
 /// The values of an F32 tensor (little-endian in the file).
@@ -76,30 +55,30 @@ pub fn read_weights(l: &Lowered, bytes: &[u8]) -> Result<FloatWeights, String> {
     };
     let mut layers = BTreeMap::new();
     for n in &l.nodes {
-        if !n.kind.is_weighted() {
-            continue;
+        let Some(p) = &n.params else { continue };
+        let mut values = Vec::with_capacity(p.tensors.len());
+        for (name, shape) in &p.tensors {
+            values.push(get(name, shape)?);
         }
-        let (shape, cout) = file_weight_shape(l, n);
-        let weight = get(&format!("{}.weight", n.name), &shape)?;
-        let bias = get(&format!("{}.bias", n.name), &[cout])?;
-        let batch_norm = match &n.batch_norm {
-            Some(bn) => {
-                let p = |s: &str| get(&format!("{bn}.{s}"), &[cout]);
-                let var = p("var")?;
+        let mut values = values.into_iter();
+        let (weight, bias) = (values.next(), values.next());
+        let batch_norm = match (values.next(), values.next(), values.next(), values.next()) {
+            (Some(gamma), Some(beta), Some(mean), Some(var)) => {
                 if let Some(i) = var.iter().position(|v| *v < 0.0) {
                     return Err(format!(
-                        "tensor `{bn}.var` has a negative variance at index {i}"
+                        "tensor `{}` has a negative variance at index {i}",
+                        p.tensors[5].0
                     ));
                 }
-                Some([p("gamma")?, p("beta")?, p("mean")?, var])
+                Some([gamma, beta, mean, var])
             }
-            None => None,
+            _ => None,
         };
         layers.insert(
             n.name.clone(),
             LayerWeights {
-                weight,
-                bias,
+                weight: weight.expect("a weight tensor"),
+                bias: bias.expect("a bias tensor"),
                 batch_norm,
             },
         );
@@ -146,16 +125,13 @@ pub fn write_weights(l: &Lowered, w: &FloatWeights) -> Vec<u8> {
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     for n in &l.nodes {
-        let Some(lw) = w.layers.get(&n.name) else {
+        let (Some(p), Some(lw)) = (&n.params, w.layers.get(&n.name)) else {
             continue;
         };
-        let (shape, cout) = file_weight_shape(l, n);
-        tensors.push((format!("{}.weight", n.name), shape, bytes(&lw.weight)));
-        tensors.push((format!("{}.bias", n.name), vec![cout], bytes(&lw.bias)));
-        if let (Some(bn), Some(params)) = (&n.batch_norm, &lw.batch_norm) {
-            for (p, v) in ["gamma", "beta", "mean", "var"].iter().zip(params) {
-                tensors.push((format!("{bn}.{p}"), vec![cout], bytes(v)));
-            }
+        let mut values = vec![&lw.weight, &lw.bias];
+        values.extend(lw.batch_norm.iter().flatten());
+        for ((name, shape), v) in p.tensors.iter().zip(values) {
+            tensors.push((name.clone(), shape.clone(), bytes(v)));
         }
     }
     let views: Vec<(String, safetensors::tensor::TensorView)> = tensors

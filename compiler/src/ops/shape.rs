@@ -9,7 +9,7 @@
 //! 0 for a batch norm or activation fused into the layer before it).
 //! `ops = 2 x MACs`.
 
-use crate::ir::{Const, Op, Padding, Slot};
+use super::{Const, Op, Padding, Slot, Window};
 
 /// Largest tensor accepted (elements); keeps every product in range.
 pub const MAX_ELEMENTS: u64 = 1 << 31;
@@ -27,21 +27,6 @@ fn elems(shape: &[u32]) -> u64 {
     shape.iter().map(|&d| d as u64).product()
 }
 
-fn out_size(input: u32, k: u32, stride: u32, padding: Padding) -> Result<u32, String> {
-    match padding {
-        Padding::Same => Ok(input.div_ceil(stride)),
-        Padding::Valid => {
-            if input < k {
-                Err(format!(
-                    "window of {k} does not fit in an input of {input} with `padding: valid`"
-                ))
-            } else {
-                Ok((input - k + 1).div_ceil(stride))
-            }
-        }
-    }
-}
-
 fn hwc<'a>(op: &Op, shape: &'a [u32]) -> Result<&'a [u32], String> {
     if shape.len() == 3 {
         Ok(shape)
@@ -54,17 +39,9 @@ fn hwc<'a>(op: &Op, shape: &'a [u32]) -> Result<&'a [u32], String> {
     }
 }
 
-fn spatial(
-    op: &Op,
-    input: &[u32],
-    k: [u32; 2],
-    s: [u32; 2],
-    p: Padding,
-    c: u32,
-) -> Result<Vec<u32>, String> {
+fn spatial(op: &Op, input: &[u32], w: &Window, c: u32) -> Result<Vec<u32>, String> {
     let x = hwc(op, input)?;
-    let h = out_size(x[0], k[0], s[0], p)?;
-    let w = out_size(x[1], k[1], s[1], p)?;
+    let [h, w] = w.out_size([x[0], x[1]])?;
     Ok(vec![h, w, c])
 }
 
@@ -72,32 +49,10 @@ fn spatial(
 pub fn infer(op: &Op, inputs: &[&[u32]]) -> Result<Vec<u32>, String> {
     let out = match op {
         Op::Input { shape } => shape.clone(),
-        Op::Conv2d {
-            out,
-            kernel,
-            stride,
-            padding,
-        } => spatial(op, inputs[0], *kernel, *stride, *padding, *out)?,
-        Op::DepthwiseConv2d {
-            kernel,
-            stride,
-            padding,
-        } => {
+        Op::Conv2d { out, window } => spatial(op, inputs[0], window, *out)?,
+        Op::DepthwiseConv2d { window } | Op::Pool { window, .. } => {
             let c = hwc(op, inputs[0])?[2];
-            spatial(op, inputs[0], *kernel, *stride, *padding, c)?
-        }
-        Op::AvgPool {
-            size,
-            stride,
-            padding,
-        }
-        | Op::MaxPool {
-            size,
-            stride,
-            padding,
-        } => {
-            let c = hwc(op, inputs[0])?[2];
-            spatial(op, inputs[0], *size, *stride, *padding, c)?
+            spatial(op, inputs[0], window, c)?
         }
         Op::Dense { out } => vec![*out],
         Op::GlobalAvgPool => vec![1, 1, hwc(op, inputs[0])?[2]],
@@ -153,7 +108,7 @@ pub fn infer(op: &Op, inputs: &[&[u32]]) -> Result<Vec<u32>, String> {
             shape.clone()
         }
         Op::Flatten => vec![u32::try_from(elems(inputs[0])).map_err(|_| "tensor too large")?],
-        Op::BatchNorm | Op::Relu | Op::Relu6 | Op::Softmax => inputs[0].to_vec(),
+        Op::BatchNorm | Op::Act(_) | Op::Softmax => inputs[0].to_vec(),
     };
     if out.contains(&0) {
         return Err(format!(
@@ -175,25 +130,23 @@ pub fn infer(op: &Op, inputs: &[&[u32]]) -> Result<Vec<u32>, String> {
 /// The cost of `op` with the given input and output shapes. `fused` is true
 /// for a batch norm or activation folded into the layer before it.
 pub fn cost(op: &Op, inputs: &[&[u32]], out: &[u32], fused: bool) -> LayerCost {
-    let (macs, weights, biases) = match op {
-        Op::Conv2d {
-            out: cout, kernel, ..
-        } => {
-            let cin = inputs[0][2] as u64;
-            let w = kernel[0] as u64 * kernel[1] as u64 * cin * *cout as u64;
-            (elems(&out[..2]) * w, w, *cout as u64)
-        }
-        Op::DepthwiseConv2d { kernel, .. } => {
-            let c = inputs[0][2] as u64;
-            let w = kernel[0] as u64 * kernel[1] as u64 * c;
-            (elems(&out[..2]) * w, w, c)
-        }
-        Op::Dense { out: n } => {
-            let w = elems(inputs[0]) * *n as u64;
-            (w, w, *n as u64)
-        }
-        _ => (0, 0, 0),
+    // Weighted layers: every weight is one MAC per output pixel (a dense
+    // layer has one pixel); the bias is one value per output channel.
+    let (weights, biases) = match op
+        .tensors(inputs.first().copied().unwrap_or(&[]))
+        .as_slice()
+    {
+        [w, b] if op.is_weighted() => (
+            w.shape.iter().map(|&d| d as u64).product::<u64>(),
+            b.shape[0] as u64,
+        ),
+        _ => (0, 0),
     };
+    let pixels = match op {
+        Op::Conv2d { .. } | Op::DepthwiseConv2d { .. } => elems(&out[..2]),
+        _ => 1,
+    };
+    let macs = pixels * weights;
     let working = if fused || matches!(op, Op::Input { .. }) {
         0
     } else {
@@ -244,25 +197,17 @@ pub fn set_attr(op: &mut Op, slot: Slot, v: &Const) -> Result<(), String> {
             Const::Int(n) => *out = positive(*n)?,
             _ => return Err(format!("expected a channel count, got {v}")),
         },
-        (Op::Conv2d { kernel, .. } | Op::DepthwiseConv2d { kernel, .. }, Slot::Kernel) => {
-            *kernel = as_pair(v)?
-        }
+        (Op::Conv2d { window, .. } | Op::DepthwiseConv2d { window }, Slot::Kernel)
+        | (Op::Pool { window, .. }, Slot::Size) => window.kernel = as_pair(v)?,
         (
-            Op::Conv2d { stride, .. }
-            | Op::DepthwiseConv2d { stride, .. }
-            | Op::AvgPool { stride, .. }
-            | Op::MaxPool { stride, .. },
+            Op::Conv2d { window, .. } | Op::DepthwiseConv2d { window } | Op::Pool { window, .. },
             Slot::Stride,
-        ) => *stride = as_pair(v)?,
-        (Op::AvgPool { size, .. } | Op::MaxPool { size, .. }, Slot::Size) => *size = as_pair(v)?,
+        ) => window.stride = as_pair(v)?,
         (
-            Op::Conv2d { padding, .. }
-            | Op::DepthwiseConv2d { padding, .. }
-            | Op::AvgPool { padding, .. }
-            | Op::MaxPool { padding, .. },
+            Op::Conv2d { window, .. } | Op::DepthwiseConv2d { window } | Op::Pool { window, .. },
             Slot::Padding,
         ) => {
-            *padding = match v {
+            window.padding = match v {
                 Const::Sym(s) if s == "same" => Padding::Same,
                 Const::Sym(s) if s == "valid" => Padding::Valid,
                 _ => return Err(format!("expected `same` or `valid`, got {v}")),
@@ -292,6 +237,22 @@ pub fn set_attr(op: &mut Op, slot: Slot, v: &Const) -> Result<(), String> {
                 _ => return Err(format!("expected padding amounts, got {v}")),
             }
         }
+        (Op::Reshape { shape }, Slot::Shape) => {
+            let dims = match v {
+                Const::Tuple(xs) => xs
+                    .iter()
+                    .map(|x| match x {
+                        Const::Int(n) if *n > 0 && *n <= 1 << 31 => Some(*n as u32),
+                        _ => None,
+                    })
+                    .collect::<Option<Vec<u32>>>(),
+                _ => None,
+            };
+            match dims {
+                Some(d) if !d.is_empty() && d.len() <= 3 => *shape = d,
+                _ => return Err("`shape` is a list of 1 to 3 positive sizes".into()),
+            }
+        }
         (op, slot) => {
             return Err(format!(
                 "`{}` has no attribute `{}`",
@@ -303,16 +264,50 @@ pub fn set_attr(op: &mut Op, slot: Slot, v: &Const) -> Result<(), String> {
     Ok(())
 }
 
+/// The value of one attribute of an op (the inverse of [`set_attr`]), or
+/// `None` if the op has no such attribute.
+pub fn get_attr(op: &Op, slot: Slot) -> Option<Const> {
+    let ints = |v: &[u32]| Const::Tuple(v.iter().map(|&d| Const::Int(d as u64)).collect());
+    let window = op.window().map(|(w, _)| w);
+    Some(match (slot, window) {
+        (Slot::Out, _) => match op {
+            Op::Conv2d { out, .. } | Op::Dense { out } => Const::Int(*out as u64),
+            _ => return None,
+        },
+        (Slot::Kernel | Slot::Size, Some(w)) if op.window().map(|(_, k)| k) == Some(slot) => {
+            ints(&w.kernel)
+        }
+        (Slot::Stride, Some(w)) => ints(&w.stride),
+        (Slot::Padding, Some(w)) => Const::Sym(w.padding.as_str().to_string()),
+        (Slot::Pads, _) => match op {
+            Op::Pad { pads } => ints(pads),
+            _ => return None,
+        },
+        (Slot::Shape, _) => match op {
+            Op::Reshape { shape } => ints(shape),
+            _ => return None,
+        },
+        (Slot::Kernel | Slot::Size, _) | (Slot::Stride | Slot::Padding, None) => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::{Activation, PoolKind};
+
+    fn win(k: [u32; 2], s: [u32; 2], p: Padding) -> Window {
+        Window {
+            kernel: k,
+            stride: s,
+            padding: p,
+        }
+    }
 
     fn conv(out: u32, k: [u32; 2], s: [u32; 2], p: Padding) -> Op {
         Op::Conv2d {
             out,
-            kernel: k,
-            stride: s,
-            padding: p,
+            window: win(k, s, p),
         }
     }
 
@@ -326,16 +321,13 @@ mod tests {
         assert_eq!(infer(&op, &[&[49, 10, 1]]).unwrap(), vec![20, 4, 64]);
         // Odd sizes with stride 2 SAME: 7 -> 4.
         let op = Op::DepthwiseConv2d {
-            kernel: [3, 3],
-            stride: [2, 2],
-            padding: Padding::Same,
+            window: win([3, 3], [2, 2], Padding::Same),
         };
         assert_eq!(infer(&op, &[&[7, 7, 8]]).unwrap(), vec![4, 4, 8]);
         // Window larger than input with VALID is an error.
-        let op = Op::AvgPool {
-            size: [5, 5],
-            stride: [1, 1],
-            padding: Padding::Valid,
+        let op = Op::Pool {
+            kind: PoolKind::Avg,
+            window: win([5, 5], [1, 1], Padding::Valid),
         };
         assert!(infer(&op, &[&[4, 4, 8]]).is_err());
     }
@@ -353,9 +345,7 @@ mod tests {
         assert_eq!(c.working_bytes, 490 + 49 * 10 * 84);
         // depthwise 3x3 stride 2 on 49x10x84 -> 25x5x84: MACs = 125*9*84.
         let op = Op::DepthwiseConv2d {
-            kernel: [3, 3],
-            stride: [2, 2],
-            padding: Padding::Same,
+            window: win([3, 3], [2, 2], Padding::Same),
         };
         let c = cost(&op, &[&[49, 10, 84]], &[25, 5, 84], false);
         assert_eq!(c.macs, 94_500);
@@ -365,7 +355,7 @@ mod tests {
         let c = cost(&op, &[&[1, 1, 196]], &[12], false);
         assert_eq!((c.macs, c.params, c.weight_bytes), (2352, 2364, 2352 + 48));
         // A fused activation costs nothing.
-        let c = cost(&Op::Relu6, &[&[4, 4, 8]], &[4, 4, 8], true);
+        let c = cost(&Op::Act(Activation::Relu6), &[&[4, 4, 8]], &[4, 4, 8], true);
         assert_eq!(c, LayerCost::default());
         // An unfused add reads two tensors and writes one.
         let c = cost(&Op::Add, &[&[4, 4, 8], &[4, 4, 8]], &[4, 4, 8], false);

@@ -8,7 +8,8 @@
 //! shape.
 
 use crate::exec::interp::Prepared;
-use crate::lower::{Act, LKind, QuantGraph};
+use crate::lower::{LKind, QuantGraph};
+use crate::ops::{FusedAct, Padding, PoolKind};
 use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
 
 /// Builtin operator codes.
@@ -44,18 +45,18 @@ const fn slot(id: u16) -> u16 {
     4 + 2 * id
 }
 
-fn act_code(a: Act) -> i8 {
+fn act_code(a: Option<FusedAct>) -> i8 {
     match a {
-        Act::None => 0,
-        Act::Relu => 1,
-        Act::Relu6 => 3,
+        None => 0,
+        Some(FusedAct::Relu) => 1,
+        Some(FusedAct::Relu6) => 3,
     }
 }
 
-fn padding_code(p: crate::ir::Padding) -> i8 {
+fn padding_code(p: Padding) -> i8 {
     match p {
-        crate::ir::Padding::Same => 0,
-        crate::ir::Padding::Valid => 1,
+        Padding::Same => 0,
+        Padding::Valid => 1,
     }
 }
 
@@ -64,8 +65,14 @@ pub fn op_code(kind: &LKind) -> (i32, i32) {
     match kind {
         LKind::Conv { .. } => (opcode::CONV_2D, 3),
         LKind::Depthwise { .. } => (opcode::DEPTHWISE_CONV_2D, 3),
-        LKind::AvgPool { .. } => (opcode::AVERAGE_POOL_2D, 2),
-        LKind::MaxPool { .. } => (opcode::MAX_POOL_2D, 2),
+        LKind::Pool {
+            kind: PoolKind::Avg,
+            ..
+        } => (opcode::AVERAGE_POOL_2D, 2),
+        LKind::Pool {
+            kind: PoolKind::Max,
+            ..
+        } => (opcode::MAX_POOL_2D, 2),
         LKind::Add => (opcode::ADD, 2),
         LKind::Concat => (opcode::CONCATENATION, 2),
         LKind::Pad { .. } => (opcode::PAD, 2),
@@ -153,7 +160,7 @@ pub fn write(q: &QuantGraph, prep: &[Prepared]) -> Vec<u8> {
         inputs: Vec<i32>,
         outputs: Vec<i32>,
         kind: LKind,
-        act: Act,
+        act: Option<FusedAct>,
         new_shape: Vec<i32>,
     }
     let mut ops = Vec::new();
@@ -163,7 +170,7 @@ pub fn write(q: &QuantGraph, prep: &[Prepared]) -> Vec<u8> {
         }
         let mut inputs: Vec<i32> = n.inputs.iter().map(|&j| act_tensor[j]).collect();
         if let Some(qw) = q.weights.get(&i) {
-            let (wshape, cout) = crate::lower::weight_shape(l, n);
+            let (wshape, cout) = crate::lower::weights::weight_shape(l, n);
             let in_scale = q.qparams[n.inputs[0]].scale;
             let depthwise = matches!(n.kind, LKind::Depthwise { .. });
             let wt = w.constant(
@@ -346,47 +353,34 @@ fn aligned_bytes<'a>(
 fn builtin_options(
     b: &mut FlatBufferBuilder,
     kind: LKind,
-    act: Act,
+    act: Option<FusedAct>,
     new_shape: &[i32],
 ) -> (u8, Option<WIPOffset<UnionWIPOffset>>) {
     let (tag, off) = match kind {
-        LKind::Conv {
-            stride, padding, ..
-        } => {
+        LKind::Conv { window, .. } => {
             let t = b.start_table();
-            b.push_slot(slot(0), padding_code(padding), 0);
-            b.push_slot(slot(1), stride[1] as i32, 0);
-            b.push_slot(slot(2), stride[0] as i32, 0);
+            b.push_slot(slot(0), padding_code(window.padding), 0);
+            b.push_slot(slot(1), window.stride[1] as i32, 0);
+            b.push_slot(slot(2), window.stride[0] as i32, 0);
             b.push_slot(slot(3), act_code(act), 0);
             (options::CONV_2D, b.end_table(t))
         }
-        LKind::Depthwise {
-            stride, padding, ..
-        } => {
+        LKind::Depthwise { window } => {
             let t = b.start_table();
-            b.push_slot(slot(0), padding_code(padding), 0);
-            b.push_slot(slot(1), stride[1] as i32, 0);
-            b.push_slot(slot(2), stride[0] as i32, 0);
+            b.push_slot(slot(0), padding_code(window.padding), 0);
+            b.push_slot(slot(1), window.stride[1] as i32, 0);
+            b.push_slot(slot(2), window.stride[0] as i32, 0);
             b.push_slot(slot(3), 1i32, 0);
             b.push_slot(slot(4), act_code(act), 0);
             (options::DEPTHWISE_CONV_2D, b.end_table(t))
         }
-        LKind::AvgPool {
-            size,
-            stride,
-            padding,
-        }
-        | LKind::MaxPool {
-            size,
-            stride,
-            padding,
-        } => {
+        LKind::Pool { window, .. } => {
             let t = b.start_table();
-            b.push_slot(slot(0), padding_code(padding), 0);
-            b.push_slot(slot(1), stride[1] as i32, 0);
-            b.push_slot(slot(2), stride[0] as i32, 0);
-            b.push_slot(slot(3), size[1] as i32, 0);
-            b.push_slot(slot(4), size[0] as i32, 0);
+            b.push_slot(slot(0), padding_code(window.padding), 0);
+            b.push_slot(slot(1), window.stride[1] as i32, 0);
+            b.push_slot(slot(2), window.stride[0] as i32, 0);
+            b.push_slot(slot(3), window.kernel[1] as i32, 0);
+            b.push_slot(slot(4), window.kernel[0] as i32, 0);
             b.push_slot(slot(5), act_code(act), 0);
             (options::POOL_2D, b.end_table(t))
         }

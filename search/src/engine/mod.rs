@@ -10,9 +10,10 @@
 //! (softmax cross-entropy on its input).
 
 use crate::simd;
-use mnet_compiler::ir::{FixedGraph, Op, Padding};
-use mnet_compiler::lower::pad_before;
-use rand::{RngExt, SeedableRng};
+use mnet_compiler::ir::{FixedGraph, Op};
+use mnet_compiler::lower::weights::normal;
+use mnet_compiler::ops::{Activation, FusedAct, Placement, PoolKind, Window};
+use rand::SeedableRng;
 use rayon::prelude::*;
 
 /// Rows (pixels) per parallel task in row-wise kernels.
@@ -70,16 +71,12 @@ impl Param {
 pub enum Kind {
     Input,
     Conv {
-        kernel: [usize; 2],
-        stride: [usize; 2],
-        padding: Padding,
+        window: Window,
         weight: usize,
         bias: usize,
     },
     Depthwise {
-        kernel: [usize; 2],
-        stride: [usize; 2],
-        padding: Padding,
+        window: Window,
         weight: usize,
         bias: usize,
     },
@@ -92,20 +89,13 @@ pub enum Kind {
         beta: usize,
         mean: usize,
         var: usize,
-        /// A relu (upper bound `f32::MAX`) or relu6 (6) fused after it.
-        act: Option<f32>,
+        /// A relu or relu6 fused after it.
+        act: Option<FusedAct>,
     },
-    Relu,
-    Relu6,
-    AvgPool {
-        size: [usize; 2],
-        stride: [usize; 2],
-        padding: Padding,
-    },
-    MaxPool {
-        size: [usize; 2],
-        stride: [usize; 2],
-        padding: Padding,
+    Act(Activation),
+    Pool {
+        kind: PoolKind,
+        window: Window,
     },
     Add,
     Concat,
@@ -245,11 +235,12 @@ fn pair(p: [u32; 2]) -> [usize; 2] {
     [p[0] as usize, p[1] as usize]
 }
 
-/// A standard normal sample (Box-Muller).
-fn normal(rng: &mut rand_chacha::ChaCha8Rng) -> f32 {
-    let u1: f32 = rng.random_range(f32::EPSILON..1.0);
-    let u2: f32 = rng.random_range(0.0f32..1.0);
-    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
+/// The upper bound of a fused activation (relu: none).
+fn upper(act: FusedAct) -> f32 {
+    match act {
+        FusedAct::Relu => f32::MAX,
+        FusedAct::Relu6 => 6.0,
+    }
 }
 
 impl Net {
@@ -285,13 +276,8 @@ impl Net {
                 };
             let kind = match &n.op {
                 Op::Input { .. } => Kind::Input,
-                Op::Conv2d {
-                    out,
-                    kernel,
-                    stride,
-                    padding,
-                } => {
-                    let (cin, cout, k) = (in_shape[2], *out as usize, pair(*kernel));
+                Op::Conv2d { out, window } => {
+                    let (cin, cout, k) = (in_shape[2], *out as usize, pair(window.kernel));
                     let (weight, bias) = weighted(
                         &mut params,
                         vec![cout, k[0], k[1], cin],
@@ -299,25 +285,17 @@ impl Net {
                         cout,
                     );
                     Kind::Conv {
-                        kernel: k,
-                        stride: pair(*stride),
-                        padding: *padding,
+                        window: *window,
                         weight,
                         bias,
                     }
                 }
-                Op::DepthwiseConv2d {
-                    kernel,
-                    stride,
-                    padding,
-                } => {
-                    let (c, k) = (in_shape[2], pair(*kernel));
+                Op::DepthwiseConv2d { window } => {
+                    let (c, k) = (in_shape[2], pair(window.kernel));
                     let (weight, bias) =
                         weighted(&mut params, vec![1, k[0], k[1], c], k[0] * k[1], c);
                     Kind::Depthwise {
-                        kernel: k,
-                        stride: pair(*stride),
-                        padding: *padding,
+                        window: *window,
                         weight,
                         bias,
                     }
@@ -347,22 +325,20 @@ impl Net {
                         act: None,
                     }
                 }
-                Op::Relu | Op::Relu6 => {
-                    let hi = if matches!(n.op, Op::Relu) {
-                        f32::MAX
-                    } else {
-                        6.0
-                    };
+                Op::Act(a) => {
                     let p = ins[0];
                     let producer = g.inputs(id)[0];
                     // Fused into a batch norm that only it reads: one pass
                     // each way instead of two.
-                    if let Kind::BatchNorm {
-                        act: act @ None, ..
-                    } = &mut layers[p].kind
+                    if let (
+                        Kind::BatchNorm {
+                            act: act @ None, ..
+                        },
+                        Some(f),
+                    ) = (&mut layers[p].kind, a.fused())
                     {
                         if g.consumers(producer).len() == 1 {
-                            *act = Some(hi);
+                            *act = Some(f);
                             index.insert(id, p);
                             if id == g.output {
                                 logits = p;
@@ -370,38 +346,16 @@ impl Net {
                             continue;
                         }
                     }
-                    if matches!(n.op, Op::Relu) {
-                        Kind::Relu
-                    } else {
-                        Kind::Relu6
-                    }
+                    Kind::Act(*a)
                 }
-                Op::AvgPool {
-                    size,
-                    stride,
-                    padding,
-                } => Kind::AvgPool {
-                    size: pair(*size),
-                    stride: pair(*stride),
-                    padding: *padding,
+                Op::Pool { kind, window } => Kind::Pool {
+                    kind: *kind,
+                    window: *window,
                 },
-                Op::MaxPool {
-                    size,
-                    stride,
-                    padding,
-                } => Kind::MaxPool {
-                    size: pair(*size),
-                    stride: pair(*stride),
-                    padding: *padding,
+                Op::GlobalAvgPool => Kind::Pool {
+                    kind: PoolKind::Avg,
+                    window: Window::tiling([in_shape[0] as u32, in_shape[1] as u32]),
                 },
-                Op::GlobalAvgPool => {
-                    let s = [in_shape[0], in_shape[1]];
-                    Kind::AvgPool {
-                        size: s,
-                        stride: s,
-                        padding: Padding::Valid,
-                    }
-                }
                 Op::Add => Kind::Add,
                 Op::Concat => Kind::Concat,
                 Op::Pad { pads } => Kind::Pad {
@@ -529,7 +483,7 @@ impl Net {
                 ) && readers[i].len() == 1
                     && matches!(
                         self.layers[readers[i][0]].kind,
-                        Kind::BatchNorm { .. } | Kind::Relu | Kind::Relu6
+                        Kind::BatchNorm { .. } | Kind::Act(Activation::Relu | Activation::Relu6)
                     );
                 (!fused).then_some((0.0, 0.0))
             })
@@ -619,25 +573,21 @@ impl Net {
             match &layer.kind {
                 Kind::Input => out.copy_from_slice(input),
                 Kind::Conv {
-                    kernel,
-                    stride,
+                    window,
                     weight,
                     bias,
-                    ..
                 }
                 | Kind::Depthwise {
-                    kernel,
-                    stride,
+                    window,
                     weight,
                     bias,
-                    ..
                 } => conv_forward(
                     x(0),
                     xs(0),
                     &mut out,
                     &layer.shape,
-                    *kernel,
-                    *stride,
+                    pair(window.kernel),
+                    pair(window.stride),
                     &self.params[*weight].value,
                     &self.params[*bias].value,
                     matches!(layer.kind, Kind::Depthwise { .. }),
@@ -663,7 +613,7 @@ impl Net {
                     act,
                 } => {
                     let (lo, hi) = match act {
-                        Some(hi) => (0.0, *hi),
+                        Some(a) => (0.0, upper(*a)),
                         None => (f32::MIN, f32::MAX),
                     };
                     let c = *layer.shape.last().unwrap();
@@ -719,11 +669,10 @@ impl Net {
                             )
                         });
                 }
-                Kind::Relu | Kind::Relu6 => {
-                    let hi = if layer.kind == Kind::Relu {
-                        f32::MAX
-                    } else {
-                        6.0
+                Kind::Act(a) => {
+                    let hi = match a {
+                        Activation::Relu => f32::MAX,
+                        Activation::Relu6 => 6.0,
                     };
                     out.par_chunks_mut(4096)
                         .zip(x(0).par_chunks(4096))
@@ -733,17 +682,8 @@ impl Net {
                                 .for_each(|(o, v)| *o = v.clamp(0.0, hi));
                         });
                 }
-                Kind::AvgPool {
-                    size,
-                    stride,
-                    padding,
-                }
-                | Kind::MaxPool {
-                    size,
-                    stride,
-                    padding,
-                } if matches!(layer.kind, Kind::AvgPool { .. })
-                    && global_pool(xs(0), *size, *padding) =>
+                Kind::Pool { kind, window }
+                    if *kind == PoolKind::Avg && global_pool(xs(0), window) =>
                 {
                     // Global average pool: a per-sample mean over pixels,
                     // vectorised over channels.
@@ -759,32 +699,15 @@ impl Net {
                             o.iter_mut().for_each(|v| *v /= pixels as f32);
                         });
                 }
-                Kind::AvgPool {
-                    size,
-                    stride,
-                    padding,
-                }
-                | Kind::MaxPool {
-                    size,
-                    stride,
-                    padding,
-                } => {
-                    let avg = matches!(layer.kind, Kind::AvgPool { .. });
-                    pool(
-                        xs(0),
-                        &layer.shape,
-                        b,
-                        *size,
-                        *stride,
-                        *padding,
-                        |win, o| {
-                            out[o] = if avg {
-                                win.taps().map(|t| x(0)[t]).sum::<f32>() / win.len() as f32
-                            } else {
-                                win.taps().map(|t| x(0)[t]).fold(f32::MIN, f32::max)
-                            };
-                        },
-                    );
+                Kind::Pool { kind, window } => {
+                    let avg = *kind == PoolKind::Avg;
+                    pool(xs(0), b, window, |win, o| {
+                        out[o] = if avg {
+                            win.taps().map(|t| x(0)[t]).sum::<f32>() / win.len() as f32
+                        } else {
+                            win.taps().map(|t| x(0)[t]).fold(f32::MIN, f32::max)
+                        };
+                    });
                 }
                 Kind::Add => out
                     .iter_mut()
@@ -908,7 +831,7 @@ impl Net {
                 dy.iter_mut().for_each(|v| *v = 0.0);
             }
             let overwrites = matches!(layer.kind, Kind::BatchNorm { .. })
-                || matches!(layer.kind, Kind::Conv { kernel, stride, .. } if pointwise(kernel, stride));
+                || matches!(layer.kind, Kind::Conv { window, .. } if pointwise(pair(window.kernel), pair(window.stride)));
             for &j in &layer.inputs {
                 if fresh[j] && !overwrites {
                     self.grads[j].iter_mut().for_each(|v| *v = 0.0);
@@ -919,16 +842,12 @@ impl Net {
             match &layer.kind {
                 Kind::Input => {}
                 Kind::Conv {
-                    kernel,
-                    stride,
-                    padding,
+                    window,
                     weight,
                     bias,
                 }
                 | Kind::Depthwise {
-                    kernel,
-                    stride,
-                    padding,
+                    window,
                     weight,
                     bias,
                 } => {
@@ -947,9 +866,7 @@ impl Net {
                         &dy,
                         &layer.shape,
                         b,
-                        *kernel,
-                        *stride,
-                        *padding,
+                        window,
                         &self.params[*weight].value,
                         &self.geometry[i],
                         &self.cols[i],
@@ -1003,7 +920,7 @@ impl Net {
                     // rather than read), in blocks summed in order
                     // (deterministic). Then dx = c1 * dy + c3 * x + c2 with
                     // per-channel constants, masked the same way.
-                    let mask = act.map(|hi| (&scale[..], &shift[..], hi));
+                    let mask = act.map(|a| (&scale[..], &shift[..], upper(a)));
                     part.resize(dy.len().div_ceil(ROWS * c) * 2 * c, 0.0);
                     part.par_chunks_mut(2 * c)
                         .zip(dy.par_chunks(ROWS * c).zip(xv.par_chunks(ROWS * c)))
@@ -1058,12 +975,11 @@ impl Net {
                     self.grads[j] = gx;
                     self.bn_saved[i] = saved;
                 }
-                Kind::Relu | Kind::Relu6 => {
+                Kind::Act(a) => {
                     let j = layer.inputs[0];
-                    let hi = if layer.kind == Kind::Relu {
-                        f32::MAX
-                    } else {
-                        6.0
+                    let hi = match a {
+                        Activation::Relu => f32::MAX,
+                        Activation::Relu6 => 6.0,
                     };
                     let mut gx = std::mem::take(&mut self.grads[j]);
                     gx.par_chunks_mut(4096)
@@ -1077,17 +993,8 @@ impl Net {
                         });
                     self.grads[j] = gx;
                 }
-                Kind::AvgPool {
-                    size,
-                    stride,
-                    padding,
-                }
-                | Kind::MaxPool {
-                    size,
-                    stride,
-                    padding,
-                } if matches!(layer.kind, Kind::AvgPool { .. })
-                    && global_pool(xs(0), *size, *padding) =>
+                Kind::Pool { kind, window }
+                    if *kind == PoolKind::Avg && global_pool(xs(0), window) =>
                 {
                     let j = layer.inputs[0];
                     let c = xs(0)[2];
@@ -1103,37 +1010,19 @@ impl Net {
                             }
                         });
                 }
-                Kind::AvgPool {
-                    size,
-                    stride,
-                    padding,
-                }
-                | Kind::MaxPool {
-                    size,
-                    stride,
-                    padding,
-                } => {
-                    let avg = matches!(layer.kind, Kind::AvgPool { .. });
+                Kind::Pool { kind, window } => {
+                    let avg = *kind == PoolKind::Avg;
                     let j = layer.inputs[0];
                     let (xv, gx) = (&self.acts[j], &mut self.grads[j]);
-                    pool(
-                        xs(0),
-                        &layer.shape,
-                        b,
-                        *size,
-                        *stride,
-                        *padding,
-                        |win, o| {
-                            if avg {
-                                let share = dy[o] / win.len() as f32;
-                                win.taps().for_each(|t| gx[t] += share);
-                            } else if let Some(t) =
-                                win.taps().max_by(|a, c| xv[*a].total_cmp(&xv[*c]))
-                            {
-                                gx[t] += dy[o];
-                            }
-                        },
-                    );
+                    pool(xs(0), b, window, |win, o| {
+                        if avg {
+                            let share = dy[o] / win.len() as f32;
+                            win.taps().for_each(|t| gx[t] += share);
+                        } else if let Some(t) = win.taps().max_by(|a, c| xv[*a].total_cmp(&xv[*c]))
+                        {
+                            gx[t] += dy[o];
+                        }
+                    });
                 }
                 Kind::Add => {
                     for k in 0..2 {
@@ -1352,12 +1241,17 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Whether a pooling window covers the whole map in one step.
-fn global_pool(s: &[usize], size: [usize; 2], padding: Padding) -> bool {
-    s.len() == 3 && size == [s[0], s[1]] && padding == Padding::Valid
+fn global_pool(s: &[usize], window: &Window) -> bool {
+    s.len() == 3 && *window == Window::tiling([s[0] as u32, s[1] as u32])
+}
+
+/// A window's placement over an `[H, W, C]` input.
+fn placement(window: &Window, s: &[usize]) -> Placement {
+    window.over([s[0] as u32, s[1] as u32])
 }
 
 /// The in-image taps of one pooling window over one channel of one sample.
-struct Window {
+struct PoolTaps {
     rows: std::ops::Range<usize>,
     cols: std::ops::Range<usize>,
     w: usize,
@@ -1366,7 +1260,7 @@ struct Window {
     base: usize,
 }
 
-impl Window {
+impl PoolTaps {
     fn len(&self) -> usize {
         self.rows.len() * self.cols.len()
     }
@@ -1383,31 +1277,17 @@ impl Window {
 
 /// Visit each output element of a pooling window with the window's
 /// in-image taps.
-#[allow(clippy::too_many_arguments)]
-fn pool(
-    s: &[usize],
-    out_shape: &[usize],
-    b: usize,
-    size: [usize; 2],
-    stride: [usize; 2],
-    padding: Padding,
-    mut f: impl FnMut(&Window, usize),
-) {
+fn pool(s: &[usize], b: usize, window: &Window, mut f: impl FnMut(&PoolTaps, usize)) {
     let (h, w, c) = (s[0], s[1], s[2]);
-    let (ph, _) = pad_before(s[0] as u32, size[0] as u32, stride[0] as u32, padding);
-    let (pw, _) = pad_before(s[1] as u32, size[1] as u32, stride[1] as u32, padding);
-    let (oh, ow) = (out_shape[0], out_shape[1]);
-    // The in-image part of [start, start + size) as a range of 0..len.
-    let clip = |start: i64, size: usize, len: usize| {
-        start.clamp(0, len as i64) as usize..(start + size as i64).clamp(0, len as i64) as usize
-    };
+    let p = placement(window, s);
+    let (oh, ow) = (p.out[0] as usize, p.out[1] as usize);
     for n in 0..b {
         for oy in 0..oh {
-            let rows = clip(oy as i64 * stride[0] as i64 - ph, size[0], h);
+            let rows = p.rows(oy);
             for ox in 0..ow {
-                let cols = clip(ox as i64 * stride[1] as i64 - pw, size[1], w);
+                let cols = p.cols(ox);
                 for ch in 0..c {
-                    let window = Window {
+                    let window = PoolTaps {
                         rows: rows.clone(),
                         cols: cols.clone(),
                         w,
@@ -1442,24 +1322,6 @@ fn pad_map(
             }
         }
     }
-}
-
-/// Input offset of tap (ky, kx) of output pixel (oy, ox) in one sample, or
-/// `None` outside the image.
-#[allow(clippy::too_many_arguments)]
-fn tap(
-    oy: usize,
-    ox: usize,
-    ky: usize,
-    kx: usize,
-    stride: [usize; 2],
-    pad: (i64, i64),
-    h: i64,
-    w: i64,
-) -> Option<usize> {
-    let iy = oy as i64 * stride[0] as i64 - pad.0 + ky as i64;
-    let ix = ox as i64 * stride[1] as i64 - pad.1 + kx as i64;
-    (iy >= 0 && ix >= 0 && iy < h && ix < w).then(|| (iy * w + ix) as usize)
 }
 
 thread_local! {
@@ -1534,33 +1396,26 @@ fn matmul(
 /// per output pixel and kernel row, the run of in-image taps (contiguous in
 /// both the input row and the im2col row) as (destination, source,
 /// length).
-fn im2col_runs(
-    s: &[usize],
-    out_shape: &[usize],
-    kernel: [usize; 2],
-    stride: [usize; 2],
-    pad: (i64, i64),
-) -> Vec<(usize, usize, usize)> {
-    let (h, w, cin) = (s[0] as i64, s[1] as i64, s[2]);
-    let (oh, ow) = (out_shape[0], out_shape[1]);
-    let (kh, kw) = (kernel[0], kernel[1]);
+fn im2col_runs(s: &[usize], p: &Placement) -> Vec<(usize, usize, usize)> {
+    let (w, cin) = (s[1], s[2]);
+    let (oh, ow) = (p.out[0] as usize, p.out[1] as usize);
+    let (kh, kw) = (p.kernel[0] as usize, p.kernel[1] as usize);
     let k = kh * kw * cin;
     let mut runs = Vec::with_capacity(oh * ow * kh);
     for oy in 0..oh {
+        let y0 = p.row_start(oy);
         for ox in 0..ow {
-            for ky in 0..kh {
-                let iy = (oy * stride[0]) as i64 - pad.0 + ky as i64;
-                let x0 = (ox * stride[1]) as i64 - pad.1;
-                let kx0 = (-x0).clamp(0, kw as i64);
-                let kx1 = (w - x0).clamp(kx0, kw as i64);
-                if iy < 0 || iy >= h || kx1 == kx0 {
-                    continue;
-                }
-                let ix0 = (x0 + kx0) as usize;
+            let (x0, cols) = (p.col_start(ox), p.cols(ox));
+            if cols.is_empty() {
+                continue;
+            }
+            let kx0 = (cols.start as i64 - x0) as usize;
+            for iy in p.rows(oy) {
+                let ky = (iy as i64 - y0) as usize;
                 runs.push((
-                    (oy * ow + ox) * k + (ky * kw + kx0 as usize) * cin,
-                    (iy as usize * w as usize + ix0) * cin,
-                    (kx1 - kx0) as usize * cin,
+                    (oy * ow + ox) * k + (ky * kw + kx0) * cin,
+                    (iy * w + cols.start) * cin,
+                    cols.len() * cin,
                 ));
             }
         }
@@ -1600,34 +1455,32 @@ struct Geometry {
 
 impl Geometry {
     fn of(layer: &Layer, s: &[usize]) -> Geometry {
-        let (kernel, stride, padding, depthwise) = match layer.kind {
-            Kind::Conv {
-                kernel,
-                stride,
-                padding,
-                ..
-            } => (kernel, stride, padding, false),
-            Kind::Depthwise {
-                kernel,
-                stride,
-                padding,
-                ..
-            } => (kernel, stride, padding, true),
-            _ => return Geometry::default(),
+        let (window, depthwise) = match &layer.kind {
+            Kind::Conv { window, .. } => (window, false),
+            Kind::Depthwise { window, .. } => (window, true),
+            Kind::Input
+            | Kind::Dense { .. }
+            | Kind::BatchNorm { .. }
+            | Kind::Act(_)
+            | Kind::Pool { .. }
+            | Kind::Add
+            | Kind::Concat
+            | Kind::Pad { .. }
+            | Kind::Reshape
+            | Kind::ChannelMask { .. } => return Geometry::default(),
         };
-        let (ph, _) = pad_before(s[0] as u32, kernel[0] as u32, stride[0] as u32, padding);
-        let (pw, _) = pad_before(s[1] as u32, kernel[1] as u32, stride[1] as u32, padding);
+        let p = placement(window, s);
         if depthwise {
             Geometry {
-                taps: Taps::new(s, &layer.shape, kernel, stride, (ph, pw)),
+                taps: Taps::new(s, &p),
                 runs: Vec::new(),
             }
-        } else if pointwise(kernel, stride) {
+        } else if pointwise(pair(window.kernel), pair(window.stride)) {
             Geometry::default()
         } else {
             Geometry {
-                taps: Taps::default(),
-                runs: im2col_runs(s, &layer.shape, kernel, stride, (ph, pw)),
+                taps: Taps::new(s, &p),
+                runs: im2col_runs(s, &p),
             }
         }
     }
@@ -1713,9 +1566,7 @@ fn conv_backward(
     dy: &[f32],
     out_shape: &[usize],
     b: usize,
-    kernel: [usize; 2],
-    stride: [usize; 2],
-    padding: Padding,
+    window: &Window,
     weight: &[f32],
     geo: &Geometry,
     col: &[f32],
@@ -1728,8 +1579,7 @@ fn conv_backward(
 ) {
     let (h, w, cin) = (s[0] as i64, s[1] as i64, s[2]);
     let (oh, ow, cout) = (out_shape[0], out_shape[1], out_shape[2]);
-    let (ph, _) = pad_before(s[0] as u32, kernel[0] as u32, stride[0] as u32, padding);
-    let (pw, _) = pad_before(s[1] as u32, kernel[1] as u32, stride[1] as u32, padding);
+    let (kernel, stride) = (pair(window.kernel), pair(window.stride));
     let (kh, kw) = (kernel[0], kernel[1]);
     let per_in = (h * w) as usize * cin;
     let per_out = oh * ow * cout;
@@ -1811,21 +1661,15 @@ fn conv_backward(
             dx.par_chunks_mut(per_in)
                 .zip(dcol.par_chunks(oh * ow * k))
                 .for_each(|(dx_n, dcol_n)| {
-                    for oy in 0..oh {
-                        for ox in 0..ow {
-                            let row = &dcol_n[(oy * ow + ox) * k..][..k];
-                            for ky in 0..kh {
-                                for kx in 0..kw {
-                                    if let Some(p) = tap(oy, ox, ky, kx, stride, (ph, pw), h, w) {
-                                        let at = (ky * kw + kx) * cin;
-                                        for (d, v) in dx_n[p * cin..(p + 1) * cin]
-                                            .iter_mut()
-                                            .zip(&row[at..at + cin])
-                                        {
-                                            *d += v;
-                                        }
-                                    }
-                                }
+                    for (o, &(t0, t1)) in geo.taps.pixels.iter().enumerate() {
+                        let row = &dcol_n[o * k..][..k];
+                        for &(t, p) in &geo.taps.taps[t0..t1] {
+                            let at = t * cin;
+                            for (d, v) in dx_n[p * cin..(p + 1) * cin]
+                                .iter_mut()
+                                .zip(&row[at..at + cin])
+                            {
+                                *d += v;
                             }
                         }
                     }
@@ -1886,25 +1730,12 @@ struct Taps {
 }
 
 impl Taps {
-    fn new(
-        s: &[usize],
-        out_shape: &[usize],
-        kernel: [usize; 2],
-        stride: [usize; 2],
-        pad: (i64, i64),
-    ) -> Taps {
-        let (h, w) = (s[0] as i64, s[1] as i64);
+    fn new(s: &[usize], p: &Placement) -> Taps {
         let (mut pixels, mut taps) = (Vec::new(), Vec::new());
-        for oy in 0..out_shape[0] {
-            for ox in 0..out_shape[1] {
+        for oy in 0..p.out[0] as usize {
+            for ox in 0..p.out[1] as usize {
                 let start = taps.len();
-                for ky in 0..kernel[0] {
-                    for kx in 0..kernel[1] {
-                        if let Some(p) = tap(oy, ox, ky, kx, stride, pad, h, w) {
-                            taps.push((ky * kernel[1] + kx, p));
-                        }
-                    }
-                }
+                taps.extend(p.taps(oy, ox));
                 pixels.push((start, taps.len()));
             }
         }
