@@ -122,12 +122,13 @@ fn compile_errors_leave_no_files() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("is a search space"));
     assert!(!dir.exists());
-    // An op the backend cannot lower.
+    // A network compile cannot build (a batch norm that cannot fold): the
+    // same caret diagnostic as `check`, and no files.
     std::fs::create_dir_all(&dir).unwrap();
-    let src = dir.join("relu.mnet");
+    let src = dir.join("shared.mnet");
     std::fs::write(
         &src,
-        "network r(x: i8[4, 4, 2]) {\n    x = relu(x) |> flatten |> dense(out: 3)\n}\n",
+        "network r(x: i8[4, 4, 2]) {\n    y = conv2d(x, out: 2, kernel: 1)\n    x = add(y, batch_norm(y))\n}\n",
     )
     .unwrap();
     let o = mnet(&[
@@ -143,8 +144,14 @@ fn compile_errors_leave_no_files() {
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains("relu_0") && err.contains("only supported fused"),
+        err.contains("shared.mnet:3:16") && err.contains("cannot fold") && err.contains("^^^"),
         "{err}"
+    );
+    let check = mnet(&["check", src.to_str().unwrap()]);
+    assert_eq!(
+        String::from_utf8_lossy(&check.stderr),
+        err,
+        "check and compile agree"
     );
     assert_eq!(
         std::fs::read_dir(&dir).unwrap().count(),

@@ -50,6 +50,12 @@ fn models() -> Vec<(String, FixedGraph)> {
         fixed("tests/models/branches.mnet", Pick::Min),
     ));
     v.push(("vww@min".to_string(), fixed("examples/vww.mnet", Pick::Min)));
+    for m in ["relu_after_concat", "shared_conv", "softmax_map"] {
+        v.push((
+            m.to_string(),
+            fixed(&format!("tests/models/{m}.mnet"), Pick::Min),
+        ));
+    }
     v
 }
 

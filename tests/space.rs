@@ -106,6 +106,31 @@ network shortcuts(x: i8[9, 7, 3]) -> [6] {
 }
 ";
 
+/// Whether an activation fuses depends on the choices: who else reads its
+/// producer (an alternative, a kept or skipped block, a select that passes
+/// the tensor on), and where a skipped block's shortcut pool puts a relu.
+const FUSION: &str = "\
+block act6(x) {
+    x = relu6(x) |> conv2d(out: 4, kernel: 1)
+    return x
+}
+
+block down(x) {
+    x = conv2d(x, out: 4, kernel: 1, stride: 2)
+    return x
+}
+
+network fusion(x: i8[8, 8, 4]) -> [4, 4, 4] {
+    y = conv2d(x, out: width(4, 8), kernel: 1)
+    z = relu(y)
+    w = choice(conv2d(y, out: 4, kernel: 1), conv2d(z, out: 4, kernel: 1))
+    a = conv2d(z, out: 4, kernel: 1)
+    b = skippable act6(a)
+    x = add(relu(b), w)
+    x = skippable down(x) |> relu
+}
+";
+
 #[test]
 fn analysis_matches_brute_force() {
     let tiny = common::read(format!("{}/examples/tiny.mnet", env!("CARGO_MANIFEST_DIR")).as_ref());
@@ -113,6 +138,7 @@ fn analysis_matches_brute_force() {
         ("tiny.mnet", tiny.as_str()),
         ("branchy.mnet", BRANCHY),
         ("shortcuts.mnet", SHORTCUTS),
+        ("fusion.mnet", FUSION),
     ] {
         let net = checked(name, src);
         let (min, max, distinct) = brute_force(&net);
@@ -147,6 +173,7 @@ fn resolved_networks_round_trip() {
         .collect();
     spaces.push(("branchy.mnet".into(), BRANCHY.into()));
     spaces.push(("shortcuts.mnet".into(), SHORTCUTS.into()));
+    spaces.push(("fusion.mnet".into(), FUSION.into()));
     for (name, src) in &spaces {
         let net = checked(name, src);
         let mut picks = vec![Pick::Min, Pick::Max];

@@ -65,7 +65,7 @@ pub fn in_place_kind(l: &Lowered, i: usize, j: usize) -> Option<InPlace> {
     let n = &l.nodes[i];
     let input = &l.nodes[j].shape;
     match n.kind {
-        LKind::Add => Some(InPlace::Elementwise),
+        LKind::Add | LKind::Act(_) | LKind::Requantize => Some(InPlace::Elementwise),
         LKind::Depthwise { .. } if n.inputs[0] == j => Some(InPlace::DepthwisePlanes {
             plane: (input[0] * input[1]) as usize,
         }),
@@ -196,7 +196,8 @@ pub fn plan(l: &Lowered) -> MemoryPlan {
         for &j in &node.inputs {
             let r = root[j];
             let shared_later = (0..n).any(|k| k != j && root[k] == r && last[k] > i);
-            let fits = node.kind != LKind::Add || sizes[j] == sizes[i];
+            let elementwise = matches!(in_place_kind(l, i, j), Some(InPlace::Elementwise));
+            let fits = !elementwise || sizes[j] == sizes[i];
             if last[j] != i || r == 0 || shared_later || !fits {
                 continue;
             }
@@ -384,11 +385,13 @@ pub fn check(l: &Lowered, p: &MemoryPlan) -> Result<(), String> {
                 let ok = match node.kind {
                     LKind::Reshape => same_bytes,
                     _ => {
+                        let elementwise =
+                            matches!(in_place_kind(l, i, j), Some(InPlace::Elementwise));
                         out.1 == span(j).1
                             && last[j] == i
                             && in_place_kind(l, i, j).is_some()
-                            && (node.kind != LKind::Add || same_bytes)
-                            && (node.kind == LKind::Add || p.scratch[i].is_some())
+                            && (!elementwise || same_bytes)
+                            && (elementwise || p.scratch[i].is_some())
                             && (out.2 <= span(j).2
                                 || matches!(
                                     in_place_kind(l, i, j),

@@ -9,7 +9,7 @@
 //! and every attribute takes its option's value.
 
 use crate::analysis::space::{
-    bind_op, eval_layer, shortcut_op, Assignment, SpaceSummary, TensorInfo,
+    bind_op, eval_layer, shortcut_op, Assignment, Producer, SpaceSummary, TensorInfo,
 };
 use crate::ir::*;
 use petgraph::stable_graph::StableDiGraph;
@@ -114,7 +114,8 @@ pub fn resolve(g: &SearchGraph, choice: &[u16]) -> Result<FixedGraph, String> {
                 let ins: Vec<(FNodeId, TensorInfo)> =
                     inputs.iter().map(get).collect::<Result<_, _>>()?;
                 let infos: Vec<&TensorInfo> = ins.iter().map(|(_, t)| t).collect();
-                let ev = eval_layer(&op, &infos).map_err(|m| format!("{}: {m}", node.name))?;
+                let ev = eval_layer(&op, &infos, true)
+                    .map_err(|(m, _)| format!("{}: {m}", node.name))?;
                 let fid = add(
                     &mut graph,
                     FixedNode {
@@ -141,8 +142,8 @@ pub fn resolve(g: &SearchGraph, choice: &[u16]) -> Result<FixedGraph, String> {
                                 None => (fid, info),
                                 Some(p) => {
                                     let op = shortcut_op(*p);
-                                    let ev = eval_layer(&op, &[&info])
-                                        .map_err(|m| format!("{}: {m}", node.name))?;
+                                    let ev = eval_layer(&op, &[&info], true)
+                                        .map_err(|(m, _)| format!("{}: {m}", node.name))?;
                                     let pid = add(
                                         &mut graph,
                                         FixedNode {
@@ -168,11 +169,31 @@ pub fn resolve(g: &SearchGraph, choice: &[u16]) -> Result<FixedGraph, String> {
         .get(&g.output)
         .map(|(f, _)| *f)
         .ok_or("internal: the output does not exist")?;
-    Ok(FixedGraph {
+    let mut fixed = FixedGraph {
         info: g.info.clone(),
         graph,
         order,
         origins,
         output,
-    })
+    };
+    mark_fusion(&mut fixed)?;
+    Ok(fixed)
+}
+
+/// Set every node's `fused` flag by the one fusion rule
+/// ([`crate::ops::fusion::fuse`]): a layer is its input's sole reader when
+/// no other node reads that input and it is not the network's output.
+pub fn mark_fusion(g: &mut FixedGraph) -> Result<(), String> {
+    let mut producer: HashMap<FNodeId, Producer> = HashMap::new();
+    for id in g.order.clone() {
+        let input = g.inputs(id).first().copied();
+        let from = input.map_or(Producer::Closed, |i| producer[&i]);
+        let sole = input.is_some_and(|i| i != g.output && g.consumers(i).len() == 1);
+        let node = &mut g.graph[id.0];
+        let (fused, out) = crate::ops::fusion::fuse(&node.op, from, sole)
+            .map_err(|e| format!("{}: {}", node.name, e.message))?;
+        node.fused = fused;
+        producer.insert(id, out);
+    }
+    Ok(())
 }

@@ -20,7 +20,7 @@
 
 use crate::ir::*;
 use crate::ops::shape::{cost, infer, set_attr, LayerCost};
-use crate::ops::{PoolKind, Window};
+use crate::ops::{FusionClass, PoolKind, Window};
 use mnet_grammar::{Diagnostic, Sources};
 use num_bigint::BigUint;
 use rustc_hash::FxHashMap as HashMap;
@@ -31,15 +31,7 @@ use std::rc::Rc;
 /// Most states the frontier may hold.
 const MAX_STATES: usize = 200_000;
 
-/// What produced a tensor, for folding batch norm and fusing activations.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Producer {
-    /// conv2d, depthwise_conv2d or dense
-    Weighted,
-    /// a batch norm folded into a weighted layer
-    FoldedBn,
-    Other,
-}
+pub use crate::ops::fusion::Producer;
 
 /// A concrete tensor: its shape and what produced it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -57,24 +49,22 @@ pub struct LayerEval {
     pub fused: bool,
 }
 
-/// Evaluate a layer: shape, cost and fusion.
-pub fn eval_layer(op: &Op, inputs: &[&TensorInfo]) -> Result<LayerEval, String> {
+/// Why a layer fails on its inputs: (message, hint).
+pub type LayerError = (String, Option<String>);
+
+/// Evaluate a layer: shape, cost and fusion ([`crate::ops::fusion`]).
+/// `sole_reader`: the layer is the only reader of its input, which is not
+/// the network's output.
+pub fn eval_layer(
+    op: &Op,
+    inputs: &[&TensorInfo],
+    sole_reader: bool,
+) -> Result<LayerEval, LayerError> {
     let shapes: Vec<&[u32]> = inputs.iter().map(|t| t.shape.as_slice()).collect();
-    let shape = infer(op, &shapes)?;
-    let (producer, fused) = match op {
-        _ if op.is_weighted() => (Producer::Weighted, false),
-        Op::BatchNorm => {
-            if inputs[0].producer != Producer::Weighted {
-                return Err("`batch_norm` must directly follow conv2d, depthwise_conv2d or dense, whose weights it is folded into".into());
-            }
-            (Producer::FoldedBn, true)
-        }
-        Op::Act(_) => (
-            Producer::Other,
-            matches!(inputs[0].producer, Producer::Weighted | Producer::FoldedBn),
-        ),
-        _ => (Producer::Other, false),
-    };
+    let shape = infer(op, &shapes).map_err(|m| (m, None))?;
+    let input = inputs.first().map_or(Producer::Closed, |t| t.producer);
+    let (fused, producer) =
+        crate::ops::fusion::fuse(op, input, sole_reader).map_err(|e| (e.message, e.hint))?;
     let cost = cost(op, &shapes, &shape, fused);
     Ok(LayerEval {
         out: TensorInfo { shape, producer },
@@ -214,7 +204,7 @@ impl Interner {
         let shape = vec![t.shape[0], t.shape[1], 0];
         self.intern(TensorInfo {
             shape,
-            producer: Producer::Other,
+            producer: Producer::Closed,
         })
     }
 
@@ -463,6 +453,16 @@ pub fn analyze(g: &SearchGraph, sources: &Sources) -> Result<SpaceSummary, Vec<D
             consumers[input.0.index()].push((pos, slot as u32));
         }
     }
+    // A layer that may fuse into its input's producer reads, besides its
+    // own, the choices that tell who else reads that producer: keep them
+    // in the states until then.
+    for (pos, &id) in g.order.iter().enumerate() {
+        if fuses_into_producer(g.node(id)) {
+            for c in sole_reader_choices(g, &consumers, g.inputs(id)[0]) {
+                choice_last[c.0 as usize] = choice_last[c.0 as usize].max(pos);
+            }
+        }
+    }
     let mut states: HashMap<Key, Acc> = HashMap::default();
     states.insert(
         Key {
@@ -531,7 +531,7 @@ pub fn analyze(g: &SearchGraph, sources: &Sources) -> Result<SpaceSummary, Vec<D
             reads.push(choice);
         }
         type Memo = HashMap<
-            (SmallVec<[u32; 4]>, SmallVec<[u16; 4]>),
+            (SmallVec<[u32; 4]>, SmallVec<[u16; 4]>, bool),
             Result<(u32, Option<LayerCost>), NodeError>,
         >;
         let mut memo: Memo = HashMap::default();
@@ -559,10 +559,21 @@ pub fn analyze(g: &SearchGraph, sources: &Sources) -> Result<SpaceSummary, Vec<D
                     .flat_map(|(k, a)| decide(g, k, a, c))
                     .collect();
             }
-            for (key, mut acc) in active {
-                // A node's result depends only on its input tensors and the
-                // options it reads: evaluate each combination once.
-                let memo_key: (SmallVec<[u32; 4]>, SmallVec<[u16; 4]>) = (
+            // Whether a layer that may fuse into its input's producer is
+            // that producer's only reader (deciding, lazily, the choices
+            // that tell).
+            let active: Vec<(Key, Acc, bool)> = match fuses_into_producer(node) {
+                true => active
+                    .into_iter()
+                    .flat_map(|(k, a)| sole_reader(g, &consumers, inputs[0], (k, a)))
+                    .collect(),
+                false => active.into_iter().map(|(k, a)| (k, a, true)).collect(),
+            };
+            for (key, mut acc, sole) in active {
+                // A node's result depends only on its input tensors, the
+                // options it reads and whether it is its input's only
+                // reader: evaluate each combination once.
+                let memo_key: (SmallVec<[u32; 4]>, SmallVec<[u16; 4]>, bool) = (
                     inputs
                         .iter()
                         .map(|i| key.tensor_id(*i).unwrap_or(u32::MAX))
@@ -571,11 +582,12 @@ pub fn analyze(g: &SearchGraph, sources: &Sources) -> Result<SpaceSummary, Vec<D
                         .iter()
                         .map(|c| key.choice(*c).expect("decided"))
                         .collect(),
+                    sole,
                 );
                 let result = match memo.get(&memo_key) {
                     Some(r) => r.clone(),
                     None => {
-                        let r = eval_node(g, node, &inputs, &key, &interner.borrow());
+                        let r = eval_node(g, node, &inputs, &key, &interner.borrow(), sole);
                         let r = r.map(|(info, cost, fused)| {
                             if let Some(cost) = cost {
                                 let r = ranges[pos].get_or_insert_with(|| NodeRange {
@@ -726,6 +738,196 @@ pub fn analyze(g: &SearchGraph, sources: &Sources) -> Result<SpaceSummary, Vec<D
 /// (message, label, hint)
 type NodeError = (String, String, Option<String>);
 
+/// Whether a node is a layer that may fuse into the op producing its input
+/// (a batch norm, a fusable activation), which depends on who else reads
+/// that op's output.
+fn fuses_into_producer(node: &SearchNode) -> bool {
+    match &node.op {
+        SearchOp::Layer(op) => match op.fusion_class() {
+            FusionClass::FoldsIntoWeights => true,
+            FusionClass::Activation(a) => a.fused().is_some(),
+            FusionClass::Weighted | FusionClass::TakesActivation | FusionClass::Plain => false,
+        },
+        SearchOp::Select { .. } => false,
+    }
+}
+
+/// The op that really produces a node's value in one network: a layer, or
+/// the avg-pool shortcut of a skipped downsampling block (at its select).
+#[derive(Clone, Copy)]
+enum Source {
+    Layer(SNodeId),
+    Shortcut(SNodeId),
+}
+
+type State = (Key, Acc);
+
+/// Whether node `c` exists, deciding its guard's choices in order until one
+/// fails (as resolution reads them).
+fn exists(g: &SearchGraph, c: SNodeId, st: State) -> Vec<(State, bool)> {
+    let guard = &g.node(c).guard;
+    let mut out = Vec::new();
+    let mut pending = vec![(st, 0usize)];
+    while let Some(((k, a), i)) = pending.pop() {
+        let Some(cond) = guard.get(i) else {
+            out.push(((k, a), true));
+            continue;
+        };
+        for (k, a) in decide(g, k, a, cond.choice) {
+            let o = k.choice(cond.choice).expect("decided");
+            if cond.mask & (1 << o) != 0 {
+                pending.push(((k, a), i + 1));
+            } else {
+                out.push(((k, a), false));
+            }
+        }
+    }
+    out
+}
+
+/// The real producer of `n`'s value, through the selects that pass it.
+fn sources(g: &SearchGraph, n: SNodeId, st: State) -> Vec<(State, Source)> {
+    let SearchOp::Select { choice, kind } = g.node(n).op else {
+        return vec![(st, Source::Layer(n))];
+    };
+    let inputs = g.inputs(n);
+    decide(g, st.0, st.1, choice)
+        .into_iter()
+        .flat_map(|(k, a)| {
+            let o = k.choice(choice).expect("decided") as usize;
+            match kind {
+                SelectKind::Branch | SelectKind::Depth => sources(g, inputs[o], (k, a)),
+                SelectKind::Skip { pool: Some(_) } if o == 0 => {
+                    vec![((k, a), Source::Shortcut(n))]
+                }
+                SelectKind::Skip { .. } => sources(g, inputs[o], (k, a)),
+            }
+        })
+        .collect()
+}
+
+/// How many nodes read the value of `v` in the network (the network's
+/// output counts as a reader), counting up to 2; selects that pass the
+/// value on count their own readers.
+fn readers(
+    g: &SearchGraph,
+    consumers: &[Vec<(usize, u32)>],
+    v: SNodeId,
+    st: State,
+) -> Vec<(State, u32)> {
+    let mut states = vec![(st, u32::from(v == g.output))];
+    let mut seen = Vec::new();
+    for &(pos, slot) in &consumers[v.0.index()] {
+        let c = g.order[pos];
+        let select = match g.node(c).op {
+            SearchOp::Select { choice, kind } => Some((choice, kind)),
+            SearchOp::Layer(_) if seen.contains(&pos) => continue,
+            SearchOp::Layer(_) => {
+                seen.push(pos);
+                None
+            }
+        };
+        let mut next = Vec::new();
+        for (st, count) in states {
+            if count >= 2 {
+                next.push((st, count));
+                continue;
+            }
+            for (st, there) in exists(g, c, st) {
+                let Some((choice, kind)) = select.filter(|_| there) else {
+                    next.push((st, count + u32::from(there)));
+                    continue;
+                };
+                for (k, a) in decide(g, st.0, st.1, choice) {
+                    let o = k.choice(choice).expect("decided") as u32;
+                    if o != slot {
+                        next.push(((k, a), count));
+                    } else if matches!(kind, SelectKind::Skip { pool: Some(_) }) && o == 0 {
+                        // The skipped block's shortcut pool reads it.
+                        next.push(((k, a), count + 1));
+                    } else {
+                        next.extend(
+                            readers(g, consumers, c, (k, a))
+                                .into_iter()
+                                .map(|(st, m)| (st, count + m)),
+                        );
+                    }
+                }
+            }
+        }
+        states = next;
+    }
+    states
+}
+
+/// The states of `st` split by whether the producer of `input` has exactly
+/// one reader.
+fn sole_reader(
+    g: &SearchGraph,
+    consumers: &[Vec<(usize, u32)>],
+    input: SNodeId,
+    st: State,
+) -> Vec<(Key, Acc, bool)> {
+    sources(g, input, st)
+        .into_iter()
+        .flat_map(|(st, src)| {
+            let v = match src {
+                Source::Layer(p) | Source::Shortcut(p) => p,
+            };
+            readers(g, consumers, v, st)
+        })
+        .map(|((k, a), count)| (k, a, count == 1))
+        .collect()
+}
+
+/// Every choice [`sole_reader`] may read for `input`.
+fn sole_reader_choices(
+    g: &SearchGraph,
+    consumers: &[Vec<(usize, u32)>],
+    input: SNodeId,
+) -> Vec<ChoiceId> {
+    fn back(
+        g: &SearchGraph,
+        consumers: &[Vec<(usize, u32)>],
+        n: SNodeId,
+        out: &mut Vec<ChoiceId>,
+        seen: &mut Vec<SNodeId>,
+    ) {
+        if let SearchOp::Select { choice, .. } = g.node(n).op {
+            out.push(choice);
+            for i in g.inputs(n) {
+                back(g, consumers, i, out, seen);
+            }
+        }
+        forward(g, consumers, n, out, seen);
+    }
+    fn forward(
+        g: &SearchGraph,
+        consumers: &[Vec<(usize, u32)>],
+        v: SNodeId,
+        out: &mut Vec<ChoiceId>,
+        seen: &mut Vec<SNodeId>,
+    ) {
+        if seen.contains(&v) {
+            return;
+        }
+        seen.push(v);
+        for &(pos, _) in &consumers[v.0.index()] {
+            let c = g.order[pos];
+            out.extend(g.node(c).guard.iter().map(|cond| cond.choice));
+            if let SearchOp::Select { choice, .. } = g.node(c).op {
+                out.push(choice);
+                forward(g, consumers, c, out, seen);
+            }
+        }
+    }
+    let (mut out, mut seen) = (Vec::new(), Vec::new());
+    back(g, consumers, input, &mut out, &mut seen);
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// Evaluate one node in one state: its output tensor and, for layers, its
 /// cost and whether it is fused.
 fn eval_node(
@@ -734,6 +936,7 @@ fn eval_node(
     inputs: &[SNodeId],
     key: &Key,
     interner: &Interner,
+    sole_reader: bool,
 ) -> Result<(TensorInfo, Option<LayerCost>, bool), NodeError> {
     let missing = || {
         (
@@ -750,9 +953,9 @@ fn eval_node(
                 .map(|i| key.tensor(*i, interner))
                 .collect::<Option<_>>()
                 .ok_or_else(missing)?;
-            let ev = eval_layer(&op, &ins).map_err(|m| {
+            let ev = eval_layer(&op, &ins, sole_reader).map_err(|(m, hint)| {
                 let shapes: Vec<String> = ins.iter().map(|t| format!("{:?}", t.shape)).collect();
-                (m, format!("input {}", shapes.join(", ")), None)
+                (m, format!("input {}", shapes.join(", ")), hint)
             })?;
             Ok((ev.out, Some(ev.cost), ev.fused))
         }
@@ -768,8 +971,8 @@ fn eval_node(
                     if o == 0 {
                         return Ok(match pool {
                             Some(p) => {
-                                let ev = eval_layer(&shortcut_op(*p), &[identity])
-                                    .map_err(|m| (m, "on the skip path".to_string(), None))?;
+                                let ev = eval_layer(&shortcut_op(*p), &[identity], true)
+                                    .map_err(|(m, h)| (m, "on the skip path".to_string(), h))?;
                                 (ev.out, Some(ev.cost), false)
                             }
                             None => (identity.clone(), None, false),

@@ -80,12 +80,15 @@ fn ptr(p: Place) -> String {
     }
 }
 
-const PRELUDE: &str = r#"#if defined(__GNUC__)
+const ALIGN: &str = r#"#if defined(__GNUC__)
 #define MNET_ALIGN __attribute__((aligned(16)))
 #else
 #define MNET_ALIGN
 #endif
+"#;
 
+/// SaturatingRoundingDoublingHighMul and RoundingDivideByPOT.
+const FIXED_POINT: &str = r#"
 /* TFLM fixed-point arithmetic (gemmlowp double rounding). */
 static int32_t mnet_srdhm(int32_t a, int32_t b) {
     int64_t ab;
@@ -104,17 +107,45 @@ static int32_t mnet_rdbpot(int32_t x, int e) {
     const int32_t thr = (mask >> 1) + (x < 0 ? 1 : 0);
     return (x >> e) + (rem > thr ? 1 : 0);
 }
+"#;
 
+/// MultiplyByQuantizedMultiplier.
+const MBQM: &str = r#"
 static int32_t mnet_mbqm(int32_t x, int32_t m, int s) {
     const int left = s > 0 ? s : 0;
     const int right = s > 0 ? 0 : -s;
     return mnet_rdbpot(mnet_srdhm((int32_t)((uint32_t)x << left), m), right);
 }
+"#;
 
+const CLAMP: &str = r#"
 static int8_t mnet_clamp(int32_t v, int32_t lo, int32_t hi) {
     return (int8_t)(v < lo ? lo : (v > hi ? hi : v));
 }
 "#;
+
+/// The helpers a network's code calls (C warns of unused static ones).
+fn prelude(l: &crate::lower::Lowered) -> String {
+    let (mut mbqm, mut fixed, mut clamp) = (false, false, false);
+    for n in &l.nodes {
+        let (m, f, c) = match n.kind {
+            LKind::Conv { .. } | LKind::Depthwise { .. } | LKind::Requantize => (true, true, true),
+            LKind::Add | LKind::Softmax => (false, true, true),
+            LKind::Pool { .. } | LKind::Act(_) => (false, false, true),
+            LKind::Input | LKind::Concat | LKind::Pad { .. } | LKind::Reshape => {
+                (false, false, false)
+            }
+        };
+        (mbqm, fixed, clamp) = (mbqm || m, fixed || f, clamp || c);
+    }
+    let mut out = ALIGN.to_string();
+    for (needed, text) in [(fixed, FIXED_POINT), (mbqm, MBQM), (clamp, CLAMP)] {
+        if needed {
+            out.push_str(text);
+        }
+    }
+    out
+}
 
 const SOFTMAX: &str = r#"
 static int32_t mnet_sat_shl(int32_t v, int e) {
@@ -406,15 +437,19 @@ pub fn write(
         }
     }
     c.push_str(" */\n\n");
-    c.push_str(PRELUDE);
+    c.push_str(&prelude(l));
     if l.nodes.iter().any(|n| n.kind == LKind::Softmax) {
         c.push_str(SOFTMAX);
     }
-    let _ = writeln!(
-        c,
-        "\nstatic int8_t mnet_arena[{}] MNET_ALIGN;\n",
-        plan.arena_size.max(1)
-    );
+    if plan.arena_size > 0 {
+        let _ = writeln!(
+            c,
+            "\nstatic int8_t mnet_arena[{}] MNET_ALIGN;\n",
+            plan.arena_size
+        );
+    } else {
+        c.push('\n');
+    }
     // Constants.
     for (i, n) in l.nodes.iter().enumerate() {
         let Some(w) = q.weights.get(&i) else { continue };
@@ -593,7 +628,7 @@ pub fn write(
                 );
                 c.push_str("            }\n        }\n        }\n");
             }
-            (LKind::Pool { kind, window }, Prepared::Pool { act_min, act_max }) => {
+            (LKind::Pool { kind, window }, Prepared::Clamp { act_min, act_max }) => {
                 let avg = *kind == PoolKind::Avg;
                 let (hh, ww, ch) = (in_shape[0], in_shape[1], in_shape[2]);
                 let (size, stride) = (window.kernel, window.stride);
@@ -675,6 +710,28 @@ pub fn write(
                 );
                 let _ = writeln!(c, "        memset(y, {out_zp}, {total});");
                 let _ = writeln!(c, "        for (r = 0; r < {hh}; ++r) memcpy(y + ((r + {}) * {ow} + {}) * {ch}, x + r * {} , {});", pads[0], pads[2], ww * ch, ww * ch);
+            }
+            (LKind::Requantize, Prepared::Requantize { mult, shift }) => {
+                let total: u32 = n.shape.iter().product();
+                let _ = writeln!(
+                    c,
+                    "        const int8_t *x = {};\n        int8_t *y = {y};\n        int k;",
+                    xs[0]
+                );
+                let _ = writeln!(c, "        for (k = 0; k < {total}; ++k) y[k] = mnet_clamp(mnet_mbqm(x[k] - ({in_zp}), {mult}, {shift}) + ({out_zp}), -128, 127);");
+            }
+            (LKind::Act(_), p) => {
+                let (lo, hi) = p.clamp();
+                let total: u32 = n.shape.iter().product();
+                let _ = writeln!(
+                    c,
+                    "        const int8_t *x = {};\n        int8_t *y = {y};\n        int k;",
+                    xs[0]
+                );
+                let _ = writeln!(
+                    c,
+                    "        for (k = 0; k < {total}; ++k) y[k] = mnet_clamp(x[k], {lo}, {hi});"
+                );
             }
             (LKind::Reshape, _) => {
                 let total: u32 = n.shape.iter().product();

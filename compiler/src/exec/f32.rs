@@ -36,8 +36,9 @@ pub fn forward(l: &Lowered, w: &FloatWeights, input: &[f32]) -> Vec<Vec<f32>> {
             }
             (LKind::Concat, _) => concat(n, l, &values),
             (LKind::Pad { pads }, Some((x, s))) => pad(x, s, *pads, 0.0),
-            (LKind::Reshape, Some((x, _))) => x.clone(),
+            (LKind::Reshape | LKind::Requantize, Some((x, _))) => x.clone(),
             (LKind::Softmax, Some((x, _))) => softmax(x, n),
+            (LKind::Act(a), Some((x, _))) => x.iter().map(|v| a.apply(*v)).collect(),
             (k, None) => unreachable!("{k:?} without an input"),
         };
         values.push(out);

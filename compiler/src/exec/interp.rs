@@ -25,7 +25,8 @@ pub enum Prepared {
         act_min: i32,
         act_max: i32,
     },
-    Pool {
+    /// Pools and activations that run alone: the output clamp.
+    Clamp {
         act_min: i32,
         act_max: i32,
     },
@@ -44,6 +45,34 @@ pub enum Prepared {
         shift: i32,
         diff_min: i32,
     },
+    /// int8 to int8: `QuantizeMultiplier(in_scale / out_scale)`.
+    Requantize {
+        mult: i32,
+        shift: i32,
+    },
+}
+
+impl Prepared {
+    /// (multipliers, shifts, clamp) of a weighted node.
+    pub fn weighted(&self) -> (&[i32], &[i32], i32, i32) {
+        match self {
+            Prepared::Weighted {
+                mult,
+                shift,
+                act_min,
+                act_max,
+            } => (mult, shift, *act_min, *act_max),
+            p => unreachable!("prepared as {p:?}, not as a weighted layer"),
+        }
+    }
+
+    /// The clamp of a pool or a lone activation.
+    pub fn clamp(&self) -> (i32, i32) {
+        match self {
+            Prepared::Clamp { act_min, act_max } => (*act_min, *act_max),
+            p => unreachable!("prepared as {p:?}, not as a clamp"),
+        }
+    }
 }
 
 /// `CalculateActivationRangeQuantized`.
@@ -82,7 +111,13 @@ pub fn prepare(q: &QuantGraph) -> Vec<Prepared> {
                         act_max,
                     }
                 }
-                LKind::Pool { .. } => Prepared::Pool { act_min, act_max },
+                LKind::Pool { .. } => Prepared::Clamp { act_min, act_max },
+                // A relu or relu6 alone keeps its input's quantization
+                // (see `LKind::has_own_range`): a clamp.
+                LKind::Act(a) => {
+                    let (act_min, act_max) = act_range(a.fused(), out);
+                    Prepared::Clamp { act_min, act_max }
+                }
                 LKind::Add => {
                     let (s1, s2) = (
                         q.qparams[n.inputs[0]].scale as f64,
@@ -111,6 +146,11 @@ pub fn prepare(q: &QuantGraph) -> Vec<Prepared> {
                         shift,
                         diff_min,
                     }
+                }
+                LKind::Requantize => {
+                    let in_scale = q.qparams[n.inputs[0]].scale as f64;
+                    let (mult, shift) = quantize_multiplier(in_scale / out.scale as f64);
+                    Prepared::Requantize { mult, shift }
                 }
                 LKind::Input | LKind::Concat | LKind::Pad { .. } | LKind::Reshape => Prepared::None,
             }
@@ -195,7 +235,7 @@ pub fn run(q: &QuantGraph, prep: &[Prepared], input: &[i8]) -> Vec<Vec<i8>> {
                 }
                 y
             }
-            (LKind::Pool { kind, window }, Prepared::Pool { act_min, act_max }) => {
+            (LKind::Pool { kind, window }, Prepared::Clamp { act_min, act_max }) => {
                 let x = &values[n.inputs[0]];
                 let s = &l.nodes[n.inputs[0]].shape;
                 let p = window.over([s[0], s[1]]);
@@ -259,6 +299,23 @@ pub fn run(q: &QuantGraph, prep: &[Prepared], input: &[i8]) -> Vec<Vec<i8>> {
                 out_q.zero_point as i8,
             ),
             (LKind::Reshape, _) => values[n.inputs[0]].clone(),
+            (LKind::Requantize, Prepared::Requantize { mult, shift }) => {
+                let zin = q.qparams[n.inputs[0]].zero_point;
+                values[n.inputs[0]]
+                    .iter()
+                    .map(|&v| {
+                        (mbqm(v as i32 - zin, *mult, *shift) + out_q.zero_point).clamp(-128, 127)
+                            as i8
+                    })
+                    .collect()
+            }
+            (LKind::Act(_), p) => {
+                let (lo, hi) = p.clamp();
+                values[n.inputs[0]]
+                    .iter()
+                    .map(|&v| (v as i32).clamp(lo, hi) as i8)
+                    .collect()
+            }
             (
                 LKind::Softmax,
                 Prepared::Softmax {

@@ -1,9 +1,10 @@
 //! Lowering: a fixed network to the ops the int8 backends emit, then float
 //! weights, calibration and int8 quantization.
 //!
-//! [`lower`] legalises the fixed graph: batch norm folds into the conv,
-//! depthwise conv or dense before it, relu/relu6 fuse into the op before
-//! them, global average pooling becomes a full-window average pool, flatten
+//! [`lower`] legalises the fixed graph: batch norms and activations fold
+//! and fuse where the fixed graph's `fused` flags say (the one rule,
+//! [`crate::ops::fusion`]; an activation that cannot fuse is its own op),
+//! global average pooling becomes a full-window average pool, flatten
 //! becomes reshape, and a dense layer becomes a 1x1 conv between reshapes.
 //! [`weights`] holds the float parameters (read from a file by [`io`] or
 //! random for a seed), [`calibrate`] finds each activation's float range and
@@ -19,21 +20,36 @@ pub use quantize::{quantize, QParams, QWeights, QuantGraph};
 pub use weights::{FloatWeights, LayerWeights, BN_EPSILON};
 
 use crate::ir::{FNodeId, FixedGraph, Op};
-use crate::ops::{FusedAct, PoolKind, WeightLayout, Window};
+use crate::ops::{Activation, FusedAct, PoolKind, WeightLayout, Window};
 use std::collections::BTreeMap;
 
 /// An op after legalisation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LKind {
     Input,
-    Conv { out: u32, window: Window },
-    Depthwise { window: Window },
-    Pool { kind: PoolKind, window: Window },
+    Conv {
+        out: u32,
+        window: Window,
+    },
+    Depthwise {
+        window: Window,
+    },
+    Pool {
+        kind: PoolKind,
+        window: Window,
+    },
     Add,
     Concat,
-    Pad { pads: [u32; 4] },
+    Pad {
+        pads: [u32; 4],
+    },
     Reshape,
     Softmax,
+    /// An activation that runs as its own op (one that could not fuse).
+    Act(Activation),
+    /// int8 to int8 in another quantization (TFLite QUANTIZE): a concat
+    /// input brought to the concat's.
+    Requantize,
 }
 
 impl LKind {
@@ -47,6 +63,12 @@ impl LKind {
     pub fn has_own_range(&self) -> bool {
         match self {
             LKind::Softmax | LKind::Pool { .. } | LKind::Reshape | LKind::Pad { .. } => false,
+            // TFLM's RELU6 clamps in its input's quantization (it ignores
+            // the output's), RELU requantizes: both are exact with the
+            // input's.
+            LKind::Act(a) => a.fused().is_none(),
+            // Takes the quantization of the concat it feeds.
+            LKind::Requantize => false,
             LKind::Input
             | LKind::Conv { .. }
             | LKind::Depthwise { .. }
@@ -66,6 +88,8 @@ impl LKind {
             LKind::Pad { .. } => "pad",
             LKind::Reshape => "reshape",
             LKind::Softmax => "softmax",
+            LKind::Act(a) => a.name(),
+            LKind::Requantize => "requantize",
         }
     }
 
@@ -80,7 +104,9 @@ impl LKind {
             | LKind::Concat
             | LKind::Pad { .. }
             | LKind::Reshape
-            | LKind::Softmax => None,
+            | LKind::Softmax
+            | LKind::Act(_)
+            | LKind::Requantize => None,
         }
     }
 }
@@ -254,7 +280,33 @@ pub fn lower(g: &FixedGraph) -> Result<Lowered, LowerError> {
                 nodes.len() - 1
             }
             Op::Concat => {
-                nodes.push(new(LKind::Concat, ins));
+                // TFLite's CONCATENATION needs every input in the output's
+                // quantization. An input with a quantization of its own that
+                // no other concat reads is given the concat's (its other
+                // readers adapt); any other (the network input, a pool,
+                // reshape or pad sharing its own input's, a tensor two
+                // concats join) gets a requantize.
+                let concats = |j: &FNodeId| {
+                    g.consumers(*j)
+                        .iter()
+                        .filter(|c| g.node(**c).op == Op::Concat)
+                        .count()
+                };
+                let shared: Vec<bool> = g.inputs(id).iter().map(|j| concats(j) > 1).collect();
+                let mut joined = Vec::with_capacity(ins.len());
+                for (&j, shared) in ins.iter().zip(shared) {
+                    let own = nodes[j].kind.has_own_range() && nodes[j].kind != LKind::Input;
+                    if own && !shared {
+                        joined.push(j);
+                    } else {
+                        let mut r = new(LKind::Requantize, vec![j]);
+                        r.shape = nodes[j].shape.clone();
+                        r.name = format!("{}/requantize_{}", n.name, joined.len());
+                        nodes.push(r);
+                        joined.push(nodes.len() - 1);
+                    }
+                }
+                nodes.push(new(LKind::Concat, joined));
                 nodes.len() - 1
             }
             Op::Pad { pads } => {
@@ -266,22 +318,16 @@ pub fn lower(g: &FixedGraph) -> Result<Lowered, LowerError> {
                 nodes.len() - 1
             }
             Op::Softmax => {
-                if n.shape.len() != 1 {
-                    return Err(err(
-                        "softmax is lowered only on a vector ([N]); flatten first",
-                    ));
-                }
                 nodes.push(new(LKind::Softmax, ins));
                 nodes.len() - 1
             }
+            // Batch norms and activations fuse where the one rule says so
+            // (the `fused` flag, `crate::ops::fusion`).
             Op::BatchNorm => {
                 let p = dense_of.get(&ins[0]).copied().unwrap_or(ins[0]);
-                if !nodes[p].kind.is_weighted()
-                    || nodes[p].batch_norm.is_some()
-                    || nodes[p].act.is_some()
-                {
+                if !n.fused || !nodes[p].kind.is_weighted() || nodes[p].batch_norm.is_some() {
                     return Err(err(
-                        "batch_norm must directly follow conv2d, depthwise_conv2d or dense",
+                        "internal: a batch norm that does not fold passed the checks",
                     ));
                 }
                 nodes[p].batch_norm = Some(n.name.clone());
@@ -292,24 +338,21 @@ pub fn lower(g: &FixedGraph) -> Result<Lowered, LowerError> {
                 nodes[p].fused.push(n.name.clone());
                 ins[0]
             }
-            Op::Act(a) => {
-                let p = dense_of.get(&ins[0]).copied().unwrap_or(ins[0]);
-                let producer = g.inputs(id)[0];
-                let fusable = matches!(
-                    nodes[p].kind,
-                    LKind::Conv { .. } | LKind::Depthwise { .. } | LKind::Pool { .. } | LKind::Add
-                ) && nodes[p].act.is_none()
-                    && g.consumers(producer).len() == 1;
-                if !fusable {
-                    return Err(err(&format!(
-                        "`{}` is only supported fused into the conv, depthwise conv, dense, pool or add before it",
-                        n.op.name()
-                    )));
+            Op::Act(a) => match a.fused().filter(|_| n.fused) {
+                Some(f) => {
+                    let p = dense_of.get(&ins[0]).copied().unwrap_or(ins[0]);
+                    if nodes[p].act.is_some() {
+                        return Err(err("internal: a second activation fused into one op"));
+                    }
+                    nodes[p].act = Some(f);
+                    nodes[p].fused.push(n.name.clone());
+                    ins[0]
                 }
-                nodes[p].act = a.fused();
-                nodes[p].fused.push(n.name.clone());
-                ins[0]
-            }
+                None => {
+                    nodes.push(new(LKind::Act(*a), ins));
+                    nodes.len() - 1
+                }
+            },
         };
         map.insert(id, idx);
     }

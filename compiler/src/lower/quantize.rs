@@ -57,32 +57,40 @@ pub struct QuantGraph {
 
 /// Quantize with calibration ranges (one per node).
 pub fn quantize(l: &Lowered, w: &FloatWeights, ranges: &[(f32, f32)]) -> QuantGraph {
-    let mut qparams: Vec<QParams> = Vec::with_capacity(l.nodes.len());
-    for (i, n) in l.nodes.iter().enumerate() {
-        let q = match n.kind {
-            LKind::Softmax => QParams {
-                scale: 1.0 / 256.0,
-                zero_point: -128,
-            },
-            LKind::Pool { .. } | LKind::Reshape | LKind::Pad { .. } => qparams[n.inputs[0]],
-            _ => QParams::from_range(ranges[i].0, ranges[i].1),
-        };
-        qparams.push(q);
-    }
-    // Concat needs its inputs to share its quantization: give them the
-    // concat's (inputs are conv-like outputs in practice; others keep theirs
-    // and the check in `interp` reports the mismatch).
-    for (i, n) in l.nodes.iter().enumerate() {
-        if n.kind == LKind::Concat {
-            let q = qparams[i];
-            for &j in &n.inputs {
-                if !matches!(
-                    l.nodes[j].kind,
-                    LKind::Input | LKind::Pool { .. } | LKind::Reshape | LKind::Pad { .. }
-                ) {
-                    qparams[j] = q;
+    // Own quantizations first: over the calibrated range, softmax's fixed.
+    let mut qparams: Vec<QParams> = l
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            if n.kind == LKind::Softmax {
+                QParams {
+                    scale: 1.0 / 256.0,
+                    zero_point: -128,
                 }
+            } else {
+                QParams::from_range(ranges[i].0, ranges[i].1)
             }
+        })
+        .collect();
+    // A concat's inputs take its quantization: lowering made each of them
+    // a node with a quantization of its own that no other concat reads, or
+    // a requantize. Outer concats first, so that a concat fed to another
+    // passes the outer one's on to its own inputs.
+    let mut taken = vec![false; l.nodes.len()];
+    for (i, n) in l.nodes.iter().enumerate().rev() {
+        if n.kind == LKind::Concat {
+            for &j in &n.inputs {
+                qparams[j] = qparams[i];
+                taken[j] = true;
+            }
+        }
+    }
+    // Then the nodes that share their input's (pools, reshapes, pads, lone
+    // relus), in order, from their inputs' final quantization.
+    for (i, n) in l.nodes.iter().enumerate() {
+        if !n.kind.has_own_range() && n.kind != LKind::Softmax && !taken[i] {
+            qparams[i] = qparams[n.inputs[0]];
         }
     }
     let mut weights = BTreeMap::new();

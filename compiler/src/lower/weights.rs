@@ -45,7 +45,9 @@ pub fn weight_shape(l: &Lowered, n: &LNode) -> (Vec<usize>, usize) {
         | LKind::Concat
         | LKind::Pad { .. }
         | LKind::Reshape
-        | LKind::Softmax => unreachable!("{} has no weights", n.name),
+        | LKind::Softmax
+        | LKind::Act(_)
+        | LKind::Requantize => unreachable!("{} has no weights", n.name),
     }
 }
 

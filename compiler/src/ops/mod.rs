@@ -11,6 +11,7 @@
 //! exhaustive, so adding an op is a compile error wherever it must be
 //! handled, never a run-time panic.
 
+pub mod fusion;
 pub mod shape;
 pub mod window;
 

@@ -9,7 +9,7 @@
 
 use crate::exec::interp::Prepared;
 use crate::lower::{LKind, QuantGraph};
-use crate::ops::{FusedAct, Padding, PoolKind};
+use crate::ops::{Activation, FusedAct, Padding, PoolKind};
 use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
 
 /// Builtin operator codes.
@@ -20,9 +20,12 @@ pub mod opcode {
     pub const CONV_2D: i32 = 3;
     pub const DEPTHWISE_CONV_2D: i32 = 4;
     pub const MAX_POOL_2D: i32 = 17;
+    pub const RELU: i32 = 19;
+    pub const RELU6: i32 = 21;
     pub const RESHAPE: i32 = 22;
     pub const SOFTMAX: i32 = 25;
     pub const PAD: i32 = 34;
+    pub const QUANTIZE: i32 = 114;
 }
 
 /// Builtin options union tags.
@@ -78,6 +81,9 @@ pub fn op_code(kind: &LKind) -> (i32, i32) {
         LKind::Pad { .. } => (opcode::PAD, 2),
         LKind::Reshape => (opcode::RESHAPE, 1),
         LKind::Softmax => (opcode::SOFTMAX, 2),
+        LKind::Requantize => (opcode::QUANTIZE, 1),
+        LKind::Act(Activation::Relu) => (opcode::RELU, 2),
+        LKind::Act(Activation::Relu6) => (opcode::RELU6, 2),
         LKind::Input => unreachable!("the input is not an operator"),
     }
 }
@@ -409,6 +415,7 @@ fn builtin_options(
             let t = b.start_table();
             (options::PAD, b.end_table(t))
         }
+        LKind::Act(Activation::Relu | Activation::Relu6) | LKind::Requantize => return (0, None),
         LKind::Input => unreachable!(),
     };
     (tag, Some(off.as_union_value()))

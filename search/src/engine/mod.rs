@@ -104,6 +104,9 @@ pub enum Kind {
     },
     /// Reshape or flatten: the same values.
     Reshape,
+    /// Softmax over the last axis (one that is not the network's final
+    /// classifier, which the loss takes instead).
+    Softmax,
     /// Per-channel scaling of a tensor by a parameter (the channel masks of
     /// a width search: the search sets or learns the values).
     ChannelMask {
@@ -118,6 +121,9 @@ pub struct Layer {
     pub inputs: Vec<usize>,
     pub shape: Vec<usize>,
     pub name: String,
+    /// Its output is a tensor of the int8 network (not the inside of a
+    /// fused op), so quantization-aware training fake-quantizes it.
+    pub quantized: bool,
 }
 
 /// A network ready to train.
@@ -251,6 +257,9 @@ impl Net {
         let mut params: Vec<Param> = Vec::new();
         let mut index = std::collections::HashMap::new();
         let mut logits = 0;
+        // A node's output is an int8 tensor unless a layer fused into it
+        // reads it.
+        let kept = |id| !g.consumers(id).iter().any(|c| g.node(*c).fused);
         for &id in &g.order {
             let n = g.node(id);
             let ins: Vec<usize> = g.inputs(id).iter().map(|i| index[i]).collect();
@@ -327,24 +336,23 @@ impl Net {
                 }
                 Op::Act(a) => {
                     let p = ins[0];
-                    let producer = g.inputs(id)[0];
-                    // Fused into a batch norm that only it reads: one pass
-                    // each way instead of two.
+                    // Fused (the int8 rule) into a batch norm: one pass each
+                    // way instead of two.
                     if let (
                         Kind::BatchNorm {
                             act: act @ None, ..
                         },
                         Some(f),
-                    ) = (&mut layers[p].kind, a.fused())
+                        true,
+                    ) = (&mut layers[p].kind, a.fused(), n.fused)
                     {
-                        if g.consumers(producer).len() == 1 {
-                            *act = Some(f);
-                            index.insert(id, p);
-                            if id == g.output {
-                                logits = p;
-                            }
-                            continue;
+                        *act = Some(f);
+                        layers[p].quantized = kept(id);
+                        index.insert(id, p);
+                        if id == g.output {
+                            logits = p;
                         }
+                        continue;
                     }
                     Kind::Act(*a)
                 }
@@ -362,20 +370,21 @@ impl Net {
                     pads: pads.map(|p| p as usize),
                 },
                 Op::Reshape { .. } | Op::Flatten => Kind::Reshape,
-                Op::Softmax => {
-                    // Folded into the loss: the logits are its input.
+                // A final softmax over classes is folded into the loss: the
+                // logits are its input.
+                Op::Softmax if id == g.output && shape.len() == 1 => {
                     index.insert(id, ins[0]);
-                    if id == g.output {
-                        logits = ins[0];
-                    }
+                    logits = ins[0];
                     continue;
                 }
+                Op::Softmax => Kind::Softmax,
             };
             layers.push(Layer {
                 kind,
                 inputs: ins,
                 shape,
                 name: n.name.clone(),
+                quantized: kept(id),
             });
             index.insert(id, layers.len() - 1);
             if id == g.output {
@@ -455,6 +464,7 @@ impl Net {
             inputs: vec![after],
             shape: self.layers[after].shape.clone(),
             name,
+            quantized: self.layers[after].quantized,
         };
         self.layers.insert(after + 1, layer);
         self.set_batch(self.batch);
@@ -466,27 +476,10 @@ impl Net {
     /// backends keep (not between a layer and the batch norm or activation
     /// fused into it).
     pub fn enable_qat(&mut self) {
-        let mut readers: Vec<Vec<usize>> = vec![Vec::new(); self.layers.len()];
-        for (i, l) in self.layers.iter().enumerate() {
-            for &j in &l.inputs {
-                readers[j].push(i);
-            }
-        }
-        let ranges = (0..self.layers.len())
-            .map(|i| {
-                let fused = matches!(
-                    self.layers[i].kind,
-                    Kind::Conv { .. }
-                        | Kind::Depthwise { .. }
-                        | Kind::Dense { .. }
-                        | Kind::BatchNorm { .. }
-                ) && readers[i].len() == 1
-                    && matches!(
-                        self.layers[readers[i][0]].kind,
-                        Kind::BatchNorm { .. } | Kind::Act(Activation::Relu | Activation::Relu6)
-                    );
-                (!fused).then_some((0.0, 0.0))
-            })
+        let ranges = self
+            .layers
+            .iter()
+            .map(|l| l.quantized.then_some((0.0, 0.0)))
             .collect();
         self.qat = Some(Qat {
             ranges,
@@ -733,6 +726,18 @@ impl Net {
                     });
                 }
                 Kind::Reshape => out.copy_from_slice(x(0)),
+                Kind::Softmax => {
+                    let depth = *layer.shape.last().expect("a shape");
+                    for (o, xr) in out.chunks_exact_mut(depth).zip(x(0).chunks_exact(depth)) {
+                        let mx = xr.iter().cloned().fold(f32::MIN, f32::max);
+                        let mut sum = 0.0;
+                        for (o, v) in o.iter_mut().zip(xr) {
+                            *o = (v - mx).exp();
+                            sum += *o;
+                        }
+                        o.iter_mut().for_each(|v| *v /= sum);
+                    }
+                }
                 Kind::ChannelMask { mask } => {
                     let m = &self.params[*mask].value;
                     out.par_chunks_mut(ROWS * m.len())
@@ -1053,6 +1058,22 @@ impl Net {
                 Kind::Reshape => {
                     let j = layer.inputs[0];
                     self.grads[j].iter_mut().zip(&dy).for_each(|(g, d)| *g += d);
+                }
+                Kind::Softmax => {
+                    // dx = y * (dy - sum(dy * y)) per row.
+                    let j = layer.inputs[0];
+                    let depth = *layer.shape.last().expect("a shape");
+                    let y = &self.acts[i];
+                    for ((gx, d), yr) in self.grads[j]
+                        .chunks_exact_mut(depth)
+                        .zip(dy.chunks_exact(depth))
+                        .zip(y.chunks_exact(depth))
+                    {
+                        let dot: f32 = d.iter().zip(yr).map(|(a, b)| a * b).sum();
+                        for ((g, dv), yv) in gx.iter_mut().zip(d).zip(yr) {
+                            *g += yv * (dv - dot);
+                        }
+                    }
                 }
                 Kind::ChannelMask { mask } => {
                     let j = layer.inputs[0];
@@ -1467,6 +1488,7 @@ impl Geometry {
             | Kind::Concat
             | Kind::Pad { .. }
             | Kind::Reshape
+            | Kind::Softmax
             | Kind::ChannelMask { .. } => return Geometry::default(),
         };
         let p = placement(window, s);
