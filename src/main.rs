@@ -3,11 +3,12 @@
 //! rendered diagnostics, and exit codes (0 success, 1 the input is wrong,
 //! 2 usage).
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use mnet_compiler::analysis::resolve::{assignment, resolve, Pick};
 use mnet_compiler::analysis::stats::{
     fixed_json, fixed_stats, render_fixed, render_space, space_json,
 };
+use mnet_compiler::pipeline;
 use mnet_compiler::{check_source, Checked, CheckedNetwork};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -23,6 +24,29 @@ struct Cli {
     command: Command,
 }
 
+/// The network a command works on.
+#[derive(Args)]
+struct NetworkArgs {
+    file: PathBuf,
+    /// Pick one network of a search space: min, max or random:SEED.
+    #[arg(long)]
+    pick: Option<Pick>,
+    /// Which network, when the file defines several.
+    #[arg(long)]
+    network: Option<String>,
+}
+
+/// Where a command writes.
+#[derive(Args)]
+struct OutputArgs {
+    /// Output directory (created if missing).
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Overwrite existing output files.
+    #[arg(long)]
+    force: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Parse, elaborate and check every network of each file; one summary line a file.
@@ -32,16 +56,11 @@ enum Command {
     },
     /// Per-layer shapes and costs, totals, and for a search space the range of each total.
     Stats {
-        file: PathBuf,
-        /// Pick one network of a search space: min, max or random:SEED.
-        #[arg(long)]
-        pick: Option<Pick>,
+        #[command(flatten)]
+        net: NetworkArgs,
         /// Print one JSON object instead of the table.
         #[arg(long)]
         json: bool,
-        /// Which network, when the file defines several.
-        #[arg(long)]
-        network: Option<String>,
     },
     /// Write one network of a search space as a choice-free .mnet file.
     Resolve {
@@ -73,66 +92,21 @@ enum Command {
     },
     /// Compile a fixed network (or a pick of a space) to int8 artefacts.
     Compile {
-        file: PathBuf,
-        /// Float weights: a safetensors file (tensor names in the README).
-        #[arg(
-            long,
-            required_unless_present = "random_weights",
-            conflicts_with = "random_weights"
-        )]
-        weights: Option<PathBuf>,
-        /// Deterministic random weights (and synthetic calibration) from this seed.
-        #[arg(long)]
-        random_weights: Option<u64>,
-        /// Calibration inputs: a float32 .npy file shaped [N, ...input shape].
-        #[arg(long)]
-        calib: Option<PathBuf>,
-        /// Also write the float weights used (e.g. the random ones) as safetensors.
-        #[arg(long)]
-        save_weights: Option<PathBuf>,
-        /// What to write: tflite, c (comma-separated).
-        #[arg(long, value_delimiter = ',', default_value = "tflite")]
-        emit: Vec<String>,
-        /// Output directory (created if missing).
-        #[arg(short, long)]
-        output: PathBuf,
-        #[arg(long)]
-        pick: Option<Pick>,
-        #[arg(long)]
-        network: Option<String>,
-        /// Overwrite existing output files.
-        #[arg(long)]
-        force: bool,
+        #[command(flatten)]
+        net: NetworkArgs,
+        #[command(flatten)]
+        compile: CompileArgs,
+        #[command(flatten)]
+        out: OutputArgs,
     },
     /// Train a fixed network (or a pick of a space) and write its weights and metrics.
     Train {
-        file: PathBuf,
-        /// synthetic[:COUNT] (deterministic, learnable) or npy:DIR (x.npy float32 [N, ...], y.npy int [N]).
-        #[arg(long)]
-        data: String,
-        #[arg(long, default_value_t = 5)]
-        epochs: usize,
-        #[arg(long, default_value_t = 32)]
-        batch: usize,
-        #[arg(long, default_value_t = 0.05)]
-        lr: f32,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// sgd (Nesterov momentum 0.9) or adamw.
-        #[arg(long, default_value = "sgd", value_parser = ["sgd", "adamw"])]
-        optimizer: String,
-        /// Quantization-aware training: int8 fake quantization of weights and activations.
-        #[arg(long)]
-        qat: bool,
-        /// Output directory: NAME.safetensors and NAME.metrics.json.
-        #[arg(short, long)]
-        output: PathBuf,
-        #[arg(long)]
-        pick: Option<Pick>,
-        #[arg(long)]
-        network: Option<String>,
-        #[arg(long)]
-        force: bool,
+        #[command(flatten)]
+        net: NetworkArgs,
+        #[command(flatten)]
+        train: TrainArgs,
+        #[command(flatten)]
+        out: OutputArgs,
     },
     /// Print a readable dump of a .tflite file (tensors, quantization, operators, buffers).
     Inspect { model: PathBuf },
@@ -142,6 +116,50 @@ enum Command {
         #[arg(long)]
         pick: Option<Pick>,
     },
+}
+
+#[derive(Args)]
+struct CompileArgs {
+    /// Float weights: a safetensors file (tensor names in the README).
+    #[arg(
+        long,
+        required_unless_present = "random_weights",
+        conflicts_with = "random_weights"
+    )]
+    weights: Option<PathBuf>,
+    /// Deterministic random weights (and synthetic calibration) from this seed.
+    #[arg(long)]
+    random_weights: Option<u64>,
+    /// Calibration inputs: a float32 .npy file shaped [N, ...input shape].
+    #[arg(long)]
+    calib: Option<PathBuf>,
+    /// Also write the float weights used (e.g. the random ones) as safetensors.
+    #[arg(long)]
+    save_weights: Option<PathBuf>,
+    /// What to write: tflite, c (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "tflite")]
+    emit: Vec<String>,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// synthetic[:COUNT] (deterministic, learnable) or npy:DIR (x.npy float32 [N, ...], y.npy int [N]).
+    #[arg(long)]
+    data: String,
+    #[arg(long, default_value_t = 5)]
+    epochs: usize,
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    #[arg(long, default_value_t = 0.05)]
+    lr: f32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// sgd (Nesterov momentum 0.9) or adamw.
+    #[arg(long, default_value = "sgd", value_parser = ["sgd", "adamw"])]
+    optimizer: String,
+    /// Quantization-aware training: int8 fake quantization of weights and activations.
+    #[arg(long)]
+    qat: bool,
 }
 
 /// A user-facing failure: already formatted, exit code 1.
@@ -209,23 +227,47 @@ fn fixed_of(net: &CheckedNetwork, pick: Pick) -> Result<mnet_compiler::ir::Fixed
 }
 
 /// The fixed network a command works on: the file's network, or the pick
-/// of its search space (a space without `--pick` is an error).
+/// of its search space (a space without `--pick` is an error); and the
+/// sources, to render diagnostics at its layers.
 fn fixed_network(
-    file: &Path,
-    network: Option<&str>,
-    pick: Option<Pick>,
+    net: &NetworkArgs,
     verb: &str,
-) -> Result<mnet_compiler::ir::FixedGraph> {
-    let checked = load(file)?;
-    let net = one_network(&checked, file, network)?;
-    if !net.graph.choices.is_empty() && pick.is_none() {
+) -> Result<(mnet_grammar::Sources, mnet_compiler::ir::FixedGraph)> {
+    let checked = load(&net.file)?;
+    let one = one_network(&checked, &net.file, net.network.as_deref())?;
+    if !one.graph.choices.is_empty() && net.pick.is_none() {
         return Err(UserError(format!(
             "error: {} is a search space ({} choices); {verb} a fixed network, or pick one with --pick min|max|random:SEED\n",
-            file.display(),
-            net.graph.choices.len()
+            net.file.display(),
+            one.graph.choices.len()
         )));
     }
-    fixed_of(&net, pick.unwrap_or(Pick::Min))
+    let fixed = fixed_of(&one, net.pick.unwrap_or(Pick::Min))?;
+    Ok((checked.sources, fixed))
+}
+
+/// Refuse to overwrite any of `paths` unless `force`.
+fn refuse_existing<'a>(paths: impl IntoIterator<Item = &'a PathBuf>, force: bool) -> Result<()> {
+    if force {
+        return Ok(());
+    }
+    match paths.into_iter().find(|p| p.exists()) {
+        Some(p) => Err(UserError(format!(
+            "error: {} already exists; pass --force to overwrite it\n",
+            p.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn read_bytes(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path)
+        .map_err(|e| UserError(format!("error: cannot read {}: {e}\n", path.display())))
+}
+
+fn create_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| UserError(format!("error: cannot create {}: {e}\n", dir.display())))
 }
 
 /// Write `text` to `path` without clobbering: refuses an existing file unless
@@ -300,395 +342,353 @@ fn summary_line(path: &Path, checked: &Checked) -> String {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Check { files } => {
-            let mut failed = Vec::new();
-            for f in &files {
-                match load(f) {
-                    Ok(c) => println!("{}", summary_line(f, &c)),
-                    Err(UserError(e)) => failed.push(e),
-                }
-            }
-            if !failed.is_empty() {
-                return Err(UserError(failed.join("")));
-            }
-        }
-        Command::Stats {
-            file,
-            pick,
-            json,
-            network,
-        } => {
-            let checked = load(&file)?;
-            let net = one_network(&checked, &file, network.as_deref())?;
-            let fixed = match pick {
-                Some(p) => Some(fixed_of(&net, p)?),
-                None if net.graph.choices.is_empty() => Some(fixed_of(&net, Pick::Min)?),
-                None => None,
-            };
-            match (fixed, json) {
-                (Some(f), false) => print!("{}", render_fixed(&f.info, &fixed_stats(&f))),
-                (Some(f), true) => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&fixed_json(&f.info, &fixed_stats(&f)))
-                        .expect("json")
-                ),
-                (None, false) => print!("{}", render_space(&net.graph, &net.summary)),
-                (None, true) => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&space_json(&net.graph, &net.summary))
-                        .expect("json")
-                ),
-            }
-        }
+        Command::Check { files } => check(&files),
+        Command::Stats { net, json } => stats(&net, json),
         Command::Resolve {
             file,
             pick,
             output,
             force,
             network,
-        } => {
-            let checked = load(&file)?;
-            let net = one_network(&checked, &file, network.as_deref())?;
-            let fixed = fixed_of(&net, pick)?;
-            let shown = file
-                .file_name()
-                .map(|f| f.to_string_lossy().to_string())
-                .unwrap_or_default();
-            let note = format!(
-                "{} resolved from {shown} with `mnet resolve --pick {pick}`",
-                fixed.info.name
-            );
-            let text =
-                mnet_grammar::print_module(&mnet_compiler::back::mnet::to_module(&fixed, &note));
-            // The written file must check and give the picked network's stats.
-            let again = check_source(&output.display().to_string(), &text).map_err(|f| {
-                UserError(format!(
-                    "internal error: the resolved network does not check:\n{}",
-                    f.render()
-                ))
-            })?;
-            let want = fixed_stats(&fixed).totals;
-            let got = again.networks.first().map(|n| n.summary.min);
-            if got != Some(want) {
-                return Err(UserError(
-                    "internal error: the resolved network's stats differ from the pick\n".into(),
-                ));
-            }
-            write_new(&output, &text, force)?;
-            let t = want;
-            println!(
-                "{}: wrote {} ({} layers, {} ops, {} flash bytes, {} peak working bytes)",
-                file.display(),
-                output.display(),
-                fixed_stats(&fixed).rows.len(),
-                t.ops(),
-                t.flash_bytes,
-                t.peak_working_bytes
-            );
-        }
+        } => resolve_to(&file, pick, &output, force, network.as_deref()),
         Command::Fmt {
             file,
             check,
             output,
             force,
-        } => {
-            let text = read(&file)?;
-            let mut sources = mnet_grammar::Sources::new();
-            let id = sources.add(file.display().to_string(), text.clone());
-            let (module, diags) = mnet_grammar::parse(id, &text);
-            if !diags.is_empty() {
-                return Err(UserError(sources.render(&diags)));
-            }
-            let printed = mnet_grammar::print_module(&module);
-            if check {
-                if printed != text {
-                    return Err(UserError(format!(
-                        "{} is not in canonical form (run `mnet fmt`)\n",
-                        file.display()
-                    )));
-                }
-            } else {
-                match output {
-                    Some(o) => write_new(&o, &printed, force)?,
-                    None => print!("{printed}"),
-                }
-            }
+        } => fmt(&file, check, output.as_deref(), force),
+        Command::Compile { net, compile, out } => compile_to(&net, &compile, &out),
+        Command::Train { net, train, out } => train_to(&net, &train, &out),
+        Command::Inspect { model } => inspect(&model),
+        Command::Ir { file, pick } => ir(&file, pick),
+    }
+}
+
+fn check(files: &[PathBuf]) -> Result<()> {
+    let mut failed = Vec::new();
+    for f in files {
+        match load(f) {
+            Ok(c) => println!("{}", summary_line(f, &c)),
+            Err(UserError(e)) => failed.push(e),
         }
-        Command::Compile {
-            file,
-            weights,
-            random_weights,
-            calib,
-            save_weights,
-            emit,
-            output,
-            pick,
-            network,
-            force,
-        } => {
-            let fixed = fixed_network(&file, network.as_deref(), pick, "compile")?;
-            let weight_bytes = match &weights {
-                Some(p) => Some(std::fs::read(p).map_err(|e| {
-                    UserError(format!("error: cannot read {}: {e}\n", p.display()))
-                })?),
-                None => None,
-            };
-            let calib_bytes = match &calib {
-                Some(p) => Some(std::fs::read(p).map_err(|e| {
-                    UserError(format!("error: cannot read {}: {e}\n", p.display()))
-                })?),
-                None => None,
-            };
-            let source = match (&weight_bytes, random_weights) {
-                (Some(b), _) => mnet_compiler::Weights::File(b),
-                (None, Some(seed)) => mnet_compiler::Weights::Random(seed),
-                (None, None) => unreachable!("clap requires one"),
-            };
-            let quantized = mnet_compiler::quantize_network(&fixed, source, calib_bytes.as_deref())
-                .map_err(|e| {
-                    let what = match (&weights, &calib) {
-                        (Some(w), _) if e.contains("tensor") || e.contains("safetensors") => {
-                            format!("{}: ", w.display())
-                        }
-                        (_, Some(c)) if e.starts_with("calibration") => {
-                            format!("{}: ", c.display())
-                        }
-                        _ => String::new(),
-                    };
-                    UserError(format!("error: {what}{e}\n"))
-                })?;
-            let (q, float) = (quantized.graph, quantized.float);
-            let prep = mnet_compiler::exec::interp::prepare(&q);
-            let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::new();
-            if let Some(p) = &save_weights {
-                files.push((
-                    p.clone(),
-                    mnet_compiler::lower::io::write_weights(&q.lowered, &float),
-                ));
-            }
-            for kind in &emit {
-                match kind.as_str() {
-                    "tflite" => files.push((
-                        output.join(format!("{}.tflite", fixed.info.name)),
-                        mnet_compiler::tflite::write::write(&q, &prep),
-                    )),
-                    "c" => {
-                        let plan = mnet_compiler::plan::plan(&q.lowered);
-                        mnet_compiler::plan::check(&q.lowered, &plan).map_err(|e| {
-                            UserError(format!("internal error: memory plan: {e}\n"))
-                        })?;
-                        let macs = mnet_compiler::back::lowered_macs(&q.lowered);
-                        let cf = mnet_compiler::back::c::write(
-                            &q,
-                            &prep,
-                            &plan,
-                            &macs,
-                            Default::default(),
-                        );
-                        files.push((
-                            output.join(format!("{}.h", fixed.info.name)),
-                            cf.header.into_bytes(),
-                        ));
-                        files.push((
-                            output.join(format!("{}.c", fixed.info.name)),
-                            cf.source.into_bytes(),
-                        ));
-                        println!("arena: {} bytes", plan.arena_size);
-                    }
-                    other => {
-                        return Err(UserError(format!(
-                            "error: unknown --emit `{other}` (expected tflite or c)\n"
-                        )))
-                    }
-                }
-            }
-            if !force {
-                if let Some((p, _)) = files.iter().find(|(p, _)| p.exists()) {
-                    return Err(UserError(format!(
-                        "error: {} already exists; pass --force to overwrite it\n",
-                        p.display()
-                    )));
-                }
-            }
-            std::fs::create_dir_all(&output).map_err(|e| {
-                UserError(format!("error: cannot create {}: {e}\n", output.display()))
-            })?;
-            for (p, bytes) in &files {
-                write_bytes(p, bytes)?;
-            }
-            let t = fixed_stats(&fixed).totals;
-            for (p, bytes) in &files {
-                println!("wrote {} ({} bytes)", p.display(), bytes.len());
-            }
-            // Flash: the constants the C holds (weights, biases, per-channel
-            // multipliers and shifts) plus a code estimate (measured on the
-            // MicroNet builds: ~600 B of helpers and ~350 B a layer at -O2).
-            let consts: usize = q
-                .weights
-                .values()
-                .map(|w| w.weight.len() + 4 * w.bias.len() + 8 * w.scales.len().max(w.bias.len()))
-                .sum();
-            let layers = q.lowered.nodes.len() - 1;
-            let code = 600 + 350 * layers;
-            let arena = mnet_compiler::plan::plan(&q.lowered).arena_size;
-            if quantized.qat_ranges > 0 {
-                println!(
-                    "activation ranges: {} from quantization-aware training (in the weights), others calibrated",
-                    quantized.qat_ranges
-                );
-            }
-            println!(
-                "{}: {} ops ({} MACs); flash {} bytes ({} constants + ~{} code, estimated); arena {} bytes",
-                fixed.info.name,
-                t.ops(),
-                t.macs,
-                consts + code,
-                consts,
-                code,
-                arena
-            );
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(UserError(failed.join("")))
+    }
+}
+
+fn stats(net: &NetworkArgs, json: bool) -> Result<()> {
+    let checked = load(&net.file)?;
+    let one = one_network(&checked, &net.file, net.network.as_deref())?;
+    let fixed = match net.pick {
+        Some(p) => Some(fixed_of(&one, p)?),
+        None if one.graph.choices.is_empty() => Some(fixed_of(&one, Pick::Min)?),
+        None => None,
+    };
+    let pretty = |v| serde_json::to_string_pretty(&v).expect("json");
+    match (fixed, json) {
+        (Some(f), false) => print!("{}", render_fixed(&f.info, &fixed_stats(&f))),
+        (Some(f), true) => println!("{}", pretty(fixed_json(&f.info, &fixed_stats(&f)))),
+        (None, false) => print!("{}", render_space(&one.graph, &one.summary)),
+        (None, true) => println!("{}", pretty(space_json(&one.graph, &one.summary))),
+    }
+    Ok(())
+}
+
+fn resolve_to(
+    file: &Path,
+    pick: Pick,
+    output: &Path,
+    force: bool,
+    network: Option<&str>,
+) -> Result<()> {
+    let checked = load(file)?;
+    let net = one_network(&checked, file, network)?;
+    let fixed = fixed_of(&net, pick)?;
+    let shown = file
+        .file_name()
+        .map(|f| f.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let note = format!(
+        "{} resolved from {shown} with `mnet resolve --pick {pick}`",
+        fixed.info.name
+    );
+    let text = mnet_grammar::print_module(&mnet_compiler::back::mnet::to_module(&fixed, &note));
+    // The written file must check and give the picked network's stats.
+    let again = check_source(&output.display().to_string(), &text).map_err(|f| {
+        UserError(format!(
+            "internal error: the resolved network does not check:\n{}",
+            f.render()
+        ))
+    })?;
+    let stats = fixed_stats(&fixed);
+    let want = stats.totals;
+    if again.networks.first().map(|n| n.summary.min) != Some(want) {
+        return Err(UserError(
+            "internal error: the resolved network's stats differ from the pick\n".into(),
+        ));
+    }
+    write_new(output, &text, force)?;
+    println!(
+        "{}: wrote {} ({} layers, {} ops, {} flash bytes, {} peak working bytes)",
+        file.display(),
+        output.display(),
+        stats.rows.len(),
+        want.ops(),
+        want.flash_bytes,
+        want.peak_working_bytes
+    );
+    Ok(())
+}
+
+fn fmt(file: &Path, check: bool, output: Option<&Path>, force: bool) -> Result<()> {
+    let text = read(file)?;
+    let mut sources = mnet_grammar::Sources::new();
+    let id = sources.add(file.display().to_string(), text.clone());
+    let (module, diags) = mnet_grammar::parse(id, &text);
+    if !diags.is_empty() {
+        return Err(UserError(sources.render(&diags)));
+    }
+    let printed = mnet_grammar::print_module(&module);
+    match (check, output) {
+        (true, _) if printed != text => Err(UserError(format!(
+            "{} is not in canonical form (run `mnet fmt`)\n",
+            file.display()
+        ))),
+        (true, _) => Ok(()),
+        (false, Some(o)) => write_new(o, &printed, force),
+        (false, None) => {
+            print!("{printed}");
+            Ok(())
         }
-        Command::Train {
-            file,
-            data,
-            epochs,
-            batch,
-            lr,
-            seed,
-            optimizer,
-            qat,
-            output,
-            pick,
-            network,
-            force,
-        } => {
-            if epochs == 0 || batch == 0 || !(lr > 0.0 && lr.is_finite()) {
-                return Err(UserError(
-                    "error: --epochs and --batch must be at least 1 and --lr positive\n".into(),
-                ));
-            }
-            let fixed = fixed_network(&file, network.as_deref(), pick, "train")?;
-            let name = fixed.info.name.clone();
-            let weights_path = output.join(format!("{name}.safetensors"));
-            let metrics_path = output.join(format!("{name}.metrics.json"));
-            if !force {
-                if let Some(p) = [&weights_path, &metrics_path]
-                    .into_iter()
-                    .find(|p| p.exists())
-                {
-                    return Err(UserError(format!(
-                        "error: {} already exists; pass --force to overwrite it\n",
-                        p.display()
-                    )));
-                }
-            }
-            let shape: Vec<usize> = fixed.info.input_shape.iter().map(|&d| d as usize).collect();
-            let mut model = mnet_search::engine::Net::from_fixed(&fixed, batch, seed);
-            let classes = model.classes();
-            let (train_set, test_set) = mnet_search::data::load(&data, &shape, classes, seed)
-                .map_err(|e| UserError(format!("error: --data {data}: {e}\n")))?;
-            if train_set.len() < batch {
+    }
+}
+
+/// A compile error as the user sees it: a weights or calibration problem
+/// names the file, a layer the backends cannot build gets a caret.
+fn compile_error(
+    e: pipeline::Error,
+    args: &CompileArgs,
+    sources: &mnet_grammar::Sources,
+) -> UserError {
+    let file = |p: &Option<PathBuf>| {
+        p.as_ref()
+            .map(|p| format!("{}: ", p.display()))
+            .unwrap_or_default()
+    };
+    UserError(match &e {
+        pipeline::Error::Weights(_) => format!("error: {}{e}\n", file(&args.weights)),
+        pipeline::Error::Calibration(_) => format!("error: {}{e}\n", file(&args.calib)),
+        pipeline::Error::Unsupported { span, message, .. } => {
+            sources
+                .render(&[mnet_grammar::Diagnostic::error(*span, e.to_string())
+                    .with_label(message.clone())])
+        }
+        pipeline::Error::Tflite(_) | pipeline::Error::C(_) => format!("error: {e}\n"),
+        pipeline::Error::Internal(_) => format!("{e}\n"),
+    })
+}
+
+fn compile_to(net: &NetworkArgs, args: &CompileArgs, out: &OutputArgs) -> Result<()> {
+    let (sources, fixed) = fixed_network(net, "compile")?;
+    let mut opts = pipeline::Options::default();
+    for kind in &args.emit {
+        match kind.as_str() {
+            "tflite" => opts.tflite = Some(Default::default()),
+            "c" => opts.c = Some(Default::default()),
+            other => {
                 return Err(UserError(format!(
-                    "error: --data {data} has {} samples, fewer than a batch of {batch}\n",
-                    train_set.len()
-                )));
+                    "error: unknown --emit `{other}` (expected tflite or c)\n"
+                )))
             }
-            let cfg = mnet_search::train::TrainConfig {
-                epochs,
-                batch,
-                lr,
-                seed,
-                adamw: optimizer == "adamw",
-                qat,
-                ..Default::default()
-            };
-            // A bar per epoch on a terminal (indicatif hides it otherwise),
-            // then the epoch's line.
-            let style = indicatif::ProgressStyle::with_template(
-                "epoch {prefix} [{bar:30}] {pos}/{len} steps  {msg}",
-            )
-            .expect("a valid template")
-            .progress_chars("=> ");
-            let mut bar: Option<indicatif::ProgressBar> = None;
-            let history = mnet_search::train::train(&mut model, &train_set, cfg, |p| match p {
-                mnet_search::train::Progress::Step {
-                    step,
-                    steps,
-                    so_far,
-                } => {
-                    let b = bar.get_or_insert_with(|| {
-                        indicatif::ProgressBar::new(steps as u64)
-                            .with_style(style.clone())
-                            .with_prefix(format!("{}/{epochs}", so_far.epoch))
-                    });
-                    b.set_position(step as u64);
-                    b.set_message(format!(
-                        "loss {:.4}, accuracy {:.3}, {:.0} samples/s",
-                        so_far.loss, so_far.accuracy, so_far.samples_per_sec
-                    ));
-                }
-                mnet_search::train::Progress::Epoch(m) => {
-                    if let Some(b) = bar.take() {
-                        b.finish_and_clear();
-                    }
-                    eprintln!(
-                        "epoch {}/{epochs}: loss {:.4}, accuracy {:.3}, {:.0} samples/s",
-                        m.epoch, m.loss, m.accuracy, m.samples_per_sec
-                    );
-                }
+        }
+    }
+    let weight_bytes = args.weights.as_deref().map(read_bytes).transpose()?;
+    let calib_bytes = args.calib.as_deref().map(read_bytes).transpose()?;
+    let weights = match (&weight_bytes, args.random_weights) {
+        (Some(b), _) => pipeline::Weights::File(b),
+        (None, Some(seed)) => pipeline::Weights::Random(seed),
+        (None, None) => unreachable!("clap requires one"),
+    };
+    let art = pipeline::compile(&fixed, weights, calib_bytes.as_deref(), &opts)
+        .map_err(|e| compile_error(e, args, &sources))?;
+    let name = &fixed.info.name;
+    let q = &art.quantized;
+    let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+    if let Some(p) = &args.save_weights {
+        let bytes = mnet_compiler::lower::io::write_weights(&q.graph.lowered, &q.float);
+        files.push((p.clone(), bytes));
+    }
+    if let Some(t) = &art.tflite {
+        files.push((out.output.join(format!("{name}.tflite")), t.clone()));
+    }
+    if let Some(c) = &art.c {
+        files.push((
+            out.output.join(format!("{name}.h")),
+            c.header.clone().into(),
+        ));
+        files.push((
+            out.output.join(format!("{name}.c")),
+            c.source.clone().into(),
+        ));
+        println!("arena: {} bytes", art.plan.arena_size);
+    }
+    refuse_existing(files.iter().map(|(p, _)| p), out.force)?;
+    create_dir(&out.output)?;
+    for (p, bytes) in &files {
+        write_bytes(p, bytes)?;
+    }
+    for (p, bytes) in &files {
+        println!("wrote {} ({} bytes)", p.display(), bytes.len());
+    }
+    // Flash: the constants the C holds (weights, biases, per-channel
+    // multipliers and shifts) plus a code estimate (measured on the
+    // MicroNet builds: ~600 B of helpers and ~350 B a layer at -O2).
+    let consts: usize = q
+        .graph
+        .weights
+        .values()
+        .map(|w| w.weight.len() + 4 * w.bias.len() + 8 * w.scales.len().max(w.bias.len()))
+        .sum();
+    let code = 600 + 350 * (q.graph.lowered.nodes.len() - 1);
+    if q.qat_ranges > 0 {
+        println!(
+            "activation ranges: {} from quantization-aware training (in the weights), others calibrated",
+            q.qat_ranges
+        );
+    }
+    let t = fixed_stats(&fixed).totals;
+    println!(
+        "{name}: {} ops ({} MACs); flash {} bytes ({consts} constants + ~{code} code, estimated); arena {} bytes",
+        t.ops(),
+        t.macs,
+        consts + code,
+        art.plan.arena_size
+    );
+    Ok(())
+}
+
+fn train_to(net: &NetworkArgs, args: &TrainArgs, out: &OutputArgs) -> Result<()> {
+    let (epochs, batch, lr) = (args.epochs, args.batch, args.lr);
+    if epochs == 0 || batch == 0 || !(lr > 0.0 && lr.is_finite()) {
+        return Err(UserError(
+            "error: --epochs and --batch must be at least 1 and --lr positive\n".into(),
+        ));
+    }
+    let (_, fixed) = fixed_network(net, "train")?;
+    let name = fixed.info.name.clone();
+    let weights_path = out.output.join(format!("{name}.safetensors"));
+    let metrics_path = out.output.join(format!("{name}.metrics.json"));
+    refuse_existing([&weights_path, &metrics_path], out.force)?;
+    let shape: Vec<usize> = fixed.info.input_shape.iter().map(|&d| d as usize).collect();
+    let mut model = mnet_search::engine::Net::from_fixed(&fixed, batch, args.seed);
+    let classes = model.classes();
+    let data = &args.data;
+    let (train_set, test_set) = mnet_search::data::load(data, &shape, classes, args.seed)
+        .map_err(|e| UserError(format!("error: --data {data}: {e}\n")))?;
+    if train_set.len() < batch {
+        return Err(UserError(format!(
+            "error: --data {data} has {} samples, fewer than a batch of {batch}\n",
+            train_set.len()
+        )));
+    }
+    let cfg = mnet_search::train::TrainConfig {
+        epochs,
+        batch,
+        lr,
+        seed: args.seed,
+        adamw: args.optimizer == "adamw",
+        qat: args.qat,
+        ..Default::default()
+    };
+    // A bar per epoch on a terminal (indicatif hides it otherwise), then
+    // the epoch's line.
+    let style = indicatif::ProgressStyle::with_template(
+        "epoch {prefix} [{bar:30}] {pos}/{len} steps  {msg}",
+    )
+    .expect("a valid template")
+    .progress_chars("=> ");
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    let history = mnet_search::train::train(&mut model, &train_set, cfg, |p| match p {
+        mnet_search::train::Progress::Step {
+            step,
+            steps,
+            so_far,
+        } => {
+            let b = bar.get_or_insert_with(|| {
+                indicatif::ProgressBar::new(steps as u64)
+                    .with_style(style.clone())
+                    .with_prefix(format!("{}/{epochs}", so_far.epoch))
             });
-            let (test_loss, test_acc) = mnet_search::train::evaluate(&mut model, &test_set);
-            let metrics = serde_json::json!({
-                "network": name,
-                "data": data,
-                "train_samples": train_set.len(),
-                "test_samples": test_set.len(),
-                "epochs": history.iter().map(|m| serde_json::json!({
-                    "epoch": m.epoch, "loss": m.loss, "accuracy": m.accuracy, "samples_per_sec": m.samples_per_sec,
-                })).collect::<Vec<_>>(),
-                "test_loss": test_loss,
-                "test_accuracy": test_acc,
-            });
-            std::fs::create_dir_all(&output).map_err(|e| {
-                UserError(format!("error: cannot create {}: {e}\n", output.display()))
-            })?;
-            write_bytes(
-                &weights_path,
-                &mnet_search::train::weights_safetensors(&model),
-            )?;
-            write_bytes(
-                &metrics_path,
-                serde_json::to_string_pretty(&metrics)
-                    .expect("json")
-                    .as_bytes(),
-            )?;
-            println!(
-                "{name}: test accuracy {test_acc:.3} (loss {test_loss:.4}) on {} held-out samples; wrote {} and {}",
-                test_set.len(),
-                weights_path.display(),
-                metrics_path.display()
+            b.set_position(step as u64);
+            b.set_message(format!(
+                "loss {:.4}, accuracy {:.3}, {:.0} samples/s",
+                so_far.loss, so_far.accuracy, so_far.samples_per_sec
+            ));
+        }
+        mnet_search::train::Progress::Epoch(m) => {
+            if let Some(b) = bar.take() {
+                b.finish_and_clear();
+            }
+            eprintln!(
+                "epoch {}/{epochs}: loss {:.4}, accuracy {:.3}, {:.0} samples/s",
+                m.epoch, m.loss, m.accuracy, m.samples_per_sec
             );
         }
-        Command::Inspect { model } => {
-            let bytes = std::fs::read(&model)
-                .map_err(|e| UserError(format!("error: cannot read {}: {e}\n", model.display())))?;
-            let text = mnet_compiler::tflite::inspect::dump(&bytes).map_err(|e| {
-                UserError(format!(
-                    "error: {} is not a valid .tflite: {}\n",
-                    model.display(),
-                    e.0
-                ))
-            })?;
-            print!("{text}");
-        }
-        Command::Ir { file, pick } => {
-            let checked = load(&file)?;
-            for net in &checked.networks {
-                match pick {
-                    Some(p) => print!("{}", fixed_of(net, p)?.dump()),
-                    None => print!("{}", net.graph.dump(&checked.sources)),
-                }
-            }
+    });
+    let (test_loss, test_acc) = mnet_search::train::evaluate(&mut model, &test_set);
+    let metrics = serde_json::json!({
+        "network": name,
+        "data": data,
+        "train_samples": train_set.len(),
+        "test_samples": test_set.len(),
+        "epochs": history.iter().map(|m| serde_json::json!({
+            "epoch": m.epoch, "loss": m.loss, "accuracy": m.accuracy, "samples_per_sec": m.samples_per_sec,
+        })).collect::<Vec<_>>(),
+        "test_loss": test_loss,
+        "test_accuracy": test_acc,
+    });
+    create_dir(&out.output)?;
+    write_bytes(
+        &weights_path,
+        &mnet_search::train::weights_safetensors(&model),
+    )?;
+    write_bytes(
+        &metrics_path,
+        serde_json::to_string_pretty(&metrics)
+            .expect("json")
+            .as_bytes(),
+    )?;
+    println!(
+        "{name}: test accuracy {test_acc:.3} (loss {test_loss:.4}) on {} held-out samples; wrote {} and {}",
+        test_set.len(),
+        weights_path.display(),
+        metrics_path.display()
+    );
+    Ok(())
+}
+
+fn inspect(model: &Path) -> Result<()> {
+    let bytes = read_bytes(model)?;
+    let text = mnet_compiler::tflite::inspect::dump(&bytes).map_err(|e| {
+        UserError(format!(
+            "error: {} is not a valid .tflite: {}\n",
+            model.display(),
+            e.0
+        ))
+    })?;
+    print!("{text}");
+    Ok(())
+}
+
+fn ir(file: &Path, pick: Option<Pick>) -> Result<()> {
+    let checked = load(file)?;
+    for net in &checked.networks {
+        match pick {
+            Some(p) => print!("{}", fixed_of(net, p)?.dump()),
+            None => print!("{}", net.graph.dump(&checked.sources)),
         }
     }
     Ok(())

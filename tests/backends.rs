@@ -1,64 +1,33 @@
-//! Backend outputs as snapshots (the generated C with constants summarised,
-//! the header, and the `inspect` dump of the .tflite) for the example fixed
-//! networks; the .tflite reader on corrupt files; `mnet compile` errors.
+//! The .tflite reader on corrupt files; `mnet compile` errors, weights files
+//! and calibration data through the command line. (The backends' outputs
+//! are checked model by model in `tests/models.rs`.)
 
 mod common;
 
 use mnet_compiler::analysis::resolve::{assignment, resolve, Pick};
-use mnet_compiler::exec::interp;
+use mnet_compiler::pipeline;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::process::Command;
 
-fn quantized(path: &str) -> mnet_compiler::lower::QuantGraph {
+/// The .tflite of a file's network (its smallest pick), random weights.
+fn tflite(path: &str) -> Vec<u8> {
     let text = common::read(format!("{}/{path}", env!("CARGO_MANIFEST_DIR")).as_ref());
     let c = mnet_compiler::check_source(path, &text).unwrap_or_else(|f| panic!("{}", f.render()));
     let net = &c.networks[0];
     let fixed = resolve(&net.graph, &assignment(&net.graph, &net.summary, Pick::Min)).unwrap();
-    mnet_compiler::quantize_random(&fixed, 1).unwrap()
-}
-
-fn tflite(q: &mnet_compiler::lower::QuantGraph) -> Vec<u8> {
-    mnet_compiler::tflite::write::write(q, &interp::prepare(q))
-}
-
-#[test]
-fn generated_c_and_tflite_dumps() {
-    insta::glob!(
-        "..",
-        "{examples/micronets/*.mnet,examples/tiny.mnet,tests/models/ops.mnet}",
-        |path| {
-            let rel = common::rel(path);
-            let q = quantized(&rel);
-            let prep = interp::prepare(&q);
-            let plan = mnet_compiler::plan::plan(&q.lowered);
-            let macs = mnet_compiler::back::lowered_macs(&q.lowered);
-            let opts = mnet_compiler::back::c::Options {
-                summarize_constants: true,
-            };
-            let files = mnet_compiler::back::c::write(&q, &prep, &plan, &macs, opts);
-            insta::assert_snapshot!("h", files.header);
-            insta::assert_snapshot!("c", files.source);
-            let bytes = tflite(&q);
-            let dump = mnet_compiler::tflite::inspect::dump(&bytes).unwrap();
-            assert!(
-                !dump.contains("NOT 16-aligned"),
-                "{rel}: a payload is misaligned"
-            );
-            assert_eq!(
-                bytes.len() % 16,
-                0,
-                "{rel}: file length is not a multiple of 16"
-            );
-            insta::assert_snapshot!("tflite", dump);
-            // Deterministic: the same input gives byte-identical output.
-            assert_eq!(bytes, tflite(&quantized(&rel)));
-        }
-    );
+    let opts = pipeline::Options {
+        tflite: Some(Default::default()),
+        c: None,
+    };
+    pipeline::compile(&fixed, pipeline::Weights::Random(1), None, &opts)
+        .unwrap()
+        .tflite
+        .unwrap()
 }
 
 #[test]
 fn inspect_never_panics_on_corrupt_files() {
-    let good = tflite(&quantized("tests/models/ops.mnet"));
+    let good = tflite("tests/models/ops.mnet");
     let mut rng_state = 0x1234_5678u64;
     let mut next = || {
         rng_state ^= rng_state << 13;

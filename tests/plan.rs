@@ -1,6 +1,6 @@
-//! The memory planner against its independent checker, over many networks
-//! sampled from the example search spaces; and the checker catches broken
-//! plans.
+//! The memory plan's checker catches broken plans, and scheduling lowers the
+//! peak where branches meet. (Every model's plan passes the checker in
+//! `tests/models.rs`.)
 
 mod common;
 
@@ -16,38 +16,10 @@ fn lowered(path: &str, pick: Pick) -> mnet_compiler::lower::Lowered {
 }
 
 #[test]
-fn plans_of_sampled_networks_pass_the_checker() {
-    let mut checked = 0;
-    for space in [
-        "examples/kws.mnet",
-        "examples/ad.mnet",
-        "examples/vww.mnet",
-        "examples/tiny.mnet",
-    ] {
-        for seed in 0..60 {
-            let l = lowered(space, Pick::Random(seed));
-            let p = plan(&l);
-            check(&l, &p).unwrap_or_else(|e| panic!("{space} random:{seed}: {e}"));
-            checked += 1;
-        }
-    }
-    for f in [
-        "examples/micronets/kws_l.mnet",
-        "examples/micronets/ad_l.mnet",
-        "tests/models/ops.mnet",
-    ] {
-        let l = lowered(f, Pick::Min);
-        check(&l, &plan(&l)).unwrap_or_else(|e| panic!("{f}: {e}"));
-        checked += 1;
-    }
-    assert_eq!(checked, 243);
-}
-
-#[test]
 fn the_checker_rejects_overlapping_buffers() {
     let l = lowered("examples/micronets/kws_s.mnet", Pick::Min);
     let good = plan(&l);
-    check(&l, &good).unwrap();
+    check(&l, good.clone()).unwrap();
     // Put every arena tensor at offset 0: a conv then overwrites its input.
     let mut bad = good.clone();
     for p in &mut bad.places {
@@ -55,7 +27,7 @@ fn the_checker_rejects_overlapping_buffers() {
             *p = Place::Arena { offset: 0 };
         }
     }
-    let err = check(&l, &bad).unwrap_err();
+    let err = check(&l, bad).unwrap_err().to_string();
     assert!(err.contains("overwrites"), "{err}");
     // Misaligned.
     let mut bad = good.clone();
@@ -65,20 +37,20 @@ fn the_checker_rejects_overlapping_buffers() {
         .position(|p| matches!(p, Place::Arena { .. }))
         .unwrap();
     bad.places[i] = Place::Arena { offset: 8 };
-    assert!(check(&l, &bad).is_err());
+    assert!(check(&l, bad).is_err());
     // Writing into the caller's input.
     let mut bad = good;
     bad.places[1] = Place::Input;
-    assert!(check(&l, &bad).is_err());
+    assert!(check(&l, bad).is_err());
 }
 
 #[test]
 fn scheduling_branches_lowers_the_peak() {
     let l = lowered("tests/models/branches.mnet", Pick::Min);
     let as_written = plan(&l);
-    let scheduled_net = mnet_compiler::plan::schedule(l.clone());
+    let scheduled_net = mnet_compiler::lower::schedule::schedule(l.clone());
     let scheduled = plan(&scheduled_net);
-    check(&scheduled_net, &scheduled).unwrap();
+    check(&scheduled_net, scheduled.clone()).unwrap();
     assert!(
         scheduled.arena_size * 3 < as_written.arena_size * 2,
         "scheduled {} vs as written {}",
@@ -87,5 +59,8 @@ fn scheduling_branches_lowers_the_peak() {
     );
     // A chain keeps its order.
     let chain = lowered("examples/micronets/kws_s.mnet", Pick::Min);
-    assert_eq!(mnet_compiler::plan::schedule(chain.clone()), chain);
+    assert_eq!(
+        mnet_compiler::lower::schedule::schedule(chain.clone()),
+        chain
+    );
 }

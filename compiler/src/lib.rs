@@ -18,7 +18,9 @@ pub mod exec;
 pub mod front;
 pub mod ir;
 pub mod lower;
+pub mod npy;
 pub mod ops;
+pub mod pipeline;
 pub mod plan;
 pub mod tflite;
 
@@ -156,76 +158,4 @@ fn budget_errors(g: &SearchGraph, s: &SpaceSummary) -> Diagnostics {
             .with_hint("raise the budget, choose a larger board, or allow smaller widths")
         })
         .collect()
-}
-
-/// Where the float weights come from.
-pub enum Weights<'a> {
-    /// Deterministic random weights for a seed.
-    Random(u64),
-    /// A safetensors file's bytes (see [`lower::io`]).
-    File(&'a [u8]),
-}
-
-/// A quantized network, the float weights it came from, and how many
-/// activation ranges came from quantization-aware training.
-pub struct Quantized {
-    pub graph: lower::QuantGraph,
-    pub float: lower::FloatWeights,
-    pub qat_ranges: usize,
-}
-
-/// Lower, weight and quantize a fixed network. Activation ranges come from
-/// the weights file where quantization-aware training stored them, else
-/// from calibration over `calib` (a `.npy` file's bytes) or, without it,
-/// deterministic synthetic inputs in `[-1, 1]` (seeded by the
-/// random-weights seed, 0 for a weights file).
-pub fn quantize_network(
-    g: &ir::FixedGraph,
-    weights: Weights,
-    calib: Option<&[u8]>,
-) -> Result<Quantized, String> {
-    let lowered = lower::lower(g)
-        .map_err(|e| format!("cannot compile layer `{}`: {}", e.layer, e.message))?;
-    let lowered = plan::schedule(lowered);
-    let (float, seed, learned) = match weights {
-        Weights::Random(seed) => (
-            lower::FloatWeights::random(&lowered, seed),
-            seed,
-            vec![None; lowered.nodes.len()],
-        ),
-        Weights::File(bytes) => (
-            lower::io::read_weights(&lowered, bytes)?,
-            0,
-            lower::io::read_ranges(&lowered, bytes)?,
-        ),
-    };
-    let input_shape = lowered.nodes[0].shape.clone();
-    let mut ranges = match calib {
-        Some(bytes) => {
-            let inputs = lower::io::read_npy_inputs(bytes, &input_shape)
-                .map_err(|e| format!("calibration data: {e}"))?;
-            lower::calibrate(&lowered, &float, &inputs, None)
-        }
-        None => {
-            let inputs = lower::synthetic_inputs(&input_shape, 8, seed);
-            lower::calibrate(&lowered, &float, &inputs, Some(lower::INPUT_RANGE))
-        }
-    };
-    let mut qat_ranges = 0;
-    for ((r, l), n) in ranges.iter_mut().zip(&learned).zip(&lowered.nodes) {
-        if let (Some(l), true) = (l, n.kind.has_own_range()) {
-            *r = *l;
-            qat_ranges += 1;
-        }
-    }
-    Ok(Quantized {
-        graph: lower::quantize(&lowered, &float, &ranges),
-        float,
-        qat_ranges,
-    })
-}
-
-/// [`quantize_network`] with random weights and synthetic calibration.
-pub fn quantize_random(g: &ir::FixedGraph, seed: u64) -> Result<lower::QuantGraph, String> {
-    quantize_network(g, Weights::Random(seed), None).map(|q| q.graph)
 }

@@ -5,6 +5,7 @@
 //! shift of amplitude and independent noise, so a small convnet learns them
 //! in a few epochs but cannot memorise noise.
 
+use mnet_compiler::npy;
 use rand::{RngExt, SeedableRng};
 
 /// Inputs (`len x input shape`, f32) and labels.
@@ -127,10 +128,13 @@ pub fn load(
                 .map_err(|e| format!("cannot read {}: {e}", dir.join(f).display()))
         };
         let xs = read("x.npy")?;
-        let shape32: Vec<u32> = shape.iter().map(|&d| d as u32).collect();
-        let inputs = mnet_compiler::lower::io::read_npy_inputs(&xs, &shape32)
+        let inputs = npy::parse(&xs)
+            .and_then(|a| a.f32_samples(shape))
             .map_err(|e| format!("x.npy: {e}"))?;
-        let labels = read_npy_labels(&read("y.npy")?).map_err(|e| format!("y.npy: {e}"))?;
+        let ys = read("y.npy")?;
+        let labels = npy::parse(&ys)
+            .and_then(|a| a.labels())
+            .map_err(|e| format!("y.npy: {e}"))?;
         if labels.len() != inputs.len() {
             return Err(format!(
                 "x.npy has {} samples but y.npy {} labels",
@@ -153,45 +157,4 @@ pub fn load(
         return Ok((make(0..split), make(split..inputs.len())));
     }
     Err("unknown data kind; expected synthetic[:COUNT] or npy:DIR".into())
-}
-
-/// Integer labels from a `.npy` file (int32 or int64, one dimension).
-fn read_npy_labels(bytes: &[u8]) -> Result<Vec<usize>, String> {
-    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
-        return Err("not a .npy file".into());
-    }
-    let (len, start) = match bytes[6] {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        _ if bytes.len() >= 12 => (
-            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-            12,
-        ),
-        _ => return Err("truncated header".into()),
-    };
-    let header = String::from_utf8_lossy(bytes.get(start..start + len).ok_or("truncated header")?)
-        .into_owned();
-    let width = if header.contains("'<i8'") {
-        8
-    } else if header.contains("'<i4'") {
-        4
-    } else {
-        return Err(format!(
-            "labels must be int32 or int64, header: {}",
-            header.trim()
-        ));
-    };
-    let data = &bytes[start + len..];
-    if !data.len().is_multiple_of(width) {
-        return Err("the data is not a whole number of labels".into());
-    }
-    data.chunks_exact(width)
-        .map(|c| {
-            let v = if width == 8 {
-                i64::from_le_bytes(c.try_into().expect("8 bytes"))
-            } else {
-                i32::from_le_bytes(c.try_into().expect("4 bytes")) as i64
-            };
-            usize::try_from(v).map_err(|_| format!("negative label {v}"))
-        })
-        .collect()
 }

@@ -7,7 +7,7 @@
 use mnet_compiler::analysis::resolve::resolve;
 use mnet_compiler::exec::interp;
 use mnet_compiler::lower::QParams;
-use mnet_compiler::Weights;
+use mnet_compiler::pipeline::{quantize, Weights};
 use mnet_search::data::Dataset;
 use mnet_search::engine::Net;
 use mnet_search::train::{evaluate, train, weights_safetensors, TrainConfig};
@@ -32,7 +32,7 @@ fn qat_ranges_become_the_int8_quantization() {
     assert!(float_acc >= 0.9, "QAT float accuracy {float_acc}");
 
     let bytes = weights_safetensors(&net);
-    let q = mnet_compiler::quantize_network(&fixed, Weights::File(&bytes), None).unwrap();
+    let q = quantize(&fixed, Weights::File(&bytes), None).unwrap();
     // Every quantized tensor the int8 model has its own range for (input,
     // the three conv-like layers with their fused activations, the dense's
     // logits) took the trained range.
@@ -66,7 +66,7 @@ fn qat_ranges_become_the_int8_quantization() {
     assert_eq!(checked, 5);
 
     // The int8 network agrees with the fake-quantized float network.
-    let prep = interp::prepare(&q.graph);
+    let prep = &q.prepared;
     let len = 12 * 10;
     let mut agree = 0;
     let mut correct = 0;
@@ -76,7 +76,7 @@ fn qat_ranges_become_the_int8_quantization() {
         net.forward(x, false);
         let float_pred = argmax(net.logits().iter().copied());
         let input: Vec<i8> = x.iter().map(|v| q.graph.qparams[0].quantize(*v)).collect();
-        let out = interp::run(&q.graph, &prep, &input);
+        let out = interp::run(&q.graph, prep, &input);
         let int8_pred = argmax(out[l.output].iter().map(|v| *v as f32));
         agree += usize::from(float_pred == int8_pred);
         correct += usize::from(int8_pred == test.labels[s]);
@@ -126,9 +126,9 @@ fn a_bad_range_tensor_is_an_error() {
                 .unwrap(),
         ));
         let bytes = safetensors::serialize(views, None).unwrap();
-        let e = mnet_compiler::quantize_network(&fixed, Weights::File(&bytes), None)
-            .err()
-            .expect("an error");
+        let e = quantize(&fixed, Weights::File(&bytes), None)
+            .expect_err("an error")
+            .to_string();
         assert!(e.contains("`relu_0.range`") && e.contains(message), "{e}");
     }
 }

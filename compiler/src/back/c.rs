@@ -11,8 +11,15 @@
 use crate::exec::interp::Prepared;
 use crate::lower::{LKind, QuantGraph};
 use crate::ops::PoolKind;
-use crate::plan::{MemoryPlan, Place};
+use crate::plan::{CheckedPlan, MemoryPlan, Place};
 use std::fmt::Write;
+
+/// Why a network cannot be written as C.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("`{name}` has {elems} elements, more than a C `int` indexes")]
+    TooLarge { name: String, elems: u64 },
+}
 
 /// Options of the C backend.
 #[derive(Clone, Copy, Debug, Default)]
@@ -333,15 +340,35 @@ fn fused_conv_depthwise(
     c.push_str("                }\n            }\n        }\n");
 }
 
-/// Generate `NAME.h` and `NAME.c`.
+/// Generate `NAME.h` and `NAME.c` from a quantized network, its prepared
+/// kernel parameters ([`crate::exec::interp::prepare`]) and its checked
+/// memory plan.
 pub fn write(
     q: &QuantGraph,
     prep: &[Prepared],
-    plan: &MemoryPlan,
-    macs: &[u64],
-    opts: Options,
-) -> CFiles {
+    plan: &CheckedPlan,
+    opts: &Options,
+) -> Result<CFiles, Error> {
     let l = &q.lowered;
+    // Loops index with `int`: every tensor and the arena must fit.
+    let limit = i32::MAX as u64;
+    for n in &l.nodes {
+        let elems: u64 = n.shape.iter().map(|&d| d as u64).product();
+        if elems > limit {
+            return Err(Error::TooLarge {
+                name: n.name.clone(),
+                elems,
+            });
+        }
+    }
+    if plan.arena_size as u64 > limit {
+        return Err(Error::TooLarge {
+            name: "the arena".into(),
+            elems: plan.arena_size as u64,
+        });
+    }
+    let macs = crate::back::lowered_macs(l);
+    let opts = *opts;
     let name = &l.name;
     let upper = name.to_uppercase();
     let in_size: usize = l.nodes[0].shape.iter().map(|&d| d as usize).product();
@@ -765,8 +792,8 @@ pub fn write(
         );
     }
     c.push_str("    return 0;\n}\n");
-    CFiles {
+    Ok(CFiles {
         header: h,
         source: c,
-    }
+    })
 }

@@ -1,16 +1,50 @@
-//! Float weights and calibration data from files.
+//! Float weights in safetensors files, read and written.
 //!
 //! Weights are a safetensors file of f32 tensors named after the layers of
 //! the elaborated network (the names `mnet stats` prints): for a conv,
 //! depthwise conv or dense layer `L`, `L.weight` (conv `[out, kh, kw, in]`,
 //! depthwise `[1, kh, kw, channels]`, dense `[out, in]`) and `L.bias`
 //! (`[out]`); for a batch norm `B` after it, `B.gamma`, `B.beta`, `B.mean`
-//! and `B.var` (`[channels]`, epsilon 1e-3). Calibration data is a `.npy`
-//! array of float32 shaped `[N, ...input shape]`.
+//! and `B.var` (`[channels]`, epsilon 1e-3); quantization-aware training
+//! adds `L.range` (`[min, max]`) for the tensors it quantized.
 
 use super::{FloatWeights, LayerWeights, Lowered};
 use safetensors::{Dtype, SafeTensors};
 use std::collections::BTreeMap;
+use thiserror::Error;
+
+/// What is wrong with a weights file, by tensor name.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum WeightsError {
+    #[error("not a safetensors file: {0}")]
+    NotSafetensors(String),
+    #[error("the weights have no tensor `{name}` (expected f32 {shape:?})")]
+    Missing { name: String, shape: Vec<usize> },
+    #[error("tensor `{name}` is {dtype}, expected F32")]
+    Dtype { name: String, dtype: String },
+    #[error("tensor `{name}` has shape {got:?}, expected {want:?}")]
+    Shape {
+        name: String,
+        got: Vec<usize>,
+        want: Vec<usize>,
+    },
+    #[error("tensor `{name}` has a non-finite value at index {index}")]
+    NonFinite { name: String, index: usize },
+    #[error("tensor `{name}` has a negative variance at index {index}")]
+    NegativeVariance { name: String, index: usize },
+    #[error("tensor `{name}` is {dtype} {shape:?}, expected F32 [2] (min, max)")]
+    RangeShape {
+        name: String,
+        dtype: String,
+        shape: Vec<usize>,
+    },
+    #[error("tensor `{name}` is not a range: [{min}, {max}]")]
+    NotARange { name: String, min: f32, max: f32 },
+}
+
+fn deserialize(bytes: &[u8]) -> Result<SafeTensors<'_>, WeightsError> {
+    SafeTensors::deserialize(bytes).map_err(|e| WeightsError::NotSafetensors(e.to_string()))
+}
 
 /// The tensors a network's weights file must hold: (name, shape).
 pub fn expected_tensors(l: &Lowered) -> Vec<(String, Vec<usize>)> {
@@ -30,26 +64,33 @@ fn f32_values(t: &safetensors::tensor::TensorView) -> Vec<f32> {
 }
 
 /// Read weights for a network; every problem is reported by tensor name.
-pub fn read_weights(l: &Lowered, bytes: &[u8]) -> Result<FloatWeights, String> {
-    let st = SafeTensors::deserialize(bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
-    let get = |name: &str, shape: &[usize]| -> Result<Vec<f32>, String> {
-        let t = st
-            .tensor(name)
-            .map_err(|_| format!("the weights have no tensor `{name}` (expected f32 {shape:?})"))?;
+pub fn read_weights(l: &Lowered, bytes: &[u8]) -> Result<FloatWeights, WeightsError> {
+    let st = deserialize(bytes)?;
+    let get = |name: &str, shape: &[usize]| -> Result<Vec<f32>, WeightsError> {
+        let name_ = || name.to_string();
+        let t = st.tensor(name).map_err(|_| WeightsError::Missing {
+            name: name_(),
+            shape: shape.to_vec(),
+        })?;
         if t.dtype() != Dtype::F32 {
-            return Err(format!("tensor `{name}` is {:?}, expected F32", t.dtype()));
+            return Err(WeightsError::Dtype {
+                name: name_(),
+                dtype: format!("{:?}", t.dtype()),
+            });
         }
         if t.shape() != shape {
-            return Err(format!(
-                "tensor `{name}` has shape {:?}, expected {shape:?}",
-                t.shape()
-            ));
+            return Err(WeightsError::Shape {
+                name: name_(),
+                got: t.shape().to_vec(),
+                want: shape.to_vec(),
+            });
         }
         let v = f32_values(&t);
-        if let Some(bad) = v.iter().position(|x| !x.is_finite()) {
-            return Err(format!(
-                "tensor `{name}` has a non-finite value at index {bad}"
-            ));
+        if let Some(index) = v.iter().position(|x| !x.is_finite()) {
+            return Err(WeightsError::NonFinite {
+                name: name_(),
+                index,
+            });
         }
         Ok(v)
     };
@@ -64,11 +105,11 @@ pub fn read_weights(l: &Lowered, bytes: &[u8]) -> Result<FloatWeights, String> {
         let (weight, bias) = (values.next(), values.next());
         let batch_norm = match (values.next(), values.next(), values.next(), values.next()) {
             (Some(gamma), Some(beta), Some(mean), Some(var)) => {
-                if let Some(i) = var.iter().position(|v| *v < 0.0) {
-                    return Err(format!(
-                        "tensor `{}` has a negative variance at index {i}",
-                        p.tensors[5].0
-                    ));
+                if let Some(index) = var.iter().position(|v| *v < 0.0) {
+                    return Err(WeightsError::NegativeVariance {
+                        name: p.tensors[5].0.clone(),
+                        index,
+                    });
                 }
                 Some([gamma, beta, mean, var])
             }
@@ -90,8 +131,8 @@ pub fn read_weights(l: &Lowered, bytes: &[u8]) -> Result<FloatWeights, String> {
 /// --qat` writes a tensor `LAYER.range` = `[min, max]` per quantized
 /// tensor), one per lowered node: the range of the last layer whose output
 /// the node's output is (its fused activation or batch norm, else itself).
-pub fn read_ranges(l: &Lowered, bytes: &[u8]) -> Result<Vec<Option<(f32, f32)>>, String> {
-    let st = SafeTensors::deserialize(bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
+pub fn read_ranges(l: &Lowered, bytes: &[u8]) -> Result<Vec<Option<(f32, f32)>>, WeightsError> {
+    let st = deserialize(bytes)?;
     let mut ranges = Vec::with_capacity(l.nodes.len());
     for n in &l.nodes {
         let mut found = None;
@@ -99,18 +140,19 @@ pub fn read_ranges(l: &Lowered, bytes: &[u8]) -> Result<Vec<Option<(f32, f32)>>,
             let name = format!("{layer}.range");
             let Ok(t) = st.tensor(&name) else { continue };
             if t.dtype() != Dtype::F32 || t.shape() != [2] {
-                return Err(format!(
-                    "tensor `{name}` is {:?} {:?}, expected F32 [2] (min, max)",
-                    t.dtype(),
-                    t.shape()
-                ));
+                return Err(WeightsError::RangeShape {
+                    name,
+                    dtype: format!("{:?}", t.dtype()),
+                    shape: t.shape().to_vec(),
+                });
             }
             let v = f32_values(&t);
             if !(v[0].is_finite() && v[1].is_finite() && v[0] <= v[1]) {
-                return Err(format!(
-                    "tensor `{name}` is not a range: [{}, {}]",
-                    v[0], v[1]
-                ));
+                return Err(WeightsError::NotARange {
+                    name,
+                    min: v[0],
+                    max: v[1],
+                });
             }
             found = Some((v[0], v[1]));
             break;
@@ -145,75 +187,4 @@ pub fn write_weights(l: &Lowered, w: &FloatWeights) -> Vec<u8> {
         })
         .collect();
     safetensors::serialize(views, None).expect("serialise weights")
-}
-
-/// Read float32 calibration inputs from a `.npy` file shaped
-/// `[N, ...input_shape]`.
-pub fn read_npy_inputs(bytes: &[u8], input_shape: &[u32]) -> Result<Vec<Vec<f32>>, String> {
-    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
-        return Err("not a .npy file".into());
-    }
-    let (header_len, start) = match bytes[6] {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => (
-            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-            12,
-        ),
-        v => return Err(format!("unsupported .npy version {v}")),
-    };
-    let header = bytes
-        .get(start..start + header_len)
-        .map(|h| String::from_utf8_lossy(h).into_owned())
-        .ok_or("the .npy header is truncated")?;
-    if !header.contains("'descr': '<f4'") {
-        return Err(format!(
-            "calibration data must be float32 ('<f4'), header: {}",
-            header.trim()
-        ));
-    }
-    if header.contains("'fortran_order': True") {
-        return Err("calibration data must be C-ordered".into());
-    }
-    let shape_text = header
-        .split("'shape':")
-        .nth(1)
-        .and_then(|s| s.split('(').nth(1))
-        .and_then(|s| s.split(')').next())
-        .ok_or("the .npy header has no shape")?;
-    let shape: Vec<usize> = shape_text
-        .split(',')
-        .map(|s| s.trim())
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.parse::<usize>()
-                .map_err(|_| format!("bad dimension `{s}` in the .npy shape"))
-        })
-        .collect::<Result<_, _>>()?;
-    let want: Vec<usize> = input_shape.iter().map(|&d| d as usize).collect();
-    if shape.len() != want.len() + 1 || shape[1..] != want[..] || shape[0] == 0 {
-        return Err(format!(
-            "calibration data has shape {shape:?}, expected [N, {}]",
-            want.iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-    }
-    let data = &bytes[start + header_len..];
-    let per: usize = want.iter().product();
-    if data.len() != shape[0] * per * 4 {
-        return Err(format!(
-            "calibration data holds {} bytes, expected {}",
-            data.len(),
-            shape[0] * per * 4
-        ));
-    }
-    let values: Vec<f32> = data
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    if values.iter().any(|v| !v.is_finite()) {
-        return Err("calibration data has non-finite values".into());
-    }
-    Ok(values.chunks(per).map(|c| c.to_vec()).collect())
 }

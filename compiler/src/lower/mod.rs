@@ -13,6 +13,7 @@
 pub mod calibrate;
 pub mod io;
 pub mod quantize;
+pub mod schedule;
 pub mod weights;
 
 pub use calibrate::{calibrate, synthetic_inputs, INPUT_RANGE};
@@ -361,4 +362,74 @@ pub fn lower(g: &FixedGraph) -> Result<Lowered, LowerError> {
         nodes,
         output: map[&g.output],
     })
+}
+
+/// Check that a lowered network is well formed: the input first, every
+/// node reading earlier nodes with the arity of its kind, weighted nodes
+/// with parameters, and every output shape what its op makes of its
+/// inputs. Lowering's bugs stop here, not in a backend.
+pub fn verify(l: &Lowered) -> Result<(), String> {
+    let first = l.nodes.first().ok_or("the network has no nodes")?;
+    if first.kind != LKind::Input || !first.inputs.is_empty() {
+        return Err("node 0 is not the input".into());
+    }
+    if l.output >= l.nodes.len() {
+        return Err(format!("the output {} is not a node", l.output));
+    }
+    let elems = |s: &[u32]| s.iter().map(|&d| d as u64).product::<u64>();
+    for (i, n) in l.nodes.iter().enumerate().skip(1) {
+        let bad = |what: &str| Err(format!("node {i} ({}): {what}", n.name));
+        if n.inputs.is_empty() || n.inputs.iter().any(|&j| j >= i) {
+            return bad("reads a node that does not run before it");
+        }
+        let x = &l.nodes[n.inputs[0]].shape;
+        let arity_ok = match n.kind {
+            LKind::Add => n.inputs.len() == 2,
+            LKind::Concat => n.inputs.len() >= 2,
+            LKind::Input => false,
+            LKind::Conv { .. }
+            | LKind::Depthwise { .. }
+            | LKind::Pool { .. }
+            | LKind::Pad { .. }
+            | LKind::Reshape
+            | LKind::Softmax
+            | LKind::Act(_)
+            | LKind::Requantize => n.inputs.len() == 1,
+        };
+        if !arity_ok {
+            return bad("has the wrong number of inputs");
+        }
+        if n.kind.is_weighted() != n.params.is_some() {
+            return bad("weights and kind disagree");
+        }
+        let want: Option<Vec<u32>> = match &n.kind {
+            LKind::Conv { out, window } => window
+                .out_size([x[0], x[1]])
+                .ok()
+                .map(|[h, w]| vec![h, w, *out]),
+            LKind::Depthwise { window } | LKind::Pool { window, .. } => window
+                .out_size([x[0], x[1]])
+                .ok()
+                .map(|[h, w]| vec![h, w, x[2]]),
+            LKind::Pad { pads } => Some(vec![
+                x[0] + pads[0] + pads[1],
+                x[1] + pads[2] + pads[3],
+                x[2],
+            ]),
+            LKind::Reshape => (elems(x) == elems(&n.shape)).then(|| n.shape.clone()),
+            LKind::Concat => {
+                let mut s = x.clone();
+                let last = s.len() - 1;
+                s[last] = n.inputs.iter().map(|&j| l.nodes[j].shape[last]).sum();
+                Some(s)
+            }
+            LKind::Add | LKind::Softmax | LKind::Act(_) | LKind::Requantize | LKind::Input => {
+                Some(x.clone())
+            }
+        };
+        if want.as_ref() != Some(&n.shape) {
+            return bad(&format!("has shape {:?}, its op gives {want:?}", n.shape));
+        }
+    }
+    Ok(())
 }

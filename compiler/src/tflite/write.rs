@@ -7,7 +7,6 @@
 //! for int8. Each tensor carries a batch dimension of 1 in front of mnet's
 //! shape.
 
-use crate::exec::interp::Prepared;
 use crate::lower::{LKind, QuantGraph};
 use crate::ops::{Activation, FusedAct, Padding, PoolKind};
 use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
@@ -137,10 +136,42 @@ fn with_batch(shape: &[u32]) -> Vec<i32> {
         .collect()
 }
 
+/// Options of the TFLite backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// The model's `description` field.
+    pub description: String,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            description: format!("mnet {}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+/// Why a network cannot be written as a flatbuffer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "the model would need {bytes} bytes of constants, more than a flatbuffer holds (2 GiB)"
+    )]
+    TooLarge { bytes: u64 },
+}
+
 /// Serialise a quantized network as a `.tflite` flatbuffer.
-pub fn write(q: &QuantGraph, prep: &[Prepared]) -> Vec<u8> {
+pub fn write(q: &QuantGraph, opts: &Options) -> Result<Vec<u8>, Error> {
     let l = &q.lowered;
-    let _ = prep;
+    // Flatbuffer offsets are 32-bit signed: everything must fit in 2 GiB.
+    let bytes: u64 = q
+        .weights
+        .values()
+        .map(|w| w.weight.len() as u64 + 4 * w.bias.len() as u64)
+        .sum();
+    if bytes >= (1 << 31) - (1 << 20) {
+        return Err(Error::TooLarge { bytes });
+    }
     let mut w = Writer {
         tensors: Vec::new(),
         buffers: Vec::new(),
@@ -325,7 +356,7 @@ pub fn write(q: &QuantGraph, prep: &[Prepared]) -> Vec<u8> {
         code_offsets.push(b.end_table(t));
     }
     let operator_codes = b.create_vector(&code_offsets);
-    let description = b.create_string(&format!("mnet {}", env!("CARGO_PKG_VERSION")));
+    let description = b.create_string(&opts.description);
     let m = b.start_table();
     b.push_slot_always(slot(0), 3u32);
     b.push_slot_always(slot(1), operator_codes);
@@ -340,7 +371,7 @@ pub fn write(q: &QuantGraph, prep: &[Prepared]) -> Vec<u8> {
         b.push(0u8);
     }
     b.finish(model, Some("TFL3"));
-    b.finished_data().to_vec()
+    Ok(b.finished_data().to_vec())
 }
 
 /// A `[ubyte]` vector whose payload ends up at a 16-byte file offset

@@ -1,0 +1,179 @@
+//! The compile pipeline, one function for the CLI, the tests and the
+//! search: lower → verify → schedule → weights → calibrate (or QAT ranges)
+//! → quantize → prepare ([`quantize`]), then plan → check the plan → emit
+//! ([`compile`]). Every failure is an [`Error`]: the user's weights or
+//! calibration file (named by tensor or field), a layer the backends
+//! cannot build, or an internal inconsistency.
+
+use crate::back::c::{self, CFiles};
+use crate::exec::interp::{self, Prepared};
+use crate::ir::FixedGraph;
+use crate::lower::io::WeightsError;
+use crate::lower::{self, FloatWeights, QuantGraph};
+use crate::npy::NpyError;
+use crate::plan::{self, CheckedPlan, PlanError};
+use crate::tflite;
+use thiserror::Error;
+
+/// Where the float weights come from.
+#[derive(Clone, Copy, Debug)]
+pub enum Weights<'a> {
+    /// Deterministic random weights for a seed.
+    Random(u64),
+    /// A safetensors file's bytes (see [`crate::lower::io`]).
+    File(&'a [u8]),
+}
+
+/// Why a network does not compile.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// The weights file: missing, mis-shaped or non-finite tensors, by name.
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+    /// The calibration `.npy` file.
+    #[error("calibration data: {0}")]
+    Calibration(#[from] NpyError),
+    /// A layer the int8 backends cannot build.
+    #[error("cannot compile layer `{layer}`: {message}")]
+    Unsupported {
+        layer: String,
+        span: mnet_grammar::Span,
+        message: String,
+    },
+    #[error(transparent)]
+    Tflite(#[from] tflite::write::Error),
+    #[error(transparent)]
+    C(#[from] c::Error),
+    /// A bug of mnet's: a stage produced what the next one rejects.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<PlanError> for Error {
+    fn from(e: PlanError) -> Error {
+        Error::Internal(e.to_string())
+    }
+}
+
+/// A quantized network ready to run or emit.
+#[derive(Clone, Debug)]
+pub struct Quantized {
+    pub graph: QuantGraph,
+    /// Each node's kernel parameters, as TFLM's Prepare computes them.
+    pub prepared: Vec<Prepared>,
+    /// The float weights it was quantized from.
+    pub float: FloatWeights,
+    /// How many activation ranges came from quantization-aware training.
+    pub qat_ranges: usize,
+}
+
+/// What to emit.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub tflite: Option<tflite::write::Options>,
+    pub c: Option<c::Options>,
+}
+
+/// A compiled network: its int8 form, checked memory plan and files.
+#[derive(Clone, Debug)]
+pub struct Artifacts {
+    pub quantized: Quantized,
+    pub plan: CheckedPlan,
+    pub tflite: Option<Vec<u8>>,
+    pub c: Option<CFiles>,
+}
+
+/// Lower, weight and quantize a fixed network. Activation ranges come from
+/// the weights file where quantization-aware training stored them, else
+/// from calibration over `calibration` (a `.npy` file's bytes) or, without
+/// it, deterministic synthetic inputs in `[-1, 1]` (seeded by the
+/// random-weights seed, 0 for a weights file).
+pub fn quantize(
+    g: &FixedGraph,
+    weights: Weights,
+    calibration: Option<&[u8]>,
+) -> Result<Quantized, Error> {
+    let lowered = lower::lower(g).map_err(|e| Error::Unsupported {
+        span: g
+            .order
+            .iter()
+            .find(|id| g.node(**id).name == e.layer)
+            .map(|id| g.origins[id.0.index()].span)
+            .unwrap_or_default(),
+        layer: e.layer,
+        message: e.message,
+    })?;
+    lower::verify(&lowered).map_err(Error::Internal)?;
+    let lowered = lower::schedule::schedule(lowered);
+    let (float, seed, learned) = match weights {
+        Weights::Random(seed) => (
+            FloatWeights::random(&lowered, seed),
+            seed,
+            vec![None; lowered.nodes.len()],
+        ),
+        Weights::File(bytes) => (
+            lower::io::read_weights(&lowered, bytes)?,
+            0,
+            lower::io::read_ranges(&lowered, bytes)?,
+        ),
+    };
+    let input_shape = lowered.nodes[0].shape.clone();
+    let mut ranges = match calibration {
+        Some(bytes) => {
+            let sample: Vec<usize> = input_shape.iter().map(|&d| d as usize).collect();
+            let inputs = crate::npy::parse(bytes)?.f32_samples(&sample)?;
+            lower::calibrate(&lowered, &float, &inputs, None)
+        }
+        None => {
+            let inputs = lower::synthetic_inputs(&input_shape, 8, seed);
+            lower::calibrate(&lowered, &float, &inputs, Some(lower::INPUT_RANGE))
+        }
+    };
+    let mut qat_ranges = 0;
+    for ((r, l), n) in ranges.iter_mut().zip(&learned).zip(&lowered.nodes) {
+        if let (Some(l), true) = (l, n.kind.has_own_range()) {
+            *r = *l;
+            qat_ranges += 1;
+        }
+    }
+    let graph = lower::quantize(&lowered, &float, &ranges);
+    let prepared = interp::prepare(&graph);
+    Ok(Quantized {
+        graph,
+        prepared,
+        float,
+        qat_ranges,
+    })
+}
+
+/// Quantize ([`quantize`]), plan and check the memory, and emit what the
+/// options ask for.
+pub fn compile(
+    g: &FixedGraph,
+    weights: Weights,
+    calibration: Option<&[u8]>,
+    opts: &Options,
+) -> Result<Artifacts, Error> {
+    let quantized = quantize(g, weights, calibration)?;
+    emit(quantized, opts)
+}
+
+/// Plan, check and emit an already quantized network.
+pub fn emit(quantized: Quantized, opts: &Options) -> Result<Artifacts, Error> {
+    let l = &quantized.graph.lowered;
+    let plan = plan::check(l, plan::plan(l))?;
+    let tflite = match &opts.tflite {
+        Some(o) => Some(tflite::write::write(&quantized.graph, o)?),
+        None => None,
+    };
+    let c = match &opts.c {
+        Some(o) => Some(c::write(&quantized.graph, &quantized.prepared, &plan, o)?),
+        None => None,
+    };
+    Ok(Artifacts {
+        quantized,
+        plan,
+        tflite,
+        c,
+    })
+}

@@ -1,0 +1,442 @@
+//! File-driven model tests: every network in `tests/models/` and in
+//! `examples/` goes through the runners its header names, and every
+//! (runner, model) pair is its own test case, so one failure does not hide
+//! the rest: `cargo test --test models -- oracle/kws_s` runs one,
+//! `cargo test --test models -- oracle/` one runner.
+//!
+//! A model file starts with header comments:
+//!
+//! ```text
+//! // test: c tflite oracle m4
+//! // pick: min random:1..3
+//! ```
+//!
+//! A `pick:` line applies to the `test:` line before it (default `min`;
+//! `random:A..B` is every seed from A to B). The examples carry no header:
+//! their lines are in [`EXAMPLES`].
+//!
+//! Runners:
+//! - `stats`: the layer list `mnet stats` prints is the network `compile`
+//!   lowers (every layer not fused, with its MACs).
+//! - `plan`: the memory plan passes its independent checker.
+//! - `c`, `tflite`: the generated C (constants summarised) and header, and
+//!   the `inspect` dump of the .tflite, as snapshots; the .tflite is
+//!   16-byte aligned and the same bytes on a second compile.
+//! - `oracle`: mnet's reference interpreter, the C compiled with cc, TFLM
+//!   and LiteRT agree bit for bit on 100 random int8 inputs.
+//! - `m4`: the C compiles with arm-none-eabi-gcc -Werror for a Cortex-M4,
+//!   its static RAM is exactly the planned arena and it has no `.data`.
+
+mod common;
+
+use common::runners::{HostC, Python, Reference, Runner};
+use libtest_mimic::{Arguments, Failed, Trial};
+use mnet_compiler::analysis::resolve::{assignment, resolve, Pick};
+use mnet_compiler::ir::FixedGraph;
+use mnet_compiler::pipeline::{self, Artifacts, Weights};
+use rand::{RngExt, SeedableRng};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The header lines of the examples, by path pattern (`*` a file stem).
+const EXAMPLES: &[(&str, &str)] = &[
+    (
+        "examples/micronets/*.mnet",
+        "// test: stats plan c tflite oracle m4",
+    ),
+    (
+        "examples/tiny.mnet",
+        "// test: c tflite m4\n// test: stats oracle\n// pick: min max random:1..2\n// test: plan\n// pick: random:0..59",
+    ),
+    (
+        "examples/kws.mnet",
+        "// test: stats oracle\n// pick: min random:1..3\n// test: plan\n// pick: random:0..59",
+    ),
+    (
+        "examples/ad.mnet",
+        "// test: stats oracle\n// pick: min random:1..3\n// test: plan\n// pick: random:0..59",
+    ),
+    (
+        "examples/vww.mnet",
+        "// test: stats oracle\n// pick: min\n// test: stats plan\n// pick: random:0..59",
+    ),
+];
+
+const RUNNERS: &[&str] = &["stats", "plan", "c", "tflite", "oracle", "m4"];
+
+const ORACLE_INPUTS: usize = 100;
+
+/// (runner, picks) pairs from header text.
+fn parse_header(text: &str, file: &str) -> Result<Vec<(String, Vec<Pick>)>, String> {
+    let mut groups: Vec<(Vec<String>, Vec<Pick>)> = Vec::new();
+    for line in text.lines().map(str::trim) {
+        let Some(comment) = line.strip_prefix("//") else {
+            break;
+        };
+        let comment = comment.trim();
+        if let Some(list) = comment.strip_prefix("test:") {
+            let runners: Vec<String> = list.split_whitespace().map(String::from).collect();
+            if let Some(bad) = runners.iter().find(|r| !RUNNERS.contains(&r.as_str())) {
+                return Err(format!(
+                    "{file}: unknown runner `{bad}` (runners: {RUNNERS:?})"
+                ));
+            }
+            groups.push((runners, vec![Pick::Min]));
+        } else if let Some(list) = comment.strip_prefix("pick:") {
+            let group = groups
+                .last_mut()
+                .ok_or_else(|| format!("{file}: `pick:` before any `test:`"))?;
+            group.1 = parse_picks(list).map_err(|e| format!("{file}: {e}"))?;
+        }
+    }
+    Ok(groups
+        .into_iter()
+        .flat_map(|(runners, picks)| runners.into_iter().map(move |r| (r, picks.clone())))
+        .collect())
+}
+
+fn parse_picks(list: &str) -> Result<Vec<Pick>, String> {
+    let mut picks = Vec::new();
+    for p in list.split_whitespace() {
+        match p.strip_prefix("random:").and_then(|r| r.split_once("..")) {
+            Some((a, b)) => {
+                let (a, b): (u64, u64) = (
+                    a.parse().map_err(|_| format!("bad seed in `{p}`"))?,
+                    b.parse().map_err(|_| format!("bad seed in `{p}`"))?,
+                );
+                picks.extend((a..=b).map(Pick::Random));
+            }
+            None => picks.push(p.parse()?),
+        }
+    }
+    Ok(picks)
+}
+
+/// A model file: its path relative to the repository and its text.
+struct Model {
+    rel: String,
+    stem: String,
+    text: String,
+}
+
+impl Model {
+    /// The fixed networks of the picks (a fixed network: itself, once).
+    fn networks(&self, picks: &[Pick]) -> Vec<(String, FixedGraph)> {
+        let checked = mnet_compiler::check_source(&self.rel, &self.text)
+            .unwrap_or_else(|f| panic!("{}", f.render()));
+        let net = &checked.networks[0];
+        if net.graph.choices.is_empty() {
+            let fixed = resolve(&net.graph, &[]).expect("a fixed network resolves");
+            return vec![(self.stem.clone(), fixed)];
+        }
+        picks
+            .iter()
+            .map(|&p| {
+                let a = assignment(&net.graph, &net.summary, p);
+                let fixed = resolve(&net.graph, &a).expect("every pick resolves");
+                (format!("{}@{p}", self.stem), fixed)
+            })
+            .collect()
+    }
+}
+
+fn models() -> Vec<(Model, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files: Vec<PathBuf> = Vec::new();
+    for dir in ["tests/models", "examples", "examples/micronets"] {
+        let mut here: Vec<PathBuf> = std::fs::read_dir(root.join(dir))
+            .unwrap_or_else(|e| panic!("{dir}: {e}"))
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "mnet"))
+            .collect();
+        here.sort();
+        files.extend(here);
+    }
+    files
+        .into_iter()
+        .map(|path| {
+            let rel = common::rel(&path);
+            let text = common::read(&path);
+            let header = if rel.starts_with("examples/") {
+                let (_, h) = EXAMPLES
+                    .iter()
+                    .find(|(pat, _)| matches(pat, &rel))
+                    .unwrap_or_else(|| panic!("{rel}: add its runners to EXAMPLES"));
+                h.to_string()
+            } else {
+                text.clone()
+            };
+            let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+            (Model { rel, stem, text }, header)
+        })
+        .collect()
+}
+
+/// `dir/*.mnet` or an exact path.
+fn matches(pattern: &str, rel: &str) -> bool {
+    match pattern.split_once('*') {
+        Some((dir, ext)) => rel
+            .strip_prefix(dir)
+            .and_then(|r| r.strip_suffix(ext))
+            .is_some_and(|stem| !stem.contains('/')),
+        None => pattern == rel,
+    }
+}
+
+/// A seed from a name, the same on every run and machine.
+fn seed_of(name: &str) -> u64 {
+    name.bytes().fold(0xcbf29ce484222325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
+}
+
+fn compile(g: &FixedGraph, seed: u64, opts: &pipeline::Options) -> Result<Artifacts, Failed> {
+    pipeline::compile(g, Weights::Random(seed), None, opts)
+        .map_err(|e| Failed::from(format!("compile: {e}")))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let safe: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let dir = std::env::temp_dir().join(format!("mnet-models-{}-{safe}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn stats(m: &Model, picks: &[Pick]) -> Result<(), Failed> {
+    use mnet_compiler::analysis::stats::fixed_stats;
+    for (name, g) in m.networks(picks) {
+        let lowered =
+            mnet_compiler::lower::lower(&g).map_err(|e| format!("{name}: lower: {}", e.message))?;
+        let macs = mnet_compiler::back::lowered_macs(&lowered);
+        let fixed_names: std::collections::BTreeSet<&str> =
+            g.order.iter().map(|id| g.node(*id).name.as_str()).collect();
+        let compiled: Vec<(String, u64)> = lowered
+            .nodes
+            .iter()
+            .zip(&macs)
+            .skip(1)
+            .filter(|(n, _)| fixed_names.contains(n.name.as_str()))
+            .map(|(n, m)| (n.name.clone(), *m))
+            .collect();
+        let listed: Vec<(String, u64)> = fixed_stats(&g)
+            .rows
+            .into_iter()
+            .filter(|r| !r.fused)
+            .map(|r| (r.name, r.cost.macs))
+            .collect();
+        if listed != compiled {
+            return Err(
+                format!("{name}: stats lists {listed:?}\nbut compile lowers {compiled:?}").into(),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn plan(m: &Model, picks: &[Pick]) -> Result<(), Failed> {
+    for (name, g) in m.networks(picks) {
+        let l = mnet_compiler::lower::lower(&g).map_err(|e| format!("{name}: {}", e.message))?;
+        let l = mnet_compiler::lower::schedule::schedule(l);
+        let p = mnet_compiler::plan::plan(&l);
+        mnet_compiler::plan::check(&l, p).map_err(|e| format!("{name}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn snapshot(runner: &str, m: &Model, picks: &[Pick]) -> Result<(), Failed> {
+    let opts = pipeline::Options {
+        tflite: Some(Default::default()),
+        c: Some(mnet_compiler::back::c::Options {
+            summarize_constants: true,
+        }),
+    };
+    let networks = m.networks(picks);
+    let several = networks.len() > 1;
+    for (name, g) in networks {
+        let art = compile(&g, 1, &opts)?;
+        // One network: the file's name; several: with the pick.
+        let suffix = match several {
+            true => name[m.stem.len()..].to_string(),
+            false => String::new(),
+        };
+        let key = format!("{}{suffix}", m.rel.replace('/', "__"));
+        let mut settings = insta::Settings::clone_current();
+        settings.set_snapshot_path(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots"));
+        settings.set_input_file(Path::new(env!("CARGO_MANIFEST_DIR")).join(&m.rel));
+        settings.bind(|| -> Result<(), Failed> {
+            match runner {
+                "c" => {
+                    let files = art.c.as_ref().expect("C emitted");
+                    insta::assert_snapshot!(format!("h@{key}"), files.header);
+                    insta::assert_snapshot!(format!("c@{key}"), files.source);
+                }
+                _ => {
+                    let bytes = art.tflite.as_ref().expect("tflite emitted");
+                    let dump = mnet_compiler::tflite::inspect::dump(bytes)
+                        .map_err(|e| format!("{name}: inspect: {}", e.0))?;
+                    if dump.contains("NOT 16-aligned") || bytes.len() % 16 != 0 {
+                        return Err(
+                            format!("{name}: a payload or the file is not 16-aligned").into()
+                        );
+                    }
+                    insta::assert_snapshot!(format!("tflite@{key}"), dump);
+                    let again = compile(&g, 1, &opts)?;
+                    if again.tflite.as_ref() != Some(bytes) {
+                        return Err(format!("{name}: a second compile wrote other bytes").into());
+                    }
+                }
+            }
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
+
+fn oracle(m: &Model, picks: &[Pick]) -> Result<(), Failed> {
+    let opts = pipeline::Options {
+        tflite: Some(Default::default()),
+        c: Some(Default::default()),
+    };
+    let runners: [&dyn Runner; 3] = [
+        &HostC,
+        &Python { runtime: "tflm" },
+        &Python { runtime: "litert" },
+    ];
+    for (name, g) in m.networks(picks) {
+        let art = compile(&g, seed_of(&name), &opts)?;
+        let in_len: usize = art.quantized.graph.lowered.nodes[0]
+            .shape
+            .iter()
+            .map(|&d| d as usize)
+            .product();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed_of(&name) ^ 1);
+        let inputs: Vec<i8> = (0..ORACLE_INPUTS * in_len)
+            .map(|_| rng.random::<i8>())
+            .collect();
+        let dir = scratch(&name);
+        let expected = Reference.run(&art, &inputs, &dir)?;
+        for r in runners {
+            let got = r
+                .run(&art, &inputs, &dir)
+                .map_err(|e| format!("{name}: {}: {e}", r.name()))?;
+            if got.len() != expected.len() {
+                return Err(format!(
+                    "{name}: {} wrote {} values, mnet {}",
+                    r.name(),
+                    got.len(),
+                    expected.len()
+                )
+                .into());
+            }
+            let diff = expected.iter().zip(&got).filter(|(a, b)| a != b).count();
+            if diff > 0 {
+                return Err(format!(
+                    "{name}: {diff} of {} output values differ between mnet's reference and {}",
+                    expected.len(),
+                    r.name()
+                )
+                .into());
+            }
+        }
+        // Not all saturated: the random weights and calibration are realistic.
+        let distinct: std::collections::BTreeSet<i8> = expected.iter().copied().collect();
+        if distinct.len() <= 4 {
+            return Err(format!("{name}: outputs are degenerate: {distinct:?}").into());
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(())
+}
+
+fn m4(m: &Model, picks: &[Pick]) -> Result<(), Failed> {
+    let opts = pipeline::Options {
+        tflite: None,
+        c: Some(Default::default()),
+    };
+    for (name, g) in m.networks(picks) {
+        let art = compile(&g, seed_of(&name), &opts)?;
+        let files = art.c.as_ref().expect("C emitted");
+        let dir = scratch(&format!("m4-{name}"));
+        let net = &art.quantized.graph.lowered.name;
+        std::fs::write(dir.join(format!("{net}.h")), &files.header).unwrap();
+        std::fs::write(dir.join(format!("{net}.c")), &files.source).unwrap();
+        let obj = dir.join(format!("{net}.o"));
+        let o = Command::new("arm-none-eabi-gcc")
+            .args(["-std=c99", "-mcpu=cortex-m4", "-mthumb", "-O2"])
+            .args(["-Wall", "-Wextra", "-Werror", "-c", "-o"])
+            .arg(&obj)
+            .arg(dir.join(format!("{net}.c")))
+            .output()
+            .map_err(|e| {
+                format!("arm-none-eabi-gcc is needed (scripts/test.sh installs it): {e}")
+            })?;
+        if !o.status.success() {
+            return Err(format!(
+                "{name}: arm-none-eabi-gcc failed:\n{}",
+                String::from_utf8_lossy(&o.stderr)
+            )
+            .into());
+        }
+        let o = Command::new("arm-none-eabi-size")
+            .arg(&obj)
+            .output()
+            .map_err(|e| e.to_string())?;
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        let sizes: Vec<u64> = out
+            .lines()
+            .nth(1)
+            .ok_or("no size line")?
+            .split_whitespace()
+            .take(3)
+            .map(|v| v.parse().unwrap_or(u64::MAX))
+            .collect();
+        let (text, data, bss) = (sizes[0], sizes[1], sizes[2]);
+        eprintln!("{name}: .text {text} .data {data} .bss {bss}");
+        if bss != art.plan.arena_size as u64 || data != 0 || text == 0 {
+            return Err(format!(
+                "{name}: .text {text} .data {data} .bss {bss}, expected no .data and .bss = the arena ({})",
+                art.plan.arena_size
+            )
+            .into());
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(())
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let mut trials = Vec::new();
+    for (model, header) in models() {
+        let groups = parse_header(&header, &model.rel).unwrap_or_else(|e| panic!("{e}"));
+        if groups.is_empty() {
+            panic!("{}: no `// test:` line", model.rel);
+        }
+        let model = std::sync::Arc::new(model);
+        // One trial per runner: a runner named twice runs every pick named.
+        let mut by_runner: Vec<(String, Vec<Pick>)> = Vec::new();
+        for (runner, picks) in groups {
+            match by_runner.iter_mut().find(|(r, _)| *r == runner) {
+                Some((_, p)) => p.extend(picks),
+                None => by_runner.push((runner, picks)),
+            }
+        }
+        for (runner, picks) in by_runner {
+            let m = model.clone();
+            let name = format!("{runner}/{}", m.stem);
+            trials.push(Trial::test(name, move || match runner.as_str() {
+                "stats" => stats(&m, &picks),
+                "plan" => plan(&m, &picks),
+                "c" | "tflite" => snapshot(&runner, &m, &picks),
+                "oracle" => oracle(&m, &picks),
+                "m4" => m4(&m, &picks),
+                other => Err(format!("unknown runner {other}").into()),
+            }));
+        }
+    }
+    libtest_mimic::run(&args, trials).exit();
+}
