@@ -94,12 +94,7 @@ pub fn quantize(
     calibration: Option<&[u8]>,
 ) -> Result<Quantized, Error> {
     let lowered = lower::lower(g).map_err(|e| Error::Unsupported {
-        span: g
-            .order
-            .iter()
-            .find(|id| g.node(**id).name == e.layer)
-            .map(|id| g.origins[id.0.index()].span)
-            .unwrap_or_default(),
+        span: span_of(g, &e.layer),
         layer: e.layer,
         message: e.message,
     })?;
@@ -137,13 +132,26 @@ pub fn quantize(
         }
     }
     let graph = lower::quantize(&lowered, &float, &ranges);
-    let prepared = interp::prepare(&graph);
+    let prepared = interp::prepare(&graph).map_err(|e| Error::Unsupported {
+        span: span_of(g, &e.layer),
+        layer: e.layer,
+        message: e.message,
+    })?;
     Ok(Quantized {
         graph,
         prepared,
         float,
         qat_ranges,
     })
+}
+
+/// Where a layer is in the source (a lowered node's name is its layer's).
+fn span_of(g: &FixedGraph, layer: &str) -> mnet_grammar::Span {
+    g.order
+        .iter()
+        .find(|id| g.node(**id).name == layer)
+        .map(|id| g.origins[id.0.index()].span)
+        .unwrap_or_default()
 }
 
 /// Quantize ([`quantize`]), plan and check the memory, and emit what the

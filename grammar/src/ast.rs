@@ -222,6 +222,8 @@ pub enum ExprKind {
     Int(u64),
     /// `10%`
     Percent(u64),
+    /// `0.2`, as written.
+    Decimal(String),
     /// `128 KiB`, `40M`
     Quantity {
         value: u64,
@@ -339,6 +341,7 @@ fn erase_expr(e: &mut Expr) {
     match &mut e.kind {
         ExprKind::Int(_)
         | ExprKind::Percent(_)
+        | ExprKind::Decimal(_)
         | ExprKind::Quantity { .. }
         | ExprKind::Ident(_) => {}
         ExprKind::Tuple(xs) | ExprKind::List(xs) => xs.iter_mut().for_each(erase_expr),

@@ -135,6 +135,7 @@ fn describe(rule: &Rule) -> &'static str {
         Rule::EOI => "end of file",
         Rule::ident => "a name",
         Rule::int => "an integer",
+        Rule::decimal => "a decimal number",
         Rule::expr | Rule::primary | Rule::prefix => "an expression",
         Rule::call => "a call",
         Rule::comma => "`,`",
@@ -593,6 +594,10 @@ impl Builder {
                     span,
                 })
             }
+            Rule::decimal => Ok(Expr {
+                kind: ExprKind::Decimal(p.as_str().to_string()),
+                span,
+            }),
             Rule::int => {
                 let v = self.int(p)?.value;
                 Ok(Expr {

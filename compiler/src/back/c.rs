@@ -136,12 +136,15 @@ fn prelude(l: &crate::lower::Lowered) -> String {
     let (mut mbqm, mut fixed, mut clamp) = (false, false, false);
     for n in &l.nodes {
         let (m, f, c) = match n.kind {
-            LKind::Conv { .. } | LKind::Depthwise { .. } | LKind::Requantize => (true, true, true),
+            LKind::Conv { .. } | LKind::Depthwise { .. } => (true, true, true),
             LKind::Add | LKind::Softmax => (false, true, true),
-            LKind::Pool { .. } | LKind::Act(_) => (false, false, true),
-            LKind::Input | LKind::Concat | LKind::Pad { .. } | LKind::Reshape => {
-                (false, false, false)
-            }
+            LKind::Pool { .. } => (false, false, true),
+            LKind::Input
+            | LKind::Concat
+            | LKind::Pad { .. }
+            | LKind::Reshape
+            | LKind::Act(_)
+            | LKind::Requantize => (false, false, false),
         };
         (mbqm, fixed, clamp) = (mbqm || m, fixed || f, clamp || c);
     }
@@ -479,6 +482,18 @@ pub fn write(
     }
     // Constants.
     for (i, n) in l.nodes.iter().enumerate() {
+        if let Prepared::Unary(u) = &prep[i] {
+            let _ = writeln!(c, "/* {}: the output for each input -128..127 */", n.name);
+            let table = u.table();
+            array(
+                &mut c,
+                "int8_t",
+                &format!("lut{i}"),
+                &table,
+                table.iter().map(|&v| v as u8),
+                opts,
+            );
+        }
         let Some(w) = q.weights.get(&i) else { continue };
         let _ = writeln!(c, "/* {} */", n.name);
         array(
@@ -738,17 +753,8 @@ pub fn write(
                 let _ = writeln!(c, "        memset(y, {out_zp}, {total});");
                 let _ = writeln!(c, "        for (r = 0; r < {hh}; ++r) memcpy(y + ((r + {}) * {ow} + {}) * {ch}, x + r * {} , {});", pads[0], pads[2], ww * ch, ww * ch);
             }
-            (LKind::Requantize, Prepared::Requantize { mult, shift }) => {
-                let total: u32 = n.shape.iter().product();
-                let _ = writeln!(
-                    c,
-                    "        const int8_t *x = {};\n        int8_t *y = {y};\n        int k;",
-                    xs[0]
-                );
-                let _ = writeln!(c, "        for (k = 0; k < {total}; ++k) y[k] = mnet_clamp(mnet_mbqm(x[k] - ({in_zp}), {mult}, {shift}) + ({out_zp}), -128, 127);");
-            }
-            (LKind::Act(_), p) => {
-                let (lo, hi) = p.clamp();
+            (LKind::Act(_) | LKind::Requantize, Prepared::Unary(_)) => {
+                // The reference kernel's output for every input value.
                 let total: u32 = n.shape.iter().product();
                 let _ = writeln!(
                     c,
@@ -757,7 +763,7 @@ pub fn write(
                 );
                 let _ = writeln!(
                     c,
-                    "        for (k = 0; k < {total}; ++k) y[k] = mnet_clamp(x[k], {lo}, {hi});"
+                    "        for (k = 0; k < {total}; ++k) y[k] = lut{i}[x[k] + 128];"
                 );
             }
             (LKind::Reshape, _) => {

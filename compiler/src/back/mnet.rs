@@ -40,6 +40,7 @@ fn sym(s: &str) -> Expr {
 fn constant(slot: Slot, v: &Const) -> Expr {
     match v {
         Const::Int(n) => e(ExprKind::Int(*n)),
+        Const::Real(r) => e(ExprKind::Decimal(r.to_string())),
         Const::Sym(s) => sym(s),
         Const::Tuple(xs) if slot == Slot::Shape => e(ExprKind::List(
             xs.iter().map(|x| constant(slot, x)).collect(),

@@ -153,6 +153,96 @@ pub fn softmax_row(row: &[i8], out: &mut [i8], mult: i32, shift: i32, diff_min: 
     }
 }
 
+/// gemmlowp's SaturatingRoundingDoublingHighMul on int16.
+fn srdhm16(a: i16, b: i16) -> i16 {
+    if a == i16::MIN && b == i16::MIN {
+        return i16::MAX;
+    }
+    let ab = a as i32 * b as i32;
+    let nudge = if ab >= 0 { 1 << 14 } else { 1 - (1 << 14) };
+    ((ab + nudge) / (1 << 15)) as i16
+}
+
+/// TFLite's `SaturatingDoublingHighMul` on int16: like [`srdhm16`] but
+/// rounding toward zero.
+fn sdhm16(a: i16, b: i16) -> i16 {
+    if a == i16::MIN && b == i16::MIN {
+        return i16::MAX;
+    }
+    ((a as i32 * b as i32) / (1 << 15)) as i16
+}
+
+/// TFLite's `SaturatingLeftShift` on int16.
+fn sat_shl16(v: i16, amount: i32) -> i16 {
+    (v as i64 * (1i64 << amount)).clamp(i16::MIN as i64, i16::MAX as i64) as i16
+}
+
+/// `DownScaleInt32ToInt16Multiplier`.
+fn downscale16(m: i32) -> i16 {
+    if m >= i32::MAX - (1 << 15) {
+        return i16::MAX;
+    }
+    ((m + (1 << 15)) >> 16) as i16
+}
+
+/// The parameters TFLM's HARD_SWISH computes in Prepare (int8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HardSwishParams {
+    pub input_zero_point: i32,
+    pub output_zero_point: i32,
+    pub reluish_multiplier: i16,
+    pub reluish_exponent: i32,
+    pub output_multiplier: i16,
+    pub output_exponent: i32,
+}
+
+/// HARD_SWISH's Prepare; `None` where TFLM refuses the quantization
+/// (an output multiplier of 1 or more: an output scale below 1/128 of the
+/// input's).
+pub fn hard_swish_params(
+    in_scale: f32,
+    in_zp: i32,
+    out_scale: f32,
+    out_zp: i32,
+) -> Option<HardSwishParams> {
+    let hires = (1.0f32 / 128.0) * in_scale;
+    let reluish_scale = 3.0f32 / 32768.0;
+    let (om, oe) = quantize_multiplier((hires / out_scale) as f64);
+    let (rm, re) = quantize_multiplier((hires / reluish_scale) as f64);
+    (oe <= 0).then_some(HardSwishParams {
+        input_zero_point: in_zp,
+        output_zero_point: out_zp,
+        reluish_multiplier: downscale16(rm),
+        reluish_exponent: re,
+        output_multiplier: downscale16(om),
+        output_exponent: oe,
+    })
+}
+
+/// int8 HARD_SWISH of one value, as TFLite's reference kernel.
+pub fn hard_swish(x: i8, p: &HardSwishParams) -> i8 {
+    let input = (x as i32 - p.input_zero_point) as i16;
+    let hires = input.wrapping_mul(1 << 7);
+    let preshift_output = srdhm16(hires, p.output_multiplier);
+    let mut reluish = hires;
+    if p.reluish_exponent > 0 {
+        reluish = sat_shl16(reluish, p.reluish_exponent - 1);
+    }
+    reluish = srdhm16(reluish, p.reluish_multiplier);
+    if p.reluish_exponent > 0 {
+        reluish = sat_shl16(reluish, 1);
+    }
+    if p.reluish_exponent < 0 {
+        reluish = rdbpot(reluish as i32, -p.reluish_exponent) as i16;
+    }
+    reluish = ((reluish as i32 + (1 << 15)) >> 1) as i16;
+    let preshift = sdhm16(reluish, preshift_output);
+    let out = rdbpot(preshift as i32, -p.output_exponent) as i16;
+    // The kernel adds the zero point in int16 (wrapping), then clamps.
+    let out = (out as i32 + p.output_zero_point) as i16;
+    out.clamp(-128, 127) as i8
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,6 +269,22 @@ mod tests {
         // SRDHM rounds half up: -50.5 -> -50.
         assert_eq!(mbqm(-101, m, s), -50);
         assert_eq!(exp_on_negative(0), i32::MAX);
+    }
+
+    #[test]
+    fn hard_swish_is_close_to_the_float_function() {
+        // Input in [-4, 4] (scale 8/255, zero point 0), output in
+        // [-0.375, 4] (scale 4.375/255, zero point -106).
+        let (si, so, zo) = (8.0 / 255.0, 4.375 / 255.0, -106);
+        let p = hard_swish_params(si, 0, so, zo).expect("a valid quantization");
+        for q in -127i8..=127 {
+            let x = q as f32 * si;
+            let want = x * (x + 3.0).clamp(0.0, 6.0) / 6.0;
+            let got = (hard_swish(q, &p) as i32 - zo) as f32 * so;
+            assert!((got - want).abs() <= 2.0 * so, "{x}: {got} vs {want}");
+        }
+        // An output scale far below the input's is what TFLM refuses.
+        assert!(hard_swish_params(1.0, 0, 1.0 / 256.0, 0).is_none());
     }
 
     #[test]

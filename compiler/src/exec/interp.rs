@@ -7,11 +7,12 @@
 //! check that they do, and that TFLM agrees with both.
 
 use super::arith::{
-    mbqm, quantize_f32, quantize_multiplier, rdbpot, softmax_params, softmax_row, srdhm,
+    hard_swish, hard_swish_params, mbqm, quantize_f32, quantize_multiplier, rdbpot, softmax_params,
+    softmax_row, srdhm, HardSwishParams,
 };
 use super::pad;
 use crate::lower::{LKind, QParams, QuantGraph};
-use crate::ops::{FusedAct, PoolKind};
+use crate::ops::{Activation, FusedAct, PoolKind};
 
 /// Per-node values fixed at preparation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,11 +46,73 @@ pub enum Prepared {
         shift: i32,
         diff_min: i32,
     },
-    /// int8 to int8: `QuantizeMultiplier(in_scale / out_scale)`.
+    /// An int8 to int8 function of one value: a lone activation or a
+    /// requantize.
+    Unary(Unary),
+}
+
+/// A prepared elementwise int8 function.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Unary {
+    /// A lone relu or relu6 in its input's quantization.
+    Clamp {
+        lo: i32,
+        hi: i32,
+    },
+    /// QUANTIZE int8 to int8: `QuantizeMultiplier(in_scale / out_scale)`.
     Requantize {
+        in_zp: i32,
+        out_zp: i32,
         mult: i32,
         shift: i32,
     },
+    HardSwish(HardSwishParams),
+    /// LEAKY_RELU: one multiplier for `x >= 0` (the identity), one for below.
+    LeakyRelu {
+        in_zp: i32,
+        out_zp: i32,
+        identity: (i32, i32),
+        alpha: (i32, i32),
+    },
+}
+
+impl Unary {
+    /// The output for one input value.
+    pub fn apply(&self, x: i8) -> i8 {
+        match self {
+            Unary::Clamp { lo, hi } => (x as i32).clamp(*lo, *hi) as i8,
+            Unary::Requantize {
+                in_zp,
+                out_zp,
+                mult,
+                shift,
+            } => (mbqm(x as i32 - in_zp, *mult, *shift) + out_zp).clamp(-128, 127) as i8,
+            Unary::HardSwish(p) => hard_swish(x, p),
+            Unary::LeakyRelu {
+                in_zp,
+                out_zp,
+                identity,
+                alpha,
+            } => {
+                let v = x as i32 - in_zp;
+                let (m, s) = if v >= 0 { identity } else { alpha };
+                (out_zp + mbqm(v, *m, *s)).clamp(-128, 127) as i8
+            }
+        }
+    }
+
+    /// The output for every input value, `-128..=127` in order: what the C
+    /// backend looks up.
+    pub fn table(&self) -> [i8; 256] {
+        std::array::from_fn(|i| self.apply((i as i32 - 128) as i8))
+    }
+}
+
+/// A node whose quantization a TFLM kernel refuses at Prepare.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrepareError {
+    pub layer: String,
+    pub message: String,
 }
 
 impl Prepared {
@@ -88,7 +151,7 @@ pub fn act_range(act: Option<FusedAct>, q: QParams) -> (i32, i32) {
 }
 
 /// Prepare every node.
-pub fn prepare(q: &QuantGraph) -> Vec<Prepared> {
+pub fn prepare(q: &QuantGraph) -> Result<Vec<Prepared>, PrepareError> {
     let l = &q.lowered;
     l.nodes
         .iter()
@@ -96,7 +159,7 @@ pub fn prepare(q: &QuantGraph) -> Vec<Prepared> {
         .map(|(i, n)| {
             let out = q.qparams[i];
             let (act_min, act_max) = act_range(n.act, out);
-            match n.kind {
+            Ok(match n.kind {
                 LKind::Conv { .. } | LKind::Depthwise { .. } => {
                     let in_scale = q.qparams[n.inputs[0]].scale as f64;
                     let (mult, shift) = q.weights[&i]
@@ -112,11 +175,34 @@ pub fn prepare(q: &QuantGraph) -> Vec<Prepared> {
                     }
                 }
                 LKind::Pool { .. } => Prepared::Clamp { act_min, act_max },
-                // A relu or relu6 alone keeps its input's quantization
-                // (see `LKind::has_own_range`): a clamp.
                 LKind::Act(a) => {
-                    let (act_min, act_max) = act_range(a.fused(), out);
-                    Prepared::Clamp { act_min, act_max }
+                    let input = q.qparams[n.inputs[0]];
+                    Prepared::Unary(match a {
+                        // Alone, a relu or relu6 keeps its input's
+                        // quantization (`LKind::has_own_range`): a clamp.
+                        Activation::Relu | Activation::Relu6 => {
+                            let (lo, hi) = act_range(a.fused(), out);
+                            Unary::Clamp { lo, hi }
+                        }
+                        Activation::HardSwish => Unary::HardSwish(
+                            hard_swish_params(input.scale, input.zero_point, out.scale, out.zero_point)
+                                .ok_or_else(|| PrepareError {
+                                    layer: n.name.clone(),
+                                    message: format!(
+                                        "TFLM's HARD_SWISH needs an output scale above 1/128 of the input's ({:e} vs {:e})",
+                                        out.scale, input.scale
+                                    ),
+                                })?,
+                        ),
+                        Activation::LeakyRelu { alpha } => Unary::LeakyRelu {
+                            in_zp: input.zero_point,
+                            out_zp: out.zero_point,
+                            identity: quantize_multiplier((input.scale / out.scale) as f64),
+                            alpha: quantize_multiplier(
+                                (input.scale * alpha.0 / out.scale) as f64,
+                            ),
+                        },
+                    })
                 }
                 LKind::Add => {
                     let (s1, s2) = (
@@ -148,12 +234,17 @@ pub fn prepare(q: &QuantGraph) -> Vec<Prepared> {
                     }
                 }
                 LKind::Requantize => {
-                    let in_scale = q.qparams[n.inputs[0]].scale as f64;
-                    let (mult, shift) = quantize_multiplier(in_scale / out.scale as f64);
-                    Prepared::Requantize { mult, shift }
+                    let input = q.qparams[n.inputs[0]];
+                    let (mult, shift) = quantize_multiplier(input.scale as f64 / out.scale as f64);
+                    Prepared::Unary(Unary::Requantize {
+                        in_zp: input.zero_point,
+                        out_zp: out.zero_point,
+                        mult,
+                        shift,
+                    })
                 }
                 LKind::Input | LKind::Concat | LKind::Pad { .. } | LKind::Reshape => Prepared::None,
-            }
+            })
         })
         .collect()
 }
@@ -299,22 +390,8 @@ pub fn run(q: &QuantGraph, prep: &[Prepared], input: &[i8]) -> Vec<Vec<i8>> {
                 out_q.zero_point as i8,
             ),
             (LKind::Reshape, _) => values[n.inputs[0]].clone(),
-            (LKind::Requantize, Prepared::Requantize { mult, shift }) => {
-                let zin = q.qparams[n.inputs[0]].zero_point;
-                values[n.inputs[0]]
-                    .iter()
-                    .map(|&v| {
-                        (mbqm(v as i32 - zin, *mult, *shift) + out_q.zero_point).clamp(-128, 127)
-                            as i8
-                    })
-                    .collect()
-            }
-            (LKind::Act(_), p) => {
-                let (lo, hi) = p.clamp();
-                values[n.inputs[0]]
-                    .iter()
-                    .map(|&v| (v as i32).clamp(lo, hi) as i8)
-                    .collect()
+            (LKind::Act(_) | LKind::Requantize, Prepared::Unary(u)) => {
+                values[n.inputs[0]].iter().map(|&v| u.apply(v)).collect()
             }
             (
                 LKind::Softmax,

@@ -33,6 +33,8 @@ const MAX_REPEAT: u64 = 1000;
 enum Value {
     Int(u64),
     Percent(u64),
+    /// A decimal number (`0.2`).
+    Real(f32),
     Quantity {
         value: u64,
         bytes: bool,
@@ -59,6 +61,7 @@ impl Value {
         match self {
             Value::Int(_) => "an integer",
             Value::Percent(_) => "a percentage",
+            Value::Real(_) => "a decimal number",
             Value::Quantity { .. } => "a quantity",
             Value::Sym(_) => "a name",
             Value::Tuple(_) => "a tuple",
@@ -74,6 +77,7 @@ impl Value {
     fn to_const(&self) -> Option<Const> {
         Some(match self {
             Value::Int(v) => Const::Int(*v),
+            Value::Real(v) => Const::Real(crate::ops::Real(*v)),
             Value::Sym(s) => Const::Sym(s.clone()),
             Value::Tuple(xs) => {
                 Const::Tuple(xs.iter().map(|x| x.to_const()).collect::<Option<_>>()?)
@@ -648,6 +652,10 @@ impl<'p> Elab<'p> {
         match &e.kind {
             ExprKind::Int(v) => Value::Int(*v),
             ExprKind::Percent(v) => Value::Percent(*v),
+            ExprKind::Decimal(text) => match text.parse::<f32>() {
+                Ok(v) if v.is_finite() => Value::Real(v),
+                _ => self.error(Diagnostic::error(e.span, "this number is too large")),
+            },
             ExprKind::Quantity { value, unit } => match value.checked_mul(unit.factor()) {
                 Some(v) => Value::Quantity {
                     value: v,
@@ -1388,11 +1396,13 @@ impl<'p> Elab<'p> {
                     Some(v) => v.clone(),
                     None => continue,
                 },
-                (None, Some(d)) => ArgVal {
+                (None, Some(_)) => ArgVal {
                     name: None,
-                    value: match d.parse::<u64>() {
-                        Ok(n) => Value::Int(n),
-                        Err(_) => Value::Sym(d.to_string()),
+                    value: match param.default_const().expect("a constant default") {
+                        Const::Int(n) => Value::Int(n),
+                        Const::Real(r) => Value::Real(r.0),
+                        Const::Sym(s) => Value::Sym(s),
+                        Const::Tuple(_) => unreachable!("defaults are single values"),
                     },
                     span,
                 },

@@ -35,11 +35,55 @@ impl PoolKind {
     }
 }
 
+/// A real number attribute (`alpha: 0.2`), compared and hashed by its
+/// bits so ops stay `Eq` and `Hash`.
+#[derive(Clone, Copy, Debug)]
+pub struct Real(pub f32);
+
+impl PartialEq for Real {
+    fn eq(&self, o: &Real) -> bool {
+        self.0.to_bits() == o.0.to_bits()
+    }
+}
+
+impl Eq for Real {}
+
+impl std::hash::Hash for Real {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.0.to_bits().hash(h)
+    }
+}
+
+impl PartialOrd for Real {
+    fn partial_cmp(&self, o: &Real) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+impl Ord for Real {
+    fn cmp(&self, o: &Real) -> std::cmp::Ordering {
+        self.0.total_cmp(&o.0)
+    }
+}
+
+impl fmt::Display for Real {
+    /// As source: `0.2`, `1.0` (always with a decimal point).
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
 /// An elementwise activation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Activation {
     Relu,
     Relu6,
+    /// `x * relu6(x + 3) / 6` (MobileNetV3).
+    HardSwish,
+    /// `x` for `x >= 0`, else `alpha * x`.
+    LeakyRelu {
+        alpha: Real,
+    },
 }
 
 impl Activation {
@@ -47,6 +91,8 @@ impl Activation {
         match self {
             Activation::Relu => "relu",
             Activation::Relu6 => "relu6",
+            Activation::HardSwish => "hard_swish",
+            Activation::LeakyRelu { .. } => "leaky_relu",
         }
     }
 
@@ -55,6 +101,33 @@ impl Activation {
         match self {
             Activation::Relu => v.max(0.0),
             Activation::Relu6 => v.clamp(0.0, 6.0),
+            Activation::HardSwish => v * (v + 3.0).clamp(0.0, 6.0) / 6.0,
+            Activation::LeakyRelu { alpha } => {
+                if v > 0.0 {
+                    v
+                } else {
+                    v * alpha.0
+                }
+            }
+        }
+    }
+
+    /// The derivative at `v` (the training engine's backward pass; at a
+    /// kink, the side the forward pass takes `v` from).
+    pub fn derivative(self, v: f32) -> f32 {
+        match self {
+            Activation::Relu => f32::from(u8::from(v > 0.0)),
+            Activation::Relu6 => f32::from(u8::from(v > 0.0 && v < 6.0)),
+            Activation::HardSwish if v <= -3.0 => 0.0,
+            Activation::HardSwish if v >= 3.0 => 1.0,
+            Activation::HardSwish => (2.0 * v + 3.0) / 6.0,
+            Activation::LeakyRelu { alpha } => {
+                if v > 0.0 {
+                    1.0
+                } else {
+                    alpha.0
+                }
+            }
         }
     }
 
@@ -63,6 +136,7 @@ impl Activation {
         match self {
             Activation::Relu => Some(FusedAct::Relu),
             Activation::Relu6 => Some(FusedAct::Relu6),
+            Activation::HardSwish | Activation::LeakyRelu { .. } => None,
         }
     }
 }
@@ -144,6 +218,7 @@ pub enum Slot {
     Size,
     Pads,
     Shape,
+    Alpha,
 }
 
 impl Slot {
@@ -156,6 +231,7 @@ impl Slot {
             Slot::Size => "size",
             Slot::Pads => "pads",
             Slot::Shape => "shape",
+            Slot::Alpha => "alpha",
         }
     }
 }
@@ -164,6 +240,7 @@ impl Slot {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Const {
     Int(u64),
+    Real(Real),
     Sym(String),
     Tuple(Vec<Const>),
 }
@@ -172,6 +249,7 @@ impl fmt::Display for Const {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         match self {
             Const::Int(v) => write!(f, "{v}"),
+            Const::Real(v) => write!(f, "{v}"),
             Const::Sym(s) => write!(f, "{s}"),
             Const::Tuple(xs) if xs.len() == 1 => write!(f, "({},)", xs[0]),
             Const::Tuple(xs) => {
@@ -208,9 +286,10 @@ impl Param {
     pub fn default_const(&self) -> Option<Const> {
         match self.default? {
             "size" => None,
-            d => Some(match d.parse::<u64>() {
-                Ok(n) => Const::Int(n),
-                Err(_) => Const::Sym(d.to_string()),
+            d => Some(match (d.parse::<u64>(), d.parse::<f32>()) {
+                (Ok(n), _) => Const::Int(n),
+                (_, Ok(r)) => Const::Real(Real(r)),
+                _ => Const::Sym(d.to_string()),
             }),
         }
     }
@@ -369,6 +448,18 @@ pub const OPS: &[OpDef] = &[
         inputs: Inputs::Fixed(1),
         params: X,
         template: || Op::Act(Activation::Relu6),
+    },
+    OpDef {
+        name: "hard_swish",
+        inputs: Inputs::Fixed(1),
+        params: X,
+        template: || Op::Act(Activation::HardSwish),
+    },
+    OpDef {
+        name: "leaky_relu",
+        inputs: Inputs::Fixed(1),
+        params: &[tensor("x"), attr("alpha", Slot::Alpha, Some("0.2"))],
+        template: || Op::Act(Activation::LeakyRelu { alpha: Real(0.2) }),
     },
     OpDef {
         name: "softmax",

@@ -9,7 +9,7 @@
 //! 0 for a batch norm or activation fused into the layer before it).
 //! `ops = 2 x MACs`.
 
-use super::{Const, Op, Padding, Slot, Window};
+use super::{Activation, Const, Op, Padding, Real, Slot, Window};
 
 /// Largest tensor accepted (elements); keeps every product in range.
 pub const MAX_ELEMENTS: u64 = 1 << 31;
@@ -237,6 +237,11 @@ pub fn set_attr(op: &mut Op, slot: Slot, v: &Const) -> Result<(), String> {
                 _ => return Err(format!("expected padding amounts, got {v}")),
             }
         }
+        (Op::Act(Activation::LeakyRelu { alpha }), Slot::Alpha) => match v {
+            Const::Real(r) if r.0.is_finite() && (0.0..1.0).contains(&r.0) => *alpha = *r,
+            Const::Int(0) => *alpha = Real(0.0),
+            _ => return Err(format!("expected a slope in [0, 1), like 0.2, got {v}")),
+        },
         (Op::Reshape { shape }, Slot::Shape) => {
             let dims = match v {
                 Const::Tuple(xs) => xs
@@ -287,6 +292,10 @@ pub fn get_attr(op: &Op, slot: Slot) -> Option<Const> {
             Op::Reshape { shape } => ints(shape),
             _ => return None,
         },
+        (Slot::Alpha, _) => match op {
+            Op::Act(Activation::LeakyRelu { alpha }) => Const::Real(*alpha),
+            _ => return None,
+        },
         (Slot::Kernel | Slot::Size, _) | (Slot::Stride | Slot::Padding, None) => return None,
     })
 }
@@ -294,7 +303,7 @@ pub fn get_attr(op: &Op, slot: Slot) -> Option<Const> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::{Activation, PoolKind};
+    use crate::ops::PoolKind;
 
     fn win(k: [u32; 2], s: [u32; 2], p: Padding) -> Window {
         Window {

@@ -185,27 +185,10 @@ impl<'a> Table<'a> {
 }
 
 fn op_name(code: i32) -> String {
-    match code {
-        0 => "ADD",
-        1 => "AVERAGE_POOL_2D",
-        2 => "CONCATENATION",
-        3 => "CONV_2D",
-        4 => "DEPTHWISE_CONV_2D",
-        6 => "DEQUANTIZE",
-        9 => "FULLY_CONNECTED",
-        14 => "LOGISTIC",
-        17 => "MAX_POOL_2D",
-        18 => "MUL",
-        19 => "RELU",
-        21 => "RELU6",
-        22 => "RESHAPE",
-        25 => "SOFTMAX",
-        34 => "PAD",
-        40 => "MEAN",
-        114 => "QUANTIZE",
-        _ => return format!("BUILTIN_{code}"),
+    match super::operator_name(code) {
+        Some(n) => n.to_string(),
+        None => format!("BUILTIN_{code}"),
     }
-    .to_string()
 }
 
 fn type_name(t: u8) -> String {
@@ -347,15 +330,16 @@ pub fn dump(buf: &[u8]) -> Result<String, InspectError> {
                 op.ints(2)?
             );
             if let Some(o) = op.table(4)? {
-                let opts = match code {
-                    3 => format!(
+                use super::opcode as op;
+                let opts = match *code {
+                    op::CONV_2D => format!(
                         "padding {} stride {}x{} act {}",
                         pad_name(o.u8(0, 0)?),
                         o.i32(2, 0)?,
                         o.i32(1, 0)?,
                         act_name(o.u8(3, 0)?)
                     ),
-                    4 => format!(
+                    op::DEPTHWISE_CONV_2D => format!(
                         "padding {} stride {}x{} depth_multiplier {} act {}",
                         pad_name(o.u8(0, 0)?),
                         o.i32(2, 0)?,
@@ -363,7 +347,7 @@ pub fn dump(buf: &[u8]) -> Result<String, InspectError> {
                         o.i32(3, 0)?,
                         act_name(o.u8(4, 0)?)
                     ),
-                    1 | 17 => format!(
+                    op::AVERAGE_POOL_2D | op::MAX_POOL_2D => format!(
                         "padding {} stride {}x{} filter {}x{} act {}",
                         pad_name(o.u8(0, 0)?),
                         o.i32(2, 0)?,
@@ -372,10 +356,13 @@ pub fn dump(buf: &[u8]) -> Result<String, InspectError> {
                         o.i32(3, 0)?,
                         act_name(o.u8(5, 0)?)
                     ),
-                    9 | 0 => format!("act {}", act_name(o.u8(0, 0)?)),
-                    25 => format!("beta {}", o.f32(0, 0.0)?),
-                    2 => format!("axis {} act {}", o.i32(0, 0)?, act_name(o.u8(1, 0)?)),
-                    22 => format!("new_shape {:?}", o.ints(0)?),
+                    op::FULLY_CONNECTED | op::ADD => format!("act {}", act_name(o.u8(0, 0)?)),
+                    op::SOFTMAX => format!("beta {}", o.f32(0, 0.0)?),
+                    op::CONCATENATION => {
+                        format!("axis {} act {}", o.i32(0, 0)?, act_name(o.u8(1, 0)?))
+                    }
+                    op::RESHAPE => format!("new_shape {:?}", o.ints(0)?),
+                    op::LEAKY_RELU => format!("alpha {}", o.f32(0, 0.0)?),
                     _ => String::new(),
                 };
                 if !opts.is_empty() {

@@ -11,33 +11,7 @@ use crate::lower::{LKind, QuantGraph};
 use crate::ops::{Activation, FusedAct, Padding, PoolKind};
 use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
 
-/// Builtin operator codes.
-pub mod opcode {
-    pub const ADD: i32 = 0;
-    pub const AVERAGE_POOL_2D: i32 = 1;
-    pub const CONCATENATION: i32 = 2;
-    pub const CONV_2D: i32 = 3;
-    pub const DEPTHWISE_CONV_2D: i32 = 4;
-    pub const MAX_POOL_2D: i32 = 17;
-    pub const RELU: i32 = 19;
-    pub const RELU6: i32 = 21;
-    pub const RESHAPE: i32 = 22;
-    pub const SOFTMAX: i32 = 25;
-    pub const PAD: i32 = 34;
-    pub const QUANTIZE: i32 = 114;
-}
-
-/// Builtin options union tags.
-mod options {
-    pub const CONV_2D: u8 = 1;
-    pub const DEPTHWISE_CONV_2D: u8 = 2;
-    pub const POOL_2D: u8 = 5;
-    pub const SOFTMAX: u8 = 9;
-    pub const CONCATENATION: u8 = 10;
-    pub const ADD: u8 = 11;
-    pub const RESHAPE: u8 = 17;
-    pub const PAD: u8 = 22;
-}
+use super::{opcode, options};
 
 const INT8: i8 = 9;
 const INT32: i8 = 2;
@@ -83,6 +57,8 @@ pub fn op_code(kind: &LKind) -> (i32, i32) {
         LKind::Requantize => (opcode::QUANTIZE, 1),
         LKind::Act(Activation::Relu) => (opcode::RELU, 2),
         LKind::Act(Activation::Relu6) => (opcode::RELU6, 2),
+        LKind::Act(Activation::HardSwish) => (opcode::HARD_SWISH, 1),
+        LKind::Act(Activation::LeakyRelu { .. }) => (opcode::LEAKY_RELU, 2),
         LKind::Input => unreachable!("the input is not an operator"),
     }
 }
@@ -445,6 +421,15 @@ fn builtin_options(
         LKind::Pad { .. } => {
             let t = b.start_table();
             (options::PAD, b.end_table(t))
+        }
+        LKind::Act(Activation::LeakyRelu { alpha }) => {
+            let t = b.start_table();
+            b.push_slot(slot(0), alpha.0, 0.0);
+            (options::LEAKY_RELU, b.end_table(t))
+        }
+        LKind::Act(Activation::HardSwish) => {
+            let t = b.start_table();
+            (options::HARD_SWISH, b.end_table(t))
         }
         LKind::Act(Activation::Relu | Activation::Relu6) | LKind::Requantize => return (0, None),
         LKind::Input => unreachable!(),

@@ -662,19 +662,25 @@ impl Net {
                             )
                         });
                 }
-                Kind::Act(a) => {
-                    let hi = match a {
-                        Activation::Relu => f32::MAX,
-                        Activation::Relu6 => 6.0,
-                    };
-                    out.par_chunks_mut(4096)
+                Kind::Act(a) => match a.fused() {
+                    // A clamp (vectorises).
+                    Some(f) => {
+                        let hi = upper(f);
+                        out.par_chunks_mut(4096)
+                            .zip(x(0).par_chunks(4096))
+                            .for_each(|(o, xc)| {
+                                o.iter_mut()
+                                    .zip(xc)
+                                    .for_each(|(o, v)| *o = v.clamp(0.0, hi));
+                            });
+                    }
+                    None => out
+                        .par_chunks_mut(4096)
                         .zip(x(0).par_chunks(4096))
                         .for_each(|(o, xc)| {
-                            o.iter_mut()
-                                .zip(xc)
-                                .for_each(|(o, v)| *o = v.clamp(0.0, hi));
-                        });
-                }
+                            o.iter_mut().zip(xc).for_each(|(o, v)| *o = a.apply(*v));
+                        }),
+                },
                 Kind::Pool { kind, window }
                     if *kind == PoolKind::Avg && global_pool(xs(0), window) =>
                 {
@@ -982,20 +988,27 @@ impl Net {
                 }
                 Kind::Act(a) => {
                     let j = layer.inputs[0];
-                    let hi = match a {
-                        Activation::Relu => f32::MAX,
-                        Activation::Relu6 => 6.0,
-                    };
                     let mut gx = std::mem::take(&mut self.grads[j]);
-                    gx.par_chunks_mut(4096)
-                        .zip(dy.par_chunks(4096).zip(self.acts[j].par_chunks(4096)))
-                        .for_each(|(gc, (dc, xc))| {
+                    let chunks = gx
+                        .par_chunks_mut(4096)
+                        .zip(dy.par_chunks(4096).zip(self.acts[j].par_chunks(4096)));
+                    match a.fused() {
+                        Some(f) => {
+                            let hi = upper(f);
+                            chunks.for_each(|(gc, (dc, xc))| {
+                                for ((g, d), v) in gc.iter_mut().zip(dc).zip(xc) {
+                                    // Branch-free (vectorises): the mask as 0.0 or 1.0.
+                                    let open = f32::from(u8::from((*v > 0.0) & (*v < hi)));
+                                    *g += *d * open;
+                                }
+                            })
+                        }
+                        None => chunks.for_each(|(gc, (dc, xc))| {
                             for ((g, d), v) in gc.iter_mut().zip(dc).zip(xc) {
-                                // Branch-free (vectorises): the mask as 0.0 or 1.0.
-                                let open = f32::from(u8::from((*v > 0.0) & (*v < hi)));
-                                *g += *d * open;
+                                *g += *d * a.derivative(*v);
                             }
-                        });
+                        }),
+                    }
                     self.grads[j] = gx;
                 }
                 Kind::Pool { kind, window }
