@@ -786,7 +786,17 @@ pub fn write(
                 let rows: u32 = n.shape.iter().product::<u32>() / depth;
                 let _ = writeln!(c, "        int r;\n        for (r = 0; r < {rows}; ++r) mnet_softmax_row({} + r * {depth}, {y} + r * {depth}, {depth}, {mult}, {shift}, {diff_min});", xs[0]);
             }
-            (k, p) => unreachable!("{k:?} prepared as {p:?}"),
+            (LKind::Input, _) => unreachable!("the input is not a step"),
+            (
+                k @ (LKind::Conv { .. }
+                | LKind::Depthwise { .. }
+                | LKind::Pool { .. }
+                | LKind::Add
+                | LKind::Act(_)
+                | LKind::Requantize
+                | LKind::Softmax),
+                p,
+            ) => unreachable!("{k:?} prepared as {p:?}"),
         }
         c.push_str("    }\n");
     }

@@ -409,7 +409,16 @@ pub fn run(q: &QuantGraph, prep: &[Prepared], input: &[i8]) -> Vec<Vec<i8>> {
                 }
                 y
             }
-            (k, p) => unreachable!("node {i} {k:?} prepared as {p:?}"),
+            (
+                k @ (LKind::Conv { .. }
+                | LKind::Depthwise { .. }
+                | LKind::Pool { .. }
+                | LKind::Add
+                | LKind::Act(_)
+                | LKind::Requantize
+                | LKind::Softmax),
+                p,
+            ) => unreachable!("node {i} {k:?} prepared as {p:?}"),
         };
         values.push(out);
     }

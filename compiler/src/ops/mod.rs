@@ -713,6 +713,21 @@ mod tests {
                 assert!(def.params[..n].iter().all(|p| p.slot.is_none()));
                 assert!(def.params[n..].iter().all(|p| p.slot.is_some()));
             }
+            // Every attribute can be read, and set to its default.
+            for p in def.params {
+                let Some(slot) = p.slot else { continue };
+                let mut t = (def.template)();
+                assert!(
+                    shape::get_attr(&t, slot).is_some(),
+                    "{}: no `{}`",
+                    def.name,
+                    p.name
+                );
+                if let Some(d) = p.default_const() {
+                    shape::set_attr(&mut t, slot, &d)
+                        .unwrap_or_else(|e| panic!("{}: default of `{}`: {e}", def.name, p.name));
+                }
+            }
         }
     }
 }

@@ -142,9 +142,10 @@ pub fn cost(op: &Op, inputs: &[&[u32]], out: &[u32], fused: bool) -> LayerCost {
         ),
         _ => (0, 0),
     };
-    let pixels = match op {
-        Op::Conv2d { .. } | Op::DepthwiseConv2d { .. } => elems(&out[..2]),
-        _ => 1,
+    // Once per output pixel for a sliding window (a dense layer: once).
+    let pixels = match op.window() {
+        Some(_) => elems(&out[..2]),
+        None => 1,
     };
     let macs = pixels * weights;
     let working = if fused || matches!(op, Op::Input { .. }) {

@@ -233,7 +233,15 @@ pub fn write(q: &QuantGraph, opts: &Options) -> Result<Vec<u8>, Error> {
                 let dims = vec![new_shape.len() as i32];
                 inputs.push(w.int32_constant(format!("{}.shape", n.name), dims, &new_shape));
             }
-            _ => {}
+            LKind::Input
+            | LKind::Conv { .. }
+            | LKind::Depthwise { .. }
+            | LKind::Pool { .. }
+            | LKind::Add
+            | LKind::Concat
+            | LKind::Softmax
+            | LKind::Act(_)
+            | LKind::Requantize => {}
         }
         ops.push(OpDesc {
             code: op_code(&n.kind),

@@ -114,6 +114,27 @@ pub enum Kind {
     },
 }
 
+impl Kind {
+    /// The weight parameter of a conv, depthwise conv or dense layer, and
+    /// whether its channel is the last axis (depthwise).
+    pub fn weight(&self) -> Option<(usize, bool)> {
+        match self {
+            Kind::Conv { weight, .. } | Kind::Dense { weight, .. } => Some((*weight, false)),
+            Kind::Depthwise { weight, .. } => Some((*weight, true)),
+            Kind::Input
+            | Kind::BatchNorm { .. }
+            | Kind::Act(_)
+            | Kind::Pool { .. }
+            | Kind::Add
+            | Kind::Concat
+            | Kind::Pad { .. }
+            | Kind::Reshape
+            | Kind::Softmax
+            | Kind::ChannelMask { .. } => None,
+        }
+    }
+}
+
 /// A layer: what, which inputs, output shape per sample.
 #[derive(Clone, Debug)]
 pub struct Layer {
@@ -498,10 +519,8 @@ impl Net {
         let Some(q) = &mut self.qat else { return };
         let mut kept = 0;
         for l in &self.layers {
-            let (w, depthwise) = match l.kind {
-                Kind::Conv { weight, .. } | Kind::Dense { weight, .. } => (weight, false),
-                Kind::Depthwise { weight, .. } => (weight, true),
-                _ => continue,
+            let Some((w, depthwise)) = l.kind.weight() else {
+                continue;
             };
             let p = &mut self.params[w];
             if q.shadow.len() == kept {
@@ -525,10 +544,7 @@ impl Net {
         let Some(q) = &mut self.qat else { return };
         let mut shadow = q.shadow.iter();
         for l in &self.layers {
-            if let Kind::Conv { weight, .. }
-            | Kind::Dense { weight, .. }
-            | Kind::Depthwise { weight, .. } = l.kind
-            {
+            if let Some((weight, _)) = l.kind.weight() {
                 self.params[weight]
                     .value
                     .copy_from_slice(shadow.next().expect("a float copy per weighted layer"));
