@@ -95,6 +95,33 @@ impl Dataset {
     }
 }
 
+/// Why a `--data` source cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DataError {
+    #[error("unknown data kind; expected synthetic[:COUNT] or npy:DIR")]
+    UnknownKind,
+    #[error("`{0}` is not a sample count; write synthetic or synthetic:COUNT")]
+    Count(String),
+    #[error("the sample count must be 1..=1000000")]
+    CountRange,
+    #[error("cannot read {path}: {message}")]
+    Read { path: String, message: String },
+    /// A `.npy` file of the set (`x.npy`, `y.npy`).
+    #[error("{file}: {error}")]
+    Npy {
+        file: &'static str,
+        error: npy::NpyError,
+    },
+    #[error("x.npy has {inputs} samples but y.npy {labels} labels")]
+    Counts { inputs: usize, labels: usize },
+    #[error("label {label} at index {index} is not below the network's {classes} outputs")]
+    Label {
+        label: usize,
+        index: usize,
+        classes: usize,
+    },
+}
+
 /// Read a training and a held-out set. `synthetic[:COUNT]`: `COUNT`
 /// samples (default 2048) for training and a quarter as many, drawn
 /// separately, held out. `npy:DIR`: `DIR/x.npy` (float32 `[N, ...input]`)
@@ -104,17 +131,17 @@ pub fn load(
     shape: &[usize],
     classes: usize,
     seed: u64,
-) -> Result<(Dataset, Dataset), String> {
+) -> Result<(Dataset, Dataset), DataError> {
     if let Some(rest) = spec.strip_prefix("synthetic") {
         let count = match rest.strip_prefix(':') {
             Some(n) => n
                 .parse::<usize>()
-                .map_err(|_| format!("`{n}` is not a sample count"))?,
+                .map_err(|_| DataError::Count(n.to_string()))?,
             None if rest.is_empty() => 2048,
-            None => return Err("write synthetic or synthetic:COUNT".into()),
+            None => return Err(DataError::Count(rest.to_string())),
         };
         if !(1..=1_000_000).contains(&count) {
-            return Err("the sample count must be 1..=1000000".into());
+            return Err(DataError::CountRange);
         }
         return Ok((
             Dataset::synthetic(shape, classes, count, seed, 1),
@@ -124,28 +151,37 @@ pub fn load(
     if let Some(dir) = spec.strip_prefix("npy:") {
         let dir = std::path::Path::new(dir);
         let read = |f: &str| {
-            std::fs::read(dir.join(f))
-                .map_err(|e| format!("cannot read {}: {e}", dir.join(f).display()))
+            std::fs::read(dir.join(f)).map_err(|e| DataError::Read {
+                path: dir.join(f).display().to_string(),
+                message: e.to_string(),
+            })
         };
         let xs = read("x.npy")?;
         let inputs = npy::parse(&xs)
             .and_then(|a| a.f32_samples(shape))
-            .map_err(|e| format!("x.npy: {e}"))?;
+            .map_err(|error| DataError::Npy {
+                file: "x.npy",
+                error,
+            })?;
         let ys = read("y.npy")?;
         let labels = npy::parse(&ys)
             .and_then(|a| a.labels())
-            .map_err(|e| format!("y.npy: {e}"))?;
+            .map_err(|error| DataError::Npy {
+                file: "y.npy",
+                error,
+            })?;
         if labels.len() != inputs.len() {
-            return Err(format!(
-                "x.npy has {} samples but y.npy {} labels",
-                inputs.len(),
-                labels.len()
-            ));
+            return Err(DataError::Counts {
+                inputs: inputs.len(),
+                labels: labels.len(),
+            });
         }
-        if let Some((i, l)) = labels.iter().enumerate().find(|(_, l)| **l >= classes) {
-            return Err(format!(
-                "label {l} at index {i} is not below the network's {classes} outputs"
-            ));
+        if let Some((index, &label)) = labels.iter().enumerate().find(|(_, l)| **l >= classes) {
+            return Err(DataError::Label {
+                label,
+                index,
+                classes,
+            });
         }
         let split = inputs.len() - inputs.len() / 10;
         let make = |r: std::ops::Range<usize>| Dataset {
@@ -156,5 +192,5 @@ pub fn load(
         };
         return Ok((make(0..split), make(split..inputs.len())));
     }
-    Err("unknown data kind; expected synthetic[:COUNT] or npy:DIR".into())
+    Err(DataError::UnknownKind)
 }

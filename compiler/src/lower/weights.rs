@@ -111,8 +111,15 @@ impl FloatWeights {
             for (c, b) in bias.iter_mut().enumerate() {
                 *b = (*b - mean[c]) * k[c] + beta[c];
             }
-            for (i, v) in weight.iter_mut().enumerate() {
-                *v *= k[layout.channel_of(i)];
+            if layout.channel_last {
+                // [1, kh, kw, c]: one row of channels per tap.
+                for row in weight.chunks_exact_mut(layout.channels) {
+                    row.iter_mut().zip(&k).for_each(|(v, k)| *v *= k);
+                }
+            } else {
+                for (row, k) in weight.chunks_exact_mut(layout.per_channel).zip(&k) {
+                    row.iter_mut().for_each(|v| *v *= k);
+                }
             }
         }
         (weight, bias)
