@@ -561,15 +561,20 @@ pub fn analyze(g: &SearchGraph, sources: &Sources) -> Result<SpaceSummary, Vec<D
             }
             // Whether a layer that may fuse into its input's producer is
             // that producer's only reader (deciding, lazily, the choices
-            // that tell).
-            let active: Vec<(Key, Acc, bool)> = match fuses_into_producer(node) {
-                true => active
-                    .into_iter()
-                    .flat_map(|(k, a)| sole_reader(g, &consumers, inputs[0], (k, a)))
-                    .collect(),
-                false => active.into_iter().map(|(k, a)| (k, a, true)).collect(),
-            };
-            for (key, mut acc, sole) in active {
+            // that tell); every other layer's states pass as they are.
+            let mut sole_of = Vec::new();
+            if fuses_into_producer(node) {
+                let mut split = Vec::with_capacity(active.len());
+                for (k, a) in active {
+                    for (k, a, sole) in sole_reader(g, &consumers, inputs[0], (k, a)) {
+                        split.push((k, a));
+                        sole_of.push(sole);
+                    }
+                }
+                active = split;
+            }
+            for (at, (key, mut acc)) in active.into_iter().enumerate() {
+                let sole = sole_of.get(at).copied().unwrap_or(true);
                 // A node's result depends only on its input tensors, the
                 // options it reads and whether it is its input's only
                 // reader: evaluate each combination once.

@@ -597,6 +597,46 @@ impl Op {
         self.fusion_class() == FusionClass::Weighted
     }
 
+    /// The `weight` shape of a weighted layer on an input of shape
+    /// `input` (conv `[out, kh, kw, in]`, depthwise `[1, kh, kw, c]`, dense
+    /// `[out, in]`) and its output channels (one bias each); without
+    /// allocating, for the cost model.
+    fn weight_dims(&self, input: &[u32]) -> Option<(&'static [usize], [usize; 4], usize)> {
+        // (the first `rank` entries of the array are the shape)
+        let cin = input.last().copied().unwrap_or(1) as usize;
+        let elems: usize = input.iter().map(|&d| d as usize).product();
+        const FOUR: &[usize] = &[0, 1, 2, 3];
+        const TWO: &[usize] = &[0, 1];
+        match self {
+            Op::Conv2d { out, window } => {
+                let [kh, kw] = window.kernel.map(|k| k as usize);
+                Some((FOUR, [*out as usize, kh, kw, cin], *out as usize))
+            }
+            Op::DepthwiseConv2d { window } => {
+                let [kh, kw] = window.kernel.map(|k| k as usize);
+                Some((FOUR, [1, kh, kw, cin], cin))
+            }
+            Op::Dense { out } => Some((TWO, [*out as usize, elems, 1, 1], *out as usize)),
+            Op::Input { .. }
+            | Op::Pool { .. }
+            | Op::GlobalAvgPool
+            | Op::Add
+            | Op::Concat
+            | Op::Pad { .. }
+            | Op::Reshape { .. }
+            | Op::Flatten
+            | Op::BatchNorm
+            | Op::Act(_)
+            | Op::Softmax => None,
+        }
+    }
+
+    /// (weights, biases) of a weighted layer: what it stores per output.
+    pub fn weight_counts(&self, input: &[u32]) -> Option<(u64, u64)> {
+        let (_, dims, channels) = self.weight_dims(input)?;
+        Some((dims.iter().map(|&d| d as u64).product(), channels as u64))
+    }
+
     /// The parameter tensors of the layer on an input of shape `input`, as
     /// the weights files and the training engine hold them: conv
     /// `weight [out, kh, kw, in]`, depthwise `weight [1, kh, kw, c]`, dense
@@ -604,29 +644,25 @@ impl Op {
     /// `beta`, `mean`, `var` `[c]`.
     pub fn tensors(&self, input: &[u32]) -> Vec<TensorSpec> {
         let t = |suffix, shape| TensorSpec { suffix, shape };
-        let cin = input.last().copied().unwrap_or(1) as usize;
-        let elems: usize = input.iter().map(|&d| d as usize).product();
+        if let Some((axes, dims, channels)) = self.weight_dims(input) {
+            return vec![
+                t("weight", axes.iter().map(|&a| dims[a]).collect()),
+                t("bias", vec![channels]),
+            ];
+        }
         match self {
-            Op::Conv2d { out, window } => {
-                let [kh, kw] = window.kernel.map(|k| k as usize);
-                vec![
-                    t("weight", vec![*out as usize, kh, kw, cin]),
-                    t("bias", vec![*out as usize]),
-                ]
+            Op::BatchNorm => {
+                let c = input.last().copied().unwrap_or(1) as usize;
+                ["gamma", "beta", "mean", "var"]
+                    .into_iter()
+                    .map(|s| t(s, vec![c]))
+                    .collect()
             }
-            Op::DepthwiseConv2d { window } => {
-                let [kh, kw] = window.kernel.map(|k| k as usize);
-                vec![t("weight", vec![1, kh, kw, cin]), t("bias", vec![cin])]
-            }
-            Op::Dense { out } => vec![
-                t("weight", vec![*out as usize, elems]),
-                t("bias", vec![*out as usize]),
-            ],
-            Op::BatchNorm => ["gamma", "beta", "mean", "var"]
-                .into_iter()
-                .map(|s| t(s, vec![cin]))
-                .collect(),
-            Op::Input { .. }
+            // (The weighted layers returned above.)
+            Op::Conv2d { .. }
+            | Op::DepthwiseConv2d { .. }
+            | Op::Dense { .. }
+            | Op::Input { .. }
             | Op::Pool { .. }
             | Op::GlobalAvgPool
             | Op::Add
@@ -642,15 +678,12 @@ impl Op {
     /// The layout of a weighted layer's `weight` tensor on an input of
     /// shape `input`.
     pub fn weight_layout(&self, input: &[u32]) -> Option<WeightLayout> {
-        let tensors = self.tensors(input);
-        let shape = &tensors.first()?.shape;
-        let elems: usize = shape.iter().product();
-        let channel_last = matches!(self, Op::DepthwiseConv2d { .. });
-        let channels = if channel_last { shape[3] } else { shape[0] };
-        self.is_weighted().then_some(WeightLayout {
+        let (_, dims, channels) = self.weight_dims(input)?;
+        let elems: usize = dims.iter().product();
+        Some(WeightLayout {
             channels,
             per_channel: elems / channels.max(1),
-            channel_last,
+            channel_last: matches!(self, Op::DepthwiseConv2d { .. }),
         })
     }
 

@@ -132,16 +132,9 @@ pub fn infer(op: &Op, inputs: &[&[u32]]) -> Result<Vec<u32>, String> {
 pub fn cost(op: &Op, inputs: &[&[u32]], out: &[u32], fused: bool) -> LayerCost {
     // Weighted layers: every weight is one MAC per output pixel (a dense
     // layer has one pixel); the bias is one value per output channel.
-    let (weights, biases) = match op
-        .tensors(inputs.first().copied().unwrap_or(&[]))
-        .as_slice()
-    {
-        [w, b] if op.is_weighted() => (
-            w.shape.iter().map(|&d| d as u64).product::<u64>(),
-            b.shape[0] as u64,
-        ),
-        _ => (0, 0),
-    };
+    let (weights, biases) = op
+        .weight_counts(inputs.first().copied().unwrap_or(&[]))
+        .unwrap_or((0, 0));
     // Once per output pixel for a sliding window (a dense layer: once).
     let pixels = match op.window() {
         Some(_) => elems(&out[..2]),
