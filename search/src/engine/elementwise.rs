@@ -8,9 +8,7 @@ use rayon::prelude::*;
 pub(super) fn forward_act(net: &mut Net, layers: &[Layer], i: usize, out: &mut [f32]) {
     let layer = &layers[i];
     let x = |k: usize| &net.acts[layer.inputs[k]];
-    let Kind::Act(a) = &layer.kind else {
-        unreachable!("{} is not a {}", layer.name, "act")
-    };
+    kind!(layer, Kind::Act(a));
     match a.fused() {
         // A clamp (vectorises).
         Some(f) => {
@@ -40,9 +38,7 @@ pub(super) fn backward_act(
     _fresh: &mut [bool],
 ) {
     let layer = &layers[i];
-    let Kind::Act(a) = &layer.kind else {
-        unreachable!("{} is not a {}", layer.name, "act")
-    };
+    kind!(layer, Kind::Act(a));
 
     let j = layer.inputs[0];
     let mut gx = std::mem::take(&mut net.grads[j]);
@@ -139,9 +135,7 @@ pub(super) fn forward_pad(net: &mut Net, layers: &[Layer], i: usize, out: &mut [
     let b = net.batch;
     let x = |k: usize| &net.acts[layer.inputs[k]];
     let xs = |k: usize| &layers[layer.inputs[k]].shape;
-    let Kind::Pad { pads } = &layer.kind else {
-        unreachable!("{} is not a {}", layer.name, "pad")
-    };
+    kind!(layer, Kind::Pad { pads });
 
     out.iter_mut().for_each(|v| *v = 0.0);
     pad_map(xs(0), &layer.shape, b, *pads, |src, dst| {
@@ -159,9 +153,7 @@ pub(super) fn backward_pad(
     let layer = &layers[i];
     let b = net.batch;
     let xs = |k: usize| &layers[layer.inputs[k]].shape;
-    let Kind::Pad { pads } = &layer.kind else {
-        unreachable!("{} is not a {}", layer.name, "pad")
-    };
+    kind!(layer, Kind::Pad { pads });
 
     let j = layer.inputs[0];
     let gx = &mut net.grads[j];
@@ -231,9 +223,7 @@ pub(super) fn backward_softmax(
 pub(super) fn forward_channel_mask(net: &mut Net, layers: &[Layer], i: usize, out: &mut [f32]) {
     let layer = &layers[i];
     let x = |k: usize| &net.acts[layer.inputs[k]];
-    let Kind::ChannelMask { mask } = &layer.kind else {
-        unreachable!("{} is not a {}", layer.name, "channel_mask")
-    };
+    kind!(layer, Kind::ChannelMask { mask });
 
     let m = &net.params[*mask].value;
     out.par_chunks_mut(ROWS * m.len())
@@ -256,9 +246,7 @@ pub(super) fn backward_channel_mask(
     _fresh: &mut [bool],
 ) {
     let layer = &layers[i];
-    let Kind::ChannelMask { mask } = &layer.kind else {
-        unreachable!("{} is not a {}", layer.name, "channel_mask")
-    };
+    kind!(layer, Kind::ChannelMask { mask });
 
     let j = layer.inputs[0];
     let c = net.params[*mask].value.len();

@@ -11,19 +11,18 @@ pub(super) fn forward_conv(net: &mut Net, layers: &[Layer], i: usize, out: &mut 
     let layer = &layers[i];
     let x = |k: usize| &net.acts[layer.inputs[k]];
     let xs = |k: usize| &layers[layer.inputs[k]].shape;
-    let (Kind::Conv {
-        window,
-        weight,
-        bias,
-    }
-    | Kind::Depthwise {
-        window,
-        weight,
-        bias,
-    }) = &layer.kind
-    else {
-        unreachable!("{} is not a {}", layer.name, "conv")
-    };
+    kind!(
+        layer,
+        (Kind::Conv {
+            window,
+            weight,
+            bias
+        } | Kind::Depthwise {
+            window,
+            weight,
+            bias
+        })
+    );
     conv_forward(
         x(0),
         xs(0),
@@ -49,19 +48,18 @@ pub(super) fn backward_conv(
     let layer = &layers[i];
     let b = net.batch;
     let xs = |k: usize| &layers[layer.inputs[k]].shape;
-    let (Kind::Conv {
-        window,
-        weight,
-        bias,
-    }
-    | Kind::Depthwise {
-        window,
-        weight,
-        bias,
-    }) = &layer.kind
-    else {
-        unreachable!("{} is not a {}", layer.name, "conv")
-    };
+    kind!(
+        layer,
+        (Kind::Conv {
+            window,
+            weight,
+            bias
+        } | Kind::Depthwise {
+            window,
+            weight,
+            bias
+        })
+    );
 
     let depthwise = matches!(layer.kind, Kind::Depthwise { .. });
     let j = layer.inputs[0];
@@ -98,9 +96,7 @@ pub(super) fn forward_dense(net: &mut Net, layers: &[Layer], i: usize, out: &mut
     let layer = &layers[i];
     let x = |k: usize| &net.acts[layer.inputs[k]];
     let xs = |k: usize| &layers[layer.inputs[k]].shape;
-    let Kind::Dense { weight, bias } = &layer.kind else {
-        unreachable!("{} is not a {}", layer.name, "dense")
-    };
+    kind!(layer, Kind::Dense { weight, bias });
     let b = net.batch;
 
     let (k, n) = (elems(xs(0)), elems(&layer.shape));
@@ -122,9 +118,7 @@ pub(super) fn backward_dense(
 ) {
     let layer = &layers[i];
     let xs = |k: usize| &layers[layer.inputs[k]].shape;
-    let Kind::Dense { weight, bias } = &layer.kind else {
-        unreachable!("{} is not a {}", layer.name, "dense")
-    };
+    kind!(layer, Kind::Dense { weight, bias });
     let b = net.batch;
 
     let j = layer.inputs[0];

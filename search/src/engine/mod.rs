@@ -9,6 +9,15 @@
 //! weights compile as they are. A final softmax is folded into the loss
 //! (softmax cross-entropy on its input).
 
+/// Destructure the kind of a layer the dispatch has matched already.
+macro_rules! kind {
+    ($layer:expr, $pat:pat) => {
+        let $pat = &$layer.kind else {
+            unreachable!("{} is not {}", $layer.name, stringify!($pat))
+        };
+    };
+}
+
 mod elementwise;
 mod linear;
 mod norm;

@@ -35,16 +35,16 @@ pub(super) fn forward_batch_norm(
 ) {
     let layer = &layers[i];
     let x = |k: usize| &net.acts[layer.inputs[k]];
-    let Kind::BatchNorm {
-        gamma,
-        beta,
-        mean,
-        var,
-        act,
-    } = &layer.kind
-    else {
-        unreachable!("{} is not a {}", layer.name, "batch_norm")
-    };
+    kind!(
+        layer,
+        Kind::BatchNorm {
+            gamma,
+            beta,
+            mean,
+            var,
+            act
+        }
+    );
 
     let (lo, hi) = match act {
         Some(a) => (0.0, upper(*a)),
@@ -112,12 +112,15 @@ pub(super) fn backward_batch_norm(
     fresh: &mut [bool],
 ) {
     let layer = &layers[i];
-    let Kind::BatchNorm {
-        gamma, beta, act, ..
-    } = &layer.kind
-    else {
-        unreachable!("{} is not a {}", layer.name, "batch_norm")
-    };
+    kind!(
+        layer,
+        Kind::BatchNorm {
+            gamma,
+            beta,
+            act,
+            ..
+        }
+    );
 
     let j = layer.inputs[0];
     let c = *layer.shape.last().unwrap();

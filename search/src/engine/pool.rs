@@ -10,9 +10,7 @@ pub(super) fn forward_pool(net: &mut Net, layers: &[Layer], i: usize, out: &mut 
     let b = net.batch;
     let x = |k: usize| &net.acts[layer.inputs[k]];
     let xs = |k: usize| &layers[layer.inputs[k]].shape;
-    let Kind::Pool { kind, window } = &layer.kind else {
-        unreachable!("{} is not a {}", layer.name, "pool")
-    };
+    kind!(layer, Kind::Pool { kind, window });
     if *kind == PoolKind::Avg && global_pool(xs(0), window) {
         // Global average pool: a per-sample mean over pixels,
         // vectorised over channels.
@@ -49,9 +47,7 @@ pub(super) fn backward_pool(
     let layer = &layers[i];
     let b = net.batch;
     let xs = |k: usize| &layers[layer.inputs[k]].shape;
-    let Kind::Pool { kind, window } = &layer.kind else {
-        unreachable!("{} is not a {}", layer.name, "pool")
-    };
+    kind!(layer, Kind::Pool { kind, window });
     if *kind == PoolKind::Avg && global_pool(xs(0), window) {
         let j = layer.inputs[0];
         let c = xs(0)[2];
