@@ -46,15 +46,15 @@ const EXAMPLES: &[(&str, &str)] = &[
     ),
     (
         "examples/tiny.mnet",
-        "// test: c tflite m4\n// test: stats oracle\n// pick: min max random:1..2\n// test: plan\n// pick: random:0..59",
+        "// test: c tflite m4\n// test: stats oracle\n// pick: min max random:1..2\n// test: stats plan\n// pick: random:0..59",
     ),
     (
         "examples/kws.mnet",
-        "// test: stats oracle\n// pick: min random:1..3\n// test: plan\n// pick: random:0..59",
+        "// test: stats oracle\n// pick: min random:1..3\n// test: stats plan\n// pick: random:0..59",
     ),
     (
         "examples/ad.mnet",
-        "// test: stats oracle\n// pick: min random:1..3\n// test: plan\n// pick: random:0..59",
+        "// test: stats oracle\n// pick: min random:1..3\n// test: stats plan\n// pick: random:0..59",
     ),
     (
         "examples/vww.mnet",
