@@ -162,6 +162,30 @@ struct TrainArgs {
     qat: bool,
 }
 
+/// Write to standard output. A closed pipe (`mnet stats --json | head`)
+/// ends the process quietly, as Unix tools do; another write error is an
+/// error.
+fn write_stdout(args: std::fmt::Arguments) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|_| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to standard output: {e}");
+        std::process::exit(1);
+    }
+}
+
+macro_rules! out {
+    ($($arg:tt)*) => { write_stdout(format_args!($($arg)*)) };
+}
+
+macro_rules! outln {
+    () => { write_stdout(format_args!("\n")) };
+    ($($arg:tt)*) => { write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
 /// A user-facing failure: already formatted, exit code 1.
 struct UserError(String);
 
@@ -258,6 +282,30 @@ fn refuse_existing<'a>(paths: impl IntoIterator<Item = &'a PathBuf>, force: bool
         ))),
         None => Ok(()),
     }
+}
+
+/// Refuse two outputs of one command at one path (`--save-weights` onto
+/// `-o DIR/NAME.tflite`, say): one would overwrite the other.
+fn refuse_colliding<'a>(paths: impl IntoIterator<Item = &'a PathBuf>) -> Result<()> {
+    let normal = |p: &Path| -> PathBuf {
+        std::path::absolute(p)
+            .unwrap_or_else(|_| p.to_path_buf())
+            .components()
+            .filter(|c| !matches!(c, std::path::Component::CurDir))
+            .collect()
+    };
+    let mut seen: Vec<PathBuf> = Vec::new();
+    for p in paths {
+        let n = normal(p);
+        if seen.contains(&n) {
+            return Err(UserError(format!(
+                "error: two outputs of this command would be written to {}; choose another path\n",
+                p.display()
+            )));
+        }
+        seen.push(n);
+    }
+    Ok(())
 }
 
 fn read_bytes(path: &Path) -> Result<Vec<u8>> {
@@ -368,7 +416,7 @@ fn check(files: &[PathBuf]) -> Result<()> {
     let mut failed = Vec::new();
     for f in files {
         match load(f) {
-            Ok(c) => println!("{}", summary_line(f, &c)),
+            Ok(c) => outln!("{}", summary_line(f, &c)),
             Err(UserError(e)) => failed.push(e),
         }
     }
@@ -389,10 +437,10 @@ fn stats(net: &NetworkArgs, json: bool) -> Result<()> {
     };
     let pretty = |v| serde_json::to_string_pretty(&v).expect("json");
     match (fixed, json) {
-        (Some(f), false) => print!("{}", render_fixed(&f.info, &fixed_stats(&f))),
-        (Some(f), true) => println!("{}", pretty(fixed_json(&f.info, &fixed_stats(&f)))),
-        (None, false) => print!("{}", render_space(&one.graph, &one.summary)),
-        (None, true) => println!("{}", pretty(space_json(&one.graph, &one.summary))),
+        (Some(f), false) => out!("{}", render_fixed(&f.info, &fixed_stats(&f))),
+        (Some(f), true) => outln!("{}", pretty(fixed_json(&f.info, &fixed_stats(&f)))),
+        (None, false) => out!("{}", render_space(&one.graph, &one.summary)),
+        (None, true) => outln!("{}", pretty(space_json(&one.graph, &one.summary))),
     }
     Ok(())
 }
@@ -431,7 +479,7 @@ fn resolve_to(
         ));
     }
     write_new(output, &text, force)?;
-    println!(
+    outln!(
         "{}: wrote {} ({} layers, {} ops, {} flash bytes, {} peak working bytes)",
         file.display(),
         output.display(),
@@ -460,7 +508,7 @@ fn fmt(file: &Path, check: bool, output: Option<&Path>, force: bool) -> Result<(
         (true, _) => Ok(()),
         (false, Some(o)) => write_new(o, &printed, force),
         (false, None) => {
-            print!("{printed}");
+            out!("{printed}");
             Ok(())
         }
     }
@@ -533,15 +581,16 @@ fn compile_to(net: &NetworkArgs, args: &CompileArgs, out: &OutputArgs) -> Result
             out.output.join(format!("{name}.c")),
             c.source.clone().into(),
         ));
-        println!("arena: {} bytes", art.plan.arena_size);
+        outln!("arena: {} bytes", art.plan.arena_size);
     }
+    refuse_colliding(files.iter().map(|(p, _)| p))?;
     refuse_existing(files.iter().map(|(p, _)| p), out.force)?;
     create_dir(&out.output)?;
     for (p, bytes) in &files {
         write_bytes(p, bytes)?;
     }
     for (p, bytes) in &files {
-        println!("wrote {} ({} bytes)", p.display(), bytes.len());
+        outln!("wrote {} ({} bytes)", p.display(), bytes.len());
     }
     // Flash: the constants the C holds (weights, biases, per-channel
     // multipliers and shifts) plus a code estimate (measured on the
@@ -554,13 +603,13 @@ fn compile_to(net: &NetworkArgs, args: &CompileArgs, out: &OutputArgs) -> Result
         .sum();
     let code = 600 + 350 * (q.graph.lowered.nodes.len() - 1);
     if q.qat_ranges > 0 {
-        println!(
+        outln!(
             "activation ranges: {} from quantization-aware training (in the weights), others calibrated",
             q.qat_ranges
         );
     }
     let t = fixed_stats(&fixed).totals;
-    println!(
+    outln!(
         "{name}: {} ops ({} MACs); flash {} bytes ({consts} constants + ~{code} code, estimated); arena {} bytes",
         t.ops(),
         t.macs,
@@ -661,7 +710,7 @@ fn train_to(net: &NetworkArgs, args: &TrainArgs, out: &OutputArgs) -> Result<()>
             .expect("json")
             .as_bytes(),
     )?;
-    println!(
+    outln!(
         "{name}: test accuracy {test_acc:.3} (loss {test_loss:.4}) on {} held-out samples; wrote {} and {}",
         test_set.len(),
         weights_path.display(),
@@ -679,7 +728,7 @@ fn inspect(model: &Path) -> Result<()> {
             e.0
         ))
     })?;
-    print!("{text}");
+    out!("{text}");
     Ok(())
 }
 
@@ -687,8 +736,8 @@ fn ir(file: &Path, pick: Option<Pick>) -> Result<()> {
     let checked = load(file)?;
     for net in &checked.networks {
         match pick {
-            Some(p) => print!("{}", fixed_of(net, p)?.dump()),
-            None => print!("{}", net.graph.dump(&checked.sources)),
+            Some(p) => out!("{}", fixed_of(net, p)?.dump()),
+            None => out!("{}", net.graph.dump(&checked.sources)),
         }
     }
     Ok(())

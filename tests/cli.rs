@@ -329,3 +329,45 @@ fn train_then_compile_the_trained_weights() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("search space"));
 }
+
+#[test]
+fn colliding_outputs_are_refused_and_nothing_is_written() {
+    let dir = scratch("collide");
+    let o = mnet(&[
+        "compile",
+        "examples/tiny.mnet",
+        "--pick",
+        "min",
+        "--random-weights",
+        "1",
+        "--save-weights",
+        dir.join("out/tiny.tflite").to_str().unwrap(),
+        "-o",
+        dir.join("./out").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("two outputs"), "{}", stderr(&o));
+    assert!(!dir.join("out").exists());
+}
+
+#[test]
+fn a_closed_pipe_ends_output_quietly() {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mnet"))
+        .args(["stats", "examples/vww.mnet", "--json"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    // The reader is gone (like `| head -c 16`).
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

@@ -73,12 +73,33 @@ impl Program {
         });
         // Own definitions.
         let mut first_def: BTreeMap<String, Span> = BTreeMap::new();
+        let mut first_network: BTreeMap<String, Span> = BTreeMap::new();
         let mut blocks = BTreeMap::new();
         let mut boards = BTreeMap::new();
         for (i, item) in self.modules[index].ast.items.iter().enumerate() {
             let (n, is_block) = match &item.kind {
                 ItemKind::Block(b) => (&b.name, true),
                 ItemKind::Board(b) => (&b.name, false),
+                // Networks have their own names (`--network NAME`).
+                ItemKind::Network(net) => {
+                    let n = &net.name;
+                    match first_network.get(&n.name) {
+                        Some(prev) => diags.push(
+                            Diagnostic::error(
+                                n.span,
+                                format!("network `{}` is defined twice", n.name),
+                            )
+                            .with_secondary(*prev, "first defined here")
+                            .with_hint(
+                                "`--network NAME` picks a network by its name: give each its own",
+                            ),
+                        ),
+                        None => {
+                            first_network.insert(n.name.clone(), n.span);
+                        }
+                    }
+                    continue;
+                }
                 _ => continue,
             };
             if let Some(prev) = first_def.get(&n.name) {
