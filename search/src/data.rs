@@ -114,7 +114,7 @@ pub enum DataError {
     },
     #[error("x.npy has {inputs} samples but y.npy {labels} labels")]
     Counts { inputs: usize, labels: usize },
-    #[error("label {label} at index {index} is not below the network's {classes} outputs")]
+    #[error("y.npy: label {label} at index {index} is not below the network's {classes} outputs")]
     Label {
         label: usize,
         index: usize,
