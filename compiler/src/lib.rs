@@ -83,6 +83,7 @@ pub fn check_source(name: &str, text: &str) -> Result<Checked, Failure> {
                 match space::analyze(&g, &program.sources) {
                     Ok(summary) => {
                         diags.extend(budget_errors(&g, &summary));
+                        diags.extend(size_errors(&g, &summary));
                         networks.push(CheckedNetwork { graph: g, summary });
                     }
                     Err(d) => diags.extend(d),
@@ -127,6 +128,26 @@ fn unused_layers(g: &SearchGraph) -> Diagnostics {
             d
         })
         .collect()
+}
+
+/// A network whose weights exceed what mnet supports is an error (its
+/// figures would not be trustworthy, and it fits no microcontroller).
+fn size_errors(g: &SearchGraph, s: &SpaceSummary) -> Diagnostics {
+    let limit = ops::shape::MAX_WEIGHT_BYTES;
+    if s.max.flash_bytes <= limit {
+        return Vec::new();
+    }
+    let who = if s.count == 1u32.into() {
+        "the network needs"
+    } else {
+        "the largest network needs"
+    };
+    vec![Diagnostic::error(
+        g.info.span,
+        format!("more weights than mnet supports ({} GiB)", limit >> 30),
+    )
+    .with_label(format!("{who} {} bytes", s.max.flash_bytes))
+    .with_hint("fewer channels or layers, or narrower width choices")]
 }
 
 /// A budget that no network of the space meets is an error.

@@ -19,7 +19,7 @@
 //! once.
 
 use crate::ir::*;
-use crate::ops::shape::{cost, infer, set_attr, LayerCost};
+use crate::ops::shape::{cost, infer, set_attr, LayerCost, MAX_WEIGHT_BYTES};
 use crate::ops::{FusionClass, PoolKind, Window};
 use mnet_grammar::{Diagnostic, Sources};
 use num_bigint::BigUint;
@@ -66,6 +66,17 @@ pub fn eval_layer(
     let (fused, producer) =
         crate::ops::fusion::fuse(op, input, sole_reader).map_err(|e| (e.message, e.hint))?;
     let cost = cost(op, &shapes, &shape, fused);
+    if cost.weight_bytes > MAX_WEIGHT_BYTES {
+        return Err((
+            format!(
+                "`{}` would need {} bytes of weights, more than mnet supports ({} GiB)",
+                op.name(),
+                cost.weight_bytes,
+                MAX_WEIGHT_BYTES >> 30
+            ),
+            Some("fewer channels or a smaller kernel".into()),
+        ));
+    }
     Ok(LayerEval {
         out: TensorInfo { shape, producer },
         cost,
@@ -118,9 +129,9 @@ impl Totals {
     }
 
     fn add(&mut self, c: &LayerCost) {
-        self.macs += c.macs;
-        self.params += c.params;
-        self.flash_bytes += c.weight_bytes;
+        self.macs = self.macs.saturating_add(c.macs);
+        self.params = self.params.saturating_add(c.params);
+        self.flash_bytes = self.flash_bytes.saturating_add(c.weight_bytes);
         self.peak_working_bytes = self.peak_working_bytes.max(c.working_bytes);
     }
 

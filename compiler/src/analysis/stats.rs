@@ -47,9 +47,9 @@ pub fn fixed_stats(g: &FixedGraph) -> FixedStats {
             .collect();
         let refs: Vec<&[u32]> = ins.iter().map(|s| s.as_slice()).collect();
         let c = cost(&node.op, &refs, &node.shape, node.fused);
-        totals.macs += c.macs;
-        totals.params += c.params;
-        totals.flash_bytes += c.weight_bytes;
+        totals.macs = totals.macs.saturating_add(c.macs);
+        totals.params = totals.params.saturating_add(c.params);
+        totals.flash_bytes = totals.flash_bytes.saturating_add(c.weight_bytes);
         totals.peak_working_bytes = totals.peak_working_bytes.max(c.working_bytes);
         rows.push(LayerRow {
             name: node.name.clone(),

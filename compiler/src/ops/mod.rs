@@ -634,7 +634,10 @@ impl Op {
     /// (weights, biases) of a weighted layer: what it stores per output.
     pub fn weight_counts(&self, input: &[u32]) -> Option<(u64, u64)> {
         let (_, dims, channels) = self.weight_dims(input)?;
-        Some((dims.iter().map(|&d| d as u64).product(), channels as u64))
+        // Saturating: the cost model reports a layer too large, never a
+        // wrapped figure.
+        let weights = dims.iter().fold(1u64, |a, &d| a.saturating_mul(d as u64));
+        Some((weights, channels as u64))
     }
 
     /// The parameter tensors of the layer on an input of shape `input`, as

@@ -14,6 +14,10 @@ use super::{Activation, Const, Op, Padding, Real, Slot, Window};
 /// Largest tensor accepted (elements); keeps every product in range.
 pub const MAX_ELEMENTS: u64 = 1 << 31;
 
+/// Most bytes of weights a network may have (a layer, and all of them):
+/// more fits no microcontroller, and keeps every cost sum in range.
+pub const MAX_WEIGHT_BYTES: u64 = 1 << 32;
+
 /// Cost of one layer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LayerCost {
@@ -140,7 +144,7 @@ pub fn cost(op: &Op, inputs: &[&[u32]], out: &[u32], fused: bool) -> LayerCost {
         Some(_) => elems(&out[..2]),
         None => 1,
     };
-    let macs = pixels * weights;
+    let macs = pixels.saturating_mul(weights);
     let working = if fused || matches!(op, Op::Input { .. }) {
         0
     } else {
@@ -148,8 +152,8 @@ pub fn cost(op: &Op, inputs: &[&[u32]], out: &[u32], fused: bool) -> LayerCost {
     };
     LayerCost {
         macs,
-        params: weights + biases,
-        weight_bytes: weights + 4 * biases,
+        params: weights.saturating_add(biases),
+        weight_bytes: weights.saturating_add(4 * biases),
         working_bytes: working,
     }
 }

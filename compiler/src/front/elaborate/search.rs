@@ -458,6 +458,12 @@ impl Elab<'_> {
                                 "a width range needs 1 <= lo <= hi",
                             ));
                         }
+                        if *hi > 1 << 20 {
+                            return self.error(Diagnostic::error(
+                                *rspan,
+                                format!("a width of {hi} channels is too large"),
+                            ));
+                        }
                         if (hi - lo) / step >= MAX_OPTIONS as u64 {
                             return self.error(Diagnostic::error(
                                 *rspan,
@@ -492,6 +498,12 @@ impl Elab<'_> {
                             return self.error(Diagnostic::error(
                                 *rspan,
                                 "a percentage range needs 1% <= lo <= hi <= 1000%",
+                            ));
+                        }
+                        if base > 1 << 20 {
+                            return self.error(Diagnostic::error(
+                                span,
+                                format!("a full width of {base} channels is too large"),
                             ));
                         }
                         let mut p = *lo;
