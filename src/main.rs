@@ -529,10 +529,17 @@ fn compile_error(
     UserError(match &e {
         pipeline::Error::Weights(_) => format!("error: {}{e}\n", file(&args.weights)),
         pipeline::Error::Calibration(_) => format!("error: {}{e}\n", file(&args.calib)),
-        pipeline::Error::Unsupported { span, message, .. } => {
-            sources
-                .render(&[mnet_grammar::Diagnostic::error(*span, e.to_string())
-                    .with_label(message.clone())])
+        pipeline::Error::Unsupported { origin, .. } => {
+            let mut d = mnet_grammar::Diagnostic::error(origin.span, e.to_string())
+                .with_label("this layer");
+            for site in origin.call_sites.iter().take(4) {
+                d = d.with_secondary(*site, "in this call");
+            }
+            let with = match (&args.weights, args.random_weights) {
+                (Some(w), _) => format!("with the weights in {}", w.display()),
+                (None, seed) => format!("with --random-weights {}", seed.unwrap_or(0)),
+            };
+            sources.render(&[d.with_note(with)])
         }
         pipeline::Error::Tflite(_) | pipeline::Error::C(_) => format!("error: {e}\n"),
         pipeline::Error::Internal(_) => format!("{e}\n"),

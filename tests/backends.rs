@@ -331,3 +331,121 @@ fn weights_files_and_calibration_data() {
     assert!(!dir.join("e").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A copy of a safetensors file with `name` set to `values` (added if
+/// missing, shaped `shape`).
+fn with_tensor(bytes: &[u8], name: &str, shape: &[usize], values: &[f32]) -> Vec<u8> {
+    use safetensors::tensor::TensorView;
+    let st = safetensors::SafeTensors::deserialize(bytes).unwrap();
+    let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let mut views: Vec<(String, TensorView)> = st
+        .tensors()
+        .into_iter()
+        .filter(|(n, _)| n != name)
+        .collect();
+    views.push((
+        name.to_string(),
+        TensorView::new(safetensors::Dtype::F32, shape.to_vec(), &data).unwrap(),
+    ));
+    safetensors::serialize(views, None).unwrap()
+}
+
+/// Issue 9 item 2: quantizations TFLM's kernels cannot apply (a
+/// requantization multiplier past 2^30, an overflowed scale, a softmax
+/// input scale below 2^-26) are errors naming the layer, not C that
+/// differs from TFLM.
+#[test]
+fn quantizations_tflm_cannot_run_are_errors() {
+    let dir = std::env::temp_dir().join(format!("mnet-qlimits-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = |s: &str| dir.join(s).to_str().unwrap().to_string();
+    let o = mnet(&[
+        "compile",
+        "examples/micronets/kws_s.mnet",
+        "--random-weights",
+        "0",
+        "--save-weights",
+        &p("w.safetensors"),
+        "-o",
+        &p("a"),
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    let good = std::fs::read(dir.join("w.safetensors")).unwrap();
+    let compile = |bytes: Vec<u8>, out: &str| {
+        std::fs::write(dir.join("bad.safetensors"), bytes).unwrap();
+        let o = mnet(&[
+            "compile",
+            "examples/micronets/kws_s.mnet",
+            "--weights",
+            &p("bad.safetensors"),
+            "--emit",
+            "tflite,c",
+            "-o",
+            &p(out),
+        ]);
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "{}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        assert!(!dir.join(out).exists());
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    // One channel's batch-norm gamma of 1e20 before a relu6: that channel
+    // needs a multiplier of ~2^60.
+    let mut gamma = vec![1.0f32; 84];
+    gamma[3] = 1e20;
+    let err = compile(
+        with_tensor(&good, "conv_bn_0/batch_norm_0.gamma", &[84], &gamma),
+        "b",
+    );
+    assert!(
+        err.contains("conv_bn_0/conv2d_0")
+            && err.contains("output channel 3")
+            && err.contains("2^30"),
+        "{err}"
+    );
+    // A finite weight of 3e38: the float pass overflows.
+    let mut w = vec![0.01f32; 84 * 10 * 4];
+    w[0] = 3e38;
+    let err = compile(
+        with_tensor(&good, "conv_bn_0/conv2d_0.weight", &[84, 10, 4, 1], &w),
+        "c",
+    );
+    assert!(err.contains("conv_bn_0/conv2d_0"), "{err}");
+    // A QAT range of [-3e38, 3e38] overflows its scale.
+    let err = compile(
+        with_tensor(&good, "conv_bn_0/relu6_0.range", &[2], &[-3e38, 3e38]),
+        "d",
+    );
+    assert!(
+        err.contains("conv_bn_0/conv2d_0") && err.contains("scale"),
+        "{err}"
+    );
+    // A softmax right after an input calibrated on values near 1e-12.
+    std::fs::write(
+        dir.join("s.mnet"),
+        "network s(x: i8[4]) -> [4] {\n    x = softmax(x)\n}\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("c.npy"), npy(&[2, 4], &[1e-12; 8])).unwrap();
+    let o = mnet(&[
+        "compile",
+        &p("s.mnet"),
+        "--random-weights",
+        "1",
+        "--calib",
+        &p("c.npy"),
+        "-o",
+        &p("e"),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("softmax_0") && err.contains("2^-26") && err.contains("^^^"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

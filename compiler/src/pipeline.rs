@@ -7,7 +7,7 @@
 
 use crate::back::c::{self, CFiles};
 use crate::exec::interp::{self, Prepared};
-use crate::ir::FixedGraph;
+use crate::ir::{FixedGraph, Origin};
 use crate::lower::io::WeightsError;
 use crate::lower::{self, FloatWeights, QuantGraph};
 use crate::npy::NpyError;
@@ -37,7 +37,8 @@ pub enum Error {
     #[error("cannot compile layer `{layer}`: {message}")]
     Unsupported {
         layer: String,
-        span: mnet_grammar::Span,
+        /// Where the layer is in the source (with the block calls to it).
+        origin: Origin,
         message: String,
     },
     #[error(transparent)]
@@ -94,7 +95,7 @@ pub fn quantize(
     calibration: Option<&[u8]>,
 ) -> Result<Quantized, Error> {
     let lowered = lower::lower(g).map_err(|e| Error::Unsupported {
-        span: span_of(g, &e.layer),
+        origin: origin_of(g, &e.layer),
         layer: e.layer,
         message: e.message,
     })?;
@@ -133,7 +134,7 @@ pub fn quantize(
     }
     let graph = lower::quantize(&lowered, &float, &ranges);
     let prepared = interp::prepare(&graph).map_err(|e| Error::Unsupported {
-        span: span_of(g, &e.layer),
+        origin: origin_of(g, &e.layer),
         layer: e.layer,
         message: e.message,
     })?;
@@ -146,11 +147,11 @@ pub fn quantize(
 }
 
 /// Where a layer is in the source (a lowered node's name is its layer's).
-fn span_of(g: &FixedGraph, layer: &str) -> mnet_grammar::Span {
+fn origin_of(g: &FixedGraph, layer: &str) -> Origin {
     g.order
         .iter()
         .find(|id| g.node(**id).name == layer)
-        .map(|id| g.origins[id.0.index()].span)
+        .map(|id| g.origins[id.0.index()].clone())
         .unwrap_or_default()
 }
 

@@ -196,9 +196,10 @@ pub struct HardSwishParams {
     pub output_exponent: i32,
 }
 
-/// HARD_SWISH's Prepare; `None` where TFLM refuses the quantization
-/// (an output multiplier of 1 or more: an output scale below 1/128 of the
-/// input's).
+/// HARD_SWISH's Prepare; `None` where TFLM refuses the quantization (an
+/// output multiplier of 1 or more: an output scale below 1/128 of the
+/// input's) or its kernel would shift past int range (an input scale
+/// above 2^24).
 pub fn hard_swish_params(
     in_scale: f32,
     in_zp: i32,
@@ -209,7 +210,9 @@ pub fn hard_swish_params(
     let reluish_scale = 3.0f32 / 32768.0;
     let (om, oe) = quantize_multiplier((hires / out_scale) as f64);
     let (rm, re) = quantize_multiplier((hires / reluish_scale) as f64);
-    (oe <= 0).then_some(HardSwishParams {
+    // TFLM's kernel shifts left by `reluish_exponent - 1` with `1 << n` in
+    // int: at most 30.
+    (oe <= 0 && re <= 31).then_some(HardSwishParams {
         input_zero_point: in_zp,
         output_zero_point: out_zp,
         reluish_multiplier: downscale16(rm),

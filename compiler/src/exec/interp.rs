@@ -150,22 +150,86 @@ pub fn act_range(act: Option<FusedAct>, q: QParams) -> (i32, i32) {
     }
 }
 
-/// Prepare every node.
+/// The largest left shift TFLM's `MultiplyByQuantizedMultiplier` applies
+/// safely (`x * (1 << shift)` in int32; beyond, its C++ is undefined and
+/// no two builds need agree).
+pub const MAX_LEFT_SHIFT: i32 = 30;
+
+/// `QuantizeMultiplier` of a real multiplier that TFLM's kernels can
+/// apply: finite, not negative, and at most `2^MAX_LEFT_SHIFT`.
+fn multiplier(
+    real: f64,
+    layer: &str,
+    what: impl Fn() -> String,
+) -> Result<(i32, i32), PrepareError> {
+    let bad = |message: String| PrepareError {
+        layer: layer.to_string(),
+        message,
+    };
+    if !(real.is_finite() && real >= 0.0) {
+        return Err(bad(format!(
+            "{} is {real}: the quantization has overflowed",
+            what()
+        )));
+    }
+    let (m, shift) = quantize_multiplier(real);
+    if shift > MAX_LEFT_SHIFT {
+        return Err(bad(format!(
+            "{} is {real:e} (2^{shift}); TFLM's kernels overflow beyond 2^{MAX_LEFT_SHIFT}: the layer's weights or activation ranges are out of proportion",
+            what()
+        )));
+    }
+    Ok((m, shift))
+}
+
+/// Prepare every node: what TFLM's Prepare computes, or why TFLM's kernels
+/// would refuse (or compute garbage for) the quantization.
 pub fn prepare(q: &QuantGraph) -> Result<Vec<Prepared>, PrepareError> {
     let l = &q.lowered;
+    for (i, n) in l.nodes.iter().enumerate() {
+        let s = q.qparams[i].scale;
+        if !(s.is_finite() && s > 0.0) {
+            return Err(PrepareError {
+                layer: n.name.clone(),
+                message: format!("its output scale is {s:e}: its activation range is not usable"),
+            });
+        }
+        let bad_weights = q.weights.get(&i).and_then(|w| {
+            w.scales
+                .iter()
+                .position(|s| !(s.is_finite() && *s > 0.0))
+                .map(|c| (c, w.scales[c]))
+        });
+        if let Some((c, s)) = bad_weights {
+            return Err(PrepareError {
+                layer: n.name.clone(),
+                message: format!(
+                    "the weight scale of channel {c} is {s:e}: its weights are too large for int8"
+                ),
+            });
+        }
+    }
     l.nodes
         .iter()
         .enumerate()
         .map(|(i, n)| {
             let out = q.qparams[i];
             let (act_min, act_max) = act_range(n.act, out);
+            let name = n.name.as_str();
             Ok(match n.kind {
                 LKind::Conv { .. } | LKind::Depthwise { .. } => {
                     let in_scale = q.qparams[n.inputs[0]].scale as f64;
                     let (mult, shift) = q.weights[&i]
                         .scales
                         .iter()
-                        .map(|&ws| quantize_multiplier(in_scale * ws as f64 / out.scale as f64))
+                        .enumerate()
+                        .map(|(c, &ws)| {
+                            multiplier(in_scale * ws as f64 / out.scale as f64, name, || {
+                                format!("the requantization of output channel {c}")
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()?
+                        .into_iter()
                         .unzip();
                     Prepared::Weighted {
                         mult,
@@ -197,10 +261,14 @@ pub fn prepare(q: &QuantGraph) -> Result<Vec<Prepared>, PrepareError> {
                         Activation::LeakyRelu { alpha } => Unary::LeakyRelu {
                             in_zp: input.zero_point,
                             out_zp: out.zero_point,
-                            identity: quantize_multiplier((input.scale / out.scale) as f64),
-                            alpha: quantize_multiplier(
+                            identity: multiplier((input.scale / out.scale) as f64, name, || {
+                                "the identity multiplier".into()
+                            })?,
+                            alpha: multiplier(
                                 (input.scale * alpha.0 / out.scale) as f64,
-                            ),
+                                name,
+                                || "the alpha multiplier".into(),
+                            )?,
                         },
                     })
                 }
@@ -212,8 +280,19 @@ pub fn prepare(q: &QuantGraph) -> Result<Vec<Prepared>, PrepareError> {
                     let twice_max = 2.0 * s1.max(s2);
                     let (m1, e1) = quantize_multiplier(s1 / twice_max);
                     let (m2, e2) = quantize_multiplier(s2 / twice_max);
-                    let (mo, eo) =
-                        quantize_multiplier(twice_max / ((1u64 << 20) as f64 * out.scale as f64));
+                    // TFLM's QuantizeMultiplierSmallerThanOneExp: below 1.
+                    let real = twice_max / ((1u64 << 20) as f64 * out.scale as f64);
+                    if real >= 1.0 {
+                        return Err(PrepareError {
+                            layer: n.name.clone(),
+                            message: format!(
+                                "TFLM's ADD needs the output scale above 2^-19 of the larger input's ({:e} vs {:e})",
+                                out.scale,
+                                s1.max(s2)
+                            ),
+                        });
+                    }
+                    let (mo, eo) = quantize_multiplier(real);
                     Prepared::Add {
                         m1,
                         s1: e1,
@@ -226,7 +305,17 @@ pub fn prepare(q: &QuantGraph) -> Result<Vec<Prepared>, PrepareError> {
                     }
                 }
                 LKind::Softmax => {
-                    let (mult, shift, diff_min) = softmax_params(q.qparams[n.inputs[0]].scale);
+                    let in_scale = q.qparams[n.inputs[0]].scale;
+                    // TFLM's QuantizeMultiplierGreaterThanOne: above 1.
+                    if (in_scale as f64) * (1u64 << 26) as f64 <= 1.0 {
+                        return Err(PrepareError {
+                            layer: n.name.clone(),
+                            message: format!(
+                                "TFLM's SOFTMAX needs an input scale above 2^-26, this one is {in_scale:e}: its input's range is too narrow"
+                            ),
+                        });
+                    }
+                    let (mult, shift, diff_min) = softmax_params(in_scale);
                     Prepared::Softmax {
                         mult,
                         shift,
@@ -235,7 +324,10 @@ pub fn prepare(q: &QuantGraph) -> Result<Vec<Prepared>, PrepareError> {
                 }
                 LKind::Requantize => {
                     let input = q.qparams[n.inputs[0]];
-                    let (mult, shift) = quantize_multiplier(input.scale as f64 / out.scale as f64);
+                    let (mult, shift) =
+                        multiplier(input.scale as f64 / out.scale as f64, name, || {
+                            "the requantization".into()
+                        })?;
                     Prepared::Unary(Unary::Requantize {
                         in_zp: input.zero_point,
                         out_zp: out.zero_point,
