@@ -452,3 +452,38 @@ fn npy_errors_name_the_file_once() {
     let err = stderr(&o);
     assert!(err.contains("y.npy: label 9 at index 2"), "{err}");
 }
+
+/// Issue 9 item 6: a board of the user's own survives `resolve` (it said
+/// "internal error ... unknown board").
+#[test]
+fn resolve_keeps_a_users_board() {
+    let dir = scratch("board");
+    let src = dir.join("b.mnet");
+    std::fs::write(
+        &src,
+        "board mine { core: cortex_m0, sram: 16 KiB, flash: 64 KiB }\n\nnetwork b(x: i8[8, 8, 1]) -> [2] {\n    target mine\n    x = conv2d(x, out: width(4, 8), kernel: 3) |> relu |> global_avg_pool |> flatten |> dense(out: 2)\n}\n",
+    )
+    .unwrap();
+    let out = dir.join("r.mnet");
+    let o = mnet(&[
+        "resolve",
+        src.to_str().unwrap(),
+        "--pick",
+        "max",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        text.contains("board mine { core: cortex_m0, sram: 16 KiB, flash: 64 KiB }"),
+        "{text}"
+    );
+    let o = mnet(&["stats", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("target mine (cortex_m0): 16.0 KiB SRAM"),
+        "{}",
+        stdout(&o)
+    );
+}

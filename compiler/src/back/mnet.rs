@@ -279,16 +279,56 @@ pub fn to_module(g: &FixedGraph, note: &str) -> Module {
             span: Span::default(),
         },
     };
+    let mut items = Vec::new();
+    // A board of the user's own (or one that differs from the standard
+    // board of its name) goes into the file, so that it checks alone.
+    if let Some((board, _)) = &g.info.target {
+        if std_board(&board.name).as_ref() != Some(board) {
+            items.push(Item {
+                kind: ItemKind::Board(board_def(board)),
+                span: Span::default(),
+                trivia: Trivia {
+                    leading: note.iter().map(|l| format!(" {l}")).collect(),
+                    trailing: None,
+                    blank_before: false,
+                },
+            });
+            note.clear();
+        }
+    }
+    items.push(Item {
+        kind: ItemKind::Network(net),
+        span: Span::default(),
+        trivia: Trivia {
+            leading: note.iter().map(|l| format!(" {l}")).collect(),
+            trailing: None,
+            blank_before: !items.is_empty(),
+        },
+    });
     Module {
-        items: vec![Item {
-            kind: ItemKind::Network(net),
-            span: Span::default(),
-            trivia: Trivia {
-                leading: note.iter().map(|l| format!(" {l}")).collect(),
-                trailing: None,
-                blank_before: false,
-            },
-        }],
+        items,
         dangling: vec![],
+    }
+}
+
+/// The standard library's board of that name, if it has one.
+fn std_board(name: &str) -> Option<Board> {
+    let (program, module, _) = crate::front::program::Program::load("std", "");
+    program.board(module, name).ok().flatten()
+}
+
+/// A board as source.
+fn board_def(b: &Board) -> BoardDef {
+    let field = |name: &str, value: Expr| Field {
+        name: ident(name),
+        value,
+    };
+    BoardDef {
+        name: ident(&b.name),
+        fields: vec![
+            field("core", sym(&b.core)),
+            field("sram", quantity(BudgetKind::Sram, b.sram_bytes)),
+            field("flash", quantity(BudgetKind::Flash, b.flash_bytes)),
+        ],
     }
 }
