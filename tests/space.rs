@@ -215,18 +215,30 @@ fn resolved_networks_round_trip() {
                 "{name} --pick {pick}: resolved totals differ\n{text}"
             );
             let refixed = resolve(&again.graph, &[]).unwrap();
-            // Per-layer figures agree (names differ: blocks are inlined; the
-            // target and budgets are dropped when the pick exceeds them).
-            let layers = |v: serde_json::Value| {
-                let mut layers = v["layers"].as_array().unwrap().clone();
-                for l in &mut layers {
-                    l.as_object_mut().unwrap().remove("name");
-                }
-                layers
-            };
+            // Per-layer figures and names agree (the target and budgets are
+            // dropped when the pick exceeds them).
+            let layers = |v: serde_json::Value| v["layers"].as_array().unwrap().clone();
             let ok = layers(fixed_json(&refixed.info, &fixed_stats(&refixed)))
                 == layers(fixed_json(&fixed.info, &stats));
             assert!(ok, "{name} --pick {pick}: per-layer stats differ");
+            // Weights saved for the pick load into the resolved file and give
+            // the same model, byte for byte.
+            if matches!(pick, Pick::Min | Pick::Max | Pick::Random(0 | 1)) {
+                use mnet_compiler::pipeline::{compile, Options, Weights};
+                let opts = Options {
+                    tflite: Some(Default::default()),
+                    c: None,
+                };
+                let a = compile(&fixed, Weights::Random(0), None, &opts).unwrap();
+                let q = &a.quantized;
+                let saved = mnet_compiler::lower::io::write_weights(&q.graph.lowered, &q.float);
+                let b = compile(&refixed, Weights::File(&saved), None, &opts)
+                    .unwrap_or_else(|e| panic!("{name} --pick {pick}: {e}"));
+                assert!(
+                    a.tflite == b.tflite,
+                    "{name} --pick {pick}: the resolved file compiles to another model"
+                );
+            }
             // Deterministic: the same pick prints the same file.
             let fixed2 = resolve(&net.graph, &assignment(&net.graph, &net.summary, pick)).unwrap();
             assert_eq!(

@@ -224,6 +224,8 @@ pub enum ExprKind {
     Percent(u64),
     /// `0.2`, as written.
     Decimal(String),
+    /// `"conv_bn_0/conv2d_0"` (without the quotes; no escapes).
+    Str(String),
     /// `128 KiB`, `40M`
     Quantity {
         value: u64,
@@ -342,6 +344,7 @@ fn erase_expr(e: &mut Expr) {
         ExprKind::Int(_)
         | ExprKind::Percent(_)
         | ExprKind::Decimal(_)
+        | ExprKind::Str(_)
         | ExprKind::Quantity { .. }
         | ExprKind::Ident(_) => {}
         ExprKind::Tuple(xs) | ExprKind::List(xs) => xs.iter_mut().for_each(erase_expr),

@@ -136,6 +136,7 @@ fn describe(rule: &Rule) -> &'static str {
         Rule::ident => "a name",
         Rule::int => "an integer",
         Rule::decimal => "a decimal number",
+        Rule::string => "a string",
         Rule::expr | Rule::primary | Rule::prefix => "an expression",
         Rule::call => "a call",
         Rule::comma => "`,`",
@@ -596,6 +597,10 @@ impl Builder {
             }
             Rule::decimal => Ok(Expr {
                 kind: ExprKind::Decimal(p.as_str().to_string()),
+                span,
+            }),
+            Rule::string => Ok(Expr {
+                kind: ExprKind::Str(p.as_str().trim_matches('"').to_string()),
                 span,
             }),
             Rule::int => {

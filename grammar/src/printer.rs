@@ -171,6 +171,7 @@ pub fn expr(e: &Expr) -> String {
         ExprKind::Int(v) => v.to_string(),
         ExprKind::Percent(v) => format!("{v}%"),
         ExprKind::Decimal(v) => v.clone(),
+        ExprKind::Str(v) => format!("\"{v}\""),
         ExprKind::Quantity { value, unit } => match unit {
             Unit::K | Unit::M | Unit::G => format!("{value}{}", unit.as_str()),
             _ => format!("{value} {}", unit.as_str()),

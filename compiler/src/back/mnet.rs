@@ -35,6 +35,17 @@ fn sym(s: &str) -> Expr {
     e(ExprKind::Ident(s.to_string()))
 }
 
+/// `name: "..."` when the layer's name is not the one the written file
+/// would give it (blocks are inlined, so `conv_bn_0/conv2d_0` would become
+/// `conv2d_3`): weights saved for the space load into the resolved file.
+fn name_arg(g: &FixedGraph, id: FNodeId, auto: &mut HashMap<&'static str, usize>) -> Option<Arg> {
+    let node = g.node(id);
+    let n = auto.entry(node.op.name()).or_insert(0);
+    let fresh = format!("{}_{n}", node.op.name());
+    *n += 1;
+    (node.name != fresh).then(|| named("name", e(ExprKind::Str(node.name.clone()))))
+}
+
 /// A constant as source: a pair of equal sizes as one (`3`, not `(3, 3)`),
 /// a shape as a list.
 fn constant(slot: Slot, v: &Const) -> Expr {
@@ -193,6 +204,9 @@ pub fn to_module(g: &FixedGraph, note: &str) -> Module {
         }
     }
     // Name each chain's result.
+    // The names elaboration gives the layers of the written file, in the
+    // order it creates them (the statements' order).
+    let mut auto: HashMap<&'static str, usize> = HashMap::new();
     let mut names: HashMap<FNodeId, String> = HashMap::new();
     names.insert(input, "input".to_string());
     for (i, chain) in chains.iter().enumerate() {
@@ -220,13 +234,15 @@ pub fn to_module(g: &FixedGraph, note: &str) -> Module {
             })
             .collect();
         args.extend(attr_args(&g.node(head).op));
+        args.extend(name_arg(g, head, &mut auto));
         let mut value = e(ExprKind::Call {
             callee: ident(g.node(head).op.name()),
             args,
         });
         for &id in &chain[1..] {
             let op = &g.node(id).op;
-            let extra = attr_args(op);
+            let mut extra = attr_args(op);
+            extra.extend(name_arg(g, id, &mut auto));
             let stage = if extra.is_empty() {
                 sym(op.name())
             } else {

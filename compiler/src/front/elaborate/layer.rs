@@ -38,10 +38,56 @@ impl Elab<'_> {
         }
     }
 
-    pub(super) fn layer(&mut self, def: &'static OpDef, args: Vec<ArgVal>, span: Span) -> Value {
+    /// Take the `name: "..."` argument every layer accepts (the name its
+    /// weights and tensors go by) out of `args`; `Err` after reporting a
+    /// bad one.
+    fn layer_name(&mut self, args: &mut Vec<ArgVal>) -> Result<Option<String>, ()> {
+        let Some(at) = args
+            .iter()
+            .position(|a| a.name.as_ref().is_some_and(|n| n.name == "name"))
+        else {
+            return Ok(None);
+        };
+        let a = args.remove(at);
+        let ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 200
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_/-".contains(c))
+        };
+        match a.value {
+            Value::Str(s) if ok(&s) => Ok(Some(s)),
+            Value::Poison => Err(()),
+            v => {
+                let label = match v {
+                    Value::Str(_) => "not a name".to_string(),
+                    other => format!("this is {}", other.kind()),
+                };
+                self.error(
+                    Diagnostic::error(
+                        a.span,
+                        "a layer's `name` is a string of letters, digits, `_`, `/` and `-`",
+                    )
+                    .with_label(label)
+                    .with_hint("write `name: \"conv_0\"`"),
+                );
+                Err(())
+            }
+        }
+    }
+
+    pub(super) fn layer(
+        &mut self,
+        def: &'static OpDef,
+        mut args: Vec<ArgVal>,
+        span: Span,
+    ) -> Value {
         let name = def.name;
+        let Ok(given) = self.layer_name(&mut args) else {
+            return Value::Poison;
+        };
         let tensor_params = match def.inputs {
-            Inputs::Many => return self.variadic(def, args, span),
+            Inputs::Many => return self.variadic(def, args, span, given),
             Inputs::Fixed(n) => n,
         };
         let params: Vec<&str> = def.params.iter().map(|p| p.name).collect();
@@ -107,11 +153,17 @@ impl Elab<'_> {
                 return Value::Poison;
             }
         }
-        Value::Tensor(self.add_node(SearchOp::Layer(op), &inputs, bindings, span))
+        Value::Tensor(self.add_named_node(SearchOp::Layer(op), &inputs, bindings, span, given))
     }
 
     /// A layer of two or more positional tensors (`concat`).
-    pub(super) fn variadic(&mut self, def: &'static OpDef, args: Vec<ArgVal>, span: Span) -> Value {
+    pub(super) fn variadic(
+        &mut self,
+        def: &'static OpDef,
+        args: Vec<ArgVal>,
+        span: Span,
+        given: Option<String>,
+    ) -> Value {
         let name = def.name;
         if let Some(n) = args.iter().find_map(|a| a.name.as_ref()) {
             return self.error(Diagnostic::error(
@@ -137,7 +189,13 @@ impl Elab<'_> {
                 format!("`{name}` needs at least two tensors"),
             ));
         }
-        Value::Tensor(self.add_node(SearchOp::Layer((def.template)()), &inputs, vec![], span))
+        Value::Tensor(self.add_named_node(
+            SearchOp::Layer((def.template)()),
+            &inputs,
+            vec![],
+            span,
+            given,
+        ))
     }
 
     /// Set an attribute from an argument, binding it to a choice if the

@@ -38,6 +38,8 @@ enum Value {
     Percent(u64),
     /// A decimal number (`0.2`).
     Real(f32),
+    /// `"text"` (a layer's `name`).
+    Str(String),
     Quantity {
         value: u64,
         bytes: bool,
@@ -65,6 +67,7 @@ impl Value {
             Value::Int(_) => "an integer",
             Value::Percent(_) => "a percentage",
             Value::Real(_) => "a decimal number",
+            Value::Str(_) => "a string",
             Value::Quantity { .. } => "a quantity",
             Value::Sym(_) => "a name",
             Value::Tuple(_) => "a tuple",
@@ -182,6 +185,25 @@ pub fn elaborate_network(
             None
         }
     };
+    // Layer names are what weights files and .tflite tensors are named
+    // by: no two layers share one (`name:` can make them).
+    let mut seen: BTreeMap<&str, SNodeId> = BTreeMap::new();
+    for &id in &e.order {
+        let node = &e.graph[id.0];
+        if !matches!(node.op, SearchOp::Layer(_)) {
+            continue;
+        }
+        if let Some(first) = seen.insert(node.name.as_str(), id) {
+            e.diags.push(
+                Diagnostic::error(
+                    e.origins[id.0.index()].span,
+                    format!("two layers are named `{}`", node.name),
+                )
+                .with_secondary(e.origins[first.0.index()].span, "the other one")
+                .with_hint("weights are looked up by layer name: give each layer its own `name:`"),
+            );
+        }
+    }
     if !e.diags.is_empty() {
         return Err(e.diags);
     }
@@ -314,6 +336,19 @@ impl<'p> Elab<'p> {
         bindings: Vec<(Slot, ChoiceId)>,
         span: Span,
     ) -> SNodeId {
+        self.add_named_node(op, inputs, bindings, span, None)
+    }
+
+    /// [`Elab::add_node`] with the name the source gives (`name: "..."`),
+    /// or a fresh one.
+    fn add_named_node(
+        &mut self,
+        op: SearchOp,
+        inputs: &[SNodeId],
+        bindings: Vec<(Slot, ChoiceId)>,
+        span: Span,
+        given: Option<String>,
+    ) -> SNodeId {
         if self.order.len() >= MAX_NODES && !self.too_many_nodes {
             self.too_many_nodes = true;
             self.error(Diagnostic::error(
@@ -325,7 +360,15 @@ impl<'p> Elab<'p> {
             SearchOp::Layer(op) => op.name(),
             SearchOp::Select { .. } => "select",
         };
-        let name = self.fresh_name(base);
+        let name = match given {
+            Some(n) => {
+                // The counter moves as if the name were fresh, so the
+                // layers after it are named as without it.
+                self.fresh_name(base);
+                n
+            }
+            None => self.fresh_name(base),
+        };
         let node = SearchNode {
             op,
             bindings,
@@ -501,6 +544,7 @@ impl<'p> Elab<'p> {
         match &e.kind {
             ExprKind::Int(v) => Value::Int(*v),
             ExprKind::Percent(v) => Value::Percent(*v),
+            ExprKind::Str(text) => Value::Str(text.clone()),
             ExprKind::Decimal(text) => match text.parse::<f32>() {
                 Ok(v) if v.is_finite() => Value::Real(v),
                 _ => self.error(Diagnostic::error(e.span, "this number is too large")),
