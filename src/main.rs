@@ -313,9 +313,13 @@ fn read_bytes(path: &Path) -> Result<Vec<u8>> {
         .map_err(|e| UserError(format!("error: cannot read {}: {e}\n", path.display())))
 }
 
-fn create_dir(dir: &Path) -> Result<()> {
+/// Create the output directory; `Some(dir)` when this run made it (so a
+/// failing run can remove it again).
+fn create_dir(dir: &Path) -> Result<Option<PathBuf>> {
+    let existed = dir.is_dir();
     std::fs::create_dir_all(dir)
-        .map_err(|e| UserError(format!("error: cannot create {}: {e}\n", dir.display())))
+        .map_err(|e| UserError(format!("error: cannot create {}: {e}\n", dir.display())))?;
+    Ok((!existed).then(|| dir.to_path_buf()))
 }
 
 /// Write `text` to `path` without clobbering: refuses an existing file unless
@@ -342,21 +346,55 @@ fn write_new(path: &Path, text: &str, force: bool) -> Result<()> {
 
 /// Write bytes through a temporary file in the same directory.
 fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let file_name = path
-        .file_name()
-        .map(|f| f.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.mnet-tmp"));
-    std::fs::write(&tmp, bytes)
-        .map_err(|e| UserError(format!("error: cannot write {}: {e}\n", tmp.display())))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        UserError(format!("error: cannot write {}: {e}\n", path.display()))
-    })
+    write_set(&[(path.to_path_buf(), bytes.to_vec())], None)
+}
+
+/// Write a command's outputs as a set: each to a short temporary name
+/// beside it (`.mnet-N.tmp`, so an output name as long as the system allows
+/// still works), then all renamed in place. A failure leaves none of them,
+/// and removes `created`, the output directory this run made, if empty.
+/// Errors name the requested output, not the temporary file.
+fn write_set(files: &[(PathBuf, Vec<u8>)], created: Option<&Path>) -> Result<()> {
+    let dir_of = |p: &Path| {
+        p.parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf()
+    };
+    let temps: Vec<PathBuf> = files
+        .iter()
+        .enumerate()
+        .map(|(k, (p, _))| dir_of(p).join(format!(".mnet-{}-{k}.tmp", std::process::id())))
+        .collect();
+    let undo = |written: &[PathBuf]| {
+        for t in written {
+            let _ = std::fs::remove_file(t);
+        }
+        if let Some(d) = created {
+            let _ = std::fs::remove_dir(d);
+        }
+    };
+    for (k, ((path, bytes), tmp)) in files.iter().zip(&temps).enumerate() {
+        if let Err(e) = std::fs::write(tmp, bytes) {
+            undo(&temps[..=k]);
+            return Err(UserError(format!(
+                "error: cannot write {}: {e}\n",
+                path.display()
+            )));
+        }
+    }
+    for (k, ((path, _), tmp)) in files.iter().zip(&temps).enumerate() {
+        if let Err(e) = std::fs::rename(tmp, path) {
+            let renamed: Vec<PathBuf> = files[..k].iter().map(|(p, _)| p.clone()).collect();
+            undo(&temps[k..]);
+            undo(&renamed);
+            return Err(UserError(format!(
+                "error: cannot write {}: {e}\n",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn summary_line(path: &Path, checked: &Checked) -> String {
@@ -592,10 +630,8 @@ fn compile_to(net: &NetworkArgs, args: &CompileArgs, out: &OutputArgs) -> Result
     }
     refuse_colliding(files.iter().map(|(p, _)| p))?;
     refuse_existing(files.iter().map(|(p, _)| p), out.force)?;
-    create_dir(&out.output)?;
-    for (p, bytes) in &files {
-        write_bytes(p, bytes)?;
-    }
+    let created = create_dir(&out.output)?;
+    write_set(&files, created.as_deref())?;
     for (p, bytes) in &files {
         outln!("wrote {} ({} bytes)", p.display(), bytes.len());
     }
@@ -706,16 +742,21 @@ fn train_to(net: &NetworkArgs, args: &TrainArgs, out: &OutputArgs) -> Result<()>
         "test_loss": test_loss,
         "test_accuracy": test_acc,
     });
-    create_dir(&out.output)?;
-    write_bytes(
-        &weights_path,
-        &mnet_search::train::weights_safetensors(&model),
-    )?;
-    write_bytes(
-        &metrics_path,
-        serde_json::to_string_pretty(&metrics)
-            .expect("json")
-            .as_bytes(),
+    let created = create_dir(&out.output)?;
+    write_set(
+        &[
+            (
+                weights_path.clone(),
+                mnet_search::train::weights_safetensors(&model),
+            ),
+            (
+                metrics_path.clone(),
+                serde_json::to_string_pretty(&metrics)
+                    .expect("json")
+                    .into_bytes(),
+            ),
+        ],
+        created.as_deref(),
     )?;
     outln!(
         "{name}: test accuracy {test_acc:.3} (loss {test_loss:.4}) on {} held-out samples; wrote {} and {}",

@@ -487,3 +487,77 @@ fn resolve_keeps_a_users_board() {
         stdout(&o)
     );
 }
+
+/// Issue 9 item 15: outputs are written as a set: a network name as long
+/// as file names allow works (temporary names are short), and a failing
+/// write leaves none of the outputs, nor the directory the run created.
+#[test]
+fn outputs_are_written_as_a_set() {
+    let dir = scratch("set");
+    let name = "n".repeat(240);
+    let src = dir.join("long.mnet");
+    std::fs::write(
+        &src,
+        format!("network {name}(x: i8[4, 4, 1]) -> [4, 4, 2] {{\n    x = conv2d(x, out: 2, kernel: 1)\n}}\n"),
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let compile = |force: bool| {
+        let mut args = vec![
+            "compile",
+            src.to_str().unwrap(),
+            "--random-weights",
+            "1",
+            "--emit",
+            "tflite,c",
+            "-o",
+            out.to_str().unwrap(),
+        ];
+        if force {
+            args.push("--force");
+        }
+        mnet(&args)
+    };
+    let o = compile(false);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(out.join(format!("{name}.tflite")).exists());
+    // The C file's path is taken by a directory: nothing is replaced.
+    for f in [format!("{name}.tflite"), format!("{name}.h")] {
+        std::fs::remove_file(out.join(f)).unwrap();
+    }
+    std::fs::remove_file(out.join(format!("{name}.c"))).unwrap();
+    std::fs::create_dir(out.join(format!("{name}.c"))).unwrap();
+    let o = compile(true);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains(&format!(
+            "cannot write {}",
+            out.join(format!("{name}.c")).display()
+        )),
+        "{}",
+        stderr(&o)
+    );
+    let left: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        left.len(),
+        1,
+        "only the directory in the way is left: {left:?}"
+    );
+    // A run that fails after creating its output directory removes it.
+    let fresh = dir.join("fresh");
+    let o = mnet(&[
+        "train",
+        "examples/tiny.mnet",
+        "--pick",
+        "min",
+        "--data",
+        "npy:/no/such/dir",
+        "-o",
+        fresh.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(!fresh.exists());
+}
