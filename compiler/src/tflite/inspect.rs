@@ -7,6 +7,7 @@
 //! operators with their options, and buffers with their file offsets (so
 //! payload alignment is visible). Large payloads are shown by length and hash.
 
+use std::cell::Cell;
 use std::fmt::Write;
 
 /// A corrupt or unsupported file.
@@ -19,9 +20,19 @@ fn err<T>(m: impl Into<String>) -> R<T> {
     Err(InspectError(m.into()))
 }
 
+/// What one dump may read from vectors: the file's size several times over
+/// (a converter's model reads each vector once or twice) plus a fixed
+/// allowance. A file whose tables all point at the same long vector would
+/// otherwise make a dump quadratic in its size.
+fn read_budget(file_len: usize) -> usize {
+    file_len.saturating_mul(8).saturating_add(1 << 20)
+}
+
 #[derive(Clone, Copy)]
 struct Table<'a> {
     buf: &'a [u8],
+    /// Vector bytes still to be read in this dump.
+    budget: &'a Cell<usize>,
     pos: usize,
     vt: usize,
     vt_len: usize,
@@ -46,7 +57,7 @@ fn u32_at(buf: &[u8], at: usize) -> R<u32> {
 }
 
 impl<'a> Table<'a> {
-    fn at(buf: &'a [u8], pos: usize) -> R<Table<'a>> {
+    fn at(buf: &'a [u8], budget: &'a Cell<usize>, pos: usize) -> R<Table<'a>> {
         let soff = u32_at(buf, pos)? as i32 as i64;
         let vt = pos as i64 - soff;
         if vt < 0 || vt as usize >= buf.len() {
@@ -59,6 +70,7 @@ impl<'a> Table<'a> {
         }
         Ok(Table {
             buf,
+            budget,
             pos,
             vt,
             vt_len,
@@ -110,7 +122,7 @@ impl<'a> Table<'a> {
 
     fn table(&self, id: usize) -> R<Option<Table<'a>>> {
         match self.indirect(id)? {
-            Some(t) => Ok(Some(Table::at(self.buf, t)?)),
+            Some(t) => Ok(Some(Table::at(self.buf, self.budget, t)?)),
             None => Ok(None),
         }
     }
@@ -130,6 +142,19 @@ impl<'a> Table<'a> {
                         "vector at {v} ({len} elements) runs past the end of the file"
                     ));
                 }
+                let bytes = len * elem;
+                match self.budget.get().checked_sub(bytes) {
+                    Some(left) => self.budget.set(left),
+                    None => {
+                        return err(format!(
+                            "the file's tables read the same data over and over (more than {} \
+                             bytes of vectors from a {}-byte file): not a model a converter \
+                             writes",
+                            read_budget(self.buf.len()),
+                            self.buf.len()
+                        ))
+                    }
+                }
                 Ok(Some((start, len)))
             }
             None => Ok(None),
@@ -143,7 +168,7 @@ impl<'a> Table<'a> {
         (0..len)
             .map(|k| {
                 let at = start + 4 * k;
-                Table::at(self.buf, at + u32_at(self.buf, at)? as usize)
+                Table::at(self.buf, self.budget, at + u32_at(self.buf, at)? as usize)
             })
             .collect()
     }
@@ -255,7 +280,8 @@ pub fn dump(buf: &[u8]) -> Result<String, InspectError> {
             String::from_utf8_lossy(&buf[4..8])
         ));
     }
-    let model = Table::at(buf, u32_at(buf, 0)? as usize)?;
+    let budget = Cell::new(read_budget(buf.len()));
+    let model = Table::at(buf, &budget, u32_at(buf, 0)? as usize)?;
     let mut out = String::new();
     let version = model.i32(0, 0)?;
     let codes = model.tables(1)?;
@@ -394,4 +420,49 @@ pub fn dump(buf: &[u8]) -> Result<String, InspectError> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn le(words: &[u32]) -> Vec<u8> {
+        words.iter().flat_map(|w| w.to_le_bytes()).collect()
+    }
+
+    /// A model whose one subgraph lists `tensors` offsets, all to one tensor
+    /// with a shape of `dims` ones.
+    fn one_tensor_many_times(tensors: u32, dims: u32) -> Vec<u8> {
+        let t = 56 + 4 * tensors;
+        let mut b = le(&[28]); // root: the model table
+        b.extend(b"TFL3");
+        b.extend(le(&[6 | 8 << 16, 4])); // 8: vtable, field 0 at 4
+        b.extend(le(&[10 | 8 << 16, 0, 4])); // 16: vtable, field 2 at 4
+        b.extend(le(&[12, 4])); // 28: model, subgraphs at 36
+        b.extend(le(&[1, 4])); // 36: one subgraph, at 44
+        b.extend(le(&[36, 4])); // 44: subgraph, tensors at 52
+        b.extend(le(&[tensors])); // 52: tensors
+        b.extend((0..tensors).flat_map(|k| (t - (56 + 4 * k)).to_le_bytes()));
+        b.extend(le(&[t - 8, 4, dims])); // the tensor, its shape at t + 8
+        b.extend(le(&vec![1; dims as usize]));
+        b
+    }
+
+    #[test]
+    fn a_small_file_that_repeats_one_tensor_is_dumped() {
+        let dump = dump(&one_tensor_many_times(3, 4)).unwrap();
+        assert_eq!(dump.matches("INT8").count(), 0);
+        assert_eq!(dump.matches("FLOAT32 [1, 1, 1, 1]").count(), 3, "{dump}");
+    }
+
+    /// 16 000 tensor offsets at one 16 000-dimension tensor: a 128 KB file
+    /// whose dump would be 4 GB. It is an error after reading a bounded
+    /// amount instead.
+    #[test]
+    fn a_file_that_repeats_one_tensor_endlessly_is_an_error() {
+        let bytes = one_tensor_many_times(16_000, 16_000);
+        assert!(bytes.len() < 130_000);
+        let e = dump(&bytes).unwrap_err();
+        assert!(e.0.contains("read the same data over and over"), "{}", e.0);
+    }
 }
