@@ -579,6 +579,11 @@ fn compile_error(
             };
             sources.render(&[d.with_note(with)])
         }
+        pipeline::Error::TooLarge { span, .. } => {
+            sources
+                .render(&[mnet_grammar::Diagnostic::error(*span, e.to_string())
+                    .with_label("this network")])
+        }
         pipeline::Error::Tflite(_) | pipeline::Error::C(_) => format!("error: {e}\n"),
         pipeline::Error::Internal(_) => format!("{e}\n"),
     })
@@ -674,9 +679,15 @@ fn train_to(net: &NetworkArgs, args: &TrainArgs, out: &OutputArgs) -> Result<()>
     let weights_path = out.output.join(format!("{name}.safetensors"));
     let metrics_path = out.output.join(format!("{name}.metrics.json"));
     refuse_existing([&weights_path, &metrics_path], out.force)?;
+    if out.output.exists() && !out.output.is_dir() {
+        return Err(UserError(format!(
+            "error: -o {}: exists and is not a directory\n",
+            out.output.display()
+        )));
+    }
+    // The data and the memory the batch needs, before anything is built.
     let shape: Vec<usize> = fixed.info.input_shape.iter().map(|&d| d as usize).collect();
-    let mut model = mnet_search::engine::Net::from_fixed(&fixed, batch, args.seed);
-    let classes = model.classes();
+    let classes = fixed.node(fixed.output).shape.iter().product::<u32>() as usize;
     let data = &args.data;
     let (train_set, test_set) = mnet_search::data::load(data, &shape, classes, args.seed)
         .map_err(|e| UserError(format!("error: --data {data}: {e}\n")))?;
@@ -686,6 +697,16 @@ fn train_to(net: &NetworkArgs, args: &TrainArgs, out: &OutputArgs) -> Result<()>
             train_set.len()
         )));
     }
+    let needs = mnet_search::engine::training_bytes(&fixed, batch);
+    let limit = mnet_search::engine::MEMORY_LIMIT;
+    if needs > limit {
+        return Err(UserError(format!(
+            "error: training `{name}` with --batch {batch} needs about {} MiB, more than mnet's {} MiB limit; use a smaller --batch\n",
+            needs >> 20,
+            limit >> 20
+        )));
+    }
+    let mut model = mnet_search::engine::Net::from_fixed(&fixed, batch, args.seed);
     let cfg = mnet_search::train::TrainConfig {
         epochs,
         batch,
@@ -730,7 +751,14 @@ fn train_to(net: &NetworkArgs, args: &TrainArgs, out: &OutputArgs) -> Result<()>
             );
         }
     });
-    let (test_loss, test_acc) = mnet_search::train::evaluate(&mut model, &test_set);
+    if let Some(b) = bar.take() {
+        b.finish_and_clear();
+    }
+    let history =
+        history.map_err(|e| UserError(format!("error: {name}: {e}; nothing written\n")))?;
+    // None when nothing is held out (npy:DIR of fewer than 10 samples).
+    let test = (!test_set.is_empty()).then(|| mnet_search::train::evaluate(&mut model, &test_set));
+    let (test_loss, test_acc) = (test.map(|t| t.0), test.map(|t| t.1));
     let metrics = serde_json::json!({
         "network": name,
         "data": data,
@@ -758,9 +786,15 @@ fn train_to(net: &NetworkArgs, args: &TrainArgs, out: &OutputArgs) -> Result<()>
         ],
         created.as_deref(),
     )?;
+    let tested = match test {
+        Some((loss, acc)) => format!(
+            "test accuracy {acc:.3} (loss {loss:.4}) on {} held-out samples",
+            test_set.len()
+        ),
+        None => "no held-out samples (npy:DIR holds out its last 10%, here none)".into(),
+    };
     outln!(
-        "{name}: test accuracy {test_acc:.3} (loss {test_loss:.4}) on {} held-out samples; wrote {} and {}",
-        test_set.len(),
+        "{name}: {tested}; wrote {} and {}",
         weights_path.display(),
         metrics_path.display()
     );

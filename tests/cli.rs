@@ -561,3 +561,120 @@ fn outputs_are_written_as_a_set() {
     assert_eq!(o.status.code(), Some(1));
     assert!(!fresh.exists());
 }
+
+/// Issue 9 items 7 and 12: `train` checks the output directory, the data
+/// and the memory a batch needs before it builds the network, stops at the
+/// first non-finite loss, and evaluates a held-out set smaller than a batch.
+#[test]
+fn train_refuses_what_it_cannot_do_and_evaluates_every_sample() {
+    let dir = scratch("train-limits");
+    let out = dir.join("out");
+    let train = |extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "examples/tiny.mnet",
+            "--pick",
+            "min",
+            "-o",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        mnet(&args)
+    };
+    let fails = |extra: &[&str], says: &str| {
+        let o = train(extra);
+        assert_eq!(o.status.code(), Some(1), "{extra:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(says), "{extra:?}: {}", stderr(&o));
+        assert!(!out.exists(), "{extra:?} left {}", out.display());
+    };
+    // Diverged: NaN from the first steps; nothing written.
+    fails(
+        &["--data", "synthetic:64", "--lr", "1e30", "--epochs", "2"],
+        "training diverged: the loss of step",
+    );
+    // Batches past the data, or past the memory limit on enough data.
+    fails(
+        &["--data", "synthetic:64", "--batch", "100000000"],
+        "fewer than a batch of 100000000",
+    );
+    fails(
+        &["--data", "synthetic:64", "--batch", "18446744073709551615"],
+        "fewer than a batch",
+    );
+    fails(
+        &["--data", "synthetic:1000000", "--batch", "1000000"],
+        "use a smaller --batch",
+    );
+    // -o naming a file.
+    let file = dir.join("a-file");
+    std::fs::write(&file, "mine").unwrap();
+    let o = mnet(&[
+        "train",
+        "examples/tiny.mnet",
+        "--pick",
+        "min",
+        "--data",
+        "synthetic:64",
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("is not a directory"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine");
+    // 40 samples: 36 train, 4 held out, a batch of 8 — the 4 are evaluated.
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let x: Vec<u8> = (0..40 * 64)
+        .flat_map(|i| ((i % 7) as f32 / 7.0).to_le_bytes())
+        .collect();
+    npy_file(&data.join("x.npy"), "<f4", "(40, 8, 8, 1)", &x);
+    let y: Vec<u8> = (0..40i64).flat_map(|v| (v % 3).to_le_bytes()).collect();
+    npy_file(&data.join("y.npy"), "<i8", "(40,)", &y);
+    let spec = format!("npy:{}", data.display());
+    let o = train(&["--data", &spec, "--batch", "8", "--epochs", "1"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("on 4 held-out samples"),
+        "{}",
+        stdout(&o)
+    );
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("tiny.metrics.json")).unwrap())
+            .unwrap();
+    let loss = metrics["test_loss"].as_f64().unwrap();
+    assert!(loss > 0.0 && loss.is_finite(), "{metrics}");
+}
+
+/// Issue 9 item 12: a network `check` accepts but whose compile would need
+/// more memory than the stated limit is an error at the network, before
+/// anything is allocated (it aborted on a 4 GB allocation).
+#[test]
+fn compiling_past_the_memory_limit_is_an_error() {
+    let dir = scratch("compile-limit");
+    let src = dir.join("big.mnet");
+    std::fs::write(
+        &src,
+        "network big(x: i8[4096, 4096, 64]) -> [10] {\n  x = conv2d(x, out: 64, kernel: 1) |> relu\n  x = global_avg_pool(x)\n  x = dense(x, out: 10)\n}\n",
+    )
+    .unwrap();
+    assert_eq!(
+        mnet(&["check", src.to_str().unwrap()]).status.code(),
+        Some(0)
+    );
+    let out = dir.join("out");
+    let o = mnet(&[
+        "compile",
+        src.to_str().unwrap(),
+        "--random-weights",
+        "1",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("more than mnet's 4096 MiB limit") && err.contains("big.mnet:1:1"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}

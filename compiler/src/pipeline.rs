@@ -41,6 +41,16 @@ pub enum Error {
         origin: Origin,
         message: String,
     },
+    /// A network past [`MEMORY_LIMIT`].
+    #[error("compiling network `{network}` needs about {} MiB ({weights} weights, {activations} activation values), more than mnet's {} MiB limit; fewer channels, layers or a smaller input", bytes >> 20, MEMORY_LIMIT >> 20)]
+    TooLarge {
+        network: String,
+        /// The network's name in the source.
+        span: mnet_grammar::Span,
+        weights: u128,
+        activations: u128,
+        bytes: u128,
+    },
     #[error(transparent)]
     Tflite(#[from] tflite::write::Error),
     #[error(transparent)]
@@ -54,6 +64,29 @@ impl From<PlanError> for Error {
     fn from(e: PlanError) -> Error {
         Error::Internal(e.to_string())
     }
+}
+
+/// The most memory a compile may take (4 GiB). Far past any
+/// microcontroller's network; a network that `check` accepts (weights up to
+/// 4 GiB) can still be past it.
+pub const MEMORY_LIMIT: u128 = 4 << 30;
+
+/// About how many bytes compiling `g` holds: measured on this machine as 9–12
+/// bytes per weight (f32 and int8 copies, the flatbuffer or C text) and
+/// about 10 per activation value (f32 and int8 passes of calibration),
+/// rounded up to 16 and 12. Read before anything is allocated.
+pub fn compile_bytes(g: &FixedGraph) -> (u128, u128, u128) {
+    let (mut weights, mut activations) = (0u128, 0u128);
+    for &id in &g.order {
+        let n = g.node(id);
+        if let Some(&i) = g.inputs(id).first() {
+            if let Some((w, b)) = n.op.weight_counts(&g.node(i).shape) {
+                weights += w as u128 + b as u128;
+            }
+        }
+        activations += n.shape.iter().map(|&d| d as u128).product::<u128>();
+    }
+    (weights, activations, 16 * weights + 12 * activations)
 }
 
 /// A quantized network ready to run or emit.
@@ -94,6 +127,16 @@ pub fn quantize(
     weights: Weights,
     calibration: Option<&[u8]>,
 ) -> Result<Quantized, Error> {
+    let (weights_count, activations, bytes) = compile_bytes(g);
+    if bytes > MEMORY_LIMIT {
+        return Err(Error::TooLarge {
+            network: g.info.name.clone(),
+            span: g.info.span,
+            weights: weights_count,
+            activations,
+            bytes,
+        });
+    }
     let lowered = lower::lower(g).map_err(|e| Error::Unsupported {
         origin: origin_of(g, &e.layer),
         layer: e.layer,

@@ -112,6 +112,13 @@ pub enum DataError {
         file: &'static str,
         error: npy::NpyError,
     },
+    #[error("{count} synthetic samples of {sample_len} values need {bytes} bytes, more than the {limit}-byte limit; ask for fewer")]
+    TooLarge {
+        count: usize,
+        sample_len: usize,
+        bytes: u128,
+        limit: u128,
+    },
     #[error("x.npy has {inputs} samples but y.npy {labels} labels")]
     Counts { inputs: usize, labels: usize },
     #[error("y.npy: label {label} at index {index} is not below the network's {classes} outputs")]
@@ -142,6 +149,17 @@ pub fn load(
         };
         if !(1..=1_000_000).contains(&count) {
             return Err(DataError::CountRange);
+        }
+        // The training set and a quarter as many held out, f32.
+        let sample_len = shape.iter().map(|&d| d as u128).product::<u128>();
+        let bytes = 4 * sample_len * (count + (count / 4).max(classes)) as u128;
+        if bytes > crate::engine::MEMORY_LIMIT {
+            return Err(DataError::TooLarge {
+                count,
+                sample_len: sample_len as usize,
+                bytes,
+                limit: crate::engine::MEMORY_LIMIT,
+            });
         }
         return Ok((
             Dataset::synthetic(shape, classes, count, seed, 1),

@@ -63,6 +63,17 @@ pub enum Progress<'a> {
     Epoch(&'a EpochMetrics),
 }
 
+/// Training stopped: a step's loss was not a finite number (the learning
+/// rate is too high for this network and data, or the data holds NaN or
+/// infinity).
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("training diverged: the loss of step {step} of epoch {epoch} is {loss}; lower --lr (or check the data for NaN and infinity)")]
+pub struct Diverged {
+    pub epoch: usize,
+    pub step: usize,
+    pub loss: f32,
+}
+
 /// Train `net` on `data`; `on_progress` sees every step's running metrics
 /// and each epoch's metrics as it ends.
 pub fn train(
@@ -70,7 +81,7 @@ pub fn train(
     data: &Dataset,
     cfg: TrainConfig,
     mut on_progress: impl FnMut(Progress),
-) -> Vec<EpochMetrics> {
+) -> Result<Vec<EpochMetrics>, Diverged> {
     let batch = cfg.batch.min(data.len()).max(1);
     if net.batch != batch {
         net.set_batch(batch);
@@ -117,6 +128,13 @@ pub fn train(
             }
             net.forward(&xb, true);
             let (loss, ok) = net.loss(&yb);
+            if !loss.is_finite() {
+                return Err(Diverged {
+                    epoch,
+                    step: n + 1,
+                    loss,
+                });
+            }
             net.backward();
             step_groups(
                 &groups,
@@ -149,32 +167,32 @@ pub fn train(
         on_progress(Progress::Epoch(&m));
         history.push(m);
     }
-    history
+    Ok(history)
 }
 
 /// Loss and accuracy in evaluation mode (batch-norm running statistics).
 pub fn evaluate(net: &mut Net, data: &Dataset) -> (f32, f32) {
     let batch = net.batch;
     let len = data.sample_len();
-    let (mut loss_sum, mut correct, mut batches) = (0f32, 0usize, 0usize);
+    let (mut loss_sum, mut correct) = (0f64, 0usize);
     let mut xb = vec![0f32; batch * len];
-    let mut yb = vec![0usize; batch];
     let idx: Vec<usize> = (0..data.len()).collect();
-    for chunk in idx.chunks_exact(batch) {
-        for (k, &i) in chunk.iter().enumerate() {
+    // The last batch may be short: its free rows repeat its first sample
+    // (evaluation treats samples independently) and the loss reads only its
+    // own rows.
+    for chunk in idx.chunks(batch) {
+        for k in 0..batch {
+            let i = *chunk.get(k).unwrap_or(&chunk[0]);
             xb[k * len..(k + 1) * len].copy_from_slice(&data.inputs[i * len..(i + 1) * len]);
-            yb[k] = data.labels[i];
         }
+        let yb: Vec<usize> = chunk.iter().map(|&i| data.labels[i]).collect();
         net.forward(&xb, false);
         let (loss, ok) = net.loss(&yb);
-        loss_sum += loss;
+        loss_sum += loss as f64 * chunk.len() as f64;
         correct += ok;
-        batches += 1;
     }
-    (
-        loss_sum / batches.max(1) as f32,
-        correct as f32 / (batches * batch).max(1) as f32,
-    )
+    let n = data.len().max(1) as f64;
+    ((loss_sum / n) as f32, (correct as f64 / n) as f32)
 }
 
 /// The parameters as safetensors; with quantization-aware training also

@@ -140,9 +140,11 @@ fn add_concat_pad_max_pool() {
 /// batch 16 (the rest of `cfg` is the caller's) and returns the trained net,
 /// its history and its accuracy on held-out samples (another seed draws
 /// other noise, same classes).
+/// A small network on the synthetic `[12, 10, 1]` data with 4 classes.
+const SMALL: &str = "use std::blocks::{conv_bn, ds_block}\n\nnetwork s(x: i8[12, 10, 1]) -> [4] {\n    x = conv_bn(x, out: 8, kernel: 3, stride: 2)\n    x = ds_block(x, out: 16)\n    x = global_avg_pool(x) |> dense(out: 4) |> softmax\n}\n";
+
 fn learn(cfg: TrainConfig) -> (Net, Vec<EpochMetrics>, f32) {
-    let src = "use std::blocks::{conv_bn, ds_block}\n\nnetwork s(x: i8[12, 10, 1]) -> [4] {\n    x = conv_bn(x, out: 8, kernel: 3, stride: 2)\n    x = ds_block(x, out: 16)\n    x = global_avg_pool(x) |> dense(out: 4) |> softmax\n}\n";
-    let mut n = net(src, 16);
+    let mut n = net(SMALL, 16);
     let train = Dataset::synthetic(&[12, 10, 1], 4, 512, 7, 1);
     let cfg = TrainConfig {
         epochs: 6,
@@ -167,7 +169,8 @@ fn learn(cfg: TrainConfig) -> (Net, Vec<EpochMetrics>, f32) {
             let s = last_step.take().expect("steps before the epoch ends");
             assert_eq!((s.epoch, s.loss, s.accuracy), (m.epoch, m.loss, m.accuracy));
         }
-    });
+    })
+    .expect("a finite loss");
     assert_eq!(steps, 6 * 32);
     let test = Dataset::synthetic(&[12, 10, 1], 4, 256, 7, 2);
     let (_, acc) = mnet_search::train::evaluate(&mut n, &test);
@@ -300,4 +303,43 @@ fn every_op_of_the_table_checks_compiles_and_has_gradients() {
         assert!(art.tflite.is_some() && art.c.is_some());
         check(&src);
     }
+}
+
+/// Issue 9 item 7: a held-out set that is not a multiple of the batch (or
+/// smaller than one) is evaluated whole: the same figures as one sample at
+/// a time.
+#[test]
+fn evaluation_counts_a_short_last_batch() {
+    let (mut n, _, _) = learn(TrainConfig {
+        epochs: 1,
+        ..TrainConfig::default()
+    });
+    for count in [5, 13, 40] {
+        let test = Dataset::synthetic(&[12, 10, 1], 4, count, 7, 3);
+        n.set_batch(32);
+        let (loss, acc) = mnet_search::train::evaluate(&mut n, &test);
+        n.set_batch(1);
+        let (loss1, acc1) = mnet_search::train::evaluate(&mut n, &test);
+        assert!(
+            (loss - loss1).abs() < 1e-4 * loss1.abs().max(1.0),
+            "{count}: {loss} {loss1}"
+        );
+        assert_eq!(acc, acc1, "{count}");
+        assert!(loss > 0.0, "{count}");
+    }
+}
+
+/// Issue 9 item 7: a diverging run stops at its first non-finite loss.
+#[test]
+fn a_diverging_run_is_an_error() {
+    let mut n = net(SMALL, 16);
+    let train = Dataset::synthetic(&[12, 10, 1], 4, 64, 7, 1);
+    let cfg = TrainConfig {
+        lr: 1e30,
+        epochs: 3,
+        batch: 16,
+        ..TrainConfig::default()
+    };
+    let e = mnet_search::train::train(&mut n, &train, cfg, |_| {}).unwrap_err();
+    assert!(!e.loss.is_finite() && e.epoch == 1, "{e}");
 }

@@ -218,6 +218,44 @@ fn upper(act: FusedAct) -> f32 {
     }
 }
 
+/// The most memory `mnet train` lets a network and batch take (8 GiB): past
+/// it the engine's buffers would not fit a workstation, and no
+/// microcontroller network needs them.
+pub const MEMORY_LIMIT: u128 = 8 << 30;
+
+/// About how many bytes [`Net::from_fixed`] and training steps hold for `g`
+/// at `batch`: each parameter four times (value, gradient, two optimizer
+/// moments), each layer's activation and gradient per sample, and a conv's
+/// unfolded input (forward and backward) per sample; all f32. Read before
+/// building, so a batch or network past [`MEMORY_LIMIT`] is an error, not
+/// an aborted allocation.
+pub fn training_bytes(g: &FixedGraph, batch: usize) -> u128 {
+    let (mut params, mut per_sample) = (0u128, 0u128);
+    let prod = |s: &[u32]| s.iter().map(|&d| d as u128).product::<u128>();
+    for &id in &g.order {
+        let n = g.node(id);
+        let input = g
+            .inputs(id)
+            .first()
+            .map(|&i| g.node(i).shape.clone())
+            .unwrap_or_default();
+        params +=
+            n.op.tensors(&input)
+                .iter()
+                .map(|t| t.shape.iter().map(|&d| d as u128).product::<u128>())
+                .sum::<u128>();
+        let out = prod(&n.shape);
+        per_sample += 2 * out;
+        if let Op::Conv2d { window, .. } = &n.op {
+            let pixels = out / (*n.shape.last().unwrap_or(&1)).max(1) as u128;
+            let [kh, kw] = pair(window.kernel);
+            let cin = *input.last().unwrap_or(&1) as u128;
+            per_sample += 2 * pixels * (kh * kw) as u128 * cin;
+        }
+    }
+    4 * (4 * params + per_sample * batch as u128)
+}
+
 impl Net {
     /// Build from a fixed network with He-initialised weights for `seed`.
     pub fn from_fixed(g: &FixedGraph, batch: usize, seed: u64) -> Net {
