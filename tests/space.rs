@@ -48,28 +48,45 @@ fn brute_force(net: &CheckedNetwork) -> (Totals, Totals, usize) {
     (min.unwrap(), max.unwrap(), distinct.len())
 }
 
-/// The (choice, option) pairs an assignment actually uses: guards are read
-/// in order until one fails, then bindings and selects of existing nodes.
+/// The (choice, option) pairs an assignment actually uses: the guards,
+/// bindings and select choices of the nodes that are live (exist and reach
+/// the output through live readers). Networks that differ only in other
+/// choices (a width in a skipped block or in dead code) are one network.
 fn relevant_choices(net: &CheckedNetwork, a: &[u16]) -> Vec<(u32, u16)> {
     use mnet_compiler::ir::SearchOp;
     let g = &net.graph;
-    let mut used = BTreeSet::new();
-    for &id in &g.order {
-        let node = g.node(id);
-        let mut exists = true;
-        for cond in &node.guard {
-            used.insert(cond.choice.0);
-            if cond.mask & (1 << a[cond.choice.0 as usize]) == 0 {
-                exists = false;
-                break;
-            }
-        }
-        if !exists {
+    let exists = |id| {
+        g.node(id)
+            .guard
+            .iter()
+            .all(|cond| cond.mask & (1 << a[cond.choice.0 as usize]) != 0)
+    };
+    let mut live = vec![false; g.order.len()];
+    for &id in g.order.iter().rev() {
+        live[id.0.index()] = exists(id) && id == g.output;
+    }
+    for &id in g.order.iter().rev() {
+        if !live[id.0.index()] {
             continue;
         }
-        for (_, c) in &node.bindings {
-            used.insert(c.0);
+        for (slot, input) in g.inputs(id).iter().enumerate() {
+            let reads = match g.node(id).op {
+                SearchOp::Layer(_) => true,
+                SearchOp::Select { choice, .. } => a[choice.0 as usize] as usize == slot,
+            };
+            if reads && exists(*input) {
+                live[input.0.index()] = true;
+            }
         }
+    }
+    let mut used = BTreeSet::new();
+    for &id in &g.order {
+        if !live[id.0.index()] {
+            continue;
+        }
+        let node = g.node(id);
+        used.extend(node.guard.iter().map(|cond| cond.choice.0));
+        used.extend(node.bindings.iter().map(|(_, c)| c.0));
         if let SearchOp::Select { choice, .. } = node.op {
             used.insert(choice.0);
         }
@@ -131,6 +148,27 @@ network fusion(x: i8[8, 8, 4]) -> [4, 4, 4] {
 }
 ";
 
+/// Dead code: layers that reach the output only through choices (a
+/// skippable add of a conv, the input of an alternative it does not take,
+/// a producer whose other reader is dead, so its relu fuses).
+const DEAD: &str = "\
+block down(x) {
+    x = conv2d(x, out: 4, kernel: 1, stride: 2)
+    return x
+}
+
+network dead(x: i8[8, 8, 4]) -> [4, 4, 4] {
+    y = conv2d(x, out: 4, kernel: 1)
+    z = relu(y)
+    d = conv2d(y, out: 4, kernel: choice(1, 3))
+    x = skippable add(z, d)
+    a = conv2d(x, out: width(4, 8), kernel: 1)
+    p = skippable down(a)
+    b = conv2d(x, out: 4, kernel: 3, stride: 2)
+    x = choice(conv2d(p, out: 4, kernel: 1), b) |> relu
+}
+";
+
 #[test]
 fn analysis_matches_brute_force() {
     let tiny = common::read(format!("{}/examples/tiny.mnet", env!("CARGO_MANIFEST_DIR")).as_ref());
@@ -139,6 +177,7 @@ fn analysis_matches_brute_force() {
         ("branchy.mnet", BRANCHY),
         ("shortcuts.mnet", SHORTCUTS),
         ("fusion.mnet", FUSION),
+        ("dead.mnet", DEAD),
     ] {
         let net = checked(name, src);
         let (min, max, distinct) = brute_force(&net);
@@ -174,6 +213,7 @@ fn resolved_networks_round_trip() {
     spaces.push(("branchy.mnet".into(), BRANCHY.into()));
     spaces.push(("shortcuts.mnet".into(), SHORTCUTS.into()));
     spaces.push(("fusion.mnet".into(), FUSION.into()));
+    spaces.push(("dead.mnet".into(), DEAD.into()));
     for (name, src) in &spaces {
         let net = checked(name, src);
         let mut picks = vec![Pick::Min, Pick::Max];
@@ -250,4 +290,23 @@ fn resolved_networks_round_trip() {
             );
         }
     }
+}
+
+/// Liveness is asked once per layer and options, not once per path: a
+/// diamond of 64 levels that reaches the output only through a skippable
+/// add (2^64 paths) checks, and counts two networks.
+#[test]
+fn dead_code_diamonds_check() {
+    let mut src = String::from(
+        "network n(x: i8[4, 4, 2]) -> [4, 4, 2] {\n    d = conv2d(x, out: 2, kernel: 1)\n",
+    );
+    for _ in 0..64 {
+        src.push_str("    d = add(relu(d), relu6(d))\n");
+    }
+    src.push_str("    x = skippable add(x, d) |> relu\n}\n");
+    let net = checked("diamond.mnet", &src);
+    assert_eq!(net.summary.count, 2u32.into());
+    // Skipped, the network is the relu alone.
+    assert_eq!(net.summary.min.macs, 0);
+    assert!(net.summary.max.macs > 0);
 }

@@ -6,13 +6,15 @@
 //! draws every choice uniformly with a seeded ChaCha8 generator, so the same
 //! seed gives the same network on every machine. Skipped blocks disappear
 //! (or become their avg-pool shortcut), unchosen alternatives are dropped,
-//! and every attribute takes its option's value.
+//! layers that then reach no output are removed (dead code), and every
+//! attribute takes its option's value.
 
 use crate::analysis::space::{
     bind_op, eval_layer, shortcut_op, Assignment, Producer, SpaceSummary, TensorInfo,
 };
 use crate::ir::*;
 use petgraph::stable_graph::StableDiGraph;
+use petgraph::Direction;
 use rand::{RngExt, SeedableRng};
 use std::collections::HashMap;
 use std::fmt;
@@ -169,6 +171,31 @@ pub fn resolve(g: &SearchGraph, choice: &[u16]) -> Result<FixedGraph, String> {
         .get(&g.output)
         .map(|(f, _)| *f)
         .ok_or("internal: the output does not exist")?;
+    // Dead code: a layer whose value no chosen path takes to the output
+    // (`y = conv2d(x); x = skippable add(x, y)` with the add skipped) is not
+    // part of the network; the space analysis counts it the same way.
+    let mut live = vec![false; graph.node_count()];
+    let mut stack = vec![output];
+    while let Some(id) = stack.pop() {
+        if !std::mem::replace(&mut live[id.0.index()], true) {
+            stack.extend(
+                graph
+                    .neighbors_directed(id.0, Direction::Incoming)
+                    .map(FNodeId),
+            );
+        }
+    }
+    live[order[0].0.index()] = true;
+    let (mut kept_order, mut kept_origins) = (Vec::new(), Vec::new());
+    for (id, origin) in order.into_iter().zip(origins) {
+        if live[id.0.index()] {
+            kept_order.push(id);
+            kept_origins.push(origin);
+        } else {
+            graph.remove_node(id.0);
+        }
+    }
+    let (order, origins) = (kept_order, kept_origins);
     let mut fixed = FixedGraph {
         info: g.info.clone(),
         graph,

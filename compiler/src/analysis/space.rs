@@ -14,9 +14,12 @@
 //!
 //! The same pass is the shape checker: every state that reaches a node is a
 //! set of networks, so a node that fails in some state is an error of the
-//! space, reported once with the options that lead to it. Networks that differ
-//! only in choices that never matter (a width inside a skipped block) count
-//! once.
+//! space, reported once with the options that lead to it. A node whose value
+//! no chosen path takes to the output is dead code in that state: it is not
+//! evaluated and costs nothing (resolution removes it the same way), and a
+//! state left without layers is an error. Networks that differ only in
+//! choices that never matter (a width inside a skipped block or in dead
+//! code) count once.
 
 use crate::ir::*;
 use crate::ops::shape::{cost, infer, set_attr, LayerCost, MAX_WEIGHT_BYTES};
@@ -196,6 +199,8 @@ pub struct SpaceSummary {
 struct Key {
     tensors: SmallVec<[(u32, u32); 4]>,
     choices: SmallVec<[(u32, u16); 6]>,
+    /// The network has a live layer so far.
+    layers: bool,
 }
 
 /// Tensor infos by id, so states hash and compare small integers.
@@ -457,19 +462,14 @@ pub fn analyze(g: &SearchGraph, sources: &Sources) -> Result<SpaceSummary, Vec<D
     tensor_last[g.output.0.index()] = usize::MAX;
 
     let interner = std::cell::RefCell::new(Interner::default());
-    // Consumers of every tensor: (position, input slot).
-    let mut consumers: Vec<Vec<(usize, u32)>> = vec![Vec::new(); n];
-    for (pos, &id) in g.order.iter().enumerate() {
-        for (slot, input) in g.inputs(id).iter().enumerate() {
-            consumers[input.0.index()].push((pos, slot as u32));
-        }
-    }
+    let uses = Uses::new(g);
+    let consumers = &uses.consumers;
     // A layer that may fuse into its input's producer reads, besides its
     // own, the choices that tell who else reads that producer: keep them
     // in the states until then.
     for (pos, &id) in g.order.iter().enumerate() {
         if fuses_into_producer(g.node(id)) {
-            for c in sole_reader_choices(g, &consumers, g.inputs(id)[0]) {
+            for c in sole_reader_choices(g, &uses, g.inputs(id)[0]) {
                 choice_last[c.0 as usize] = choice_last[c.0 as usize].max(pos);
             }
         }
@@ -479,6 +479,7 @@ pub fn analyze(g: &SearchGraph, sources: &Sources) -> Result<SpaceSummary, Vec<D
         Key {
             tensors: SmallVec::new(),
             choices: SmallVec::new(),
+            layers: false,
         },
         Acc {
             count: Count::Small(1),
@@ -547,21 +548,16 @@ pub fn analyze(g: &SearchGraph, sources: &Sources) -> Result<SpaceSummary, Vec<D
         >;
         let mut memo: Memo = HashMap::default();
         for (key, acc) in std::mem::take(&mut states) {
-            // Which states does the node exist in?
-            let mut active = vec![(key, acc)];
-            for cond in &node.guard {
-                let mut still = Vec::new();
-                for (k, a) in active {
-                    for (k2, a2) in decide(g, k, a, cond.choice) {
-                        let o = k2.choice(cond.choice).expect("decided");
-                        if cond.mask & (1 << o) != 0 {
-                            still.push((k2, a2));
-                        } else {
-                            finish(k2, a2, None, &mut next);
-                        }
-                    }
+            // Which states does the node exist in, and reach the output
+            // in? A node whose value no chosen path takes to the output
+            // is dead code: not part of that network, not evaluated.
+            let mut active = Vec::new();
+            for ((k, a), l) in live(g, &uses, id, (key, acc)) {
+                if l {
+                    active.push((k, a));
+                } else {
+                    finish(k, a, None, &mut next);
                 }
-                active = still;
             }
             // Decide the choices the node reads.
             for &c in &reads {
@@ -570,6 +566,7 @@ pub fn analyze(g: &SearchGraph, sources: &Sources) -> Result<SpaceSummary, Vec<D
                     .flat_map(|(k, a)| decide(g, k, a, c))
                     .collect();
             }
+
             // Whether a layer that may fuse into its input's producer is
             // that producer's only reader (deciding, lazily, the choices
             // that tell); every other layer's states pass as they are.
@@ -577,14 +574,20 @@ pub fn analyze(g: &SearchGraph, sources: &Sources) -> Result<SpaceSummary, Vec<D
             if fuses_into_producer(node) {
                 let mut split = Vec::with_capacity(active.len());
                 for (k, a) in active {
-                    for (k, a, sole) in sole_reader(g, &consumers, inputs[0], (k, a)) {
+                    for (k, a, sole) in sole_reader(g, &uses, inputs[0], (k, a)) {
                         split.push((k, a));
                         sole_of.push(sole);
                     }
                 }
                 active = split;
             }
-            for (at, (key, mut acc)) in active.into_iter().enumerate() {
+            // Whether the network has a layer so far (a skipped block's
+            // shortcut pool is one).
+            let costs = match &node.op {
+                SearchOp::Layer(op) => !matches!(op, Op::Input { .. }),
+                SearchOp::Select { kind, .. } => matches!(kind, SelectKind::Skip { pool: Some(_) }),
+            };
+            for (at, (mut key, mut acc)) in active.into_iter().enumerate() {
                 let sole = sole_of.get(at).copied().unwrap_or(true);
                 // A node's result depends only on its input tensors, the
                 // options it reads and whether it is its input's only
@@ -644,6 +647,7 @@ pub fn analyze(g: &SearchGraph, sources: &Sources) -> Result<SpaceSummary, Vec<D
                         if let Some(cost) = cost {
                             acc.min.add(&cost);
                             acc.max.add(&cost);
+                            key.layers |= costs;
                         }
                         finish(key, acc, Some(tid), &mut next);
                     }
@@ -721,6 +725,21 @@ pub fn analyze(g: &SearchGraph, sources: &Sources) -> Result<SpaceSummary, Vec<D
                 errors.insert(usize::MAX, (path.clone(), d));
             }
         }
+    }
+    // A choice may not leave a network without layers.
+    let mut empty: Vec<Decisions> = states
+        .iter()
+        .filter(|(key, _)| !key.layers)
+        .map(|(_, acc)| acc.amin.sorted())
+        .collect();
+    empty.sort();
+    if let Some(path) = empty.first() {
+        let mut d = Diagnostic::error(g.info.span, "a network of this space has no layers")
+            .with_label("its output would be its input");
+        if let Some(w) = witness(g, sources, path) {
+            d = d.with_note(w);
+        }
+        errors.insert(usize::MAX - 1, (path.clone(), d));
     }
     if !errors.is_empty() {
         return Err(errors.into_values().map(|(_, d)| d).collect());
@@ -822,18 +841,209 @@ fn sources(g: &SearchGraph, n: SNodeId, st: State) -> Vec<(State, Source)> {
         .collect()
 }
 
+/// Who reads each node, and which nodes reach the output wherever they
+/// exist.
+struct Uses {
+    /// Consumers of every node (by position): (position, input slot).
+    consumers: Vec<Vec<(usize, u32)>>,
+    /// By position: the node is the output, or a consumer that exists
+    /// wherever it does always reads it and is itself `always` live.
+    always: Vec<bool>,
+    /// By position, for nodes not `always` live: the choices [`live`]
+    /// may read (the node's guard, its readers' guards and selects, on to
+    /// the output), sorted.
+    reads: Vec<Vec<u32>>,
+    /// [`live`] by node and the options of its `reads` (u16::MAX for
+    /// undecided): the decisions it adds and whether the node is live.
+    memo: std::cell::RefCell<HashMap<LiveKey, Vec<(Decisions, bool)>>>,
+}
+
+type LiveKey = (usize, SmallVec<[u16; 8]>);
+
+impl Uses {
+    fn new(g: &SearchGraph) -> Uses {
+        let n = g.order.len();
+        let mut consumers: Vec<Vec<(usize, u32)>> = vec![Vec::new(); n];
+        for (pos, &id) in g.order.iter().enumerate() {
+            for (slot, input) in g.inputs(id).iter().enumerate() {
+                consumers[input.0.index()].push((pos, slot as u32));
+            }
+        }
+        // A node is always live when the conditions under which its live
+        // readers read it cover wherever it exists: a reader whose guard
+        // (and, for a select, choice) is implied by the node's guard, or
+        // readers that differ in one choice and together take all its
+        // options (a skippable block's first layer and its skip path).
+        let mut always = vec![false; n];
+        for pos in (0..n).rev() {
+            let id = g.order[pos];
+            let node = g.node(id);
+            if id == g.output {
+                always[pos] = true;
+                continue;
+            }
+            let implied = |w: &Cond| {
+                node.guard
+                    .iter()
+                    .any(|c| c.choice == w.choice && c.mask & !w.mask == 0)
+            };
+            let mut masks: Vec<(ChoiceId, u64)> = Vec::new();
+            for &(c, slot) in &consumers[pos] {
+                if !always[c] {
+                    continue;
+                }
+                let consumer = g.node(g.order[c]);
+                let mut conds: Vec<Cond> = consumer.guard.clone();
+                if let SearchOp::Select { choice, .. } = consumer.op {
+                    conds.push(Cond {
+                        choice,
+                        mask: 1 << slot,
+                    });
+                }
+                conds.retain(|w| !implied(w));
+                match conds.as_slice() {
+                    [] => {
+                        always[pos] = true;
+                        break;
+                    }
+                    [w] => match masks.iter_mut().find(|(c, _)| *c == w.choice) {
+                        Some((_, m)) => *m |= w.mask,
+                        None => masks.push((w.choice, w.mask)),
+                    },
+                    _ => {}
+                }
+            }
+            always[pos] |= masks.iter().any(|(c, m)| {
+                let options = g.choices[c.0 as usize].options() as u32;
+                // Options the node's own guard already rules out count as
+                // covered.
+                let allowed = node
+                    .guard
+                    .iter()
+                    .filter(|w| w.choice == *c)
+                    .fold(u64::MAX, |acc, w| acc & w.mask);
+                let full = if options >= 64 {
+                    u64::MAX
+                } else {
+                    (1u64 << options) - 1
+                };
+                (*m | !allowed) & full == full
+            });
+        }
+        let mut uses = Uses {
+            consumers,
+            always,
+            reads: vec![Vec::new(); n],
+            memo: Default::default(),
+        };
+        for pos in 0..n {
+            if !uses.always[pos] {
+                let id = g.order[pos];
+                let mut out: Vec<ChoiceId> = g.node(id).guard.iter().map(|c| c.choice).collect();
+                live_choices(g, &uses, id, &mut out, &mut Vec::new());
+                let mut r: Vec<u32> = out.into_iter().map(|c| c.0).collect();
+                r.sort_unstable();
+                r.dedup();
+                uses.reads[pos] = r;
+            }
+        }
+        uses
+    }
+}
+
+/// The states of `st` split by whether `n` is live: it exists and its value
+/// reaches the network's output, through a layer that is live itself or a
+/// live select that picks it. A network holds only its live layers (dead
+/// code is removed after the choices are made, in
+/// [`crate::analysis::resolve`] too). The choices that tell are decided
+/// lazily and from the output back — whether a reader is live before which
+/// input a select picks, and `n`'s own guard last — so a choice is decided
+/// only where it shapes the network, and networks that differ only in the
+/// choices of dead code count once.
+fn live(g: &SearchGraph, uses: &Uses, n: SNodeId, st: State) -> Vec<(State, bool)> {
+    let pos = n.0.index();
+    if uses.always[pos] {
+        return exists(g, n, st);
+    }
+    // The answer depends only on the options of the choices it may read:
+    // remember it, so readers shared by many paths (a diamond of layers in
+    // dead code) are asked once, not once per path.
+    let memo_key: LiveKey = (
+        pos,
+        uses.reads[pos]
+            .iter()
+            .map(|&c| st.0.choice(ChoiceId(c)).unwrap_or(u16::MAX))
+            .collect(),
+    );
+    if let Some(known) = uses.memo.borrow().get(&memo_key) {
+        return known
+            .iter()
+            .map(|(decisions, l)| {
+                let (mut k, mut a) = st.clone();
+                for &(c, o) in decisions {
+                    insert_sorted(&mut k.choices, c, o);
+                    a.amin = a.amin.push(c, o);
+                    a.amax = a.amax.push(c, o);
+                }
+                ((k, a), *l)
+            })
+            .collect();
+    }
+    let before: Vec<(u32, u16)> = st.0.choices.to_vec();
+    let mut read = Vec::new();
+    let mut pending = vec![st];
+    for &(cpos, slot) in &uses.consumers[pos] {
+        let c = g.order[cpos];
+        let mut next = Vec::new();
+        for st in pending {
+            for (st, l) in live(g, uses, c, st) {
+                if !l {
+                    next.push(st);
+                    continue;
+                }
+                match g.node(c).op {
+                    SearchOp::Layer(_) => read.push(st),
+                    SearchOp::Select { choice, .. } => {
+                        for (k, a) in decide(g, st.0, st.1, choice) {
+                            if k.choice(choice).expect("decided") as u32 == slot {
+                                read.push((k, a));
+                            } else {
+                                next.push((k, a));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        pending = next;
+    }
+    let mut out: Vec<(State, bool)> = pending.into_iter().map(|st| (st, false)).collect();
+    for st in read {
+        out.extend(exists(g, n, st));
+    }
+    let known = out
+        .iter()
+        .map(|((k, _), l)| {
+            let added: Decisions = k
+                .choices
+                .iter()
+                .filter(|d| before.binary_search(d).is_err())
+                .copied()
+                .collect();
+            (added, *l)
+        })
+        .collect();
+    uses.memo.borrow_mut().insert(memo_key, known);
+    out
+}
+
 /// How many nodes read the value of `v` in the network (the network's
 /// output counts as a reader), counting up to 2; selects that pass the
 /// value on count their own readers.
-fn readers(
-    g: &SearchGraph,
-    consumers: &[Vec<(usize, u32)>],
-    v: SNodeId,
-    st: State,
-) -> Vec<(State, u32)> {
+fn readers(g: &SearchGraph, uses: &Uses, v: SNodeId, st: State) -> Vec<(State, u32)> {
     let mut states = vec![(st, u32::from(v == g.output))];
     let mut seen = Vec::new();
-    for &(pos, slot) in &consumers[v.0.index()] {
+    for &(pos, slot) in &uses.consumers[v.0.index()] {
         let c = g.order[pos];
         let select = match g.node(c).op {
             SearchOp::Select { choice, kind } => Some((choice, kind)),
@@ -849,9 +1059,11 @@ fn readers(
                 next.push((st, count));
                 continue;
             }
-            for (st, there) in exists(g, c, st) {
-                let Some((choice, kind)) = select.filter(|_| there) else {
-                    next.push((st, count + u32::from(there)));
+            // Only a live reader counts: dead code is gone from the
+            // network.
+            for (st, l) in live(g, uses, c, st) {
+                let Some((choice, kind)) = select.filter(|_| l) else {
+                    next.push((st, count + u32::from(l)));
                     continue;
                 };
                 for (k, a) in decide(g, st.0, st.1, choice) {
@@ -863,7 +1075,7 @@ fn readers(
                         next.push(((k, a), count + 1));
                     } else {
                         next.extend(
-                            readers(g, consumers, c, (k, a))
+                            readers(g, uses, c, (k, a))
                                 .into_iter()
                                 .map(|(st, m)| (st, count + m)),
                         );
@@ -878,33 +1090,24 @@ fn readers(
 
 /// The states of `st` split by whether the producer of `input` has exactly
 /// one reader.
-fn sole_reader(
-    g: &SearchGraph,
-    consumers: &[Vec<(usize, u32)>],
-    input: SNodeId,
-    st: State,
-) -> Vec<(Key, Acc, bool)> {
+fn sole_reader(g: &SearchGraph, uses: &Uses, input: SNodeId, st: State) -> Vec<(Key, Acc, bool)> {
     sources(g, input, st)
         .into_iter()
         .flat_map(|(st, src)| {
             let v = match src {
                 Source::Layer(p) | Source::Shortcut(p) => p,
             };
-            readers(g, consumers, v, st)
+            readers(g, uses, v, st)
         })
         .map(|((k, a), count)| (k, a, count == 1))
         .collect()
 }
 
 /// Every choice [`sole_reader`] may read for `input`.
-fn sole_reader_choices(
-    g: &SearchGraph,
-    consumers: &[Vec<(usize, u32)>],
-    input: SNodeId,
-) -> Vec<ChoiceId> {
+fn sole_reader_choices(g: &SearchGraph, uses: &Uses, input: SNodeId) -> Vec<ChoiceId> {
     fn back(
         g: &SearchGraph,
-        consumers: &[Vec<(usize, u32)>],
+        uses: &Uses,
         n: SNodeId,
         out: &mut Vec<ChoiceId>,
         seen: &mut Vec<SNodeId>,
@@ -912,14 +1115,14 @@ fn sole_reader_choices(
         if let SearchOp::Select { choice, .. } = g.node(n).op {
             out.push(choice);
             for i in g.inputs(n) {
-                back(g, consumers, i, out, seen);
+                back(g, uses, i, out, seen);
             }
         }
-        forward(g, consumers, n, out, seen);
+        forward(g, uses, n, out, seen);
     }
     fn forward(
         g: &SearchGraph,
-        consumers: &[Vec<(usize, u32)>],
+        uses: &Uses,
         v: SNodeId,
         out: &mut Vec<ChoiceId>,
         seen: &mut Vec<SNodeId>,
@@ -928,20 +1131,43 @@ fn sole_reader_choices(
             return;
         }
         seen.push(v);
-        for &(pos, _) in &consumers[v.0.index()] {
+        for &(pos, _) in &uses.consumers[v.0.index()] {
             let c = g.order[pos];
             out.extend(g.node(c).guard.iter().map(|cond| cond.choice));
+            live_choices(g, uses, c, out, &mut Vec::new());
             if let SearchOp::Select { choice, .. } = g.node(c).op {
                 out.push(choice);
-                forward(g, consumers, c, out, seen);
+                forward(g, uses, c, out, seen);
             }
         }
     }
     let (mut out, mut seen) = (Vec::new(), Vec::new());
-    back(g, consumers, input, &mut out, &mut seen);
+    back(g, uses, input, &mut out, &mut seen);
     out.sort();
     out.dedup();
     out
+}
+
+/// Every choice [`live`] may read for `n`.
+fn live_choices(
+    g: &SearchGraph,
+    uses: &Uses,
+    n: SNodeId,
+    out: &mut Vec<ChoiceId>,
+    seen: &mut Vec<SNodeId>,
+) {
+    if uses.always[n.0.index()] || seen.contains(&n) {
+        return;
+    }
+    seen.push(n);
+    for &(pos, _) in &uses.consumers[n.0.index()] {
+        let c = g.order[pos];
+        out.extend(g.node(c).guard.iter().map(|cond| cond.choice));
+        if let SearchOp::Select { choice, .. } = g.node(c).op {
+            out.push(choice);
+        }
+        live_choices(g, uses, c, out, seen);
+    }
 }
 
 /// Evaluate one node in one state: its output tensor and, for layers, its
