@@ -34,6 +34,11 @@ use std::rc::Rc;
 /// Most states the frontier may hold.
 const MAX_STATES: usize = 200_000;
 
+/// Most node evaluations (a node in one state with one setting of the
+/// options it reads) the whole analysis may do: a bound on its time (about
+/// a microsecond each) and memory, checked as it goes.
+const MAX_WORK: usize = 5_000_000;
+
 pub use crate::ops::fusion::Producer;
 
 /// A concrete tensor: its shape and what produced it.
@@ -494,6 +499,7 @@ pub fn analyze(g: &SearchGraph, sources: &Sources) -> Result<SpaceSummary, Vec<D
     let mut errors: BTreeMap<usize, (Vec<(u32, u16)>, Diagnostic)> = BTreeMap::new();
     let mut ranges: Vec<Option<NodeRange>> = vec![None; n];
     let mut peak_states = 1;
+    let mut work = 0usize;
 
     for (pos, &id) in g.order.iter().enumerate() {
         let node = g.node(id);
@@ -547,7 +553,23 @@ pub fn analyze(g: &SearchGraph, sources: &Sources) -> Result<SpaceSummary, Vec<D
             Result<(u32, Option<LayerCost>), NodeError>,
         >;
         let mut memo: Memo = HashMap::default();
+        // What this node will cost, known before it is paid.
+        let ahead = states.iter().fold(0usize, |sum, (key, _)| {
+            let branches = reads
+                .iter()
+                .filter(|c| key.choice(**c).is_none())
+                .fold(1usize, |p, c| p.saturating_mul(g.choice(*c).options()));
+            sum.saturating_add(branches)
+        });
+        let mut too_big = false;
+        if work.saturating_add(ahead) > MAX_WORK {
+            work = work.saturating_add(ahead);
+        }
         for (key, acc) in std::mem::take(&mut states) {
+            if next.len() > MAX_STATES || work > MAX_WORK {
+                too_big = true;
+                break;
+            }
             // Which states does the node exist in, and reach the output
             // in? A node whose value no chosen path takes to the output
             // is dead code: not part of that network, not evaluated.
@@ -561,12 +583,20 @@ pub fn analyze(g: &SearchGraph, sources: &Sources) -> Result<SpaceSummary, Vec<D
             }
             // Decide the choices the node reads.
             for &c in &reads {
+                let open = active.iter().filter(|(k, _)| k.choice(c).is_none()).count();
+                if open.saturating_mul(g.choice(c).options()) + active.len() > MAX_STATES {
+                    too_big = true;
+                    break;
+                }
                 active = active
                     .into_iter()
                     .flat_map(|(k, a)| decide(g, k, a, c))
                     .collect();
             }
-
+            if too_big {
+                break;
+            }
+            work += active.len();
             // Whether a layer that may fuse into its input's producer is
             // that producer's only reader (deciding, lazily, the choices
             // that tell); every other layer's states pass as they are.
@@ -638,6 +668,12 @@ pub fn analyze(g: &SearchGraph, sources: &Sources) -> Result<SpaceSummary, Vec<D
                             }
                             (interner.borrow_mut().intern(info), cost)
                         });
+                        // Bounded: a layer whose inputs differ in every
+                        // state (a width after a width) would fill it with
+                        // results it never reuses.
+                        if memo.len() >= 1 << 16 {
+                            memo.clear();
+                        }
                         memo.insert(memo_key, r.clone());
                         r
                     }
@@ -675,7 +711,20 @@ pub fn analyze(g: &SearchGraph, sources: &Sources) -> Result<SpaceSummary, Vec<D
                 }
             }
         }
-        if next.len() > MAX_STATES {
+        if work > MAX_WORK {
+            let origin = g.origin(id);
+            return Err(vec![Diagnostic::error(
+                origin.span,
+                "the search space is too large to analyse exactly",
+            )
+            .with_label(format!(
+                "{work} combinations of shapes and options would be evaluated up to here (the limit is {MAX_WORK})"
+            ))
+            .with_hint(
+                "give wide widths a step (`width(8..=512 step 8)`), or tie widths that must agree to one named choice: `c = width(...)`",
+            )]);
+        }
+        if too_big || next.len() > MAX_STATES {
             let origin = g.origin(id);
             return Err(vec![Diagnostic::error(
                 origin.span,
