@@ -163,3 +163,37 @@ fn random_bytes_never_panic() {
     );
     let _ = rng.next_u32();
 }
+
+/// A block may call itself through a block passed to it that changes: the
+/// recursion ends, and checks; the same call repeated is an error.
+#[test]
+fn recursion_that_ends_by_a_parameter_checks() {
+    let src = "\
+block last(x, f, g) {
+    x = relu(x)
+    return x
+}
+
+block step(x, f, g) {
+    x = f(x, g, g)
+    return x
+}
+
+network n(x: i8[4, 4, 2]) -> [4, 4, 2] {
+    x = conv2d(x, out: 2, kernel: 1)
+    x = step(x, step, last)
+}
+";
+    let c =
+        mnet_compiler::check_source("ends.mnet", src).unwrap_or_else(|f| panic!("{}", f.render()));
+    assert_eq!(c.networks[0].summary.count, 1u32.into());
+    let forever = src.replace("x = f(x, g, g)", "x = f(x, f, g)");
+    let Err(f) = mnet_compiler::check_source("forever.mnet", &forever) else {
+        panic!("a recursion that repeats itself is an error");
+    };
+    assert!(
+        f.render().contains("calls itself with the same arguments"),
+        "{}",
+        f.render()
+    );
+}

@@ -82,6 +82,9 @@ impl Elab<'_> {
         mut args: Vec<ArgVal>,
         span: Span,
     ) -> Value {
+        if self.halted {
+            return Value::Poison;
+        }
         let name = def.name;
         let Ok(given) = self.layer_name(&mut args) else {
             return Value::Poison;

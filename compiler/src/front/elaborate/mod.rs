@@ -25,10 +25,15 @@ use std::collections::BTreeMap;
 
 /// Most nodes one network may elaborate to.
 const MAX_NODES: usize = 100_000;
-/// Deepest block-call nesting (catches recursive blocks).
+/// Deepest block-call nesting.
 const MAX_CALL_DEPTH: usize = 32;
+/// Most block calls one network may make: blocks that call blocks several
+/// times, nested, grow exponentially even without recursion.
+const MAX_BLOCK_CALLS: usize = 100_000;
 /// Most options of one choice.
 const MAX_OPTIONS: usize = 4096;
+/// Most errors one network reports.
+const MAX_ERRORS: usize = 50;
 /// Most repetitions of a `repeat`.
 const MAX_REPEAT: u64 = 1000;
 
@@ -145,10 +150,12 @@ pub fn elaborate_network(
         choices: Vec::new(),
         guard: Vec::new(),
         call_stack: Vec::new(),
+        active: Vec::new(),
+        calls: 0,
         module_stack: vec![module],
         scopes: vec![Scope::default()],
         diags: Vec::new(),
-        too_many_nodes: false,
+        halted: false,
         target: None,
         budgets: Vec::new(),
     };
@@ -250,10 +257,16 @@ struct Elab<'p> {
     choices: Vec<Choice>,
     guard: Vec<Cond>,
     call_stack: Vec<Span>,
+    /// The blocks being called, with their arguments (see [`alike`]).
+    active: Vec<(BlockRef, Env)>,
+    /// Block calls made so far.
+    calls: usize,
     module_stack: Vec<usize>,
     scopes: Vec<Scope>,
     diags: Vec<Diagnostic>,
-    too_many_nodes: bool,
+    /// Elaboration has stopped (too many layers, block calls or errors):
+    /// every further layer or block call returns at once.
+    halted: bool,
     target: Option<(Board, Span)>,
     budgets: Vec<Budget>,
 }
@@ -271,7 +284,18 @@ impl<'p> Elab<'p> {
         for site in sites.into_iter().take(4) {
             d = d.with_secondary(site, "in this call");
         }
-        self.diags.push(d);
+        // The same mistake reached again (a block called many times) is
+        // reported once; past MAX_ERRORS, elaboration stops.
+        if !self
+            .diags
+            .iter()
+            .any(|e| e.span == d.span && e.message == d.message)
+        {
+            self.diags.push(d);
+        }
+        if self.diags.len() >= MAX_ERRORS {
+            self.halted = true;
+        }
         Value::Poison
     }
 
@@ -349,8 +373,8 @@ impl<'p> Elab<'p> {
         span: Span,
         given: Option<String>,
     ) -> SNodeId {
-        if self.order.len() >= MAX_NODES && !self.too_many_nodes {
-            self.too_many_nodes = true;
+        if self.order.len() >= MAX_NODES && !self.halted {
+            self.halted = true;
             self.error(Diagnostic::error(
                 span,
                 format!("the network has more than {MAX_NODES} layers"),
@@ -761,12 +785,26 @@ impl<'p> Elab<'p> {
 
     fn block_call(&mut self, b: BlockRef, args: Vec<ArgVal>, span: Span) -> Value {
         let def = self.program.block_def(b);
+        // Once the network is too large, elaboration stops: every further
+        // call returns at once.
+        if self.halted {
+            return Value::Poison;
+        }
+        self.calls += 1;
+        if self.calls > MAX_BLOCK_CALLS {
+            self.halted = true;
+            return self.error(
+                Diagnostic::error(
+                    span,
+                    format!("the network makes more than {MAX_BLOCK_CALLS} block calls"),
+                )
+                .with_hint("a block that calls blocks several times, nested, grows exponentially"),
+            );
+        }
         if self.call_stack.len() >= MAX_CALL_DEPTH {
             return self.error(
-                Diagnostic::error(span, "block calls nest too deeply").with_hint(format!(
-                    "is `{}` recursive? blocks cannot call themselves",
-                    def.name.name
-                )),
+                Diagnostic::error(span, "block calls nest too deeply")
+                    .with_label(format!("more than {MAX_CALL_DEPTH} calls deep")),
             );
         }
         let params: Vec<&str> = def.params.iter().map(|p| p.name.name.as_str()).collect();
@@ -805,13 +843,45 @@ impl<'p> Elab<'p> {
                 .with_secondary(def.name.span, "defined here"),
             );
         }
+        // A block that calls itself with the same arguments (tensors aside)
+        // would do so forever: there are no conditions in the language, so
+        // only a parameter that changes (a block passed as an argument) can
+        // end a recursion.
+        if let Some(at) = self
+            .active
+            .iter()
+            .position(|(a, e)| *a == b && alike_env(e, &env))
+        {
+            self.module_stack.pop();
+            let d = Diagnostic::error(
+                span,
+                format!(
+                    "`{}` calls itself with the same arguments: it would never end",
+                    def.name.name
+                ),
+            )
+            .with_label(if at + 1 == self.active.len() {
+                "recursive call".to_string()
+            } else {
+                format!(
+                    "recursive call, through `{}`",
+                    self.program.block_def(self.active[at + 1].0).name.name
+                )
+            })
+            .with_hint(
+                "a block cannot call itself, except through a block passed to it that changes",
+            );
+            return self.error(d);
+        }
         let prefix = self.fresh_name(&def.name.name);
         self.scopes.push(Scope {
             prefix,
             counters: BTreeMap::new(),
         });
         self.call_stack.push(span);
+        self.active.push((b, env.clone()));
         let result = self.body(&def.body, &mut env, false);
+        self.active.pop();
         self.call_stack.pop();
         self.scopes.pop();
         self.module_stack.pop();
@@ -825,5 +895,24 @@ impl<'p> Elab<'p> {
                 .with_hint("end it with `return x`"),
             ),
         }
+    }
+}
+
+/// Two argument sets that make a block do the same thing: equal but for
+/// which tensors they hold.
+fn alike_env(a: &Env, b: &Env) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|((ka, va), (kb, vb))| ka == kb && alike(va, vb))
+}
+
+fn alike(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Tensor(_), Value::Tensor(_)) => true,
+        (Value::Tuple(x), Value::Tuple(y)) | (Value::List(x), Value::List(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| alike(x, y))
+        }
+        _ => a == b,
     }
 }

@@ -26,7 +26,7 @@ impl Elab<'_> {
                 let mut result = None;
                 for _ in 0..n {
                     result = self.body_in_loop(body, env);
-                    if self.diags.len() > 50 || self.too_many_nodes {
+                    if self.halted {
                         break;
                     }
                 }
