@@ -573,10 +573,13 @@ fn compile_error(
             for site in origin.call_sites.iter().take(4) {
                 d = d.with_secondary(*site, "in this call");
             }
-            let with = match (&args.weights, args.random_weights) {
+            let mut with = match (&args.weights, args.random_weights) {
                 (Some(w), _) => format!("with the weights in {}", w.display()),
                 (None, seed) => format!("with --random-weights {}", seed.unwrap_or(0)),
             };
+            if let Some(c) = &args.calib {
+                with.push_str(&format!(" and the calibration data in {}", c.display()));
+            }
             sources.render(&[d.with_note(with)])
         }
         pipeline::Error::TooLarge { span, .. } => {
@@ -754,8 +757,11 @@ fn train_to(net: &NetworkArgs, args: &TrainArgs, out: &OutputArgs) -> Result<()>
     if let Some(b) = bar.take() {
         b.finish_and_clear();
     }
-    let history =
-        history.map_err(|e| UserError(format!("error: {name}: {e}; nothing written\n")))?;
+    let history = history.map_err(|e| {
+        UserError(format!(
+            "error: {name}: {e} (--data {data}); nothing written\n"
+        ))
+    })?;
     // None when nothing is held out (npy:DIR of fewer than 10 samples).
     let test = (!test_set.is_empty()).then(|| mnet_search::train::evaluate(&mut model, &test_set));
     let (test_loss, test_acc) = (test.map(|t| t.0), test.map(|t| t.1));

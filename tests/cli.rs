@@ -372,27 +372,13 @@ fn a_closed_pipe_ends_output_quietly() {
     );
 }
 
-/// A `.npy` file: header dictionary text, then the data bytes.
-fn npy_file(path: &Path, descr: &str, shape: &str, data: &[u8]) {
-    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(data);
-    std::fs::write(path, out).unwrap();
-}
-
 /// Issue 9 items 14 and 17: a .npy whose header promises 2^56 samples and
 /// holds none is an error, and every data error names its file once.
 #[test]
 fn npy_errors_name_the_file_once() {
     let dir = scratch("npy");
     let calib = dir.join("c.npy");
-    npy_file(&calib, "<f4", "(72057594037927936, 8, 8, 1)", &[]);
+    common::npy_file(&calib, "<f4", "(72057594037927936, 8, 8, 1)", &[]);
     let o = mnet(&[
         "compile",
         "examples/tiny.mnet",
@@ -416,8 +402,8 @@ fn npy_errors_name_the_file_once() {
     // Training data: x.npy of the wrong type, then labels out of range.
     let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
-    npy_file(&data.join("x.npy"), "<i4", "(4, 8, 8, 1)", &[0; 4 * 64 * 4]);
-    npy_file(&data.join("y.npy"), "<i8", "(4,)", &[0; 32]);
+    common::npy_file(&data.join("x.npy"), "<i4", "(4, 8, 8, 1)", &[0; 4 * 64 * 4]);
+    common::npy_file(&data.join("y.npy"), "<i8", "(4,)", &[0; 32]);
     let spec = format!("npy:{}", data.display());
     let train = |out: &str| {
         mnet(&[
@@ -441,12 +427,12 @@ fn npy_errors_name_the_file_once() {
         "{err}"
     );
     let x: Vec<u8> = (0..4 * 64).flat_map(|_| 0.5f32.to_le_bytes()).collect();
-    npy_file(&data.join("x.npy"), "<f4", "(4, 8, 8, 1)", &x);
+    common::npy_file(&data.join("x.npy"), "<f4", "(4, 8, 8, 1)", &x);
     let y: Vec<u8> = [0i64, 1, 9, 2]
         .iter()
         .flat_map(|v| v.to_le_bytes())
         .collect();
-    npy_file(&data.join("y.npy"), "<i8", "(4,)", &y);
+    common::npy_file(&data.join("y.npy"), "<i8", "(4,)", &y);
     let o = train("t2");
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
@@ -627,9 +613,9 @@ fn train_refuses_what_it_cannot_do_and_evaluates_every_sample() {
     let x: Vec<u8> = (0..40 * 64)
         .flat_map(|i| ((i % 7) as f32 / 7.0).to_le_bytes())
         .collect();
-    npy_file(&data.join("x.npy"), "<f4", "(40, 8, 8, 1)", &x);
+    common::npy_file(&data.join("x.npy"), "<f4", "(40, 8, 8, 1)", &x);
     let y: Vec<u8> = (0..40i64).flat_map(|v| (v % 3).to_le_bytes()).collect();
-    npy_file(&data.join("y.npy"), "<i8", "(40,)", &y);
+    common::npy_file(&data.join("y.npy"), "<i8", "(40,)", &y);
     let spec = format!("npy:{}", data.display());
     let o = train(&["--data", &spec, "--batch", "8", "--epochs", "1"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));

@@ -28,78 +28,6 @@ fn corpus() -> Vec<String> {
     files
 }
 
-const TOKENS: &[&str] = &[
-    "(",
-    ")",
-    "{",
-    "}",
-    "[",
-    "]",
-    ",",
-    ":",
-    "=",
-    "|>",
-    "..=",
-    "..",
-    "%",
-    "skippable ",
-    "repeat ",
-    "return ",
-    "width(",
-    "choice(",
-    "x",
-    "0",
-    "1",
-    "99999999999999999999999",
-    "4..=0",
-    "KiB",
-    "M",
-    "\n",
-    " ",
-    "//",
-    "use ",
-    "block ",
-    "network ",
-    "target ",
-    "budget ",
-    "add(",
-    "concat(",
-    "reshape(",
-    "é",
-    "\u{0}",
-];
-
-fn mutate(rng: &mut ChaCha8Rng, text: &str) -> String {
-    let mut bytes = text.as_bytes().to_vec();
-    for _ in 0..rng.random_range(1..4) {
-        if bytes.is_empty() {
-            break;
-        }
-        let at = rng.random_range(0..bytes.len());
-        match rng.random_range(0..5) {
-            0 => {
-                bytes.truncate(at);
-            }
-            1 => {
-                let end = (at + rng.random_range(1..20)).min(bytes.len());
-                bytes.drain(at..end);
-            }
-            2 => {
-                let tok = TOKENS[rng.random_range(0..TOKENS.len())];
-                bytes.splice(at..at, tok.bytes());
-            }
-            3 => bytes[at] = rng.random(),
-            _ => {
-                // Duplicate a slice (repeats blocks, nesting, statements).
-                let end = (at + rng.random_range(1..80)).min(bytes.len());
-                let slice = bytes[at..end].to_vec();
-                bytes.splice(at..at, slice);
-            }
-        }
-    }
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
 fn must_not_panic(text: &str) {
     let result = catch_unwind(AssertUnwindSafe(|| {
         match mnet_compiler::check_source("fuzz.mnet", text) {
@@ -124,7 +52,7 @@ fn mutated_sources_never_panic() {
     let mut rng = ChaCha8Rng::seed_from_u64(2026);
     for i in 0..4000 {
         let base = &corpus[i % corpus.len()];
-        must_not_panic(&mutate(&mut rng, base));
+        must_not_panic(&common::mutate::text(&mut rng, base));
     }
 }
 

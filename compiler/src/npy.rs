@@ -26,9 +26,17 @@ pub enum NpyError {
     Size { got: usize, want: usize },
     #[error("the array has a non-finite value at index {0}")]
     NonFinite(usize),
+    /// The index and the value, as written.
+    #[error("the array's value at index {0} is {1}, beyond ±{MAX_INPUT:e}: training and int8 quantization overflow past it (scale the data)")]
+    TooLarge(usize, String),
     #[error("label {0} at index {1} is negative")]
     NegativeLabel(i64, usize),
 }
+
+/// Largest magnitude of an input value (calibration data, training inputs):
+/// squares and sums of a batch stay far inside f32, and an int8 scale of
+/// it stays a normal float with TFLM's requantization in range.
+pub const MAX_INPUT: f32 = 1e9;
 
 /// A parsed `.npy` array: its element type (`descr`), shape and raw data.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,7 +123,7 @@ impl Npy<'_> {
     }
 
     /// Float32 samples shaped `[N, ...sample]` (N at least 1), one vector a
-    /// sample; every value finite.
+    /// sample; every value finite and at most [`MAX_INPUT`] in magnitude.
     pub fn f32_samples(&self, sample: &[usize]) -> Result<Vec<Vec<f32>>, NpyError> {
         if self.descr != "<f4" {
             return Err(NpyError::Dtype {
@@ -139,6 +147,9 @@ impl Npy<'_> {
             .collect();
         if let Some(i) = values.iter().position(|v| !v.is_finite()) {
             return Err(NpyError::NonFinite(i));
+        }
+        if let Some(i) = values.iter().position(|v| v.abs() > MAX_INPUT) {
+            return Err(NpyError::TooLarge(i, format!("{:e}", values[i])));
         }
         let per: usize = sample.iter().product();
         Ok(values.chunks(per.max(1)).map(|c| c.to_vec()).collect())
@@ -226,5 +237,15 @@ mod tests {
             parse(&short).unwrap().f32_samples(&[2]),
             Err(NpyError::Size { got: 8, want: 16 })
         ));
+        let huge: Vec<u8> = [1.0f32, -3e38]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        assert_eq!(
+            parse(&npy("<f4", "(1, 2)", &huge))
+                .unwrap()
+                .f32_samples(&[2]),
+            Err(NpyError::TooLarge(1, "-3e38".into()))
+        );
     }
 }

@@ -67,7 +67,7 @@ pub enum Progress<'a> {
 /// rate is too high for this network and data, or the data holds NaN or
 /// infinity).
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
-#[error("training diverged: the loss of step {step} of epoch {epoch} is {loss}; lower --lr (or check the data for NaN and infinity)")]
+#[error("training diverged: the loss of step {step} of epoch {epoch} is {loss}; lower --lr, or check the scale of the data")]
 pub struct Diverged {
     pub epoch: usize,
     pub step: usize,

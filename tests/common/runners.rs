@@ -50,41 +50,101 @@ impl Runner for HostC {
     fn run(&self, m: &Artifacts, inputs: &[i8], dir: &Path) -> Result<Vec<i8>, String> {
         let files = m.c.as_ref().ok_or("the C was not emitted")?;
         let name = &m.quantized.graph.lowered.name;
-        let upper = name.to_uppercase();
         let dir = dir.join("c");
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         std::fs::write(dir.join(format!("{name}.h")), &files.header).map_err(|e| e.to_string())?;
         std::fs::write(dir.join(format!("{name}.c")), &files.source).map_err(|e| e.to_string())?;
-        let driver = format!(
-            "#include <stdio.h>\n#include \"{name}.h\"\nint main(void) {{\n    static int8_t in[{upper}_INPUT_SIZE];\n    static int8_t out[{upper}_OUTPUT_SIZE];\n    while (fread(in, 1, sizeof in, stdin) == sizeof in) {{\n        if ({name}_invoke(in, out) != 0) return 1;\n        fwrite(out, 1, sizeof out, stdout);\n    }}\n    return 0;\n}}\n"
-        );
-        std::fs::write(dir.join("main.c"), driver).map_err(|e| e.to_string())?;
-        let exe = dir.join("prog");
-        let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
-        let o = Command::new(&cc)
-            .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", "-o"])
-            .arg(&exe)
-            .arg(dir.join("main.c"))
-            .arg(dir.join(format!("{name}.c")))
-            .output()
-            .map_err(|e| format!("cannot run {cc}: {e}"))?;
-        if !o.status.success() {
-            return Err(format!(
-                "the generated C does not compile:\n{}",
-                String::from_utf8_lossy(&o.stderr)
-            ));
-        }
-        let input_file = dir.join("inputs.bin");
-        std::fs::write(&input_file, bytes(inputs)).map_err(|e| e.to_string())?;
-        let o = Command::new(&exe)
-            .stdin(std::fs::File::open(&input_file).map_err(|e| e.to_string())?)
-            .output()
-            .map_err(|e| e.to_string())?;
-        if !o.status.success() {
-            return Err("the C program failed".into());
-        }
-        Ok(o.stdout.into_iter().map(|b| b as i8).collect())
+        run_c(&dir, name, inputs)
     }
+}
+
+/// Compile `dir/NAME.c` (with `dir/NAME.h`) and a driver that maps stdin
+/// to stdout, and run it on `inputs`.
+pub fn run_c(dir: &Path, name: &str, inputs: &[i8]) -> Result<Vec<i8>, String> {
+    let upper = name.to_uppercase();
+    let driver = format!(
+        "#include <stdio.h>\n#include \"{name}.h\"\nint main(void) {{\n    static int8_t in[{upper}_INPUT_SIZE];\n    static int8_t out[{upper}_OUTPUT_SIZE];\n    while (fread(in, 1, sizeof in, stdin) == sizeof in) {{\n        if ({name}_invoke(in, out) != 0) return 1;\n        fwrite(out, 1, sizeof out, stdout);\n    }}\n    return 0;\n}}\n"
+    );
+    std::fs::write(dir.join("main.c"), driver).map_err(|e| e.to_string())?;
+    let exe = dir.join("prog");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
+    let o = Command::new(&cc)
+        .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", "-o"])
+        .arg(&exe)
+        .arg(dir.join("main.c"))
+        .arg(dir.join(format!("{name}.c")))
+        .output()
+        .map_err(|e| format!("cannot run {cc}: {e}"))?;
+    if !o.status.success() {
+        return Err(format!(
+            "the generated C does not compile:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        ));
+    }
+    let input_file = dir.join("inputs.bin");
+    std::fs::write(&input_file, bytes(inputs)).map_err(|e| e.to_string())?;
+    let o = Command::new(&exe)
+        .stdin(std::fs::File::open(&input_file).map_err(|e| e.to_string())?)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !o.status.success() {
+        return Err("the C program failed".into());
+    }
+    Ok(o.stdout.into_iter().map(|b| b as i8).collect())
+}
+
+/// Run many `.tflite` files in one Python process: each job is (model,
+/// inputs.bin, outputs.bin). Returns, per job, Ok or the runtime's error.
+pub fn run_python_many(
+    runtime: &str,
+    jobs: &[(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf)],
+    list: &Path,
+) -> Result<Vec<Result<(), String>>, String> {
+    let mut text = String::new();
+    for (m, i, o) in jobs {
+        text.push_str(&format!(
+            "{}\t{}\t{}\n",
+            m.display(),
+            i.display(),
+            o.display()
+        ));
+    }
+    std::fs::write(list, text).map_err(|e| e.to_string())?;
+    let script = format!("{}/tests/oracle/run.py", env!("CARGO_MANIFEST_DIR"));
+    let o = Command::new(super::python::python())
+        .arg(script)
+        .arg(runtime)
+        .arg("--many")
+        .arg(list)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !o.status.success() {
+        return Err(format!(
+            "{runtime} failed:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        ));
+    }
+    // One line a job: `result: ok` or `result: error ...`.
+    let out = String::from_utf8_lossy(&o.stdout);
+    let results: Vec<Result<(), String>> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("result: "))
+        .map(|l| {
+            if l == "ok" {
+                Ok(())
+            } else {
+                Err(l.to_string())
+            }
+        })
+        .collect();
+    if results.len() != jobs.len() {
+        return Err(format!(
+            "{runtime}: {} results for {} jobs",
+            results.len(),
+            jobs.len()
+        ));
+    }
+    Ok(results)
 }
 
 /// TFLM or LiteRT (reference kernels) on the `.tflite`.

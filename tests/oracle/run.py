@@ -2,6 +2,12 @@
 (the bit-exact oracle) or LiteRT's reference kernels.
 
 usage: run.py tflm|litert MODEL INPUTS.bin OUTPUTS.bin
+       run.py tflm|litert --many LIST
+
+With --many, LIST holds one job a line (MODEL, INPUTS.bin and OUTPUTS.bin
+separated by tabs) and one line a job is printed: `result: ok`, or
+`result: error ...` when the runtime refuses the model (other lines are the
+runtime's own log).
 
 INPUTS.bin holds N inputs back to back (int8, NHWC); OUTPUTS.bin receives the
 N outputs back to back.
@@ -43,7 +49,20 @@ def litert(data):
 
 
 def main():
-    runtime, model, inputs_path, outputs_path = sys.argv[1:5]
+    runtime = sys.argv[1]
+    if sys.argv[2] == "--many":
+        for line in open(sys.argv[3]):
+            model, inputs_path, outputs_path = line.rstrip("\n").split("\t")
+            try:
+                run_one(runtime, model, inputs_path, outputs_path)
+                print("result: ok", flush=True)
+            except Exception as e:  # the runtime's refusal is the result
+                print("result: error " + " ".join(str(e).split()), flush=True)
+        return
+    run_one(runtime, *sys.argv[2:5])
+
+
+def run_one(runtime, model, inputs_path, outputs_path):
     data = open(model, "rb").read()
     shape, run = {"tflm": tflm, "litert": litert}[runtime](data)
     size = int(np.prod(shape))
