@@ -146,17 +146,45 @@ struct TrainArgs {
     /// synthetic[:COUNT] (deterministic, learnable) or npy:DIR (x.npy float32 [N, ...], y.npy int [N]).
     #[arg(long)]
     data: String,
+    /// A validation set of its own (same kinds as --data); without it, 10% of each class of --data is held out.
+    #[arg(long)]
+    val: Option<String>,
     #[arg(long, default_value_t = 5)]
     epochs: usize,
     #[arg(long, default_value_t = 32)]
     batch: usize,
-    #[arg(long, default_value_t = 0.05)]
-    lr: f32,
+    /// sgd (Nesterov momentum) or adamw (decoupled weight decay) [default: sgd].
+    #[arg(long)]
+    optimizer: Option<mnet_search::train::OptimizerKind>,
+    /// Peak learning rate [default: 0.05 with sgd, 0.003 with adamw].
+    #[arg(long)]
+    lr: Option<f32>,
+    /// SGD momentum [default: 0.9].
+    #[arg(long)]
+    momentum: Option<f32>,
+    /// Weight decay of weights (not biases or batch norms) [default: 1e-4].
+    #[arg(long)]
+    weight_decay: Option<f32>,
+    /// Linear learning-rate warm-up, in epochs [default: 0.25].
+    #[arg(long)]
+    warmup: Option<f32>,
+    /// The learning rate after the warm-up: cosine, step (x0.1 at 1/2, x0.01 at 3/4) or constant.
+    #[arg(long, default_value = "cosine")]
+    schedule: mnet_search::optim::Schedule,
+    /// Label smoothing of the cross-entropy, 0 to below 1.
+    #[arg(long, default_value_t = 0.0)]
+    label_smoothing: f32,
+    /// Which epoch's weights to write: best (validation accuracy) or last.
+    #[arg(long, default_value = "best")]
+    keep: mnet_search::train::Keep,
+    /// Start from these weights (safetensors of this network, e.g. from mnet train): fine-tuning, or QAT from a float model.
+    #[arg(long)]
+    init: Option<PathBuf>,
+    /// How weights start without --init: glorot (uniform, Keras' default) or he (normal).
+    #[arg(long, default_value = "glorot")]
+    weight_init: mnet_search::engine::Init,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// sgd (Nesterov momentum 0.9) or adamw.
-    #[arg(long, default_value = "sgd", value_parser = ["sgd", "adamw"])]
-    optimizer: String,
     /// Quantization-aware training: int8 fake quantization of weights and activations.
     #[arg(long)]
     qat: bool,
@@ -671,12 +699,39 @@ fn compile_to(net: &NetworkArgs, args: &CompileArgs, out: &OutputArgs) -> Result
 }
 
 fn train_to(net: &NetworkArgs, args: &TrainArgs, out: &OutputArgs) -> Result<()> {
-    let (epochs, batch, lr) = (args.epochs, args.batch, args.lr);
-    if epochs == 0 || batch == 0 || !(lr > 0.0 && lr.is_finite()) {
-        return Err(UserError(
-            "error: --epochs and --batch must be at least 1 and --lr positive\n".into(),
-        ));
+    use mnet_search::train::{TrainConfig, DEFAULT_OPTIMIZER};
+    let mut cfg = TrainConfig::for_optimizer(args.optimizer.unwrap_or(DEFAULT_OPTIMIZER));
+    cfg.epochs = args.epochs;
+    cfg.batch = args.batch;
+    cfg.lr = args.lr.unwrap_or(cfg.lr);
+    cfg.momentum = args.momentum.unwrap_or(cfg.momentum);
+    cfg.weight_decay = args.weight_decay.unwrap_or(cfg.weight_decay);
+    cfg.warmup = args.warmup.unwrap_or(cfg.warmup);
+    cfg.schedule = args.schedule;
+    cfg.label_smoothing = args.label_smoothing;
+    cfg.keep = args.keep;
+    cfg.seed = args.seed;
+    cfg.qat = args.qat;
+    let bad = |what: &str| Err(UserError(format!("error: {what}\n")));
+    if cfg.epochs == 0 || cfg.batch == 0 {
+        return bad("--epochs and --batch must be at least 1");
     }
+    if !(cfg.lr > 0.0 && cfg.lr.is_finite()) {
+        return bad("--lr must be a positive number");
+    }
+    if !(0.0..1.0).contains(&cfg.momentum) {
+        return bad("--momentum must be at least 0 and below 1");
+    }
+    if !(cfg.weight_decay >= 0.0 && cfg.weight_decay.is_finite()) {
+        return bad("--weight-decay must be a number, 0 or more");
+    }
+    if !(cfg.warmup >= 0.0 && cfg.warmup <= cfg.epochs as f32) {
+        return bad("--warmup must be 0 to --epochs epochs");
+    }
+    if !(0.0..1.0).contains(&cfg.label_smoothing) {
+        return bad("--label-smoothing must be at least 0 and below 1");
+    }
+    let (epochs, batch) = (cfg.epochs, cfg.batch);
     let (_, fixed) = fixed_network(net, "train")?;
     let name = fixed.info.name.clone();
     let weights_path = out.output.join(format!("{name}.safetensors"));
@@ -692,11 +747,17 @@ fn train_to(net: &NetworkArgs, args: &TrainArgs, out: &OutputArgs) -> Result<()>
     let shape: Vec<usize> = fixed.info.input_shape.iter().map(|&d| d as usize).collect();
     let classes = fixed.node(fixed.output).shape.iter().product::<u32>() as usize;
     let data = &args.data;
-    let (train_set, test_set) = mnet_search::data::load(data, &shape, classes, args.seed)
-        .map_err(|e| UserError(format!("error: --data {data}: {e}\n")))?;
+    let (train_set, mut val_set) =
+        mnet_search::data::load(data, &shape, classes, args.seed, args.val.is_none())
+            .map_err(|e| UserError(format!("error: --data {data}: {e}\n")))?;
+    if let Some(v) = &args.val {
+        val_set = mnet_search::data::load(v, &shape, classes, args.seed ^ 0x7a1, false)
+            .map_err(|e| UserError(format!("error: --val {v}: {e}\n")))?
+            .0;
+    }
     if train_set.len() < batch {
         return Err(UserError(format!(
-            "error: --data {data} has {} samples, fewer than a batch of {batch}\n",
+            "error: --data {data} has {} training samples, fewer than a batch of {batch}\n",
             train_set.len()
         )));
     }
@@ -709,16 +770,14 @@ fn train_to(net: &NetworkArgs, args: &TrainArgs, out: &OutputArgs) -> Result<()>
             limit >> 20
         )));
     }
-    let mut model = mnet_search::engine::Net::from_fixed(&fixed, batch, args.seed);
-    let cfg = mnet_search::train::TrainConfig {
-        epochs,
-        batch,
-        lr,
-        seed: args.seed,
-        adamw: args.optimizer == "adamw",
-        qat: args.qat,
-        ..Default::default()
-    };
+    let mut model =
+        mnet_search::engine::Net::from_fixed_with(&fixed, batch, args.seed, args.weight_init);
+    if let Some(init) = &args.init {
+        let bytes = read_bytes(init)?;
+        model
+            .load_safetensors(&bytes)
+            .map_err(|e| UserError(format!("error: --init {}: {e}\n", init.display())))?;
+    }
     // A bar per epoch on a terminal (indicatif hides it otherwise), then
     // the epoch's line.
     let style = indicatif::ProgressStyle::with_template(
@@ -727,7 +786,8 @@ fn train_to(net: &NetworkArgs, args: &TrainArgs, out: &OutputArgs) -> Result<()>
     .expect("a valid template")
     .progress_chars("=> ");
     let mut bar: Option<indicatif::ProgressBar> = None;
-    let history = mnet_search::train::train(&mut model, &train_set, cfg, |p| match p {
+    let val = (!val_set.is_empty()).then_some(&val_set);
+    let trained = mnet_search::train::train(&mut model, &train_set, val, cfg, |p| match p {
         mnet_search::train::Progress::Step {
             step,
             steps,
@@ -740,41 +800,58 @@ fn train_to(net: &NetworkArgs, args: &TrainArgs, out: &OutputArgs) -> Result<()>
             });
             b.set_position(step as u64);
             b.set_message(format!(
-                "loss {:.4}, accuracy {:.3}, {:.0} samples/s",
-                so_far.loss, so_far.accuracy, so_far.samples_per_sec
+                "loss {:.4}, accuracy {:.3}, lr {:.3e}, {:.0} samples/s",
+                so_far.loss, so_far.accuracy, so_far.lr, so_far.samples_per_sec
             ));
         }
         mnet_search::train::Progress::Epoch(m) => {
             if let Some(b) = bar.take() {
                 b.finish_and_clear();
             }
+            let v = match (m.val_loss, m.val_accuracy) {
+                (Some(l), Some(a)) => format!("; validation loss {l:.4}, accuracy {a:.3}"),
+                _ => String::new(),
+            };
             eprintln!(
-                "epoch {}/{epochs}: loss {:.4}, accuracy {:.3}, {:.0} samples/s",
-                m.epoch, m.loss, m.accuracy, m.samples_per_sec
+                "epoch {}/{epochs}: loss {:.4}, accuracy {:.3}{v}; lr {:.3e}, {:.0} samples/s",
+                m.epoch, m.loss, m.accuracy, m.lr, m.samples_per_sec
             );
         }
     });
     if let Some(b) = bar.take() {
         b.finish_and_clear();
     }
-    let history = history.map_err(|e| {
+    let trained = trained.map_err(|e| {
         UserError(format!(
             "error: {name}: {e} (--data {data}); nothing written\n"
         ))
     })?;
-    // None when nothing is held out (npy:DIR of fewer than 10 samples).
-    let test = (!test_set.is_empty()).then(|| mnet_search::train::evaluate(&mut model, &test_set));
-    let (test_loss, test_acc) = (test.map(|t| t.0), test.map(|t| t.1));
+    // The kept weights on the validation split (None when there is none).
+    let v = val.map(|v| mnet_search::train::evaluate(&mut model, v));
     let metrics = serde_json::json!({
         "network": name,
         "data": data,
+        "validation_data": args.val.clone().unwrap_or_else(|| format!("10% of each class of {data}")),
         "train_samples": train_set.len(),
-        "test_samples": test_set.len(),
-        "epochs": history.iter().map(|m| serde_json::json!({
-            "epoch": m.epoch, "loss": m.loss, "accuracy": m.accuracy, "samples_per_sec": m.samples_per_sec,
+        "validation_samples": val_set.len(),
+        "config": {
+            "epochs": cfg.epochs, "batch": cfg.batch,
+            "optimizer": format!("{:?}", cfg.optimizer).to_lowercase(),
+            "lr": cfg.lr, "momentum": cfg.momentum, "weight_decay": cfg.weight_decay,
+            "warmup_epochs": cfg.warmup, "schedule": format!("{:?}", cfg.schedule).to_lowercase(),
+            "label_smoothing": cfg.label_smoothing, "keep": format!("{:?}", cfg.keep).to_lowercase(),
+            "weight_init": format!("{:?}", args.weight_init).to_lowercase(),
+            "init": args.init.as_ref().map(|p| p.display().to_string()),
+            "seed": cfg.seed, "qat": cfg.qat,
+        },
+        "epochs": trained.history.iter().map(|m| serde_json::json!({
+            "epoch": m.epoch, "loss": m.loss, "accuracy": m.accuracy,
+            "validation_loss": m.val_loss, "validation_accuracy": m.val_accuracy,
+            "lr": m.lr, "samples_per_sec": m.samples_per_sec,
         })).collect::<Vec<_>>(),
-        "test_loss": test_loss,
-        "test_accuracy": test_acc,
+        "kept_epoch": trained.kept_epoch,
+        "validation_loss": v.map(|v| v.0),
+        "validation_accuracy": v.map(|v| v.1),
     });
     let created = create_dir(&out.output)?;
     write_set(
@@ -792,15 +869,16 @@ fn train_to(net: &NetworkArgs, args: &TrainArgs, out: &OutputArgs) -> Result<()>
         ],
         created.as_deref(),
     )?;
-    let tested = match test {
+    let validated = match v {
         Some((loss, acc)) => format!(
-            "test accuracy {acc:.3} (loss {loss:.4}) on {} held-out samples",
-            test_set.len()
+            "validation accuracy {acc:.3} (loss {loss:.4}) on {} samples with epoch {}'s weights",
+            val_set.len(),
+            trained.kept_epoch
         ),
-        None => "no held-out samples (npy:DIR holds out its last 10%, here none)".into(),
+        None => "no validation samples (npy:DIR holds out 10% of each class, here none)".into(),
     };
     outln!(
-        "{name}: {tested}; wrote {} and {}",
+        "{name}: {validated}; wrote {} and {}",
         weights_path.display(),
         metrics_path.display()
     );

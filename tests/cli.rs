@@ -236,7 +236,7 @@ fn train_then_compile_the_trained_weights() {
         serde_json::from_str(&std::fs::read_to_string(dir.join("tiny.metrics.json")).unwrap())
             .unwrap();
     assert!(
-        metrics["test_accuracy"].as_f64().unwrap() > 0.9,
+        metrics["validation_accuracy"].as_f64().unwrap() > 0.9,
         "{metrics}"
     );
     assert_eq!(metrics["epochs"].as_array().unwrap().len(), 4);
@@ -607,7 +607,8 @@ fn train_refuses_what_it_cannot_do_and_evaluates_every_sample() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("is not a directory"), "{}", stderr(&o));
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine");
-    // 40 samples: 36 train, 4 held out, a batch of 8 — the 4 are evaluated.
+    // 40 samples of 3 classes (14, 13, 13): 10% of each held out, 3, which a
+    // batch of 8 evaluates.
     let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
     let x: Vec<u8> = (0..40 * 64)
@@ -620,15 +621,53 @@ fn train_refuses_what_it_cannot_do_and_evaluates_every_sample() {
     let o = train(&["--data", &spec, "--batch", "8", "--epochs", "1"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(
-        stdout(&o).contains("on 4 held-out samples"),
+        stdout(&o).contains("validation accuracy") && stdout(&o).contains("on 3 samples"),
         "{}",
         stdout(&o)
     );
     let metrics: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("tiny.metrics.json")).unwrap())
             .unwrap();
-    let loss = metrics["test_loss"].as_f64().unwrap();
+    let loss = metrics["validation_loss"].as_f64().unwrap();
     assert!(loss > 0.0 && loss.is_finite(), "{metrics}");
+    assert_eq!(metrics["train_samples"], 37, "{metrics}");
+    // Flags out of range are errors that name them; nothing is written.
+    std::fs::remove_dir_all(&out).unwrap();
+    for (flag, value) in [
+        ("--label-smoothing", "1.5"),
+        ("--momentum", "1"),
+        ("--weight-decay", "-1"),
+        ("--warmup", "9"),
+    ] {
+        fails(
+            &["--data", "synthetic:64", &format!("{flag}={value}")],
+            flag,
+        );
+    }
+    // --init: weights of this network start the run; another file is an
+    // error naming it.
+    let o = train(&["--data", &spec, "--batch", "8", "--epochs", "1"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let saved = dir.join("saved.safetensors");
+    std::fs::rename(out.join("tiny.safetensors"), &saved).unwrap();
+    std::fs::remove_dir_all(&out).unwrap();
+    let init = saved.to_str().unwrap();
+    let o = train(&[
+        "--data", &spec, "--batch", "8", "--epochs", "1", "--init", init, "--val", &spec,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("tiny.metrics.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        metrics["validation_samples"], 40,
+        "--val is used whole: {metrics}"
+    );
+    std::fs::remove_dir_all(&out).unwrap();
+    fails(
+        &["--data", &spec, "--init", file.to_str().unwrap()],
+        "a-file",
+    );
 }
 
 /// Issue 9 item 12: a network `check` accepts but whose compile would need

@@ -380,6 +380,39 @@ impl FixedGraph {
         &self.graph[id.0]
     }
 
+    /// The network as it runs at inference: without its dropout layers
+    /// (each reader of one reads its input). The other nodes keep their
+    /// names and fusion flags, which the fusion rule already decided as if
+    /// the dropouts were not there.
+    pub fn without_dropout(&self) -> FixedGraph {
+        let mut g = self.clone();
+        let dropouts: Vec<FNodeId> = g
+            .order
+            .iter()
+            .copied()
+            .filter(|&id| matches!(g.node(id).op, Op::Dropout { .. }))
+            .collect();
+        for d in dropouts {
+            let input = g.inputs(d)[0];
+            let outs: Vec<(petgraph::graph::NodeIndex, u32)> = g
+                .graph
+                .edges_directed(d.0, petgraph::Direction::Outgoing)
+                .map(|e| (petgraph::visit::EdgeRef::target(&e), *e.weight()))
+                .collect();
+            for (c, slot) in outs {
+                g.graph.add_edge(input.0, c, slot);
+            }
+            g.graph.remove_node(d.0);
+            if g.output == d {
+                g.output = input;
+            }
+            let at = g.order.iter().position(|&x| x == d).expect("in order");
+            g.order.remove(at);
+            g.origins.remove(at);
+        }
+        g
+    }
+
     pub fn inputs(&self, id: FNodeId) -> Vec<FNodeId> {
         ordered_inputs(&self.graph, id.0)
             .into_iter()

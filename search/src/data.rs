@@ -6,6 +6,7 @@
 //! in a few epochs but cannot memorise noise.
 
 use mnet_compiler::npy;
+use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
 
 /// Inputs (`len x input shape`, f32) and labels.
@@ -129,15 +130,19 @@ pub enum DataError {
     },
 }
 
-/// Read a training and a held-out set. `synthetic[:COUNT]`: `COUNT`
-/// samples (default 2048) for training and a quarter as many, drawn
-/// separately, held out. `npy:DIR`: `DIR/x.npy` (float32 `[N, ...input]`)
-/// and `DIR/y.npy` (int32 or int64 `[N]`), the last 10% held out.
+/// Read a training and a held-out (validation) set. `synthetic[:COUNT]`:
+/// `COUNT` samples (default 2048) for training and a quarter as many,
+/// drawn separately, held out. `npy:DIR`: `DIR/x.npy` (float32 `[N,
+/// ...input]`) and `DIR/y.npy` (int32 or int64 `[N]`), 10% of each class
+/// (rounded) held out, chosen by a shuffle seeded with `seed`. Without
+/// `hold_out`, everything is the first set and the second is empty (a
+/// validation set of its own, `--val`).
 pub fn load(
     spec: &str,
     shape: &[usize],
     classes: usize,
     seed: u64,
+    hold_out: bool,
 ) -> Result<(Dataset, Dataset), DataError> {
     if let Some(rest) = spec.strip_prefix("synthetic") {
         let count = match rest.strip_prefix(':') {
@@ -161,10 +166,12 @@ pub fn load(
                 limit: crate::engine::MEMORY_LIMIT,
             });
         }
-        return Ok((
-            Dataset::synthetic(shape, classes, count, seed, 1),
-            Dataset::synthetic(shape, classes, (count / 4).max(classes), seed, 2),
-        ));
+        let held = if hold_out {
+            Dataset::synthetic(shape, classes, (count / 4).max(classes), seed, 2)
+        } else {
+            Dataset::synthetic(shape, classes, 0, seed, 2)
+        };
+        return Ok((Dataset::synthetic(shape, classes, count, seed, 1), held));
     }
     if let Some(dir) = spec.strip_prefix("npy:") {
         let dir = std::path::Path::new(dir);
@@ -201,14 +208,33 @@ pub fn load(
                 classes,
             });
         }
-        let split = inputs.len() - inputs.len() / 10;
-        let make = |r: std::ops::Range<usize>| Dataset {
-            shape: shape.to_vec(),
-            classes,
-            inputs: inputs[r.clone()].concat(),
-            labels: labels[r].to_vec(),
+        // A stratified split: a class-sorted file holds out every class.
+        let mut held = vec![false; labels.len()];
+        if hold_out {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            for class in 0..classes {
+                let mut of: Vec<usize> =
+                    (0..labels.len()).filter(|&i| labels[i] == class).collect();
+                of.shuffle(&mut rng);
+                let n = (of.len() as f64 / 10.0).round() as usize;
+                for &i in &of[..n] {
+                    held[i] = true;
+                }
+            }
+        }
+        let make = |keep: bool| {
+            let idx: Vec<usize> = (0..labels.len()).filter(|&i| held[i] == keep).collect();
+            Dataset {
+                shape: shape.to_vec(),
+                classes,
+                inputs: idx
+                    .iter()
+                    .flat_map(|&i| inputs[i].iter().copied())
+                    .collect(),
+                labels: idx.iter().map(|&i| labels[i]).collect(),
+            }
         };
-        return Ok((make(0..split), make(split..inputs.len())));
+        return Ok((make(false), make(true)));
     }
     Err(DataError::UnknownKind)
 }

@@ -129,14 +129,52 @@ pub fn step_groups(groups: &[ParamGroup], params: &mut [Param], lr: f32, t: usiz
     }
 }
 
+/// How the learning rate moves after the warm-up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Schedule {
+    /// Half a cosine from the base rate to 0.
+    #[default]
+    Cosine,
+    /// The base rate, a tenth of it from half-way, a hundredth from three
+    /// quarters.
+    Step,
+    /// The base rate throughout.
+    Constant,
+}
+
+impl std::str::FromStr for Schedule {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Schedule, String> {
+        match s {
+            "cosine" => Ok(Schedule::Cosine),
+            "step" => Ok(Schedule::Step),
+            "constant" => Ok(Schedule::Constant),
+            _ => Err(format!("`{s}`: expected cosine, step or constant")),
+        }
+    }
+}
+
+impl Schedule {
+    /// The rate at `step` (0-based) of `total`, after `warmup` linear
+    /// steps from base / warmup up to base.
+    pub fn at(self, base: f32, step: usize, warmup: usize, total: usize) -> f32 {
+        if step < warmup {
+            return base * (step + 1) as f32 / warmup as f32;
+        }
+        let t = ((step - warmup) as f32 / (total.saturating_sub(warmup)).max(1) as f32).min(1.0);
+        match self {
+            Schedule::Cosine => 0.5 * base * (1.0 + (std::f32::consts::PI * t).cos()),
+            Schedule::Step if t >= 0.75 => base * 0.01,
+            Schedule::Step if t >= 0.5 => base * 0.1,
+            Schedule::Step | Schedule::Constant => base,
+        }
+    }
+}
+
 /// Cosine schedule from `base` to 0 over `total` steps after `warmup`
 /// linear steps.
 pub fn cosine_lr(base: f32, step: usize, warmup: usize, total: usize) -> f32 {
-    if step < warmup {
-        return base * (step + 1) as f32 / warmup as f32;
-    }
-    let t = (step - warmup) as f32 / (total.saturating_sub(warmup)).max(1) as f32;
-    0.5 * base * (1.0 + (std::f32::consts::PI * t.min(1.0)).cos())
+    Schedule::Cosine.at(base, step, warmup, total)
 }
 
 #[cfg(test)]
@@ -200,5 +238,9 @@ mod tests {
         assert!((cosine_lr(1.0, 3, 4, 100) - 1.0).abs() < 1e-6);
         assert!(cosine_lr(1.0, 52, 4, 100) < 0.51);
         assert!(cosine_lr(1.0, 100, 4, 100).abs() < 1e-6);
+        assert_eq!(Schedule::Step.at(1.0, 40, 4, 100), 1.0);
+        assert_eq!(Schedule::Step.at(1.0, 60, 4, 100), 0.1);
+        assert_eq!(Schedule::Step.at(1.0, 90, 4, 100), 0.01);
+        assert_eq!(Schedule::Constant.at(1.0, 99, 4, 100), 1.0);
     }
 }

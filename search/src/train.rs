@@ -1,42 +1,107 @@
-//! The training loop: seeded shuffling, mini-batches, SGD with a cosine
-//! schedule, per-epoch metrics, evaluation with batch-norm running
+//! The training loop: seeded shuffling, mini-batches over every sample
+//! (the last one short), SGD or AdamW with a warm-up and a schedule, label
+//! smoothing, per-epoch metrics on the training and the validation split,
+//! the best epoch's weights kept, evaluation with batch-norm running
 //! statistics, and the trained weights as safetensors (the names and
 //! layouts `mnet compile --weights` reads).
 
 use crate::data::Dataset;
 use crate::engine::Net;
-use crate::optim::{cosine_lr, step_groups, Adam, Optimizer, ParamGroup, Sgd};
+use crate::optim::{step_groups, Adam, Optimizer, ParamGroup, Schedule, Sgd};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use std::time::Instant;
+
+/// Which optimizer trains the weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptimizerKind {
+    /// SGD with Nesterov momentum and L2 weight decay.
+    Sgd,
+    /// Adam with decoupled weight decay.
+    AdamW,
+}
+
+impl std::str::FromStr for OptimizerKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<OptimizerKind, String> {
+        match s {
+            "sgd" => Ok(OptimizerKind::Sgd),
+            "adamw" => Ok(OptimizerKind::AdamW),
+            _ => Err(format!("`{s}`: expected sgd or adamw")),
+        }
+    }
+}
+
+/// Which epoch's weights training ends with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keep {
+    /// The epoch of the best validation accuracy (ties: the lower loss);
+    /// the last without a validation set.
+    Best,
+    Last,
+}
+
+impl std::str::FromStr for Keep {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Keep, String> {
+        match s {
+            "best" => Ok(Keep::Best),
+            "last" => Ok(Keep::Last),
+            _ => Err(format!("`{s}`: expected best or last")),
+        }
+    }
+}
 
 /// Training settings.
 #[derive(Clone, Copy, Debug)]
 pub struct TrainConfig {
     pub epochs: usize,
     pub batch: usize,
+    pub optimizer: OptimizerKind,
     pub lr: f32,
+    /// SGD's momentum (Adam's beta1 stays 0.9).
     pub momentum: f32,
     pub weight_decay: f32,
+    /// Linear warm-up, in epochs (a fraction is a part of one).
+    pub warmup: f32,
+    pub schedule: Schedule,
+    pub label_smoothing: f32,
+    pub keep: Keep,
     pub seed: u64,
-    /// AdamW instead of Nesterov SGD.
-    pub adamw: bool,
     /// Quantization-aware training (fake-quantized weights and activations).
     pub qat: bool,
 }
 
-impl Default for TrainConfig {
-    fn default() -> TrainConfig {
+impl TrainConfig {
+    /// The defaults for `optimizer`: its learning rate and weight decay.
+    pub fn for_optimizer(optimizer: OptimizerKind) -> TrainConfig {
+        let (lr, weight_decay) = match optimizer {
+            OptimizerKind::Sgd => (0.05, 1e-4),
+            OptimizerKind::AdamW => (3e-3, 1e-4),
+        };
         TrainConfig {
             epochs: 5,
             batch: 32,
-            lr: 0.05,
+            optimizer,
+            lr,
             momentum: 0.9,
-            weight_decay: 1e-4,
+            weight_decay,
+            warmup: 0.25,
+            schedule: Schedule::Cosine,
+            label_smoothing: 0.0,
+            keep: Keep::Best,
             seed: 0,
-            adamw: false,
             qat: false,
         }
+    }
+}
+
+/// The optimizer mnet trains with when none is named.
+pub const DEFAULT_OPTIMIZER: OptimizerKind = OptimizerKind::Sgd;
+
+impl Default for TrainConfig {
+    fn default() -> TrainConfig {
+        TrainConfig::for_optimizer(DEFAULT_OPTIMIZER)
     }
 }
 
@@ -44,8 +109,15 @@ impl Default for TrainConfig {
 #[derive(Clone, Debug, PartialEq)]
 pub struct EpochMetrics {
     pub epoch: usize,
+    /// Mean training loss and accuracy over the epoch's steps (with the
+    /// weights as they moved).
     pub loss: f32,
     pub accuracy: f32,
+    /// On the validation split after the epoch, when there is one.
+    pub val_loss: Option<f32>,
+    pub val_accuracy: Option<f32>,
+    /// The learning rate of the epoch's last step.
+    pub lr: f32,
     pub samples_per_sec: f32,
 }
 
@@ -74,14 +146,25 @@ pub struct Diverged {
     pub loss: f32,
 }
 
-/// Train `net` on `data`; `on_progress` sees every step's running metrics
-/// and each epoch's metrics as it ends.
+/// What training did: every epoch, and the one whose weights the network
+/// ends with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Trained {
+    pub history: Vec<EpochMetrics>,
+    pub kept_epoch: usize,
+}
+
+/// Train `net` on `data`, evaluating on `val` after every epoch;
+/// `on_progress` sees every step's running metrics and each epoch's
+/// metrics as it ends. Every sample is trained on each epoch (the last
+/// batch holds the remainder).
 pub fn train(
     net: &mut Net,
     data: &Dataset,
+    val: Option<&Dataset>,
     cfg: TrainConfig,
     mut on_progress: impl FnMut(Progress),
-) -> Result<Vec<EpochMetrics>, Diverged> {
+) -> Result<Trained, Diverged> {
     let batch = cfg.batch.min(data.len()).max(1);
     if net.batch != batch {
         net.set_batch(batch);
@@ -89,21 +172,20 @@ pub fn train(
     if cfg.qat && net.qat().is_none() {
         net.enable_qat();
     }
-    let steps_per_epoch = data.len() / batch;
+    let steps_per_epoch = data.len().div_ceil(batch);
     let total = steps_per_epoch * cfg.epochs;
-    let warmup = (total / 20).max(1);
-    let optimizer = if cfg.adamw {
-        Optimizer::Adam(Adam {
+    let warmup = ((cfg.warmup.max(0.0) * steps_per_epoch as f32).round() as usize).min(total);
+    let optimizer = match cfg.optimizer {
+        OptimizerKind::AdamW => Optimizer::Adam(Adam {
             weight_decay: cfg.weight_decay,
             ..Adam::default()
-        })
-    } else {
-        Optimizer::Sgd(Sgd {
+        }),
+        OptimizerKind::Sgd => Optimizer::Sgd(Sgd {
             lr: cfg.lr,
             momentum: cfg.momentum,
             nesterov: true,
             weight_decay: cfg.weight_decay,
-        })
+        }),
     };
     let groups = [ParamGroup {
         prefix: String::new(),
@@ -116,18 +198,24 @@ pub fn train(
     let mut xb = vec![0f32; batch * len];
     let mut yb = vec![0usize; batch];
     let mut history = Vec::new();
+    let mut best: Option<(f32, f32, usize, crate::engine::Snapshot)> = None;
     let mut step = 0;
     for epoch in 1..=cfg.epochs {
         order.shuffle(&mut rng);
         let start = Instant::now();
-        let (mut loss_sum, mut correct) = (0f32, 0usize);
-        for (n, chunk) in order.chunks_exact(batch).enumerate() {
+        let (mut loss_sum, mut correct, mut done) = (0f64, 0usize, 0usize);
+        let mut lr = cfg.lr;
+        for (n, chunk) in order.chunks(batch).enumerate() {
+            if net.batch != chunk.len() {
+                net.set_batch(chunk.len());
+            }
+            let rows = chunk.len();
             for (k, &i) in chunk.iter().enumerate() {
                 xb[k * len..(k + 1) * len].copy_from_slice(&data.inputs[i * len..(i + 1) * len]);
                 yb[k] = data.labels[i];
             }
-            net.forward(&xb, true);
-            let (loss, ok) = net.loss(&yb);
+            net.forward(&xb[..rows * len], true);
+            let (loss, ok) = net.loss_smoothed(&yb[..rows], cfg.label_smoothing);
             if !loss.is_finite() {
                 return Err(Diverged {
                     epoch,
@@ -136,38 +224,63 @@ pub fn train(
                 });
             }
             net.backward();
-            step_groups(
-                &groups,
-                &mut net.params,
-                cosine_lr(cfg.lr, step, warmup, total),
-                step + 1,
-            );
+            lr = cfg.schedule.at(cfg.lr, step, warmup, total);
+            step_groups(&groups, &mut net.params, lr, step + 1);
             step += 1;
-            loss_sum += loss;
+            loss_sum += loss as f64 * rows as f64;
             correct += ok;
-            let done = (n + 1) * batch;
+            done += rows;
             on_progress(Progress::Step {
                 step: n + 1,
                 steps: steps_per_epoch,
                 so_far: EpochMetrics {
                     epoch,
-                    loss: loss_sum / (n + 1) as f32,
+                    loss: (loss_sum / done as f64) as f32,
                     accuracy: correct as f32 / done as f32,
+                    val_loss: None,
+                    val_accuracy: None,
+                    lr,
                     samples_per_sec: done as f32 / start.elapsed().as_secs_f32().max(1e-9),
                 },
             });
         }
-        let seen = steps_per_epoch * batch;
+        if net.batch != batch {
+            net.set_batch(batch);
+        }
+        let samples_per_sec = done as f32 / start.elapsed().as_secs_f32().max(1e-9);
+        let v = val.filter(|v| !v.is_empty()).map(|v| evaluate(net, v));
         let m = EpochMetrics {
             epoch,
-            loss: loss_sum / steps_per_epoch.max(1) as f32,
-            accuracy: correct as f32 / seen.max(1) as f32,
-            samples_per_sec: seen as f32 / start.elapsed().as_secs_f32().max(1e-9),
+            loss: (loss_sum / done.max(1) as f64) as f32,
+            accuracy: correct as f32 / done.max(1) as f32,
+            val_loss: v.map(|v| v.0),
+            val_accuracy: v.map(|v| v.1),
+            lr,
+            samples_per_sec,
         };
+        if let (Keep::Best, Some((vl, va))) = (cfg.keep, v) {
+            let better = match &best {
+                None => true,
+                Some((bl, ba, _, _)) => va > *ba || (va == *ba && vl < *bl),
+            };
+            if better {
+                best = Some((vl, va, epoch, net.snapshot()));
+            }
+        }
         on_progress(Progress::Epoch(&m));
         history.push(m);
     }
-    Ok(history)
+    let kept_epoch = match best {
+        Some((_, _, epoch, values)) => {
+            net.restore(values);
+            epoch
+        }
+        None => cfg.epochs,
+    };
+    Ok(Trained {
+        history,
+        kept_epoch,
+    })
 }
 
 /// Loss and accuracy in evaluation mode (batch-norm running statistics).

@@ -37,6 +37,8 @@ fn check_batch(src: &str, batch: usize, edit: impl FnOnce(&mut Net)) {
     let mut n = net(src, batch);
     edit(&mut n);
     n.input_grad = true;
+    // Dropout draws its mask once: the finite differences see one function.
+    n.fixed_masks = true;
     let len = n.layers[0].shape.iter().product::<usize>();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
     let x: Vec<f32> = (0..batch * len)
@@ -155,7 +157,7 @@ fn learn(cfg: TrainConfig) -> (Net, Vec<EpochMetrics>, f32) {
     // reports what the epoch then reports.
     let mut last_step = None;
     let mut steps = 0;
-    let history = mnet_search::train::train(&mut n, &train, cfg, |p| match p {
+    let history = mnet_search::train::train(&mut n, &train, None, cfg, |p| match p {
         Progress::Step {
             step,
             steps: of,
@@ -170,7 +172,8 @@ fn learn(cfg: TrainConfig) -> (Net, Vec<EpochMetrics>, f32) {
             assert_eq!((s.epoch, s.loss, s.accuracy), (m.epoch, m.loss, m.accuracy));
         }
     })
-    .expect("a finite loss");
+    .expect("a finite loss")
+    .history;
     assert_eq!(steps, 6 * 32);
     let test = Dataset::synthetic(&[12, 10, 1], 4, 256, 7, 2);
     let (_, acc) = mnet_search::train::evaluate(&mut n, &test);
@@ -191,8 +194,7 @@ fn a_small_network_learns_the_synthetic_data() {
 fn adamw_learns_the_synthetic_data_too() {
     let (_, _, acc) = learn(TrainConfig {
         lr: 0.01,
-        adamw: true,
-        ..Default::default()
+        ..TrainConfig::for_optimizer(mnet_search::train::OptimizerKind::AdamW)
     });
     assert!(acc >= 0.9, "accuracy {acc}");
 }
@@ -340,6 +342,124 @@ fn a_diverging_run_is_an_error() {
         batch: 16,
         ..TrainConfig::default()
     };
-    let e = mnet_search::train::train(&mut n, &train, cfg, |_| {}).unwrap_err();
+    let e = mnet_search::train::train(&mut n, &train, None, cfg, |_| {}).unwrap_err();
     assert!(!e.loss.is_finite() && e.epoch == 1, "{e}");
+}
+
+/// Issue 14: every sample trains each epoch (43 samples at batch 8: six
+/// steps, the last of 3), the validation figures of every epoch count every
+/// sample (the same as one at a time), and `Keep::Best` ends with the best
+/// epoch's weights.
+#[test]
+fn every_sample_trains_and_validates_and_the_best_epoch_is_kept() {
+    let mut n = net(SMALL, 8);
+    let train = Dataset::synthetic(&[12, 10, 1], 4, 43, 7, 1);
+    let val = Dataset::synthetic(&[12, 10, 1], 4, 43, 7, 2);
+    let cfg = TrainConfig {
+        epochs: 6,
+        batch: 8,
+        lr: 0.2,
+        ..TrainConfig::default()
+    };
+    let mut steps = Vec::new();
+    let trained = mnet_search::train::train(&mut n, &train, Some(&val), cfg, |p| {
+        if let Progress::Step {
+            step, steps: of, ..
+        } = p
+        {
+            steps.push((step, of));
+        }
+    })
+    .unwrap();
+    assert_eq!(steps.len(), 6 * 6);
+    assert!(steps.iter().all(|&(_, of)| of == 6));
+    let h = &trained.history;
+    let best = h
+        .iter()
+        .max_by(|a, b| {
+            a.val_accuracy
+                .partial_cmp(&b.val_accuracy)
+                .unwrap()
+                .then(b.val_loss.partial_cmp(&a.val_loss).unwrap())
+                .then(b.epoch.cmp(&a.epoch))
+        })
+        .unwrap();
+    assert_eq!(trained.kept_epoch, best.epoch, "{h:?}");
+    n.set_batch(1);
+    let (loss, acc) = mnet_search::train::evaluate(&mut n, &val);
+    assert_eq!(Some(acc), best.val_accuracy);
+    assert!(
+        (loss - best.val_loss.unwrap()).abs() < 1e-4,
+        "{loss} {best:?}"
+    );
+}
+
+/// Issue 14: weights written after training load into a fresh network
+/// and give the same validation loss (what `mnet train --init` starts
+/// from); a file of another network is an error naming the tensor.
+#[test]
+fn trained_weights_load_back() {
+    let mut n = net(SMALL, 16);
+    let train = Dataset::synthetic(&[12, 10, 1], 4, 64, 7, 1);
+    let val = Dataset::synthetic(&[12, 10, 1], 4, 37, 7, 2);
+    let cfg = TrainConfig {
+        epochs: 1,
+        batch: 16,
+        keep: mnet_search::train::Keep::Last,
+        ..TrainConfig::default()
+    };
+    let t = mnet_search::train::train(&mut n, &train, Some(&val), cfg, |_| {}).unwrap();
+    let bytes = mnet_search::train::weights_safetensors(&n);
+    let mut fresh = net(SMALL, 16);
+    fresh.load_safetensors(&bytes).unwrap();
+    let (loss, _) = mnet_search::train::evaluate(&mut fresh, &val);
+    assert_eq!(Some(loss), t.history[0].val_loss);
+    let other = net(&SMALL.replace("out: 16", "out: 12"), 16);
+    let e = other
+        .clone()
+        .load_safetensors(&mnet_search::train::weights_safetensors(&n));
+    assert!(e.unwrap_err().contains("shape"));
+}
+
+/// Issue 14: dropout is the identity in evaluation and absent from the
+/// int8 network — the compiled model is byte-identical with and without
+/// it — and it changes training passes.
+#[test]
+fn dropout_is_the_identity_at_evaluation_and_in_int8() {
+    let with = "use std::blocks::conv_bn\n\nnetwork d(x: i8[8, 8, 2]) -> [4] {\n    x = conv2d(x, out: 8, kernel: 3) |> batch_norm |> dropout(rate: 0.2) |> relu\n    y = conv_bn(x, out: 8) |> dropout\n    x = add(x, y) |> dropout(rate: 0.5)\n    x = concat(x, dropout(y)) |> global_avg_pool |> flatten |> dropout(rate: 0.3) |> dense(out: 4) |> softmax\n}\n";
+    let without = "use std::blocks::conv_bn\n\nnetwork d(x: i8[8, 8, 2]) -> [4] {\n    x = conv2d(x, out: 8, kernel: 3) |> batch_norm |> relu\n    y = conv_bn(x, out: 8)\n    x = add(x, y)\n    x = concat(x, y) |> global_avg_pool |> flatten |> dense(out: 4) |> softmax\n}\n";
+    let fixed = |src: &str| {
+        let c =
+            mnet_compiler::check_source("d.mnet", src).unwrap_or_else(|f| panic!("{}", f.render()));
+        let n = &c.networks[0];
+        resolve(&n.graph, &assignment(&n.graph, &n.summary, Pick::Min)).unwrap()
+    };
+    let (a, b) = (fixed(with), fixed(without));
+    let opts = mnet_compiler::pipeline::Options {
+        tflite: Some(Default::default()),
+        c: Some(Default::default()),
+    };
+    let compile = |g| {
+        mnet_compiler::pipeline::compile(
+            g,
+            mnet_compiler::pipeline::Weights::Random(5),
+            None,
+            &opts,
+        )
+        .unwrap()
+    };
+    let (ca, cb) = (compile(&a), compile(&b));
+    assert_eq!(ca.tflite, cb.tflite);
+    assert_eq!(ca.c.unwrap().source, cb.c.unwrap().source);
+    // The same weights (dropout has none), the same evaluation.
+    let (mut na, mut nb) = (Net::from_fixed(&a, 4, 3), Net::from_fixed(&b, 4, 3));
+    let x: Vec<f32> = (0..4 * 128)
+        .map(|i| ((i * 37 % 17) as f32 - 8.0) / 8.0)
+        .collect();
+    na.forward(&x, false);
+    nb.forward(&x, false);
+    assert_eq!(na.logits(), nb.logits());
+    na.forward(&x, true);
+    nb.forward(&x, true);
+    assert_ne!(na.logits(), nb.logits(), "dropout acts in training");
 }

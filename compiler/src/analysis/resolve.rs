@@ -211,11 +211,29 @@ pub fn resolve(g: &SearchGraph, choice: &[u16]) -> Result<FixedGraph, String> {
 /// ([`crate::ops::fusion::fuse`]): a layer is its input's sole reader when
 /// no other node reads that input and it is not the network's output.
 pub fn mark_fusion(g: &mut FixedGraph) -> Result<(), String> {
+    // A dropout is not in the int8 network: a reader of it reads its input
+    // (and it is the output when it is).
+    fn through(g: &FixedGraph, mut i: FNodeId) -> FNodeId {
+        while is_dropout(g, i) {
+            i = g.inputs(i)[0];
+        }
+        i
+    }
+    fn is_dropout(g: &FixedGraph, i: FNodeId) -> bool {
+        g.node(i).op.fusion_class() == crate::ops::FusionClass::Identity
+    }
+    fn readers(g: &FixedGraph, i: FNodeId) -> usize {
+        g.consumers(i)
+            .iter()
+            .map(|&c| if is_dropout(g, c) { readers(g, c) } else { 1 })
+            .sum::<usize>()
+            + usize::from(i == g.output)
+    }
     let mut producer: HashMap<FNodeId, Producer> = HashMap::new();
     for id in g.order.clone() {
-        let input = g.inputs(id).first().copied();
+        let input = g.inputs(id).first().map(|&i| through(g, i));
         let from = input.map_or(Producer::Closed, |i| producer[&i]);
-        let sole = input.is_some_and(|i| i != g.output && g.consumers(i).len() == 1);
+        let sole = input.is_some_and(|i| readers(g, i) == 1);
         let node = &mut g.graph[id.0];
         let (fused, out) = crate::ops::fusion::fuse(&node.op, from, sole)
             .map_err(|e| format!("{}: {}", node.name, e.message))?;

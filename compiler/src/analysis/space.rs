@@ -830,7 +830,10 @@ fn fuses_into_producer(node: &SearchNode) -> bool {
         SearchOp::Layer(op) => match op.fusion_class() {
             FusionClass::FoldsIntoWeights => true,
             FusionClass::Activation(a) => a.fused().is_some(),
-            FusionClass::Weighted | FusionClass::TakesActivation | FusionClass::Plain => false,
+            FusionClass::Weighted
+            | FusionClass::TakesActivation
+            | FusionClass::Identity
+            | FusionClass::Plain => false,
         },
         SearchOp::Select { .. } => false,
     }
@@ -872,6 +875,11 @@ fn exists(g: &SearchGraph, c: SNodeId, st: State) -> Vec<(State, bool)> {
 /// The real producer of `n`'s value, through the selects that pass it.
 fn sources(g: &SearchGraph, n: SNodeId, st: State) -> Vec<(State, Source)> {
     let SearchOp::Select { choice, kind } = g.node(n).op else {
+        // A dropout passes its input's value on (it is not in the int8
+        // network).
+        if is_identity(g, n) {
+            return sources(g, g.inputs(n)[0], st);
+        }
         return vec![(st, Source::Layer(n))];
     };
     let inputs = g.inputs(n);
@@ -888,6 +896,12 @@ fn sources(g: &SearchGraph, n: SNodeId, st: State) -> Vec<(State, Source)> {
             }
         })
         .collect()
+}
+
+/// A layer that is the identity of the int8 network (dropout): fusion and
+/// reader counts look through it.
+fn is_identity(g: &SearchGraph, n: SNodeId) -> bool {
+    matches!(&g.node(n).op, SearchOp::Layer(op) if op.fusion_class() == FusionClass::Identity)
 }
 
 /// Who reads each node, and which nodes reach the output wherever they
@@ -1111,6 +1125,15 @@ fn readers(g: &SearchGraph, uses: &Uses, v: SNodeId, st: State) -> Vec<(State, u
             // Only a live reader counts: dead code is gone from the
             // network.
             for (st, l) in live(g, uses, c, st) {
+                // A live dropout passes the value to its own readers.
+                if l && select.is_none() && is_identity(g, c) {
+                    next.extend(
+                        readers(g, uses, c, st)
+                            .into_iter()
+                            .map(|(st, m)| (st, count + m)),
+                    );
+                    continue;
+                }
                 let Some((choice, kind)) = select.filter(|_| l) else {
                     next.push((st, count + u32::from(l)));
                     continue;
@@ -1167,6 +1190,9 @@ fn sole_reader_choices(g: &SearchGraph, uses: &Uses, input: SNodeId) -> Vec<Choi
                 back(g, uses, i, out, seen);
             }
         }
+        if is_identity(g, n) {
+            back(g, uses, g.inputs(n)[0], out, seen);
+        }
         forward(g, uses, n, out, seen);
     }
     fn forward(
@@ -1186,6 +1212,9 @@ fn sole_reader_choices(g: &SearchGraph, uses: &Uses, input: SNodeId) -> Vec<Choi
             live_choices(g, uses, c, out, &mut Vec::new());
             if let SearchOp::Select { choice, .. } = g.node(c).op {
                 out.push(choice);
+                forward(g, uses, c, out, seen);
+            }
+            if is_identity(g, c) {
                 forward(g, uses, c, out, seen);
             }
         }

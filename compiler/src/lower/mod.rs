@@ -167,6 +167,7 @@ fn named_tensors(layer: &str, op: &Op, input: &[u32]) -> Vec<(String, Vec<usize>
 
 /// Legalise a fixed network (see the module docs).
 pub fn lower(g: &FixedGraph) -> Result<Lowered, LowerError> {
+    let g = &g.without_dropout();
     let mut nodes: Vec<LNode> = Vec::new();
     // Fixed node -> lowered node holding its value.
     let mut map: BTreeMap<FNodeId, usize> = BTreeMap::new();
@@ -201,6 +202,8 @@ pub fn lower(g: &FixedGraph) -> Result<Lowered, LowerError> {
             fused: Vec::new(),
         };
         let idx = match &n.op {
+            // (Removed above: the identity at inference.)
+            Op::Dropout { .. } => ins[0],
             Op::Input { .. } => {
                 nodes.push(new(LKind::Input, vec![]));
                 nodes.len() - 1

@@ -75,6 +75,7 @@ pub fn fuse(op: &Op, producer: Producer, sole_reader: bool) -> Result<(bool, Pro
                 );
             (fuses, Producer::Closed)
         }
+        FusionClass::Identity => (true, producer),
         FusionClass::Plain => (false, Producer::Closed),
     })
 }

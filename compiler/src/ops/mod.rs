@@ -206,6 +206,12 @@ pub enum Op {
     BatchNorm,
     Act(Activation),
     Softmax,
+    /// Zeroes a fraction `rate` of the values in training (scaling the
+    /// rest by 1 / (1 - rate)); the identity at inference, so the int8
+    /// network has no such op.
+    Dropout {
+        rate: Real,
+    },
 }
 
 /// Which attribute of an [`Op`] a parameter sets (and a choice may bind).
@@ -219,6 +225,7 @@ pub enum Slot {
     Pads,
     Shape,
     Alpha,
+    Rate,
 }
 
 impl Slot {
@@ -232,6 +239,7 @@ impl Slot {
             Slot::Pads => "pads",
             Slot::Shape => "shape",
             Slot::Alpha => "alpha",
+            Slot::Rate => "rate",
         }
     }
 }
@@ -467,6 +475,12 @@ pub const OPS: &[OpDef] = &[
         params: X,
         template: || Op::Softmax,
     },
+    OpDef {
+        name: "dropout",
+        inputs: Inputs::Fixed(1),
+        params: &[tensor("x"), attr("rate", Slot::Rate, Some("0.1"))],
+        template: || Op::Dropout { rate: Real(0.1) },
+    },
 ];
 
 /// The layer a name calls, if it is one.
@@ -488,6 +502,9 @@ pub enum FusionClass {
     /// An activation: fuses into the op before it where it can, else runs
     /// as its own op.
     Activation(Activation),
+    /// dropout: the identity of the int8 network, invisible to fusion (the
+    /// op before it fuses with the op after it as if it were not there).
+    Identity,
     /// Everything else.
     Plain,
 }
@@ -549,6 +566,7 @@ impl Op {
             Op::BatchNorm => "batch_norm",
             Op::Act(a) => a.name(),
             Op::Softmax => "softmax",
+            Op::Dropout { .. } => "dropout",
         }
     }
 
@@ -570,7 +588,8 @@ impl Op {
             | Op::Flatten
             | Op::BatchNorm
             | Op::Act(_)
-            | Op::Softmax => None,
+            | Op::Softmax
+            | Op::Dropout { .. } => None,
         }
     }
 
@@ -583,6 +602,7 @@ impl Op {
             Op::Pool { .. } | Op::GlobalAvgPool | Op::Add => FusionClass::TakesActivation,
             Op::BatchNorm => FusionClass::FoldsIntoWeights,
             Op::Act(a) => FusionClass::Activation(*a),
+            Op::Dropout { .. } => FusionClass::Identity,
             Op::Input { .. }
             | Op::Concat
             | Op::Pad { .. }
@@ -627,7 +647,8 @@ impl Op {
             | Op::Flatten
             | Op::BatchNorm
             | Op::Act(_)
-            | Op::Softmax => None,
+            | Op::Softmax
+            | Op::Dropout { .. } => None,
         }
     }
 
@@ -674,7 +695,8 @@ impl Op {
             | Op::Reshape { .. }
             | Op::Flatten
             | Op::Act(_)
-            | Op::Softmax => vec![],
+            | Op::Softmax
+            | Op::Dropout { .. } => vec![],
         }
     }
 
@@ -724,6 +746,9 @@ impl Op {
             v.push((kslot, pair(w.kernel)));
             v.push((Slot::Stride, pair(w.stride)));
             v.push((Slot::Padding, w.padding.as_str().to_string()));
+        }
+        if let Op::Dropout { rate } = self {
+            v.push((Slot::Rate, rate.to_string()));
         }
         if let Op::Pad { pads } = self {
             v.push((

@@ -112,7 +112,7 @@ pub fn infer(op: &Op, inputs: &[&[u32]]) -> Result<Vec<u32>, String> {
             shape.clone()
         }
         Op::Flatten => vec![u32::try_from(elems(inputs[0])).map_err(|_| "tensor too large")?],
-        Op::BatchNorm | Op::Act(_) | Op::Softmax => inputs[0].to_vec(),
+        Op::BatchNorm | Op::Act(_) | Op::Softmax | Op::Dropout { .. } => inputs[0].to_vec(),
     };
     if out.contains(&0) {
         return Err(format!(
@@ -240,6 +240,11 @@ pub fn set_attr(op: &mut Op, slot: Slot, v: &Const) -> Result<(), String> {
             Const::Int(0) => *alpha = Real(0.0),
             _ => return Err(format!("expected a slope in [0, 1), like 0.2, got {v}")),
         },
+        (Op::Dropout { rate }, Slot::Rate) => match v {
+            Const::Real(r) if r.0.is_finite() && (0.0..1.0).contains(&r.0) => *rate = *r,
+            Const::Int(0) => *rate = Real(0.0),
+            _ => return Err(format!("expected a rate in [0, 1), like 0.1, got {v}")),
+        },
         (Op::Reshape { shape }, Slot::Shape) => {
             let dims = match v {
                 Const::Tuple(xs) => xs
@@ -292,6 +297,10 @@ pub fn get_attr(op: &Op, slot: Slot) -> Option<Const> {
         },
         (Slot::Alpha, _) => match op {
             Op::Act(Activation::LeakyRelu { alpha }) => Const::Real(*alpha),
+            _ => return None,
+        },
+        (Slot::Rate, _) => match op {
+            Op::Dropout { rate } => Const::Real(*rate),
             _ => return None,
         },
         (Slot::Kernel | Slot::Size, _) | (Slot::Stride | Slot::Padding, None) => return None,

@@ -296,7 +296,8 @@ impl Geometry {
             | Kind::Pad { .. }
             | Kind::Reshape
             | Kind::Softmax
-            | Kind::ChannelMask { .. } => return Geometry::default(),
+            | Kind::ChannelMask { .. }
+            | Kind::Dropout { .. } => return Geometry::default(),
         };
         let p = placement(window, s);
         if depthwise {

@@ -33,7 +33,7 @@ pub use qat::{fake_quant_activations, fake_quant_weights, Qat};
 use mnet_compiler::ir::{FixedGraph, Op};
 use mnet_compiler::lower::weights::normal;
 use mnet_compiler::ops::{Activation, FusedAct, Placement, PoolKind, Window};
-use rand::SeedableRng;
+use rand::{RngExt, SeedableRng};
 
 /// Rows (pixels) per parallel task in row-wise kernels.
 const ROWS: usize = 256;
@@ -131,6 +131,11 @@ pub enum Kind {
     ChannelMask {
         mask: usize,
     },
+    /// Inverted dropout in training (each value kept with probability 1 -
+    /// rate and scaled by 1 / (1 - rate)); the identity in evaluation.
+    Dropout {
+        rate: f32,
+    },
 }
 
 impl Kind {
@@ -149,7 +154,8 @@ impl Kind {
             | Kind::Pad { .. }
             | Kind::Reshape
             | Kind::Softmax
-            | Kind::ChannelMask { .. } => None,
+            | Kind::ChannelMask { .. }
+            | Kind::Dropout { .. } => None,
         }
     }
 }
@@ -195,6 +201,46 @@ pub struct Net {
     pub input_grad: bool,
     /// When set, per-layer (forward, backward) seconds accumulate here.
     pub profile: Option<Vec<(f64, f64)>>,
+    /// Biases that do not train: those of a conv, depthwise conv or dense
+    /// whose batch norm folds into it (the norm's beta subsumes them).
+    frozen: Vec<usize>,
+    /// Per dropout layer, the mask of the last training pass (0 or
+    /// 1 / (1 - rate) per value), and the generator that draws them.
+    masks: Vec<Vec<f32>>,
+    mask_rng: rand_chacha::ChaCha8Rng,
+    /// Keep the drawn dropout masks instead of drawing new ones each
+    /// training pass (gradient checks).
+    pub fixed_masks: bool,
+}
+
+/// How weights start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Init {
+    /// Glorot (Xavier) uniform, Keras' default: limit sqrt(6 / (fan_in +
+    /// fan_out)), fans counted as Keras does (a depthwise kernel's fan-out
+    /// is its taps).
+    #[default]
+    Glorot,
+    /// He (Kaiming) normal: std sqrt(2 / fan_in).
+    He,
+}
+
+impl std::str::FromStr for Init {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Init, String> {
+        match s {
+            "glorot" => Ok(Init::Glorot),
+            "he" => Ok(Init::He),
+            _ => Err(format!("`{s}`: expected glorot or he")),
+        }
+    }
+}
+
+/// The state [`Net::snapshot`] saves.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    values: Vec<Vec<f32>>,
+    ranges: Option<Vec<Option<(f32, f32)>>>,
 }
 
 /// A window's placement over an `[H, W, C]` input.
@@ -257,8 +303,14 @@ pub fn training_bytes(g: &FixedGraph, batch: usize) -> u128 {
 }
 
 impl Net {
-    /// Build from a fixed network with He-initialised weights for `seed`.
+    /// Build from a fixed network with the default initialisation for
+    /// `seed`.
     pub fn from_fixed(g: &FixedGraph, batch: usize, seed: u64) -> Net {
+        Net::from_fixed_with(g, batch, seed, Init::default())
+    }
+
+    /// Build from a fixed network with weights initialised by `init`.
+    pub fn from_fixed_with(g: &FixedGraph, batch: usize, seed: u64, init: Init) -> Net {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let mut layers: Vec<Layer> = Vec::new();
         let mut params: Vec<Param> = Vec::new();
@@ -266,7 +318,21 @@ impl Net {
         let mut logits = 0;
         // A node's output is an int8 tensor unless a layer fused into it
         // reads it.
-        let kept = |id| !g.consumers(id).iter().any(|c| g.node(*c).fused);
+        // (A dropout is not in the int8 network: look through it, and it
+        // is no quantization point itself.)
+        fn kept(g: &FixedGraph, id: mnet_compiler::ir::FNodeId) -> bool {
+            if matches!(g.node(id).op, Op::Dropout { .. }) {
+                return false;
+            }
+            fn fused_reader(g: &FixedGraph, id: mnet_compiler::ir::FNodeId) -> bool {
+                g.consumers(id).iter().any(|&c| match g.node(c).op {
+                    Op::Dropout { .. } => fused_reader(g, c),
+                    _ => g.node(c).fused,
+                })
+            }
+            !fused_reader(g, id)
+        }
+        let kept = |id| kept(g, id);
         for &id in &g.order {
             let n = g.node(id);
             let ins: Vec<usize> = g.inputs(id).iter().map(|i| index[i]).collect();
@@ -275,21 +341,34 @@ impl Net {
                 .map(|&i| layers[i].shape.clone())
                 .unwrap_or_default();
             let shape: Vec<usize> = n.shape.iter().map(|&d| d as usize).collect();
-            let mut weighted =
-                |params: &mut Vec<Param>, wshape: Vec<usize>, fan_in: usize, cout: usize| {
-                    let std = (2.0 / fan_in.max(1) as f32).sqrt();
-                    let w = (0..elems(&wshape))
-                        .map(|_| normal(&mut rng) * std)
-                        .collect();
-                    params.push(Param::new(format!("{}.weight", n.name), wshape, w, true));
-                    params.push(Param::new(
-                        format!("{}.bias", n.name),
-                        vec![cout],
-                        vec![0.0; cout],
-                        false,
-                    ));
-                    (params.len() - 2, params.len() - 1)
+            let mut weighted = |params: &mut Vec<Param>,
+                                wshape: Vec<usize>,
+                                fan_in: usize,
+                                fan_out: usize,
+                                cout: usize| {
+                let w = match init {
+                    Init::He => {
+                        let std = (2.0 / fan_in.max(1) as f32).sqrt();
+                        (0..elems(&wshape))
+                            .map(|_| normal(&mut rng) * std)
+                            .collect()
+                    }
+                    Init::Glorot => {
+                        let limit = (6.0 / (fan_in + fan_out).max(1) as f32).sqrt();
+                        (0..elems(&wshape))
+                            .map(|_| limit * (2.0 * rng.random::<f32>() - 1.0))
+                            .collect()
+                    }
                 };
+                params.push(Param::new(format!("{}.weight", n.name), wshape, w, true));
+                params.push(Param::new(
+                    format!("{}.bias", n.name),
+                    vec![cout],
+                    vec![0.0; cout],
+                    false,
+                ));
+                (params.len() - 2, params.len() - 1)
+            };
             let kind = match &n.op {
                 Op::Input { .. } => Kind::Input,
                 Op::Conv2d { out, window } => {
@@ -298,6 +377,7 @@ impl Net {
                         &mut params,
                         vec![cout, k[0], k[1], cin],
                         k[0] * k[1] * cin,
+                        k[0] * k[1] * cout,
                         cout,
                     );
                     Kind::Conv {
@@ -308,8 +388,13 @@ impl Net {
                 }
                 Op::DepthwiseConv2d { window } => {
                     let (c, k) = (in_shape[2], pair(window.kernel));
-                    let (weight, bias) =
-                        weighted(&mut params, vec![1, k[0], k[1], c], k[0] * k[1], c);
+                    let (weight, bias) = weighted(
+                        &mut params,
+                        vec![1, k[0], k[1], c],
+                        k[0] * k[1] * c,
+                        k[0] * k[1],
+                        c,
+                    );
                     Kind::Depthwise {
                         window: *window,
                         weight,
@@ -318,7 +403,7 @@ impl Net {
                 }
                 Op::Dense { out } => {
                     let (k, cout) = (elems(&in_shape), *out as usize);
-                    let (weight, bias) = weighted(&mut params, vec![cout, k], k, cout);
+                    let (weight, bias) = weighted(&mut params, vec![cout, k], k, cout, cout);
                     Kind::Dense { weight, bias }
                 }
                 Op::BatchNorm => {
@@ -385,6 +470,7 @@ impl Net {
                     continue;
                 }
                 Op::Softmax => Kind::Softmax,
+                Op::Dropout { rate } => Kind::Dropout { rate: rate.0 },
             };
             layers.push(Layer {
                 kind,
@@ -413,7 +499,26 @@ impl Net {
             qat: None,
             input_grad: false,
             profile: None,
+            frozen: Vec::new(),
+            masks: Vec::new(),
+            mask_rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0xd20_0007),
+            fixed_masks: false,
         };
+        // A batch norm that folds into the layer before it makes that
+        // layer's bias redundant: it stays 0 (it folds anyway).
+        for l in &net.layers {
+            if let (Kind::BatchNorm { .. }, Some(&p)) = (&l.kind, l.inputs.first()) {
+                // Folded: the producer's output is not an int8 tensor.
+                if let Kind::Conv { bias, .. }
+                | Kind::Depthwise { bias, .. }
+                | Kind::Dense { bias, .. } = net.layers[p].kind
+                {
+                    if !net.layers[p].quantized {
+                        net.frozen.push(bias);
+                    }
+                }
+            }
+        }
         net.set_batch(batch);
         net
     }
@@ -432,6 +537,7 @@ impl Net {
             .map(|l| vec![0.0; batch * elems(&l.shape)])
             .collect();
         self.bn_saved = self.layers.iter().map(|_| BnSaved::default()).collect();
+        self.masks = self.layers.iter().map(|_| Vec::new()).collect();
         self.cols = self.layers.iter().map(|_| Vec::new()).collect();
         self.geometry = self
             .layers
@@ -517,6 +623,29 @@ impl Net {
                 Kind::Concat => elementwise::forward_concat(self, &layers, i, &mut out),
                 Kind::Pad { .. } => elementwise::forward_pad(self, &layers, i, &mut out),
                 Kind::Reshape => elementwise::forward_reshape(self, &layers, i, &mut out),
+                Kind::Dropout { rate } => {
+                    let x = &self.acts[layer.inputs[0]];
+                    if !train {
+                        out.copy_from_slice(x);
+                    } else {
+                        let mask = &mut self.masks[i];
+                        if !(self.fixed_masks && mask.len() == out.len()) {
+                            let keep = 1.0 / (1.0 - rate);
+                            mask.clear();
+                            let rng = &mut self.mask_rng;
+                            mask.extend((0..out.len()).map(|_| {
+                                if rng.random::<f32>() < *rate {
+                                    0.0
+                                } else {
+                                    keep
+                                }
+                            }));
+                        }
+                        for ((o, v), m) in out.iter_mut().zip(x).zip(mask.iter()) {
+                            *o = v * m;
+                        }
+                    }
+                }
                 Kind::Softmax => elementwise::forward_softmax(self, &layers, i, &mut out),
                 Kind::ChannelMask { .. } => {
                     elementwise::forward_channel_mask(self, &layers, i, &mut out)
@@ -555,9 +684,17 @@ impl Net {
     /// Softmax cross-entropy of the last forward pass against `labels`;
     /// writes the logits' gradient and returns (mean loss, correct count).
     pub fn loss(&mut self, labels: &[usize]) -> (f32, usize) {
+        self.loss_smoothed(labels, 0.0)
+    }
+
+    /// [`Net::loss`] against labels smoothed by `smoothing`: the target
+    /// puts 1 - smoothing + smoothing / classes on the label and
+    /// smoothing / classes on every other class (as Keras does).
+    pub fn loss_smoothed(&mut self, labels: &[usize], smoothing: f32) -> (f32, usize) {
         let n = self.classes();
         let logits = &self.acts[self.logits];
         let grad = &mut self.grads[self.logits];
+        let (off, on) = (smoothing / n as f32, 1.0 - smoothing + smoothing / n as f32);
         let mut loss = 0.0;
         let mut correct = 0;
         for (s, &y) in labels.iter().enumerate() {
@@ -571,13 +708,90 @@ impl Net {
                 .map(|(k, _)| k)
                 .unwrap_or(0);
             correct += usize::from(argmax == y);
-            loss += sum.ln() + mx - row[y];
+            // -sum q_k log p_k, with log p_k = row_k - mx - ln(sum).
+            let lse = sum.ln() + mx;
             for k in 0..n {
+                let q = if k == y { on } else { off };
+                if q != 0.0 {
+                    loss += q * (lse - row[k]);
+                }
                 let p = (row[k] - mx).exp() / sum;
-                grad[s * n + k] = (p - f32::from(k == y)) / labels.len() as f32;
+                grad[s * n + k] = (p - q) / labels.len() as f32;
             }
         }
         (loss / labels.len() as f32, correct)
+    }
+
+    /// Set the parameters (and batch-norm statistics) from safetensors
+    /// written by [`crate::train::weights_safetensors`] for a network of
+    /// the same layers: every parameter must be there, float32, of its
+    /// shape (`.range` tensors of quantization-aware training are read by
+    /// compile, not here). Errors name the tensor.
+    pub fn load_safetensors(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| e.to_string())?;
+        let known: std::collections::HashSet<&str> =
+            self.params.iter().map(|p| p.name.as_str()).collect();
+        if let Some(extra) = st
+            .names()
+            .into_iter()
+            .find(|n| !known.contains(&n[..]) && !n.ends_with(".range"))
+        {
+            return Err(format!(
+                "tensor `{extra}` is not a parameter of this network"
+            ));
+        }
+        for p in &mut self.params {
+            let t = st
+                .tensor(&p.name)
+                .map_err(|_| format!("no tensor `{}`", p.name))?;
+            if t.dtype() != safetensors::Dtype::F32 {
+                return Err(format!(
+                    "tensor `{}` is {:?}, expected F32",
+                    p.name,
+                    t.dtype()
+                ));
+            }
+            if t.shape() != p.shape.as_slice() {
+                return Err(format!(
+                    "tensor `{}` has shape {:?}, expected {:?}",
+                    p.name,
+                    t.shape(),
+                    p.shape
+                ));
+            }
+            let values: Vec<f32> = t
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+                return Err(format!(
+                    "tensor `{}` has a non-finite value at index {i}",
+                    p.name
+                ));
+            }
+            p.value = values;
+        }
+        Ok(())
+    }
+
+    /// Every parameter's values and the quantization-aware training
+    /// ranges (a snapshot to restore with [`Net::restore`]).
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            values: self.params.iter().map(|p| p.value.clone()).collect(),
+            ranges: self.qat.as_ref().map(|q| q.ranges.clone()),
+        }
+    }
+
+    /// Put back a [`Net::snapshot`].
+    pub fn restore(&mut self, s: Snapshot) {
+        for (p, v) in self.params.iter_mut().zip(s.values) {
+            p.value = v;
+        }
+        if let (Some(q), Some(r)) = (self.qat.as_mut(), s.ranges) {
+            q.ranges = r;
+        }
     }
 
     /// Backward pass from the logits' gradient (set by [`Net::loss`]):
@@ -624,6 +838,13 @@ impl Net {
                 Kind::Concat => elementwise::backward_concat(self, ls, i, &dy, f),
                 Kind::Pad { .. } => elementwise::backward_pad(self, ls, i, &dy, f),
                 Kind::Reshape => elementwise::backward_reshape(self, ls, i, &dy, f),
+                Kind::Dropout { .. } => {
+                    let j = layer.inputs[0];
+                    let mask = &self.masks[i];
+                    for ((g, d), m) in self.grads[j].iter_mut().zip(&dy).zip(mask) {
+                        *g += d * m;
+                    }
+                }
                 Kind::Softmax => elementwise::backward_softmax(self, ls, i, &dy, f),
                 Kind::ChannelMask { .. } => elementwise::backward_channel_mask(self, ls, i, &dy, f),
             }
@@ -635,6 +856,9 @@ impl Net {
         }
         self.layers = layers;
         self.fresh = fresh;
+        for &b in &self.frozen {
+            self.params[b].grad.iter_mut().for_each(|g| *g = 0.0);
+        }
         self.restore_weights();
     }
 }

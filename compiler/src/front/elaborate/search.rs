@@ -285,7 +285,8 @@ impl Elab<'_> {
                     | Op::Pad { .. }
                     | Op::BatchNorm
                     | Op::Act(_)
-                    | Op::Softmax => {}
+                    | Op::Softmax
+                    | Op::Dropout { .. } => {}
                 }
             }
             match self
