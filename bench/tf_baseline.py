@@ -14,6 +14,8 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from tf_models import ds_cnn
+
 
 def main():
     ap = argparse.ArgumentParser()
@@ -21,17 +23,7 @@ def main():
     ap.add_argument("--blocks", type=int, default=4)
     ap.add_argument("--batch", type=int, default=100)
     a = ap.parse_args()
-    L = tf.keras.layers
-    x = inp = L.Input((49, 10, 1))
-    x = L.Conv2D(a.width, (10, 4), strides=2, padding="same", use_bias=False)(x)
-    x = L.ReLU()(L.BatchNormalization()(x))
-    for _ in range(a.blocks):
-        x = L.DepthwiseConv2D(3, padding="same", use_bias=False)(x)
-        x = L.ReLU()(L.BatchNormalization()(x))
-        x = L.Conv2D(a.width, 1, use_bias=False)(x)
-        x = L.ReLU()(L.BatchNormalization()(x))
-    x = L.Dense(12)(L.GlobalAveragePooling2D()(x))
-    model = tf.keras.Model(inp, x)
+    model = ds_cnn(a.width, a.blocks)
     model.compile(
         optimizer=tf.keras.optimizers.SGD(0.01, momentum=0.9),
         loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
