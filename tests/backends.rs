@@ -171,22 +171,8 @@ fn compile_errors_leave_no_files() {
 
 /// A float32 .npy file of the given shape.
 fn npy(shape: &[usize], values: &[f32]) -> Vec<u8> {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let mut header = format!(
-        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({},), }}",
-        dims.join(", ")
-    );
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    for v in values {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
-    out
+    let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    mnet_compiler::npy::encode("<f4", shape, &data)
 }
 
 #[test]

@@ -378,7 +378,7 @@ fn a_closed_pipe_ends_output_quietly() {
 fn npy_errors_name_the_file_once() {
     let dir = scratch("npy");
     let calib = dir.join("c.npy");
-    common::npy_file(&calib, "<f4", "(72057594037927936, 8, 8, 1)", &[]);
+    common::npy_file(&calib, "<f4", &[72057594037927936, 8, 8, 1], &[]);
     let o = mnet(&[
         "compile",
         "examples/tiny.mnet",
@@ -402,8 +402,8 @@ fn npy_errors_name_the_file_once() {
     // Training data: x.npy of the wrong type, then labels out of range.
     let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
-    common::npy_file(&data.join("x.npy"), "<i4", "(4, 8, 8, 1)", &[0; 4 * 64 * 4]);
-    common::npy_file(&data.join("y.npy"), "<i8", "(4,)", &[0; 32]);
+    common::npy_file(&data.join("x.npy"), "<i4", &[4, 8, 8, 1], &[0; 4 * 64 * 4]);
+    common::npy_file(&data.join("y.npy"), "<i8", &[4], &[0; 32]);
     let spec = format!("npy:{}", data.display());
     let train = |out: &str| {
         mnet(&[
@@ -427,12 +427,12 @@ fn npy_errors_name_the_file_once() {
         "{err}"
     );
     let x: Vec<u8> = (0..4 * 64).flat_map(|_| 0.5f32.to_le_bytes()).collect();
-    common::npy_file(&data.join("x.npy"), "<f4", "(4, 8, 8, 1)", &x);
+    common::npy_file(&data.join("x.npy"), "<f4", &[4, 8, 8, 1], &x);
     let y: Vec<u8> = [0i64, 1, 9, 2]
         .iter()
         .flat_map(|v| v.to_le_bytes())
         .collect();
-    common::npy_file(&data.join("y.npy"), "<i8", "(4,)", &y);
+    common::npy_file(&data.join("y.npy"), "<i8", &[4], &y);
     let o = train("t2");
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
@@ -614,9 +614,9 @@ fn train_refuses_what_it_cannot_do_and_evaluates_every_sample() {
     let x: Vec<u8> = (0..40 * 64)
         .flat_map(|i| ((i % 7) as f32 / 7.0).to_le_bytes())
         .collect();
-    common::npy_file(&data.join("x.npy"), "<f4", "(40, 8, 8, 1)", &x);
+    common::npy_file(&data.join("x.npy"), "<f4", &[40, 8, 8, 1], &x);
     let y: Vec<u8> = (0..40i64).flat_map(|v| (v % 3).to_le_bytes()).collect();
-    common::npy_file(&data.join("y.npy"), "<i8", "(40,)", &y);
+    common::npy_file(&data.join("y.npy"), "<i8", &[40], &y);
     let spec = format!("npy:{}", data.display());
     let o = train(&["--data", &spec, "--batch", "8", "--epochs", "1"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));

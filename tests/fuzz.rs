@@ -148,7 +148,7 @@ fn bases(root: &Path) -> Bases {
             .flat_map(|_| rng.random_range(-1.0f32..1.0).to_le_bytes())
             .collect()
     };
-    let npy = |name: &str, descr: &str, shape: &str, data: &[u8]| {
+    let npy = |name: &str, descr: &str, shape: &[usize], data: &[u8]| {
         let p = dir.join(name);
         common::npy_file(&p, descr, shape, data);
         std::fs::read(p).unwrap()
@@ -156,12 +156,12 @@ fn bases(root: &Path) -> Bases {
     let calib = npy(
         "calib.npy",
         "<f4",
-        "(8, 8, 8, 2)",
+        &[8, 8, 8, 2],
         &floats(&mut rng, 8 * 128),
     );
-    let x = npy("x.npy", "<f4", "(16, 8, 8, 2)", &floats(&mut rng, 16 * 128));
+    let x = npy("x.npy", "<f4", &[16, 8, 8, 2], &floats(&mut rng, 16 * 128));
     let labels: Vec<u8> = (0..16i64).flat_map(|i| (i % 4).to_le_bytes()).collect();
-    let y = npy("y.npy", "<i8", "(16,)", &labels);
+    let y = npy("y.npy", "<i8", &[16], &labels);
 
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut sources = vec![("base.mnet".to_string(), BASE.to_string())];

@@ -189,23 +189,30 @@ impl Npy<'_> {
     }
 }
 
+/// A version-1 `.npy` file of element type `descr` (`<f4`, `<i8`, ...),
+/// C order, `shape`, holding `data` as given (the header is padded to 64
+/// bytes as numpy writes it).
+pub fn encode(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let tuple = match dims.len() {
+        1 => format!("({},)", dims[0]),
+        _ => format!("({})", dims.join(", ")),
+    };
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {tuple}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn npy(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
-        let mut header =
-            format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
-        while (10 + header.len() + 1) % 64 != 0 {
-            header.push(' ');
-        }
-        header.push('\n');
-        let mut out = b"\x93NUMPY\x01\x00".to_vec();
-        out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-        out.extend_from_slice(header.as_bytes());
-        out.extend_from_slice(data);
-        out
-    }
 
     #[test]
     fn reads_what_numpy_writes_and_names_what_is_wrong() {
@@ -213,7 +220,7 @@ mod tests {
             .iter()
             .flat_map(|v| v.to_le_bytes())
             .collect();
-        let b = npy("<f4", "(2, 2)", &data);
+        let b = encode("<f4", &[2, 2], &data);
         let a = parse(&b).unwrap();
         assert_eq!(a.shape, vec![2, 2]);
         assert_eq!(
@@ -225,14 +232,14 @@ mod tests {
             "the array has shape [2, 2], expected [N, 4]"
         );
         assert!(matches!(a.labels(), Err(NpyError::Dtype { .. })));
-        let l = npy(
+        let l = encode(
             "<i8",
-            "(2,)",
+            &[2],
             &[3, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0],
         );
         assert_eq!(parse(&l).unwrap().labels().unwrap(), vec![3, 1]);
         assert_eq!(parse(b"junk").unwrap_err(), NpyError::NotNpy);
-        let short = npy("<f4", "(2, 2)", &data[..8]);
+        let short = encode("<f4", &[2, 2], &data[..8]);
         assert!(matches!(
             parse(&short).unwrap().f32_samples(&[2]),
             Err(NpyError::Size { got: 8, want: 16 })
@@ -242,7 +249,7 @@ mod tests {
             .flat_map(|v| v.to_le_bytes())
             .collect();
         assert_eq!(
-            parse(&npy("<f4", "(1, 2)", &huge))
+            parse(&encode("<f4", &[1, 2], &huge))
                 .unwrap()
                 .f32_samples(&[2]),
             Err(NpyError::TooLarge(1, "-3e38".into()))

@@ -21,16 +21,7 @@ pub fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// A `.npy` file: header dictionary text, then the data bytes.
-pub fn npy_file(path: &Path, descr: &str, shape: &str, data: &[u8]) {
-    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(data);
-    std::fs::write(path, out).unwrap();
+/// Write a `.npy` file (the compiler's own encoder).
+pub fn npy_file(path: &Path, descr: &str, shape: &[usize], data: &[u8]) {
+    std::fs::write(path, mnet_compiler::npy::encode(descr, shape, data)).unwrap();
 }

@@ -3,6 +3,7 @@
 //! forward and backward.
 
 use super::{upper, Kind, Layer, Net, ROWS};
+use rand::RngExt;
 use rayon::prelude::*;
 
 pub(super) fn forward_act(net: &mut Net, layers: &[Layer], i: usize, out: &mut [f32]) {
@@ -293,5 +294,55 @@ fn pad_map(
                 }
             }
         }
+    }
+}
+
+/// Inverted dropout: in training each value is kept with probability
+/// 1 - rate and scaled by 1 / (1 - rate) (the mask is kept for the
+/// backward pass; with `fixed_masks` it is drawn once); in evaluation the
+/// identity.
+pub(super) fn forward_dropout(
+    net: &mut Net,
+    layers: &[Layer],
+    i: usize,
+    out: &mut [f32],
+    train: bool,
+) {
+    let layer = &layers[i];
+    kind!(layer, Kind::Dropout { rate });
+    let x = &net.acts[layer.inputs[0]];
+    if !train {
+        out.copy_from_slice(x);
+        return;
+    }
+    let mask = &mut net.masks[i];
+    if !(net.fixed_masks && mask.len() == out.len()) {
+        let keep = 1.0 / (1.0 - rate);
+        let rng = &mut net.mask_rng;
+        mask.clear();
+        mask.extend((0..out.len()).map(|_| {
+            if rng.random::<f32>() < *rate {
+                0.0
+            } else {
+                keep
+            }
+        }));
+    }
+    for ((o, v), m) in out.iter_mut().zip(x).zip(mask.iter()) {
+        *o = v * m;
+    }
+}
+
+pub(super) fn backward_dropout(
+    net: &mut Net,
+    layers: &[Layer],
+    i: usize,
+    dy: &[f32],
+    _fresh: &mut [bool],
+) {
+    let j = layers[i].inputs[0];
+    let mask = &net.masks[i];
+    for ((g, d), m) in net.grads[j].iter_mut().zip(dy).zip(mask) {
+        *g += d * m;
     }
 }

@@ -623,28 +623,8 @@ impl Net {
                 Kind::Concat => elementwise::forward_concat(self, &layers, i, &mut out),
                 Kind::Pad { .. } => elementwise::forward_pad(self, &layers, i, &mut out),
                 Kind::Reshape => elementwise::forward_reshape(self, &layers, i, &mut out),
-                Kind::Dropout { rate } => {
-                    let x = &self.acts[layer.inputs[0]];
-                    if !train {
-                        out.copy_from_slice(x);
-                    } else {
-                        let mask = &mut self.masks[i];
-                        if !(self.fixed_masks && mask.len() == out.len()) {
-                            let keep = 1.0 / (1.0 - rate);
-                            mask.clear();
-                            let rng = &mut self.mask_rng;
-                            mask.extend((0..out.len()).map(|_| {
-                                if rng.random::<f32>() < *rate {
-                                    0.0
-                                } else {
-                                    keep
-                                }
-                            }));
-                        }
-                        for ((o, v), m) in out.iter_mut().zip(x).zip(mask.iter()) {
-                            *o = v * m;
-                        }
-                    }
+                Kind::Dropout { .. } => {
+                    elementwise::forward_dropout(self, &layers, i, &mut out, train)
                 }
                 Kind::Softmax => elementwise::forward_softmax(self, &layers, i, &mut out),
                 Kind::ChannelMask { .. } => {
@@ -838,13 +818,7 @@ impl Net {
                 Kind::Concat => elementwise::backward_concat(self, ls, i, &dy, f),
                 Kind::Pad { .. } => elementwise::backward_pad(self, ls, i, &dy, f),
                 Kind::Reshape => elementwise::backward_reshape(self, ls, i, &dy, f),
-                Kind::Dropout { .. } => {
-                    let j = layer.inputs[0];
-                    let mask = &self.masks[i];
-                    for ((g, d), m) in self.grads[j].iter_mut().zip(&dy).zip(mask) {
-                        *g += d * m;
-                    }
-                }
+                Kind::Dropout { .. } => elementwise::backward_dropout(self, ls, i, &dy, f),
                 Kind::Softmax => elementwise::backward_softmax(self, ls, i, &dy, f),
                 Kind::ChannelMask { .. } => elementwise::backward_channel_mask(self, ls, i, &dy, f),
             }
