@@ -167,7 +167,17 @@ fn named_tensors(layer: &str, op: &Op, input: &[u32]) -> Vec<(String, Vec<usize>
 
 /// Legalise a fixed network (see the module docs).
 pub fn lower(g: &FixedGraph) -> Result<Lowered, LowerError> {
-    let g = &g.without_dropout();
+    let stripped;
+    let g = if g
+        .order
+        .iter()
+        .any(|&id| matches!(g.node(id).op, Op::Dropout { .. }))
+    {
+        stripped = g.without_dropout();
+        &stripped
+    } else {
+        g
+    };
     let mut nodes: Vec<LNode> = Vec::new();
     // Fixed node -> lowered node holding its value.
     let mut map: BTreeMap<FNodeId, usize> = BTreeMap::new();
