@@ -310,3 +310,161 @@ fn dead_code_diamonds_check() {
     assert_eq!(net.summary.min.macs, 0);
     assert!(net.summary.max.macs > 0);
 }
+
+/// `BRANCHY` with alternatives and depths that keep the spatial size, so
+/// one supernet holds every option.
+const BRANCHY_SAME: &str = "\
+use std::blocks::{conv_bn, ds_block}
+
+network branchy(x: i8[16, 12, 2]) -> [5] {
+    x = conv_bn(x, out: width(4, 8), kernel: choice(3, (3, 1)))
+    x = choice(ds_block(x, out: width(8, 16)), conv_bn(x, out: 12), max_pool(x, size: 3, stride: 1, padding: same))
+    repeat 1..=3 {
+        x = skippable ds_block(x, out: width(8, 12))
+    }
+    c = width(8, 16)
+    x = conv2d(x, out: c, kernel: 1) |> relu
+    x = add(x, conv_bn(x, out: c, act: relu))
+    y = conv2d(x, out: choice(4, 6), kernel: 1)
+    x = concat(x, y) |> dropout(rate: 0.2) |> global_avg_pool |> flatten |> dense(out: 5)
+}
+";
+
+fn relaxable_spaces() -> Vec<(String, String)> {
+    let mut spaces: Vec<(String, String)> = ["tiny", "kws", "ad", "vww"]
+        .iter()
+        .map(|n| {
+            let path = format!("{}/examples/{n}.mnet", env!("CARGO_MANIFEST_DIR"));
+            (format!("{n}.mnet"), common::read(path.as_ref()))
+        })
+        .collect();
+    for (name, src) in [
+        ("branchy_same.mnet", BRANCHY_SAME),
+        ("fusion.mnet", FUSION),
+        ("dead.mnet", DEAD),
+    ] {
+        spaces.push((name.into(), src.into()));
+    }
+    spaces
+}
+
+/// At one-hot probabilities the relaxed cost model gives every network's
+/// exact figures (`mnet stats --pick`).
+#[test]
+fn relaxed_costs_are_exact_at_one_hot() {
+    use mnet_compiler::analysis::relax::Relaxed;
+    for (name, src) in relaxable_spaces() {
+        let net = checked(&name, &src);
+        let relaxed = Relaxed::new(&net.graph).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        let mut picks = vec![Pick::Min, Pick::Max];
+        picks.extend((0..16).map(Pick::Random));
+        for pick in picks {
+            let a = assignment(&net.graph, &net.summary, pick);
+            let t = fixed_stats(&resolve(&net.graph, &a).unwrap()).totals;
+            let e = relaxed.eval(&relaxed.one_hot(&a)).unwrap();
+            let got = (
+                e.macs.value,
+                e.params.value,
+                e.flash_bytes.value,
+                e.peak_working(),
+            );
+            let want = (
+                t.macs as f64,
+                t.params as f64,
+                t.flash_bytes as f64,
+                t.peak_working_bytes as f64,
+            );
+            assert_eq!(
+                got, want,
+                "{name} --pick {pick}: (macs, params, flash, peak)"
+            );
+        }
+    }
+}
+
+/// Seeded probabilities inside the simplex, every option above 5%.
+fn interior(
+    relaxed: &mnet_compiler::analysis::relax::Relaxed,
+    g: &mnet_compiler::ir::SearchGraph,
+    seed: u64,
+) -> Vec<f64> {
+    use rand::{RngExt, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut p = vec![0.0; relaxed.options()];
+    for (c, choice) in g.choices.iter().enumerate() {
+        let at = relaxed.offset(mnet_compiler::ir::ChoiceId(c as u32));
+        let w: Vec<f64> = (0..choice.options())
+            .map(|_| 0.2 + rng.random::<f64>())
+            .collect();
+        let sum: f64 = w.iter().sum();
+        for (o, v) in w.iter().enumerate() {
+            p[at + o] = v / sum;
+        }
+    }
+    p
+}
+
+/// Every cost term's gradient with respect to every option's probability
+/// against central differences.
+#[test]
+fn relaxed_cost_gradients_match_finite_differences() {
+    use mnet_compiler::analysis::relax::{Expected, Relaxed};
+    let terms = |e: &Expected| {
+        let mut v = vec![
+            e.macs.clone(),
+            e.params.clone(),
+            e.flash_bytes.clone(),
+            e.smooth_peak_working(64.0),
+        ];
+        v.extend(e.working.iter().map(|(_, d)| d.clone()));
+        v
+    };
+    for (name, src) in relaxable_spaces() {
+        let net = checked(&name, &src);
+        let relaxed = Relaxed::new(&net.graph).unwrap();
+        for seed in 0..2 {
+            let p = interior(&relaxed, &net.graph, seed);
+            let at = terms(&relaxed.eval(&p).unwrap());
+            // Every option of the small spaces, a stride of them in the large.
+            let step = (relaxed.options() / 60).max(1);
+            for i in (0..relaxed.options()).step_by(step) {
+                let h = 1e-5;
+                let mut q = p.clone();
+                q[i] += h;
+                let up = terms(&relaxed.eval(&q).unwrap());
+                q[i] -= 2.0 * h;
+                let down = terms(&relaxed.eval(&q).unwrap());
+                for (k, d) in at.iter().enumerate() {
+                    let fd = (up[k].value - down[k].value) / (2.0 * h);
+                    let tol = 1e-6 * d.value.abs().max(1.0);
+                    assert!(
+                        (fd - d.grad[i]).abs() <= tol,
+                        "{name} seed {seed}: term {k}, option {i}: analytic {} vs difference {fd}",
+                        d.grad[i]
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A choice whose options give a layer different spatial sizes has no
+/// supernet: an error naming the layer and the options.
+#[test]
+fn relaxed_model_refuses_shape_changing_options() {
+    use mnet_compiler::analysis::relax::Relaxed;
+    let net = checked("branchy.mnet", BRANCHY);
+    let e = Relaxed::new(&net.graph).unwrap_err();
+    assert!(
+        e.message.contains("may differ only in channels"),
+        "{}",
+        e.message
+    );
+    let net = checked("shortcuts.mnet", SHORTCUTS);
+    let e = Relaxed::new(&net.graph).unwrap_err();
+    assert!(
+        e.message.contains("must give the same shape"),
+        "{}",
+        e.message
+    );
+}
