@@ -1,10 +1,12 @@
 //! The training engine mnet's search is built on: a static-graph trainer
 //! for small NHWC convnets ([`engine`]), SGD with momentum and weight decay
-//! ([`optim`]), deterministic learnable synthetic data ([`data`]), and the
-//! training loop behind `mnet train` ([`train`]).
+//! ([`optim`]), deterministic learnable synthetic data ([`data`]), the
+//! training loop behind `mnet train` ([`train`]), and the supernet of a
+//! search space ([`supernet`]).
 
 pub mod data;
 pub mod engine;
 pub mod optim;
 pub mod simd;
+pub mod supernet;
 pub mod train;

@@ -103,13 +103,16 @@ pub struct RelaxError {
 /// One combination of the categorical options a layer binds, and the layer
 /// under it (its `out`, when searched, is set per evaluation).
 #[derive(Clone, Debug)]
-struct Variant {
-    combo: Vec<(usize, usize)>,
-    op: Op,
+pub struct Variant {
+    /// (choice, option) pairs.
+    pub combo: Vec<(usize, usize)>,
+    /// The layer, with a searched `out` at its largest.
+    pub op: Op,
 }
 
+/// What the supernet does at one search node.
 #[derive(Clone, Debug)]
-enum Plan {
+pub enum Plan {
     Layer {
         variants: Vec<Variant>,
         /// A searched channel count: the choice and each option's value.
@@ -366,6 +369,16 @@ impl Relaxed {
     /// The supernet shape of a node (channels at their largest).
     pub fn shape(&self, id: SNodeId) -> &[u32] {
         &self.shapes[id.0.index()]
+    }
+
+    /// What the supernet does at a node.
+    pub fn plan(&self, id: SNodeId) -> &Plan {
+        &self.plans[id.0.index()]
+    }
+
+    /// The nodes that read a node, with the input slot each reads it by.
+    pub fn readers(&self, id: SNodeId) -> &[(usize, usize)] {
+        &self.readers[id.0.index()]
     }
 
     /// The flat probabilities of one network (one-hot per choice).

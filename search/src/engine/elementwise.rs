@@ -1,6 +1,6 @@
 //! The layers that move or map values without weights: activations, add,
-//! concat, pad, reshape, softmax and the channel masks of a width search,
-//! forward and backward.
+//! concat, pad, reshape, softmax, and the channel masks and option mixes
+//! of a supernet, forward and backward.
 
 use super::{upper, Kind, Layer, Net, ROWS};
 use rand::RngExt;
@@ -344,5 +344,51 @@ pub(super) fn backward_dropout(
     let mask = &net.masks[i];
     for ((g, d), m) in net.grads[j].iter_mut().zip(dy).zip(mask) {
         *g += d * m;
+    }
+}
+
+pub(super) fn forward_mix(net: &mut Net, layers: &[Layer], i: usize, out: &mut [f32]) {
+    let layer = &layers[i];
+    kind!(layer, Kind::Mix { weights });
+    let c = *layer.shape.last().unwrap();
+    out.iter_mut().for_each(|v| *v = 0.0);
+    for (k, &j) in layer.inputs.iter().enumerate() {
+        let w = net.params[*weights].value[k];
+        let ck = *layers[j].shape.last().unwrap();
+        let x = &net.acts[j];
+        if w == 0.0 {
+            continue;
+        }
+        out.par_chunks_mut(ROWS * c)
+            .zip(x.par_chunks(ROWS * ck))
+            .for_each(|(ob, xb)| {
+                for (o, xr) in ob.chunks_exact_mut(c).zip(xb.chunks_exact(ck)) {
+                    o[..ck].iter_mut().zip(xr).for_each(|(o, v)| *o += w * v);
+                }
+            });
+    }
+}
+
+pub(super) fn backward_mix(
+    net: &mut Net,
+    layers: &[Layer],
+    i: usize,
+    dy: &[f32],
+    _fresh: &mut [bool],
+) {
+    let layer = &layers[i];
+    kind!(layer, Kind::Mix { weights });
+    let c = *layer.shape.last().unwrap();
+    for (k, &j) in layer.inputs.iter().enumerate() {
+        let w = net.params[*weights].value[k];
+        let ck = *layers[j].shape.last().unwrap();
+        let mut dw = 0.0f64;
+        for (xr, dr) in net.acts[j].chunks_exact(ck).zip(dy.chunks_exact(c)) {
+            dw += xr.iter().zip(dr).map(|(x, d)| (x * d) as f64).sum::<f64>();
+        }
+        net.params[*weights].grad[k] += dw as f32;
+        for (g, dr) in net.grads[j].chunks_exact_mut(ck).zip(dy.chunks_exact(c)) {
+            g.iter_mut().zip(dr).for_each(|(g, d)| *g += w * d);
+        }
     }
 }

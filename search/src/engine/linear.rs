@@ -297,6 +297,7 @@ impl Geometry {
             | Kind::Reshape
             | Kind::Softmax
             | Kind::ChannelMask { .. }
+            | Kind::Mix { .. }
             | Kind::Dropout { .. } => return Geometry::default(),
         };
         let p = placement(window, s);

@@ -136,6 +136,12 @@ pub enum Kind {
     Dropout {
         rate: f32,
     },
+    /// A weighted sum of inputs that differ at most in their channel count
+    /// (fewer channels are zeros), one weight per input in a parameter:
+    /// the options of a choice in a supernet.
+    Mix {
+        weights: usize,
+    },
 }
 
 impl Kind {
@@ -155,7 +161,8 @@ impl Kind {
             | Kind::Reshape
             | Kind::Softmax
             | Kind::ChannelMask { .. }
-            | Kind::Dropout { .. } => None,
+            | Kind::Dropout { .. }
+            | Kind::Mix { .. } => None,
         }
     }
 }
@@ -302,191 +309,199 @@ pub fn training_bytes(g: &FixedGraph, batch: usize) -> u128 {
     4 * (4 * params + per_sample * batch as u128)
 }
 
-impl Net {
-    /// Build from a fixed network with the default initialisation for
-    /// `seed`.
-    pub fn from_fixed(g: &FixedGraph, batch: usize, seed: u64) -> Net {
-        Net::from_fixed_with(g, batch, seed, Init::default())
+/// Builds a [`Net`] layer by layer: [`Net::from_fixed_with`] for a fixed
+/// network, and the search's supernet, which adds its own mixing and
+/// masking layers between the compiler's ops.
+pub struct NetBuilder {
+    layers: Vec<Layer>,
+    params: Vec<Param>,
+    rng: rand_chacha::ChaCha8Rng,
+    init: Init,
+    seed: u64,
+}
+
+impl NetBuilder {
+    pub fn new(seed: u64, init: Init) -> NetBuilder {
+        NetBuilder {
+            layers: Vec::new(),
+            params: Vec::new(),
+            rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed),
+            init,
+            seed,
+        }
     }
 
-    /// Build from a fixed network with weights initialised by `init`.
-    pub fn from_fixed_with(g: &FixedGraph, batch: usize, seed: u64, init: Init) -> Net {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let mut layers: Vec<Layer> = Vec::new();
-        let mut params: Vec<Param> = Vec::new();
-        let mut index = std::collections::HashMap::new();
-        let mut logits = 0;
-        // A node's output is an int8 tensor unless a layer fused into it
-        // reads it.
-        // (A dropout is not in the int8 network: look through it, and it
-        // is no quantization point itself.)
-        fn kept(g: &FixedGraph, id: mnet_compiler::ir::FNodeId) -> bool {
-            if matches!(g.node(id).op, Op::Dropout { .. }) {
-                return false;
-            }
-            fn fused_reader(g: &FixedGraph, id: mnet_compiler::ir::FNodeId) -> bool {
-                g.consumers(id).iter().any(|&c| match g.node(c).op {
-                    Op::Dropout { .. } => fused_reader(g, c),
-                    _ => g.node(c).fused,
-                })
-            }
-            !fused_reader(g, id)
-        }
-        let kept = |id| kept(g, id);
-        for &id in &g.order {
-            let n = g.node(id);
-            let ins: Vec<usize> = g.inputs(id).iter().map(|i| index[i]).collect();
-            let in_shape: Vec<usize> = ins
-                .first()
-                .map(|&i| layers[i].shape.clone())
-                .unwrap_or_default();
-            let shape: Vec<usize> = n.shape.iter().map(|&d| d as usize).collect();
-            let mut weighted = |params: &mut Vec<Param>,
-                                wshape: Vec<usize>,
-                                fan_in: usize,
-                                fan_out: usize,
-                                cout: usize| {
-                let w = match init {
-                    Init::He => {
-                        let std = (2.0 / fan_in.max(1) as f32).sqrt();
-                        (0..elems(&wshape))
-                            .map(|_| normal(&mut rng) * std)
-                            .collect()
-                    }
-                    Init::Glorot => {
-                        let limit = (6.0 / (fan_in + fan_out).max(1) as f32).sqrt();
-                        (0..elems(&wshape))
-                            .map(|_| limit * (2.0 * rng.random::<f32>() - 1.0))
-                            .collect()
-                    }
-                };
-                params.push(Param::new(format!("{}.weight", n.name), wshape, w, true));
-                params.push(Param::new(
-                    format!("{}.bias", n.name),
-                    vec![cout],
-                    vec![0.0; cout],
-                    false,
-                ));
-                (params.len() - 2, params.len() - 1)
+    /// The layers so far.
+    pub fn layers(&self) -> &[Layer] {
+        &self.layers
+    }
+
+    /// Add a parameter (not initialised by `init`); returns its index.
+    pub fn param(
+        &mut self,
+        name: String,
+        shape: Vec<usize>,
+        value: Vec<f32>,
+        decay: bool,
+    ) -> usize {
+        self.params.push(Param::new(name, shape, value, decay));
+        self.params.len() - 1
+    }
+
+    /// Add a layer of any kind; returns its index.
+    pub fn push(
+        &mut self,
+        kind: Kind,
+        inputs: Vec<usize>,
+        shape: Vec<usize>,
+        name: String,
+        quantized: bool,
+    ) -> usize {
+        self.layers.push(Layer {
+            kind,
+            inputs,
+            shape,
+            name,
+            quantized,
+        });
+        self.layers.len() - 1
+    }
+
+    /// Add the layer of the compiler's `op` reading layers `inputs`, with
+    /// output shape `shape` (per sample) and parameters named after `name`;
+    /// `fused`: the int8 rule fuses it into the layer before (an activation
+    /// after a batch norm then runs inside the batch norm); `quantized`:
+    /// its output is a tensor of the int8 network. Returns the layer that
+    /// holds its output.
+    pub fn op(
+        &mut self,
+        op: &Op,
+        inputs: &[usize],
+        shape: Vec<usize>,
+        name: &str,
+        fused: bool,
+        quantized: bool,
+    ) -> usize {
+        let in_shape: Vec<usize> = inputs
+            .first()
+            .map(|&i| self.layers[i].shape.clone())
+            .unwrap_or_default();
+        let (init, rng, params) = (self.init, &mut self.rng, &mut self.params);
+        let mut weighted = |wshape: Vec<usize>, fan_in: usize, fan_out: usize, cout: usize| {
+            let w = match init {
+                Init::He => {
+                    let std = (2.0 / fan_in.max(1) as f32).sqrt();
+                    (0..elems(&wshape)).map(|_| normal(rng) * std).collect()
+                }
+                Init::Glorot => {
+                    let limit = (6.0 / (fan_in + fan_out).max(1) as f32).sqrt();
+                    (0..elems(&wshape))
+                        .map(|_| limit * (2.0 * rng.random::<f32>() - 1.0))
+                        .collect()
+                }
             };
-            let kind = match &n.op {
-                Op::Input { .. } => Kind::Input,
-                Op::Conv2d { out, window } => {
-                    let (cin, cout, k) = (in_shape[2], *out as usize, pair(window.kernel));
-                    let (weight, bias) = weighted(
-                        &mut params,
-                        vec![cout, k[0], k[1], cin],
-                        k[0] * k[1] * cin,
-                        k[0] * k[1] * cout,
-                        cout,
-                    );
-                    Kind::Conv {
-                        window: *window,
-                        weight,
-                        bias,
-                    }
-                }
-                Op::DepthwiseConv2d { window } => {
-                    let (c, k) = (in_shape[2], pair(window.kernel));
-                    let (weight, bias) = weighted(
-                        &mut params,
-                        vec![1, k[0], k[1], c],
-                        k[0] * k[1] * c,
-                        k[0] * k[1],
-                        c,
-                    );
-                    Kind::Depthwise {
-                        window: *window,
-                        weight,
-                        bias,
-                    }
-                }
-                Op::Dense { out } => {
-                    let (k, cout) = (elems(&in_shape), *out as usize);
-                    let (weight, bias) = weighted(&mut params, vec![cout, k], k, cout, cout);
-                    Kind::Dense { weight, bias }
-                }
-                Op::BatchNorm => {
-                    let c = *in_shape.last().unwrap();
-                    let mut p = |s: &str, v: f32, train: bool| {
-                        let mut prm =
-                            Param::new(format!("{}.{s}", n.name), vec![c], vec![v; c], false);
-                        if !train {
-                            prm.grad.clear();
-                            prm.momentum.clear();
-                        }
-                        params.push(prm);
-                        params.len() - 1
-                    };
-                    Kind::BatchNorm {
-                        gamma: p("gamma", 1.0, true),
-                        beta: p("beta", 0.0, true),
-                        mean: p("mean", 0.0, false),
-                        var: p("var", 1.0, false),
-                        act: None,
-                    }
-                }
-                Op::Act(a) => {
-                    let p = ins[0];
-                    // Fused (the int8 rule) into a batch norm: one pass each
-                    // way instead of two.
-                    if let (
-                        Kind::BatchNorm {
-                            act: act @ None, ..
-                        },
-                        Some(f),
-                        true,
-                    ) = (&mut layers[p].kind, a.fused(), n.fused)
-                    {
-                        *act = Some(f);
-                        layers[p].quantized = kept(id);
-                        index.insert(id, p);
-                        if id == g.output {
-                            logits = p;
-                        }
-                        continue;
-                    }
-                    Kind::Act(*a)
-                }
-                Op::Pool { kind, window } => Kind::Pool {
-                    kind: *kind,
+            params.push(Param::new(format!("{name}.weight"), wshape, w, true));
+            params.push(Param::new(
+                format!("{name}.bias"),
+                vec![cout],
+                vec![0.0; cout],
+                false,
+            ));
+            (params.len() - 2, params.len() - 1)
+        };
+        let kind = match op {
+            Op::Input { .. } => Kind::Input,
+            Op::Conv2d { out, window } => {
+                let (cin, cout, k) = (in_shape[2], *out as usize, pair(window.kernel));
+                let (weight, bias) = weighted(
+                    vec![cout, k[0], k[1], cin],
+                    k[0] * k[1] * cin,
+                    k[0] * k[1] * cout,
+                    cout,
+                );
+                Kind::Conv {
                     window: *window,
-                },
-                Op::GlobalAvgPool => Kind::Pool {
-                    kind: PoolKind::Avg,
-                    window: Window::tiling([in_shape[0] as u32, in_shape[1] as u32]),
-                },
-                Op::Add => Kind::Add,
-                Op::Concat => Kind::Concat,
-                Op::Pad { pads } => Kind::Pad {
-                    pads: pads.map(|p| p as usize),
-                },
-                Op::Reshape { .. } | Op::Flatten => Kind::Reshape,
-                // A final softmax over classes is folded into the loss: the
-                // logits are its input.
-                Op::Softmax if id == g.output && shape.len() == 1 => {
-                    index.insert(id, ins[0]);
-                    logits = ins[0];
-                    continue;
+                    weight,
+                    bias,
                 }
-                Op::Softmax => Kind::Softmax,
-                Op::Dropout { rate } => Kind::Dropout { rate: rate.0 },
-            };
-            layers.push(Layer {
-                kind,
-                inputs: ins,
-                shape,
-                name: n.name.clone(),
-                quantized: kept(id),
-            });
-            index.insert(id, layers.len() - 1);
-            if id == g.output {
-                logits = layers.len() - 1;
             }
-        }
+            Op::DepthwiseConv2d { window } => {
+                let (c, k) = (in_shape[2], pair(window.kernel));
+                let (weight, bias) =
+                    weighted(vec![1, k[0], k[1], c], k[0] * k[1] * c, k[0] * k[1], c);
+                Kind::Depthwise {
+                    window: *window,
+                    weight,
+                    bias,
+                }
+            }
+            Op::Dense { out } => {
+                let (k, cout) = (elems(&in_shape), *out as usize);
+                let (weight, bias) = weighted(vec![cout, k], k, cout, cout);
+                Kind::Dense { weight, bias }
+            }
+            Op::BatchNorm => {
+                let c = *in_shape.last().unwrap();
+                let mut p = |s: &str, v: f32, train: bool| {
+                    let mut prm = Param::new(format!("{name}.{s}"), vec![c], vec![v; c], false);
+                    if !train {
+                        prm.grad.clear();
+                        prm.momentum.clear();
+                    }
+                    params.push(prm);
+                    params.len() - 1
+                };
+                Kind::BatchNorm {
+                    gamma: p("gamma", 1.0, true),
+                    beta: p("beta", 0.0, true),
+                    mean: p("mean", 0.0, false),
+                    var: p("var", 1.0, false),
+                    act: None,
+                }
+            }
+            Op::Act(a) => {
+                let p = inputs[0];
+                // Fused (the int8 rule) into a batch norm: one pass each
+                // way instead of two.
+                if let (
+                    Kind::BatchNorm {
+                        act: act @ None, ..
+                    },
+                    Some(f),
+                    true,
+                ) = (&mut self.layers[p].kind, a.fused(), fused)
+                {
+                    *act = Some(f);
+                    self.layers[p].quantized = quantized;
+                    return p;
+                }
+                Kind::Act(*a)
+            }
+            Op::Pool { kind, window } => Kind::Pool {
+                kind: *kind,
+                window: *window,
+            },
+            Op::GlobalAvgPool => Kind::Pool {
+                kind: PoolKind::Avg,
+                window: Window::tiling([in_shape[0] as u32, in_shape[1] as u32]),
+            },
+            Op::Add => Kind::Add,
+            Op::Concat => Kind::Concat,
+            Op::Pad { pads } => Kind::Pad {
+                pads: pads.map(|p| p as usize),
+            },
+            Op::Reshape { .. } | Op::Flatten => Kind::Reshape,
+            Op::Softmax => Kind::Softmax,
+            Op::Dropout { rate } => Kind::Dropout { rate: rate.0 },
+        };
+        self.push(kind, inputs.to_vec(), shape, name.to_string(), quantized)
+    }
+
+    /// The network, with `logits` the layer the loss reads.
+    pub fn finish(self, logits: usize, batch: usize) -> Net {
         let mut net = Net {
-            layers,
-            params,
+            layers: self.layers,
+            params: self.params,
             logits,
             batch: 0,
             acts: vec![],
@@ -501,7 +516,7 @@ impl Net {
             profile: None,
             frozen: Vec::new(),
             masks: Vec::new(),
-            mask_rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0xd20_0007),
+            mask_rng: rand_chacha::ChaCha8Rng::seed_from_u64(self.seed ^ 0xd20_0007),
             fixed_masks: false,
         };
         // A batch norm that folds into the layer before it makes that
@@ -521,6 +536,80 @@ impl Net {
         }
         net.set_batch(batch);
         net
+    }
+}
+
+impl Net {
+    /// Build from a fixed network with the default initialisation for
+    /// `seed`.
+    pub fn from_fixed(g: &FixedGraph, batch: usize, seed: u64) -> Net {
+        Net::from_fixed_with(g, batch, seed, Init::default())
+    }
+
+    /// Build from a fixed network with weights initialised by `init`.
+    pub fn from_fixed_with(g: &FixedGraph, batch: usize, seed: u64, init: Init) -> Net {
+        let mut b = NetBuilder::new(seed, init);
+        let mut index = std::collections::HashMap::new();
+        let mut logits = 0;
+        // A node's output is an int8 tensor unless a layer fused into it
+        // reads it.
+        // (A dropout is not in the int8 network: look through it, and it
+        // is no quantization point itself.)
+        fn kept(g: &FixedGraph, id: mnet_compiler::ir::FNodeId) -> bool {
+            if matches!(g.node(id).op, Op::Dropout { .. }) {
+                return false;
+            }
+            fn fused_reader(g: &FixedGraph, id: mnet_compiler::ir::FNodeId) -> bool {
+                g.consumers(id).iter().any(|&c| match g.node(c).op {
+                    Op::Dropout { .. } => fused_reader(g, c),
+                    _ => g.node(c).fused,
+                })
+            }
+            !fused_reader(g, id)
+        }
+        for &id in &g.order {
+            let n = g.node(id);
+            let ins: Vec<usize> = g.inputs(id).iter().map(|i| index[i]).collect();
+            let shape: Vec<usize> = n.shape.iter().map(|&d| d as usize).collect();
+            // A final softmax over classes is folded into the loss: the
+            // logits are its input.
+            let at = if matches!(n.op, Op::Softmax) && id == g.output && shape.len() == 1 {
+                ins[0]
+            } else {
+                b.op(&n.op, &ins, shape, &n.name, n.fused, kept(g, id))
+            };
+            index.insert(id, at);
+            if id == g.output {
+                logits = at;
+            }
+        }
+        b.finish(logits, batch)
+    }
+
+    /// Start every residual branch as the identity (Goyal et al. 2017): the
+    /// gamma of a batch norm that feeds an `add` directly (no activation
+    /// after it) is set to 0. Returns how many were set.
+    pub fn zero_residual_gammas(&mut self) -> usize {
+        let mut gammas = Vec::new();
+        for l in &self.layers {
+            if l.kind != Kind::Add {
+                continue;
+            }
+            for &j in &l.inputs {
+                if let Kind::BatchNorm {
+                    gamma, act: None, ..
+                } = self.layers[j].kind
+                {
+                    gammas.push(gamma);
+                }
+            }
+        }
+        gammas.sort_unstable();
+        gammas.dedup();
+        for &g in &gammas {
+            self.params[g].value.iter_mut().for_each(|v| *v = 0.0);
+        }
+        gammas.len()
     }
 
     /// Allocate the activation and gradient buffers for a batch size.
@@ -630,6 +719,7 @@ impl Net {
                 Kind::ChannelMask { .. } => {
                     elementwise::forward_channel_mask(self, &layers, i, &mut out)
                 }
+                Kind::Mix { .. } => elementwise::forward_mix(self, &layers, i, &mut out),
             }
             if let Some(q) = self.qat.as_mut() {
                 if let Some(range) = q.ranges[i] {
@@ -821,6 +911,7 @@ impl Net {
                 Kind::Dropout { .. } => elementwise::backward_dropout(self, ls, i, &dy, f),
                 Kind::Softmax => elementwise::backward_softmax(self, ls, i, &dy, f),
                 Kind::ChannelMask { .. } => elementwise::backward_channel_mask(self, ls, i, &dy, f),
+                Kind::Mix { .. } => elementwise::backward_mix(self, ls, i, &dy, f),
             }
             self.grads[i] = dy;
             if let (Some(t), Some(p)) = (started, self.profile.as_mut()) {
