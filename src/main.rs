@@ -108,6 +108,8 @@ enum Command {
         #[command(flatten)]
         out: OutputArgs,
     },
+    /// Search a space (DNAS) for a network that fits the board; train, quantize and emit it.
+    Search(search::SearchArgs),
     /// Print a readable dump of a .tflite file (tensors, quantization, operators, buffers).
     Inspect { model: PathBuf },
     /// Print the elaborated IR of each network (search graph, or with --pick the fixed graph).
@@ -183,6 +185,9 @@ struct TrainArgs {
     /// How weights start without --init: glorot (uniform, Keras' default) or he (normal).
     #[arg(long, default_value = "glorot")]
     weight_init: mnet_search::engine::Init,
+    /// Start residual branches as the identity: the batch norm before each `add` starts with gamma 0.
+    #[arg(long)]
+    zero_residual_gamma: bool,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Quantization-aware training: int8 fake quantization of weights and activations.
@@ -211,8 +216,11 @@ macro_rules! out {
 
 macro_rules! outln {
     () => { write_stdout(format_args!("\n")) };
-    ($($arg:tt)*) => { write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
+    ($($arg:tt)*) => { $crate::write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
 }
+
+mod report;
+mod search;
 
 /// A user-facing failure: already formatted, exit code 1.
 struct UserError(String);
@@ -473,6 +481,7 @@ fn run(cli: Cli) -> Result<()> {
         } => fmt(&file, check, output.as_deref(), force),
         Command::Compile { net, compile, out } => compile_to(&net, &compile, &out),
         Command::Train { net, train, out } => train_to(&net, &train, &out),
+        Command::Search(args) => search::search(&args),
         Command::Inspect { model } => inspect(&model),
         Command::Ir { file, pick } => ir(&file, pick),
     }
@@ -772,6 +781,9 @@ fn train_to(net: &NetworkArgs, args: &TrainArgs, out: &OutputArgs) -> Result<()>
     }
     let mut model =
         mnet_search::engine::Net::from_fixed_with(&fixed, batch, args.seed, args.weight_init);
+    if args.zero_residual_gamma {
+        model.zero_residual_gammas();
+    }
     if let Some(init) = &args.init {
         let bytes = read_bytes(init)?;
         model
@@ -841,6 +853,7 @@ fn train_to(net: &NetworkArgs, args: &TrainArgs, out: &OutputArgs) -> Result<()>
             "warmup_epochs": cfg.warmup, "schedule": format!("{:?}", cfg.schedule).to_lowercase(),
             "label_smoothing": cfg.label_smoothing, "keep": format!("{:?}", cfg.keep).to_lowercase(),
             "weight_init": format!("{:?}", args.weight_init).to_lowercase(),
+            "zero_residual_gamma": args.zero_residual_gamma,
             "init": args.init.as_ref().map(|p| p.display().to_string()),
             "seed": cfg.seed, "qat": cfg.qat,
         },

@@ -61,6 +61,20 @@ pub struct Checked {
     pub blocks: usize,
 }
 
+/// The board `board` as the source `text` sees it: its own boards and
+/// `std::boards`. An unknown name is an error listing the known ones.
+pub fn find_board(name: &str, text: &str, board: &str) -> Result<ir::Board, String> {
+    let (program, module, _) = Program::load(name, text);
+    match program.board(module, board) {
+        Ok(Some(b)) => Ok(b),
+        Ok(None) => Err(format!(
+            "unknown board `{board}` (known: {})",
+            program.board_names(module).join(", ")
+        )),
+        Err(d) => Err(d.message.clone()),
+    }
+}
+
 /// Parse, elaborate and analyse a `.mnet` source. `name` is how diagnostics
 /// name the file.
 pub fn check_source(name: &str, text: &str) -> Result<Checked, Failure> {

@@ -89,6 +89,36 @@ pub fn compile_bytes(g: &FixedGraph) -> (u128, u128, u128) {
     (weights, activations, 16 * weights + 12 * activations)
 }
 
+/// What a network needs of a board's SRAM besides its stack, as the C
+/// backend emits it: the arena of its memory plan, and the caller's input
+/// and output buffers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Memory {
+    pub arena: u64,
+    pub input: u64,
+    pub output: u64,
+}
+
+/// The memory plan's figures for `g` without weights or calibration (the
+/// plan depends on shapes and the schedule only): what `mnet compile`
+/// would emit as `NAME_ARENA_SIZE`.
+pub fn memory(g: &FixedGraph) -> Result<Memory, Error> {
+    let lowered = lower::lower(g).map_err(|e| Error::Unsupported {
+        origin: origin_of(g, &e.layer),
+        layer: e.layer,
+        message: e.message,
+    })?;
+    lower::verify(&lowered).map_err(Error::Internal)?;
+    let lowered = lower::schedule::schedule(lowered);
+    let plan = plan::check(&lowered, plan::plan(&lowered))?;
+    let bytes = |s: &[u32]| s.iter().map(|&d| d as u64).product::<u64>();
+    Ok(Memory {
+        arena: plan.arena_size as u64,
+        input: bytes(&lowered.nodes[0].shape),
+        output: bytes(&lowered.nodes[lowered.output].shape),
+    })
+}
+
 /// A quantized network ready to run or emit.
 #[derive(Clone, Debug)]
 pub struct Quantized {

@@ -1,4 +1,5 @@
-//! Datasets: deterministic learnable synthetic data, and `.npy` pairs.
+//! Datasets: deterministic learnable synthetic data (an easy template task,
+//! and the harder motif-order task of `synthetic-NAME`), and `.npy` pairs.
 //!
 //! Synthetic samples of class `c` are a class template (a smooth random
 //! field from a few plane waves, fixed per class and seed) plus a random
@@ -96,10 +97,133 @@ impl Dataset {
     }
 }
 
+impl Dataset {
+    /// `count` samples of the motif-order task named `task` (a built-in
+    /// task hard enough that a network's width and depth show in its
+    /// accuracy): each class is an ordered pair of two distinct motifs
+    /// (small smooth random patterns, fixed per task) out of the fewest
+    /// that give every class its own pair, so every motif belongs to many
+    /// classes and only *which two* and *which first* tell them apart; the
+    /// motifs share half of one base pattern. A
+    /// sample holds its class's first motif somewhere in the upper half of
+    /// the map and the second in the lower half (at random positions and
+    /// gains), at times a weaker third motif as a distractor, in noise.
+    /// `draw` seeds the samples, as in [`Dataset::synthetic`].
+    pub fn motif_order(
+        shape: &[usize],
+        classes: usize,
+        count: usize,
+        task: u64,
+        draw: u64,
+    ) -> Dataset {
+        let (h, w, c) = match shape {
+            [h, w, c] => (*h, *w, *c),
+            [h, w] => (*h, *w, 1),
+            _ => (shape.iter().product(), 1, 1),
+        };
+        let (mh, mw) = ((h / 5).max(2).min(h), (w / 2).max(2).min(w));
+        let mut m = 2;
+        while m * (m - 1) < classes {
+            m += 1;
+        }
+        let pairs: Vec<(usize, usize)> = (0..m)
+            .flat_map(|a| (0..m).filter(move |&b| b != a).map(move |b| (a, b)))
+            .collect();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(task ^ 0x6d07_1f00);
+        // Motifs share most of one base pattern: telling them apart in
+        // the noise takes fine features.
+        let base: Vec<f32> = (0..mh * mw * c)
+            .map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 })
+            .collect();
+        let motifs: Vec<Vec<f32>> = (0..m)
+            .map(|_| {
+                let raw: Vec<f32> = base
+                    .iter()
+                    .map(|&v| {
+                        let own = if rng.random::<bool>() { 1.0 } else { -1.0 };
+                        0.5 * v + 0.5 * own
+                    })
+                    .collect();
+                // A 3x3 box blur within the motif: smooth, so a small
+                // kernel sees only part of it.
+                let mut out = vec![0.0f32; raw.len()];
+                for y in 0..mh {
+                    for x in 0..mw {
+                        for ch in 0..c {
+                            let mut sum = 0.0;
+                            let mut n = 0.0;
+                            for dy in -1i64..=1 {
+                                for dx in -1i64..=1 {
+                                    let (yy, xx) = (y as i64 + dy, x as i64 + dx);
+                                    if yy >= 0
+                                        && xx >= 0
+                                        && (yy as usize) < mh
+                                        && (xx as usize) < mw
+                                    {
+                                        sum += raw[((yy as usize) * mw + xx as usize) * c + ch];
+                                        n += 1.0;
+                                    }
+                                }
+                            }
+                            out[(y * mw + x) * c + ch] = sum / n;
+                        }
+                    }
+                }
+                let peak = out.iter().fold(1e-6f32, |a, v| a.max(v.abs()));
+                out.iter().map(|v| v / peak).collect()
+            })
+            .collect();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(draw ^ 0x5eed_0000_0000_0002);
+        let len = h * w * c;
+        let mut inputs = Vec::with_capacity(count * len);
+        let mut labels = Vec::with_capacity(count);
+        let half = h / 2;
+        for k in 0..count {
+            let label = k % classes;
+            let (a, b) = pairs[label];
+            let mut x: Vec<f32> = (0..len).map(|_| rng.random_range(-0.5f32..0.5)).collect();
+            let put = |x: &mut Vec<f32>,
+                       motif: usize,
+                       rows: (usize, usize),
+                       gain: f32,
+                       rng: &mut rand_chacha::ChaCha8Rng| {
+                let top = rng.random_range(rows.0..=rows.1.max(rows.0));
+                let left = rng.random_range(0..=w - mw);
+                for y in 0..mh {
+                    for xx in 0..mw {
+                        for ch in 0..c {
+                            x[((top + y) * w + left + xx) * c + ch] +=
+                                gain * motifs[motif][(y * mw + xx) * c + ch];
+                        }
+                    }
+                }
+            };
+            let upper = (0, half.saturating_sub(mh));
+            let lower = (half.min(h - mh), h - mh);
+            let g1 = rng.random_range(0.6f32..1.0);
+            put(&mut x, a, upper, g1, &mut rng);
+            let g2 = rng.random_range(0.6f32..1.0);
+            put(&mut x, b, lower, g2, &mut rng);
+            if rng.random::<bool>() {
+                let d = rng.random_range(0..m);
+                put(&mut x, d, (0, h - mh), 0.5, &mut rng);
+            }
+            inputs.extend(x.iter().map(|v| v.clamp(-1.0, 1.0)));
+            labels.push(label);
+        }
+        Dataset {
+            shape: shape.to_vec(),
+            classes,
+            inputs,
+            labels,
+        }
+    }
+}
+
 /// Why a `--data` source cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DataError {
-    #[error("unknown data kind; expected synthetic[:COUNT] or npy:DIR")]
+    #[error("unknown data kind; expected synthetic[:COUNT], synthetic-NAME[:COUNT] or npy:DIR")]
     UnknownKind,
     #[error("`{0}` is not a sample count; write synthetic or synthetic:COUNT")]
     Count(String),
@@ -145,6 +269,20 @@ pub fn load(
     hold_out: bool,
 ) -> Result<(Dataset, Dataset), DataError> {
     if let Some(rest) = spec.strip_prefix("synthetic") {
+        // `synthetic-NAME[:COUNT]`: the motif-order task named NAME.
+        let (task, rest) = match rest.strip_prefix('-') {
+            Some(named) => {
+                let name = named.split(':').next().unwrap_or("");
+                if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    return Err(DataError::UnknownKind);
+                }
+                let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                    (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+                });
+                (Some(hash), &named[name.len()..])
+            }
+            None => (None, rest),
+        };
         let count = match rest.strip_prefix(':') {
             Some(n) => n
                 .parse::<usize>()
@@ -166,12 +304,19 @@ pub fn load(
                 limit: crate::engine::MEMORY_LIMIT,
             });
         }
-        let held = if hold_out {
-            Dataset::synthetic(shape, classes, (count / 4).max(classes), seed, 2)
-        } else {
-            Dataset::synthetic(shape, classes, 0, seed, 2)
+        let make = |n: usize, draw: u64| match task {
+            Some(t) => Dataset::motif_order(shape, classes, n, t ^ seed, draw),
+            None => Dataset::synthetic(shape, classes, n, seed, draw),
         };
-        return Ok((Dataset::synthetic(shape, classes, count, seed, 1), held));
+        let held = make(
+            if hold_out {
+                (count / 4).max(classes)
+            } else {
+                0
+            },
+            2,
+        );
+        return Ok((make(count, 1), held));
     }
     if let Some(dir) = spec.strip_prefix("npy:") {
         let dir = std::path::Path::new(dir);

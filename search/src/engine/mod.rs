@@ -586,6 +586,12 @@ impl Net {
         b.finish(logits, batch)
     }
 
+    /// Reseed the generator of dropout masks (a resumed run draws the
+    /// masks an uninterrupted one would).
+    pub fn reseed_masks(&mut self, seed: u64) {
+        self.mask_rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0xd20_0007);
+    }
+
     /// Start every residual branch as the identity (Goyal et al. 2017): the
     /// gamma of a batch norm that feeds an `add` directly (no activation
     /// after it) is set to 0. Returns how many were set.

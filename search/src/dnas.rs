@@ -1,0 +1,673 @@
+//! Differentiable architecture search (MicroNets / FBNetV2) over a
+//! [`Supernet`]: architecture logits per choice, Gumbel-softmax gates with
+//! an annealed temperature, a resource-aware loss from the compiler's
+//! relaxed cost model, and resolution by argmax.
+//!
+//! The schedule: warm-up epochs train the weights alone on random paths
+//! (one uniformly drawn option per choice and step); then every step is a
+//! weight step on a training batch (SGD, cosine learning rate) followed by
+//! an architecture step on a held-out batch (Adam on the logits, its own
+//! parameter group). The architecture loss is the held-out cross-entropy
+//! through the gates plus
+//!
+//! ```text
+//! λ_ops · E[ops] / ops_ref
+//!   + μ · (relu(E[ops] / ops_budget − 1) + relu(E[flash] / flash_budget − 1)
+//!          + relu(smoothmax_n E[working_n] / working_budget − 1))
+//! ```
+//!
+//! where the expectations are under the softmax of the logits (exact
+//! gradients from [`mnet_compiler::analysis::relax`]), `ops_ref` is the ops
+//! budget (or the largest network's ops without one) and the working-memory
+//! budget is the board's SRAM minus what the generated C needs besides its
+//! arena ([`sram_overhead`]). Every random draw of an epoch comes from
+//! generators seeded by (seed, epoch), so a run resumed at an epoch
+//! boundary continues exactly as an uninterrupted one.
+
+use crate::data::Dataset;
+use crate::engine::Param;
+use crate::optim::{cosine_lr, Adam, Sgd};
+use crate::supernet::Supernet;
+use mnet_compiler::ir::{ChoiceId, SearchGraph};
+use rand::seq::SliceRandom;
+use rand::{RngExt, SeedableRng};
+
+/// Search settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SearchConfig {
+    /// Epochs that train weights only, on random paths.
+    pub warmup_epochs: usize,
+    /// Epochs of alternating weight and architecture steps.
+    pub epochs: usize,
+    pub batch: usize,
+    /// Peak SGD learning rate of the weights (cosine over all epochs).
+    pub lr: f32,
+    pub momentum: f32,
+    pub weight_decay: f32,
+    /// Adam's learning rate on the architecture logits.
+    pub arch_lr: f32,
+    /// Gumbel-softmax temperature at the first and last search epoch
+    /// (exponential in between).
+    pub tau_start: f32,
+    pub tau_end: f32,
+    /// Weight of E[ops] / ops_ref.
+    pub lambda_ops: f32,
+    /// Weight of each hinge penalty over a budget.
+    pub penalty: f32,
+    pub seed: u64,
+}
+
+impl Default for SearchConfig {
+    fn default() -> SearchConfig {
+        SearchConfig {
+            warmup_epochs: 2,
+            epochs: 8,
+            batch: 32,
+            lr: 0.05,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            arch_lr: 0.05,
+            tau_start: 5.0,
+            tau_end: 0.1,
+            lambda_ops: 0.1,
+            penalty: 2.0,
+            seed: 0,
+        }
+    }
+}
+
+/// Bytes of a board's SRAM the generated C needs besides its arena for a
+/// network with `input` and `output` bytes: the caller's input and output
+/// buffers, and 256 bytes of stack (the generated code measures 100–124
+/// bytes on a Cortex-M4; twice that, rounded).
+pub fn sram_overhead(input: u64, output: u64) -> u64 {
+    input + output + STACK_BYTES
+}
+
+/// Stack the generated C is allowed in the SRAM budget.
+pub const STACK_BYTES: u64 = 256;
+
+/// What the network must fit: ops, flash bytes (weights and biases) and
+/// the SRAM bytes left for the working memory (the arena).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Budgets {
+    pub ops: Option<u64>,
+    pub flash: Option<u64>,
+    pub working: Option<u64>,
+}
+
+/// Which part of the schedule an epoch is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Warmup,
+    Search,
+    /// Extra epochs with raised penalties after a resolution that did not
+    /// fit.
+    Extra,
+}
+
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Warmup => "warmup",
+            Phase::Search => "search",
+            Phase::Extra => "extra",
+        }
+    }
+}
+
+/// What one epoch did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub phase: Phase,
+    pub loss: f32,
+    pub accuracy: f32,
+    /// The architecture steps' held-out cross-entropy and accuracy.
+    pub val_loss: Option<f32>,
+    pub val_accuracy: Option<f32>,
+    pub temperature: f32,
+    /// Per choice, the softmax of its logits after the epoch.
+    pub probabilities: Vec<Vec<f32>>,
+    pub expected_ops: f64,
+    pub expected_flash: f64,
+    pub expected_working: f64,
+    pub resource_loss: f64,
+    /// The penalty weight in force.
+    pub penalty: f32,
+    pub lr: f32,
+}
+
+/// The architecture parameters and their optimizer.
+#[derive(Clone, Debug)]
+pub struct Arch {
+    /// One logit per option, flat (the supernet's gate order).
+    pub logits: Param,
+    pub steps: usize,
+}
+
+impl Arch {
+    fn new(options: usize) -> Arch {
+        let mut logits = Param::placeholder();
+        logits.name = "arch.logits".into();
+        logits.shape = vec![options];
+        logits.value = vec![0.0; options];
+        logits.grad = vec![0.0; options];
+        logits.momentum = vec![0.0; options];
+        Arch { logits, steps: 0 }
+    }
+}
+
+/// The state of a search between epochs: everything a resumed run needs.
+#[derive(Clone, Debug)]
+pub struct State {
+    pub supernet: Supernet,
+    pub arch: Arch,
+    pub history: Vec<EpochRecord>,
+    /// Epochs done.
+    pub epoch: usize,
+    /// The penalty weight now (raised by extra epochs).
+    pub penalty: f32,
+}
+
+/// The flat offsets of each choice's options.
+fn offsets(g: &SearchGraph, s: &Supernet) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..g.choices.len())
+        .map(|c| s.relaxed.offset(ChoiceId(c as u32)))
+        .collect();
+    v.push(s.options());
+    v
+}
+
+/// Softmax of `x / tau` within each choice.
+fn softmax(x: &[f32], offsets: &[usize], tau: f32) -> Vec<f32> {
+    let mut p = vec![0.0; x.len()];
+    for w in offsets.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        let mx = x[a..b].iter().cloned().fold(f32::MIN, f32::max);
+        let e: Vec<f32> = x[a..b].iter().map(|v| ((v - mx) / tau).exp()).collect();
+        let s: f32 = e.iter().sum();
+        for (k, v) in e.iter().enumerate() {
+            p[a + k] = v / s;
+        }
+    }
+    p
+}
+
+/// The gradient with respect to `x` of a loss whose gradient with respect
+/// to `p = softmax(x / tau)` is `dp`.
+fn softmax_back(p: &[f32], dp: &[f32], offsets: &[usize], tau: f32) -> Vec<f32> {
+    let mut dx = vec![0.0; p.len()];
+    for w in offsets.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        let dot: f32 = (a..b).map(|k| p[k] * dp[k]).sum();
+        for k in a..b {
+            dx[k] = p[k] * (dp[k] - dot) / tau;
+        }
+    }
+    dx
+}
+
+/// A generator for one purpose of one epoch.
+fn rng_for(seed: u64, epoch: usize, purpose: u64) -> rand_chacha::ChaCha8Rng {
+    rand_chacha::ChaCha8Rng::seed_from_u64(
+        seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            ^ purpose.wrapping_mul(0xd6e8_feb8_6659_fd93),
+    )
+}
+
+/// The resource loss at the logits' softmax: its value, its gradient with
+/// respect to the logits, and E[ops], E[flash], the smooth peak working
+/// memory.
+pub fn resource_loss(
+    s: &Supernet,
+    logits: &[f32],
+    offsets: &[usize],
+    budgets: &Budgets,
+    ops_ref: f64,
+    lambda_ops: f32,
+    penalty: f32,
+) -> Result<(f64, Vec<f32>, [f64; 3]), String> {
+    let p = softmax(logits, offsets, 1.0);
+    let pf: Vec<f64> = p.iter().map(|&v| v as f64).collect();
+    let e = s.relaxed.eval(&pf)?;
+    let ops = e.ops();
+    // The smooth maximum's width: 1% of the budget (or of the peak).
+    let tau = budgets
+        .working
+        .map_or(e.peak_working(), |b| b as f64)
+        .max(1.0)
+        * 0.01;
+    let wm = e.smooth_peak_working(tau);
+    let n = pf.len();
+    let (mut value, mut offset) = (0.0, 0.0);
+    let mut grad = vec![0.0f64; n];
+    let mut add = |d: &mnet_compiler::analysis::relax::Dual, k: f64| {
+        value += k * d.value;
+        for (g, x) in grad.iter_mut().zip(&d.grad) {
+            *g += k * x;
+        }
+    };
+    add(&ops, lambda_ops as f64 / ops_ref.max(1.0));
+    let hinge = |d: &mnet_compiler::analysis::relax::Dual, budget: Option<u64>| {
+        budget.filter(|&b| d.value > b as f64).map(|b| b as f64)
+    };
+    for (d, b) in [
+        (&ops, budgets.ops),
+        (&e.flash_bytes, budgets.flash),
+        (&wm, budgets.working),
+    ] {
+        if let Some(b) = hinge(d, b) {
+            add(d, penalty as f64 / b);
+            offset -= penalty as f64;
+        }
+    }
+    value += offset;
+    let dp: Vec<f32> = grad.iter().map(|&g| g as f32).collect();
+    let dx = softmax_back(&p, &dp, offsets, 1.0);
+    Ok((value, dx, [ops.value, e.flash_bytes.value, wm.value]))
+}
+
+/// Start a search: the supernet with its weights seeded, uniform logits.
+pub fn start(g: &SearchGraph, cfg: &SearchConfig) -> Result<State, String> {
+    let supernet = Supernet::new(g, cfg.batch, cfg.seed, crate::engine::Init::Glorot)?;
+    let arch = Arch::new(supernet.options());
+    Ok(State {
+        supernet,
+        arch,
+        history: Vec::new(),
+        epoch: 0,
+        penalty: cfg.penalty,
+    })
+}
+
+/// The argmax option of every choice.
+pub fn argmax(g: &SearchGraph, state: &State) -> Vec<u16> {
+    let off = offsets(g, &state.supernet);
+    off.windows(2)
+        .map(|w| {
+            let x = &state.arch.logits.value[w[0]..w[1]];
+            let mut best = 0;
+            for k in 1..x.len() {
+                if x[k] > x[best] {
+                    best = k;
+                }
+            }
+            best as u16
+        })
+        .collect()
+}
+
+/// What a search reports as it goes.
+pub enum SearchProgress<'a> {
+    /// A step of an epoch: (step, steps, running training loss, accuracy).
+    Step {
+        epoch: usize,
+        step: usize,
+        steps: usize,
+        loss: f32,
+        accuracy: f32,
+    },
+    Epoch(&'a EpochRecord),
+}
+
+/// Run one epoch (`state.epoch + 1`) of phase `phase`, of `total` epochs
+/// in the schedule.
+#[allow(clippy::too_many_arguments)]
+pub fn run_epoch(
+    g: &SearchGraph,
+    state: &mut State,
+    train: &Dataset,
+    val: &Dataset,
+    budgets: &Budgets,
+    ops_ref: f64,
+    cfg: &SearchConfig,
+    phase: Phase,
+    total: usize,
+    mut progress: impl FnMut(SearchProgress),
+) -> Result<(), String> {
+    let epoch = state.epoch + 1;
+    let off = offsets(g, &state.supernet);
+    let s = &mut state.supernet;
+    let batch = cfg.batch.min(train.len()).max(1);
+    let len = train.sample_len();
+    let steps = train.len().div_ceil(batch);
+    let total_steps = steps * total;
+    let search_epochs = cfg.epochs.max(1);
+    let tau = match phase {
+        Phase::Warmup => cfg.tau_start,
+        Phase::Search => {
+            let k = (epoch - cfg.warmup_epochs - 1) as f32 / (search_epochs.max(2) - 1) as f32;
+            cfg.tau_start * (cfg.tau_end / cfg.tau_start).powf(k.min(1.0))
+        }
+        Phase::Extra => cfg.tau_end,
+    };
+    let mut order: Vec<usize> = (0..train.len()).collect();
+    order.shuffle(&mut rng_for(cfg.seed, epoch, 1));
+    let mut val_order: Vec<usize> = (0..val.len()).collect();
+    val_order.shuffle(&mut rng_for(cfg.seed, epoch, 2));
+    let mut gumbel = rng_for(cfg.seed, epoch, 3);
+    s.net.reseed_masks(cfg.seed ^ epoch as u64);
+    let sgd = Sgd {
+        lr: cfg.lr,
+        momentum: cfg.momentum,
+        nesterov: true,
+        weight_decay: cfg.weight_decay,
+    };
+    let adam = Adam {
+        weight_decay: 0.0,
+        ..Adam::default()
+    };
+    let draw = |logits: &[f32], rng: &mut rand_chacha::ChaCha8Rng| -> Vec<f32> {
+        let noisy: Vec<f32> = logits
+            .iter()
+            .map(|&l| {
+                let u: f32 = rng.random_range(1e-10f32..1.0);
+                l - (-u.ln()).ln()
+            })
+            .collect();
+        softmax(&noisy, &off, tau)
+    };
+    let (mut loss_sum, mut correct, mut done) = (0f64, 0usize, 0usize);
+    let (mut vloss_sum, mut vcorrect, mut vdone) = (0f64, 0usize, 0usize);
+    let mut xb = vec![0f32; batch * len];
+    let mut yb = vec![0usize; batch];
+    let mut val_at = 0;
+    let mut lr = cfg.lr;
+    let arch_steps = phase != Phase::Warmup && !val.is_empty();
+    for (n, chunk) in order.chunks(batch).enumerate() {
+        let rows = chunk.len();
+        if s.net.batch != rows {
+            s.net.set_batch(rows);
+        }
+        for (k, &i) in chunk.iter().enumerate() {
+            xb[k * len..(k + 1) * len].copy_from_slice(&train.inputs[i * len..(i + 1) * len]);
+            yb[k] = train.labels[i];
+        }
+        // Weights: a random path in the warm-up, a Gumbel sample after.
+        let gates = if phase == Phase::Warmup {
+            let mut v = vec![0.0; s.options()];
+            for w in off.windows(2) {
+                v[w[0] + gumbel.random_range(0..w[1] - w[0])] = 1.0;
+            }
+            v
+        } else {
+            draw(&state.arch.logits.value, &mut gumbel)
+        };
+        s.set_gates(&gates);
+        s.net.forward(&xb[..rows * len], true);
+        let (loss, ok) = s.net.loss(&yb[..rows]);
+        if !loss.is_finite() {
+            return Err(format!(
+                "the supernet's training diverged: the loss of step {} of epoch {epoch} is {loss}; lower --lr",
+                n + 1
+            ));
+        }
+        s.net.backward();
+        s.gate_grads(&gates);
+        let step = (epoch - 1) * steps + n;
+        lr = cosine_lr(
+            cfg.lr,
+            step,
+            steps.min(total_steps / 10).max(1),
+            total_steps,
+        );
+        for p in s.net.params.iter_mut().filter(|p| !p.grad.is_empty()) {
+            if !(p.name.ends_with(".mask") || p.name.ends_with(".mix")) {
+                sgd.update(p, lr);
+            }
+        }
+        loss_sum += loss as f64 * rows as f64;
+        correct += ok;
+        done += rows;
+        // Architecture: a held-out batch through a fresh sample.
+        if arch_steps {
+            let vrows = batch.min(val.len());
+            if s.net.batch != vrows {
+                s.net.set_batch(vrows);
+            }
+            for k in 0..vrows {
+                let i = val_order[val_at % val_order.len()];
+                val_at += 1;
+                xb[k * len..(k + 1) * len].copy_from_slice(&val.inputs[i * len..(i + 1) * len]);
+                yb[k] = val.labels[i];
+            }
+            let gates = draw(&state.arch.logits.value, &mut gumbel);
+            s.set_gates(&gates);
+            s.net.forward(&xb[..vrows * len], true);
+            let (vloss, vok) = s.net.loss(&yb[..vrows]);
+            s.net.backward();
+            let dg = s.gate_grads(&gates);
+            let mut dtheta = softmax_back(&gates, &dg, &off, tau);
+            let (_, dres, _) = resource_loss(
+                s,
+                &state.arch.logits.value,
+                &off,
+                budgets,
+                ops_ref,
+                cfg.lambda_ops,
+                state.penalty,
+            )?;
+            for (a, b) in dtheta.iter_mut().zip(&dres) {
+                *a += b;
+            }
+            state.arch.logits.grad = dtheta;
+            state.arch.steps += 1;
+            adam.update(&mut state.arch.logits, cfg.arch_lr, state.arch.steps);
+            vloss_sum += vloss as f64 * vrows as f64;
+            vcorrect += vok;
+            vdone += vrows;
+        }
+        progress(SearchProgress::Step {
+            epoch,
+            step: n + 1,
+            steps,
+            loss: (loss_sum / done as f64) as f32,
+            accuracy: correct as f32 / done as f32,
+        });
+    }
+    if s.net.batch != batch {
+        s.net.set_batch(batch);
+    }
+    let (res, _, [e_ops, e_flash, e_wm]) = resource_loss(
+        s,
+        &state.arch.logits.value,
+        &off,
+        budgets,
+        ops_ref,
+        cfg.lambda_ops,
+        state.penalty,
+    )?;
+    let p = softmax(&state.arch.logits.value, &off, 1.0);
+    let record = EpochRecord {
+        epoch,
+        phase,
+        loss: (loss_sum / done.max(1) as f64) as f32,
+        accuracy: correct as f32 / done.max(1) as f32,
+        val_loss: (vdone > 0).then(|| (vloss_sum / vdone as f64) as f32),
+        val_accuracy: (vdone > 0).then(|| vcorrect as f32 / vdone as f32),
+        temperature: tau,
+        probabilities: off.windows(2).map(|w| p[w[0]..w[1]].to_vec()).collect(),
+        expected_ops: e_ops,
+        expected_flash: e_flash,
+        expected_working: e_wm,
+        resource_loss: res,
+        penalty: state.penalty,
+        lr,
+    };
+    progress(SearchProgress::Epoch(&record));
+    state.history.push(record);
+    state.epoch = epoch;
+    Ok(())
+}
+
+/// A board's limits: ops, flash bytes, SRAM bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub ops: Option<u64>,
+    pub flash: Option<u64>,
+    pub sram: Option<u64>,
+}
+
+impl Limits {
+    /// The budgets of the loss for a network with these input and output
+    /// bytes.
+    pub fn budgets(&self, input: u64, output: u64) -> Budgets {
+        Budgets {
+            ops: self.ops,
+            flash: self.flash,
+            working: self
+                .sram
+                .map(|s| s.saturating_sub(sram_overhead(input, output))),
+        }
+    }
+}
+
+/// A resolved network's exact figures against the limits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fit {
+    pub ops: u64,
+    pub params: u64,
+    pub flash: u64,
+    /// The SpArSe peak working memory.
+    pub peak_working: u64,
+    pub memory: mnet_compiler::pipeline::Memory,
+    /// Arena, input, output and stack: the SRAM it needs.
+    pub sram: u64,
+    /// Every limit it exceeds: (budget, needed, limit).
+    pub over: Vec<(&'static str, u64, u64)>,
+}
+
+/// Measure a fixed network against the limits: exact costs (`mnet stats`)
+/// and the real memory plan (`mnet compile`'s arena).
+pub fn fit(fixed: &mnet_compiler::ir::FixedGraph, limits: &Limits) -> Result<Fit, String> {
+    let t = mnet_compiler::analysis::stats::fixed_stats(fixed).totals;
+    let memory = mnet_compiler::pipeline::memory(fixed).map_err(|e| e.to_string())?;
+    let sram = memory.arena + sram_overhead(memory.input, memory.output);
+    let mut over = Vec::new();
+    for (name, needed, limit) in [
+        ("ops", t.ops(), limits.ops),
+        ("flash", t.flash_bytes, limits.flash),
+        ("sram", sram, limits.sram),
+    ] {
+        if let Some(l) = limit.filter(|&l| needed > l) {
+            over.push((name, needed, l));
+        }
+    }
+    Ok(Fit {
+        ops: t.ops(),
+        params: t.params,
+        flash: t.flash_bytes,
+        peak_working: t.peak_working_bytes,
+        memory,
+        sram,
+        over,
+    })
+}
+
+/// How a search ended.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub assignment: Vec<u16>,
+    pub fixed: mnet_compiler::ir::FixedGraph,
+    pub fit: Fit,
+}
+
+/// Run (or continue) a search to its resolution: the warm-up and search
+/// epochs, then the argmax network checked against the limits; while it
+/// does not fit, up to `extra` more epochs with the penalties raised 4×
+/// each. `after_epoch` sees the state after every epoch (checkpoints). The
+/// outcome may still not fit: the caller decides.
+#[allow(clippy::too_many_arguments)]
+pub fn search(
+    g: &SearchGraph,
+    state: &mut State,
+    train: &Dataset,
+    val: &Dataset,
+    limits: &Limits,
+    ops_ref: f64,
+    cfg: &SearchConfig,
+    extra: usize,
+    mut after_epoch: impl FnMut(&State) -> Result<(), String>,
+    mut progress: impl FnMut(SearchProgress),
+) -> Result<Outcome, String> {
+    let info = &g.info;
+    let input: u64 = info.input_shape.iter().map(|&d| d as u64).product();
+    let output: u64 = info
+        .output_shape
+        .as_ref()
+        .map_or(1, |s| s.iter().map(|&d| d as u64).product());
+    let budgets = limits.budgets(input, output);
+    let total = cfg.warmup_epochs + cfg.epochs;
+    while state.epoch < total {
+        let phase = if state.epoch < cfg.warmup_epochs {
+            Phase::Warmup
+        } else {
+            Phase::Search
+        };
+        run_epoch(
+            g,
+            state,
+            train,
+            val,
+            &budgets,
+            ops_ref,
+            cfg,
+            phase,
+            total,
+            &mut progress,
+        )?;
+        after_epoch(state)?;
+    }
+    loop {
+        let assignment = argmax(g, state);
+        let fixed = mnet_compiler::analysis::resolve::resolve(g, &assignment)?;
+        let fit = fit(&fixed, limits)?;
+        if fit.over.is_empty() || state.epoch >= total + extra {
+            return Ok(Outcome {
+                assignment,
+                fixed,
+                fit,
+            });
+        }
+        state.penalty *= 4.0;
+        run_epoch(
+            g,
+            state,
+            train,
+            val,
+            &budgets,
+            ops_ref,
+            cfg,
+            Phase::Extra,
+            total,
+            &mut progress,
+        )?;
+        after_epoch(state)?;
+    }
+}
+
+/// Top-1 accuracy of an int8 network on a dataset through the reference
+/// interpreter (inputs quantized with the model's input parameters).
+pub fn int8_accuracy(q: &mnet_compiler::pipeline::Quantized, data: &Dataset) -> f32 {
+    use rayon::prelude::*;
+    let len = data.sample_len();
+    let iq = q.graph.qparams[0];
+    let out = q.graph.lowered.output;
+    let correct: usize = (0..data.len())
+        .into_par_iter()
+        .map(|i| {
+            let x: Vec<i8> = data.inputs[i * len..(i + 1) * len]
+                .iter()
+                .map(|&v| iq.quantize(v))
+                .collect();
+            let values = mnet_compiler::exec::interp::run(&q.graph, &q.prepared, &x);
+            let y = &values[out];
+            let best = (0..y.len())
+                .max_by_key(|&k| (y[k], std::cmp::Reverse(k)))
+                .unwrap_or(0);
+            usize::from(best == data.labels[i])
+        })
+        .sum();
+    correct as f32 / data.len().max(1) as f32
+}
