@@ -389,9 +389,18 @@ pub fn search(args: &SearchArgs) -> Result<()> {
                     (Some(l), Some(a)) => format!(", held-out loss {l:.4}, accuracy {a:.3}"),
                     _ => String::new(),
                 };
+                let at = if r.epoch <= total_epochs {
+                    format!("{}/{total_epochs}", r.epoch)
+                } else {
+                    format!(
+                        "{} (extra {}/{})",
+                        r.epoch,
+                        r.epoch - total_epochs,
+                        args.extra_epochs
+                    )
+                };
                 eprintln!(
-                    "epoch {}/{total_epochs} ({}): loss {:.4}, accuracy {:.3}{v}; E[ops] {}, E[flash] {}, E[working] {}; temperature {:.3}",
-                    r.epoch,
+                    "epoch {at} ({}): loss {:.4}, accuracy {:.3}{v}; E[ops] {}, E[flash] {}, E[working] {}; temperature {:.3}",
                     r.phase.name(),
                     r.loss,
                     r.accuracy,

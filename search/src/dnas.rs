@@ -16,7 +16,8 @@
 //!          + relu(smoothmax_n E[working_n] / working_budget − 1))
 //! ```
 //!
-//! where the expectations are under the softmax of the logits (exact
+//! where the expectations are under the softmax of the logits over the
+//! gates' temperature (so they approach the argmax network's figures; exact
 //! gradients from [`mnet_compiler::analysis::relax`]), `ops_ref` is the ops
 //! budget (or the largest network's ops without one) and the working-memory
 //! budget is the board's SRAM minus what the generated C needs besides its
@@ -216,29 +217,33 @@ fn rng_for(seed: u64, epoch: usize, purpose: u64) -> rand_chacha::ChaCha8Rng {
     )
 }
 
-/// The resource loss at the logits' softmax: its value, its gradient with
-/// respect to the logits, and E[ops], E[flash], the smooth peak working
-/// memory.
+/// The resource loss at the softmax of the logits over the temperature
+/// `tau` (the gates' temperature: as it anneals, the expectations approach
+/// the figures of the argmax network, which is the one that must fit): its
+/// value, its gradient with respect to the logits, and E[ops], E[flash],
+/// the smooth peak working memory.
+#[allow(clippy::too_many_arguments)]
 pub fn resource_loss(
     s: &Supernet,
     logits: &[f32],
     offsets: &[usize],
+    tau: f32,
     budgets: &Budgets,
     ops_ref: f64,
     lambda_ops: f32,
     penalty: f32,
 ) -> Result<(f64, Vec<f32>, [f64; 3]), String> {
-    let p = softmax(logits, offsets, 1.0);
+    let p = softmax(logits, offsets, tau);
     let pf: Vec<f64> = p.iter().map(|&v| v as f64).collect();
     let e = s.relaxed.eval(&pf)?;
     let ops = e.ops();
     // The smooth maximum's width: 1% of the budget (or of the peak).
-    let tau = budgets
+    let width = budgets
         .working
         .map_or(e.peak_working(), |b| b as f64)
         .max(1.0)
         * 0.01;
-    let wm = e.smooth_peak_working(tau);
+    let wm = e.smooth_peak_working(width);
     let n = pf.len();
     let (mut value, mut offset) = (0.0, 0.0);
     let mut grad = vec![0.0f64; n];
@@ -264,7 +269,7 @@ pub fn resource_loss(
     }
     value += offset;
     let dp: Vec<f32> = grad.iter().map(|&g| g as f32).collect();
-    let dx = softmax_back(&p, &dp, offsets, 1.0);
+    let dx = softmax_back(&p, &dp, offsets, tau);
     Ok((value, dx, [ops.value, e.flash_bytes.value, wm.value]))
 }
 
@@ -443,6 +448,7 @@ pub fn run_epoch(
                 s,
                 &state.arch.logits.value,
                 &off,
+                tau,
                 budgets,
                 ops_ref,
                 cfg.lambda_ops,
@@ -473,6 +479,7 @@ pub fn run_epoch(
         s,
         &state.arch.logits.value,
         &off,
+        tau,
         budgets,
         ops_ref,
         cfg.lambda_ops,
