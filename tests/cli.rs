@@ -663,6 +663,22 @@ fn train_refuses_what_it_cannot_do_and_evaluates_every_sample() {
         metrics["validation_samples"], 40,
         "--val is used whole: {metrics}"
     );
+    assert_eq!(metrics["config"]["zero_residual_gamma"], false);
+    std::fs::remove_dir_all(&out).unwrap();
+    let o = train(&[
+        "--data",
+        &spec,
+        "--batch",
+        "8",
+        "--epochs",
+        "1",
+        "--zero-residual-gamma",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("tiny.metrics.json")).unwrap())
+            .unwrap();
+    assert_eq!(metrics["config"]["zero_residual_gamma"], true);
     std::fs::remove_dir_all(&out).unwrap();
     fails(
         &["--data", &spec, "--init", file.to_str().unwrap()],

@@ -463,3 +463,33 @@ fn dropout_is_the_identity_at_evaluation_and_in_int8() {
     nb.forward(&x, true);
     assert_ne!(na.logits(), nb.logits(), "dropout acts in training");
 }
+
+/// `--zero-residual-gamma`: exactly the batch norms that feed an `add`
+/// directly start at gamma 0, so each residual branch starts as the
+/// identity; the others keep 1.
+#[test]
+fn zero_residual_gamma_zeroes_the_norms_before_adds() {
+    let src = "use std::blocks::inverted_residual\nnetwork r(x: i8[8, 8, 4]) -> [3] {\n    x = conv2d(x, out: 8, kernel: 3) |> batch_norm |> relu\n    x = add(x, inverted_residual(x, expand: 16, out: 8))\n    x = add(x, inverted_residual(x, expand: 16, out: 8))\n    x = global_avg_pool(x) |> dense(out: 3)\n}\n";
+    let mut n = net(src, 2);
+    assert_eq!(n.zero_residual_gammas(), 2);
+    let gammas: Vec<(&str, bool)> = n
+        .params
+        .iter()
+        .filter(|p| p.name.ends_with(".gamma"))
+        .map(|p| (p.name.as_str(), p.value.iter().all(|&v| v == 0.0)))
+        .collect();
+    let zeroed: Vec<&str> = gammas.iter().filter(|g| g.1).map(|g| g.0).collect();
+    assert_eq!(
+        zeroed,
+        [
+            "inverted_residual_0/batch_norm_2.gamma",
+            "inverted_residual_1/batch_norm_2.gamma"
+        ],
+        "{gammas:?}"
+    );
+    // The network then computes its trunk alone: the branch adds 0 +
+    // beta (0) at the start.
+    let x: Vec<f32> = (0..2 * 8 * 8 * 4).map(|k| (k % 7) as f32 / 7.0).collect();
+    n.forward(&x, false);
+    assert!(n.logits().iter().all(|v| v.is_finite()));
+}
