@@ -372,6 +372,8 @@ pub fn search(args: &SearchArgs) -> Result<()> {
                 steps,
                 loss,
                 accuracy,
+                temperature,
+                expected,
             } => {
                 let b = bar.get_or_insert_with(|| {
                     indicatif::ProgressBar::new(steps as u64)
@@ -379,7 +381,18 @@ pub fn search(args: &SearchArgs) -> Result<()> {
                         .with_prefix(format!("{epoch}/{total_epochs}"))
                 });
                 b.set_position(step as u64);
-                b.set_message(format!("loss {loss:.4}, accuracy {accuracy:.3}"));
+                let costs = match expected {
+                    Some([o, f, w]) => format!(
+                        ", E[ops] {}, E[flash] {}, E[SRAM] {}",
+                        budget_text(o, budgets.ops),
+                        budget_text(f, budgets.flash),
+                        budget_text(w, budgets.working)
+                    ),
+                    None => String::new(),
+                };
+                b.set_message(format!(
+                    "loss {loss:.4}, accuracy {accuracy:.3}{costs}, temperature {temperature:.3}"
+                ));
             }
             SearchProgress::Epoch(r) => {
                 if let Some(b) = bar.take() {
@@ -538,6 +551,8 @@ pub fn search(args: &SearchArgs) -> Result<()> {
         &limits,
         &cfg,
         Report {
+            data: &args.data,
+            samples: (train_set.len(), val_set.len()),
             float: (float_loss, float_acc),
             int8: int8_acc,
             arena: art.plan.arena_size as u64,
@@ -657,6 +672,8 @@ fn choice_names(g: &mnet_compiler::ir::SearchGraph, a: &[u16]) -> Vec<(String, S
 }
 
 struct Report<'a> {
+    data: &'a str,
+    samples: (usize, usize),
     float: (f32, f32),
     int8: f32,
     arena: u64,
@@ -721,6 +738,7 @@ fn search_json(
             "retrain": format!("{:?}", r.retrain).to_lowercase(), "retrain_epochs": r.retrain_epochs,
         },
         "limits": { "ops": limits.ops, "flash": limits.flash, "sram": limits.sram },
+        "data": { "spec": r.data, "train_samples": r.samples.0, "held_out_samples": r.samples.1 },
         "epochs": epochs,
         "choices": choices,
         "result": {

@@ -413,3 +413,64 @@ fn tight_sram_budget_gives_a_network_that_fits() {
     assert_ne!(a["choices"], b["choices"], "the budget changes the network");
     assert!(a["result"]["sram"].as_u64().unwrap() > sram);
 }
+
+/// `npy:DIR` takes `DIR/val/` as the held-out split when it is there, and
+/// 10% of each class of `DIR` otherwise.
+#[test]
+fn npy_data_with_a_val_folder() {
+    let dir = scratch("npy");
+    let data = dir.join("data");
+    std::fs::create_dir_all(data.join("val")).unwrap();
+    let write = |at: &Path, n: usize| {
+        let x: Vec<u8> = (0..n * 64)
+            .flat_map(|k| (((k * 7919) % 200) as f32 / 100.0 - 1.0).to_le_bytes())
+            .collect();
+        let y: Vec<u8> = (0..n)
+            .flat_map(|k| ((k % 3) as i64).to_le_bytes())
+            .collect();
+        common::npy_file(&at.join("x.npy"), "<f4", &[n, 8, 8, 1], &x);
+        common::npy_file(&at.join("y.npy"), "<i8", &[n], &y);
+    };
+    write(&data, 60);
+    write(&data.join("val"), 21);
+    let spec = format!("npy:{}", data.display());
+    let run = |out: &Path| {
+        mnet(&[
+            "search",
+            "examples/tiny.mnet",
+            "--data",
+            &spec,
+            "--warmup-epochs",
+            "1",
+            "--epochs",
+            "1",
+            "--retrain-epochs",
+            "1",
+            "--batch",
+            "8",
+            "-o",
+            out.to_str().unwrap(),
+        ])
+    };
+    let o = run(&dir.join("a"));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let s = json(&dir.join("a/search.json"));
+    assert_eq!(
+        (
+            s["data"]["train_samples"].as_u64(),
+            s["data"]["held_out_samples"].as_u64()
+        ),
+        (Some(60), Some(21))
+    );
+    std::fs::remove_dir_all(data.join("val")).unwrap();
+    let o = run(&dir.join("b"));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let s = json(&dir.join("b/search.json"));
+    assert_eq!(
+        (
+            s["data"]["train_samples"].as_u64(),
+            s["data"]["held_out_samples"].as_u64()
+        ),
+        (Some(54), Some(6))
+    );
+}

@@ -305,13 +305,17 @@ pub fn argmax(g: &SearchGraph, state: &State) -> Vec<u16> {
 
 /// What a search reports as it goes.
 pub enum SearchProgress<'a> {
-    /// A step of an epoch: (step, steps, running training loss, accuracy).
+    /// A step of an epoch: the running training loss and accuracy, the
+    /// temperature, and E[ops], E[flash], E[working memory] after the
+    /// last architecture step (None in the warm-up).
     Step {
         epoch: usize,
         step: usize,
         steps: usize,
         loss: f32,
         accuracy: f32,
+        temperature: f32,
+        expected: Option<[f64; 3]>,
     },
     Epoch(&'a EpochRecord),
 }
@@ -380,6 +384,7 @@ pub fn run_epoch(
     let mut val_at = 0;
     let mut lr = cfg.lr;
     let arch_steps = phase != Phase::Warmup && !val.is_empty();
+    let mut expected = None;
     for (n, chunk) in order.chunks(batch).enumerate() {
         let rows = chunk.len();
         if s.net.batch != rows {
@@ -444,7 +449,7 @@ pub fn run_epoch(
             s.net.backward();
             let dg = s.gate_grads(&gates);
             let mut dtheta = softmax_back(&gates, &dg, &off, tau);
-            let (_, dres, _) = resource_loss(
+            let (_, dres, e) = resource_loss(
                 s,
                 &state.arch.logits.value,
                 &off,
@@ -454,6 +459,7 @@ pub fn run_epoch(
                 cfg.lambda_ops,
                 state.penalty,
             )?;
+            expected = Some(e);
             for (a, b) in dtheta.iter_mut().zip(&dres) {
                 *a += b;
             }
@@ -470,6 +476,8 @@ pub fn run_epoch(
             steps,
             loss: (loss_sum / done as f64) as f32,
             accuracy: correct as f32 / done as f32,
+            temperature: tau,
+            expected,
         });
     }
     if s.net.batch != batch {
