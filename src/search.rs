@@ -120,12 +120,6 @@ fn quantity(s: &str) -> Option<u64> {
     value.checked_mul(mnet_grammar::ast::Unit::parse(unit)?.factor())
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 fn err(msg: String) -> UserError {
     UserError(format!("error: {msg}\n"))
 }
@@ -322,7 +316,7 @@ pub fn search(args: &SearchArgs) -> Result<()> {
     // The search.
     let fingerprint = format!(
         "{:016x} {} {:?} {:?} {}",
-        fnv1a(text.as_bytes()),
+        mnet_compiler::fnv1a(text.bytes()),
         args.data,
         cfg,
         limits,
@@ -533,7 +527,7 @@ pub fn search(args: &SearchArgs) -> Result<()> {
     }
     let note = format!(
         "{name} searched from {shown} (FNV-1a {:016x}) by `{command}`\nseed {}; limits: {}{}",
-        fnv1a(text.as_bytes()),
+        mnet_compiler::fnv1a(text.bytes()),
         args.seed,
         limits_text(&limits),
         if over.is_empty() {

@@ -8,19 +8,9 @@ use mnet_compiler::analysis::resolve::resolve;
 use mnet_compiler::analysis::stats::fixed_stats;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn mnet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mnet"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run mnet")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use common::{mnet, stderr};
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("mnet-search-{}-{name}", std::process::id()));
@@ -174,33 +164,23 @@ fn every_example_space_searches_end_to_end() {
 /// clear error.
 #[test]
 fn resumed_search_is_byte_identical() {
-    let args = ["--quick", "--seed", "5"];
     let (a, b) = (scratch("whole"), scratch("resumed"));
-    let o = mnet(&[
-        "search",
-        "examples/tiny.mnet",
-        "--data",
-        "synthetic-tiny:256",
-        "-o",
-        a.to_str().unwrap(),
-        args[0],
-        args[1],
-        args[2],
-    ]);
+    let tiny = |dir: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "search",
+            "examples/tiny.mnet",
+            "--data",
+            "synthetic-tiny:256",
+            "-o",
+            dir.to_str().unwrap(),
+            "--quick",
+        ];
+        args.extend_from_slice(extra);
+        mnet(&args)
+    };
+    let o = tiny(&a, &["--seed", "5"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let o = mnet(&[
-        "search",
-        "examples/tiny.mnet",
-        "--data",
-        "synthetic-tiny:256",
-        "-o",
-        b.to_str().unwrap(),
-        args[0],
-        args[1],
-        args[2],
-        "--stop-after-epoch",
-        "2",
-    ]);
+    let o = tiny(&b, &["--seed", "5", "--stop-after-epoch", "2"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("stopped after epoch 2"),
@@ -212,36 +192,14 @@ fn resumed_search_is_byte_identical() {
         "a stopped search writes no network"
     );
     // Another search's checkpoint (another seed) is refused.
-    let o = mnet(&[
-        "search",
-        "examples/tiny.mnet",
-        "--data",
-        "synthetic-tiny:256",
-        "-o",
-        b.to_str().unwrap(),
-        "--quick",
-        "--seed",
-        "6",
-        "--resume",
-    ]);
+    let o = tiny(&b, &["--seed", "6", "--resume"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
         stderr(&o).contains("checkpoint of another search"),
         "{}",
         stderr(&o)
     );
-    let o = mnet(&[
-        "search",
-        "examples/tiny.mnet",
-        "--data",
-        "synthetic-tiny:256",
-        "-o",
-        b.to_str().unwrap(),
-        args[0],
-        args[1],
-        args[2],
-        "--resume",
-    ]);
+    let o = tiny(&b, &["--seed", "5", "--resume"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     for f in [
         "tiny.mnet",
@@ -258,15 +216,7 @@ fn resumed_search_is_byte_identical() {
         );
     }
     // A new run in a used directory needs --force.
-    let o = mnet(&[
-        "search",
-        "examples/tiny.mnet",
-        "--data",
-        "synthetic-tiny:256",
-        "-o",
-        b.to_str().unwrap(),
-        "--quick",
-    ]);
+    let o = tiny(&b, &[]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("--force"), "{}", stderr(&o));
     // A corrupt checkpoint.
@@ -274,18 +224,7 @@ fn resumed_search_is_byte_identical() {
     let mut bytes = std::fs::read(&ckpt).unwrap();
     bytes.truncate(bytes.len() / 2);
     std::fs::write(&ckpt, bytes).unwrap();
-    let o = mnet(&[
-        "search",
-        "examples/tiny.mnet",
-        "--data",
-        "synthetic-tiny:256",
-        "-o",
-        b.to_str().unwrap(),
-        args[0],
-        args[1],
-        args[2],
-        "--resume",
-    ]);
+    let o = tiny(&b, &["--seed", "5", "--resume"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
         stderr(&o).contains("not a usable checkpoint"),

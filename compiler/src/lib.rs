@@ -61,6 +61,14 @@ pub struct Checked {
     pub blocks: usize,
 }
 
+/// The 64-bit FNV-1a hash: the short fingerprint of weights and files
+/// that the C comments, `mnet inspect` and `mnet search` print.
+pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// The board `board` as the source `text` sees it: its own boards and
 /// `std::boards`. An unknown name is an error listing the known ones.
 pub fn find_board(name: &str, text: &str, board: &str) -> Result<ir::Board, String> {

@@ -103,13 +103,7 @@ pub struct Memory {
 /// plan depends on shapes and the schedule only): what `mnet compile`
 /// would emit as `NAME_ARENA_SIZE`.
 pub fn memory(g: &FixedGraph) -> Result<Memory, Error> {
-    let lowered = lower::lower(g).map_err(|e| Error::Unsupported {
-        origin: origin_of(g, &e.layer),
-        layer: e.layer,
-        message: e.message,
-    })?;
-    lower::verify(&lowered).map_err(Error::Internal)?;
-    let lowered = lower::schedule::schedule(lowered);
+    let lowered = lowered(g)?;
     let plan = plan::check(&lowered, plan::plan(&lowered))?;
     let bytes = |s: &[u32]| s.iter().map(|&d| d as u64).product::<u64>();
     Ok(Memory {
@@ -167,13 +161,7 @@ pub fn quantize(
             bytes,
         });
     }
-    let lowered = lower::lower(g).map_err(|e| Error::Unsupported {
-        origin: origin_of(g, &e.layer),
-        layer: e.layer,
-        message: e.message,
-    })?;
-    lower::verify(&lowered).map_err(Error::Internal)?;
-    let lowered = lower::schedule::schedule(lowered);
+    let lowered = lowered(g)?;
     let (float, seed, learned) = match weights {
         Weights::Random(seed) => (
             FloatWeights::random(&lowered, seed),
@@ -217,6 +205,17 @@ pub fn quantize(
         float,
         qat_ranges,
     })
+}
+
+/// Lower, verify and schedule: the network as the backends see it.
+fn lowered(g: &FixedGraph) -> Result<lower::Lowered, Error> {
+    let lowered = lower::lower(g).map_err(|e| Error::Unsupported {
+        origin: origin_of(g, &e.layer),
+        layer: e.layer,
+        message: e.message,
+    })?;
+    lower::verify(&lowered).map_err(Error::Internal)?;
+    Ok(lower::schedule::schedule(lowered))
 }
 
 /// Where a layer is in the source (a lowered node's name is its layer's).

@@ -109,19 +109,9 @@ pub fn save(dir: &Path, state: &State, fingerprint: &str) -> Result<(), String> 
         "params": state.supernet.net.params.len(),
         "history": state.history.iter().map(record_json).collect::<Vec<_>>(),
     });
-    let views: Vec<(String, safetensors::tensor::TensorView)> = data
-        .iter()
-        .map(|(n, s, d)| {
-            (
-                n.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d)
-                    .expect("consistent view"),
-            )
-        })
-        .collect();
     let mut metadata = std::collections::HashMap::new();
     metadata.insert("state".to_string(), meta.to_string());
-    let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| e.to_string())?;
+    let bytes = crate::train::f32_safetensors(&data, Some(metadata));
     let tmp = dir.join(format!(".{FILE}.{}.tmp", std::process::id()));
     std::fs::write(&tmp, bytes).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, dir.join(FILE))

@@ -276,9 +276,7 @@ pub fn load(
                 if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                     return Err(DataError::UnknownKind);
                 }
-                let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                    (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
-                });
+                let hash = mnet_compiler::fnv1a(name.bytes());
                 (Some(hash), &named[name.len()..])
             }
             None => (None, rest),

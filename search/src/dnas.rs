@@ -383,6 +383,19 @@ pub fn run_epoch(
     let mut yb = vec![0usize; batch];
     let mut val_at = 0;
     let mut lr = cfg.lr;
+    let penalty = state.penalty;
+    let resource = |s: &Supernet, logits: &[f32]| {
+        resource_loss(
+            s,
+            logits,
+            &off,
+            tau,
+            budgets,
+            ops_ref,
+            cfg.lambda_ops,
+            penalty,
+        )
+    };
     let arch_steps = phase != Phase::Warmup && !val.is_empty();
     let mut expected = None;
     for (n, chunk) in order.chunks(batch).enumerate() {
@@ -449,16 +462,7 @@ pub fn run_epoch(
             s.net.backward();
             let dg = s.gate_grads(&gates);
             let mut dtheta = softmax_back(&gates, &dg, &off, tau);
-            let (_, dres, e) = resource_loss(
-                s,
-                &state.arch.logits.value,
-                &off,
-                tau,
-                budgets,
-                ops_ref,
-                cfg.lambda_ops,
-                state.penalty,
-            )?;
+            let (_, dres, e) = resource(s, &state.arch.logits.value)?;
             expected = Some(e);
             for (a, b) in dtheta.iter_mut().zip(&dres) {
                 *a += b;
@@ -483,16 +487,7 @@ pub fn run_epoch(
     if s.net.batch != batch {
         s.net.set_batch(batch);
     }
-    let (res, _, [e_ops, e_flash, e_wm]) = resource_loss(
-        s,
-        &state.arch.logits.value,
-        &off,
-        tau,
-        budgets,
-        ops_ref,
-        cfg.lambda_ops,
-        state.penalty,
-    )?;
+    let (res, _, [e_ops, e_flash, e_wm]) = resource(s, &state.arch.logits.value)?;
     let p = softmax(&state.arch.logits.value, &off, 1.0);
     let record = EpochRecord {
         epoch,
@@ -614,11 +609,24 @@ pub fn search(
         .map_or(1, |s| s.iter().map(|&d| d as u64).product());
     let budgets = limits.budgets(input, output);
     let total = cfg.warmup_epochs + cfg.epochs;
-    while state.epoch < total {
+    loop {
         let phase = if state.epoch < cfg.warmup_epochs {
             Phase::Warmup
-        } else {
+        } else if state.epoch < total {
             Phase::Search
+        } else {
+            let assignment = argmax(g, state);
+            let fixed = mnet_compiler::analysis::resolve::resolve(g, &assignment)?;
+            let fit = fit(&fixed, limits)?;
+            if fit.over.is_empty() || state.epoch >= total + extra {
+                return Ok(Outcome {
+                    assignment,
+                    fixed,
+                    fit,
+                });
+            }
+            state.penalty *= 4.0;
+            Phase::Extra
         };
         run_epoch(
             g,
@@ -629,32 +637,6 @@ pub fn search(
             ops_ref,
             cfg,
             phase,
-            total,
-            &mut progress,
-        )?;
-        after_epoch(state)?;
-    }
-    loop {
-        let assignment = argmax(g, state);
-        let fixed = mnet_compiler::analysis::resolve::resolve(g, &assignment)?;
-        let fit = fit(&fixed, limits)?;
-        if fit.over.is_empty() || state.epoch >= total + extra {
-            return Ok(Outcome {
-                assignment,
-                fixed,
-                fit,
-            });
-        }
-        state.penalty *= 4.0;
-        run_epoch(
-            g,
-            state,
-            train,
-            val,
-            &budgets,
-            ops_ref,
-            cfg,
-            Phase::Extra,
             total,
             &mut progress,
         )?;
@@ -685,4 +667,54 @@ pub fn int8_accuracy(q: &mnet_compiler::pipeline::Quantized, data: &Dataset) -> 
         })
         .sum();
     correct as f32 / data.len().max(1) as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The resource loss's gradient with respect to the logits (through
+    /// the tempered softmax and every hinge) against central differences.
+    #[test]
+    fn resource_gradient_wrt_logits_matches_differences() {
+        let src = std::fs::read_to_string(format!(
+            "{}/../examples/tiny.mnet",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let checked = mnet_compiler::check_source("tiny.mnet", &src).unwrap();
+        let g = &checked.networks[0].graph;
+        let state = start(g, &SearchConfig::default()).unwrap();
+        let s = &state.supernet;
+        let off = offsets(g, s);
+        let logits: Vec<f32> = (0..s.options())
+            .map(|k| ((k * 7) % 5) as f32 * 0.3 - 0.6)
+            .collect();
+        // Budgets the expectations exceed, so every hinge is active.
+        let budgets = Budgets {
+            ops: Some(8_000),
+            flash: Some(300),
+            working: Some(300),
+        };
+        for tau in [1.0f32, 0.5] {
+            let f =
+                |l: &[f32]| resource_loss(s, l, &off, tau, &budgets, 20_000.0, 0.3, 2.0).unwrap();
+            let (_, grad, e) = f(&logits);
+            assert!(e[0] > 8_000.0 && e[1] > 300.0 && e[2] > 300.0, "{e:?}");
+            for k in 0..logits.len() {
+                let h = 1e-3;
+                let mut l = logits.clone();
+                l[k] += h;
+                let up = f(&l).0;
+                l[k] -= 2.0 * h;
+                let down = f(&l).0;
+                let fd = (up - down) / (2.0 * h as f64);
+                assert!(
+                    (fd - grad[k] as f64).abs() <= 1e-3 * fd.abs().max(1.0),
+                    "tau {tau}, logit {k}: analytic {} vs difference {fd}",
+                    grad[k]
+                );
+            }
+        }
+    }
 }

@@ -334,6 +334,16 @@ pub fn weights_safetensors(net: &Net) -> Vec<u8> {
             }
         }
     }
+    f32_safetensors(&data, None)
+}
+
+/// Float32 tensors (name, shape, little-endian bytes) as a safetensors
+/// file, with optional metadata (the weights files and the search's
+/// checkpoints).
+pub fn f32_safetensors(
+    data: &[(String, Vec<usize>, Vec<u8>)],
+    metadata: Option<std::collections::HashMap<String, String>>,
+) -> Vec<u8> {
     let views: Vec<(String, safetensors::tensor::TensorView)> = data
         .iter()
         .map(|(n, s, d)| {
@@ -344,5 +354,5 @@ pub fn weights_safetensors(net: &Net) -> Vec<u8> {
             )
         })
         .collect();
-    safetensors::serialize(views, None).expect("serialise weights")
+    safetensors::serialize(views, metadata).expect("serialise tensors")
 }

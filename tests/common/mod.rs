@@ -25,3 +25,20 @@ pub fn read(path: &Path) -> String {
 pub fn npy_file(path: &Path, descr: &str, shape: &[usize], data: &[u8]) {
     std::fs::write(path, mnet_compiler::npy::encode(descr, shape, data)).unwrap();
 }
+
+/// Run the `mnet` binary from the repository root.
+pub fn mnet(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_mnet"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run mnet")
+}
+
+pub fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}

@@ -36,15 +36,6 @@ pub struct CFiles {
     pub source: String,
 }
 
-fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    h
-}
-
 fn array<T: std::fmt::Display + Copy>(
     out: &mut String,
     ctype: &str,
@@ -63,7 +54,7 @@ fn array<T: std::fmt::Display + Copy>(
             out,
             " /* {} values, fnv1a64 {:016x} */ }};",
             values.len(),
-            fnv1a(bytes)
+            crate::fnv1a(bytes)
         );
         return;
     }

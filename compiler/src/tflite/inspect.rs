@@ -260,12 +260,6 @@ fn short_floats(v: &[f32]) -> String {
     format!("{} values in [{mn:e}, {mx:e}]", v.len())
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| {
-        (h ^ b as u64).wrapping_mul(0x100000001b3)
-    })
-}
-
 /// Dump a `.tflite` file as text.
 pub fn dump(buf: &[u8]) -> Result<String, InspectError> {
     if buf.len() < 8 {
@@ -411,7 +405,7 @@ pub fn dump(buf: &[u8]) -> Result<String, InspectError> {
                     } else {
                         " (NOT 16-aligned)"
                     },
-                    fnv1a(data)
+                    crate::fnv1a(data.iter().copied())
                 );
             }
             _ => {
