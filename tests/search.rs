@@ -22,7 +22,8 @@ fn json(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-/// A short search of `space` into `dir` with extra arguments.
+/// A `--quick` search of `space` on 64 samples into `dir`, with extra
+/// arguments.
 fn search(space: &str, dir: &Path, extra: &[&str]) -> Output {
     let (file, data) = (
         format!("examples/{space}.mnet"),
@@ -33,10 +34,7 @@ fn search(space: &str, dir: &Path, extra: &[&str]) -> Output {
         &file,
         "--data",
         &data,
-        "--warmup-epochs",
-        "1",
-        "--epochs",
-        "1",
+        "--quick",
         "--batch",
         "16",
         "-o",
@@ -65,7 +63,7 @@ fn every_example_space_searches_end_to_end() {
     let mut c_outputs = Vec::new();
     for space in ["tiny", "kws", "ad", "vww"] {
         let dir = scratch(space);
-        let o = search(space, &dir, &["--retrain-epochs", "1"]);
+        let o = search(space, &dir, &[]);
         assert_eq!(o.status.code(), Some(0), "{space}: {}", stderr(&o));
         for f in ["mnet", "safetensors", "tflite", "h", "c"] {
             assert!(dir.join(format!("{space}.{f}")).is_file(), "{space}.{f}");

@@ -219,7 +219,8 @@ fn rng_for(seed: u64, epoch: usize, purpose: u64) -> rand_chacha::ChaCha8Rng {
 
 /// The resource loss at the softmax of the logits over the temperature
 /// `tau` (the gates' temperature: as it anneals, the expectations approach
-/// the figures of the argmax network, which is the one that must fit): its
+/// the figures of the argmax network, which is the one that must fit; a
+/// hinge also holds while the argmax network itself is over budget): its
 /// value, its gradient with respect to the logits, and E[ops], E[flash],
 /// the smooth peak working memory.
 #[allow(clippy::too_many_arguments)]
@@ -254,15 +255,24 @@ pub fn resource_loss(
         }
     };
     add(&ops, lambda_ops as f64 / ops_ref.max(1.0));
-    let hinge = |d: &mnet_compiler::analysis::relax::Dual, budget: Option<u64>| {
-        budget.filter(|&b| d.value > b as f64).map(|b| b as f64)
+    // A hinge holds while the expectation or the most likely network (the
+    // one resolution takes) is over its budget: with many options the
+    // expectation can fit while the argmax does not. Its gradient is the
+    // expectation's, which moves probability to the cheaper options.
+    let top = {
+        let mut one_hot = vec![0.0; n];
+        for w in offsets.windows(2) {
+            let best = (w[0]..w[1]).fold(w[0], |b, k| if logits[k] > logits[b] { k } else { b });
+            one_hot[best] = 1.0;
+        }
+        s.relaxed.eval(&one_hot)?
     };
-    for (d, b) in [
-        (&ops, budgets.ops),
-        (&e.flash_bytes, budgets.flash),
-        (&wm, budgets.working),
+    for (d, hard, b) in [
+        (&ops, top.ops().value, budgets.ops),
+        (&e.flash_bytes, top.flash_bytes.value, budgets.flash),
+        (&wm, top.peak_working(), budgets.working),
     ] {
-        if let Some(b) = hinge(d, b) {
+        if let Some(b) = b.map(|b| b as f64).filter(|&b| d.value.max(hard) > b) {
             add(d, penalty as f64 / b);
             offset -= penalty as f64;
         }
