@@ -251,27 +251,39 @@ pub(super) fn backward_channel_mask(
 
     let j = layer.inputs[0];
     let c = net.params[*mask].value.len();
-    let dm = &mut net.scratch;
-    dm.clear();
-    dm.resize(c, 0.0);
-    for (gr, xr) in dy.chunks_exact(c).zip(net.acts[j].chunks_exact(c)) {
-        dm.iter_mut()
-            .zip(gr)
-            .zip(xr)
-            .for_each(|((d, g), v)| *d += g * v);
-    }
+    // Per block of rows a partial sum, added in block order: the same
+    // figure for any thread count.
+    let x = &net.acts[j];
+    let partials: Vec<Vec<f32>> = dy
+        .par_chunks(ROWS * c)
+        .zip(x.par_chunks(ROWS * c))
+        .map(|(gb, xb)| {
+            let mut dm = vec![0.0f32; c];
+            for (gr, xr) in gb.chunks_exact(c).zip(xb.chunks_exact(c)) {
+                dm.iter_mut()
+                    .zip(gr)
+                    .zip(xr)
+                    .for_each(|((d, g), v)| *d += g * v);
+            }
+            dm
+        })
+        .collect();
     let m = &net.params[*mask].value;
-    for (gx, gr) in net.grads[j].chunks_exact_mut(c).zip(dy.chunks_exact(c)) {
-        gx.iter_mut()
-            .zip(gr)
-            .zip(m)
-            .for_each(|((d, g), k)| *d += g * k);
+    net.grads[j]
+        .par_chunks_mut(ROWS * c)
+        .zip(dy.par_chunks(ROWS * c))
+        .for_each(|(gb, db)| {
+            for (gx, gr) in gb.chunks_exact_mut(c).zip(db.chunks_exact(c)) {
+                gx.iter_mut()
+                    .zip(gr)
+                    .zip(m)
+                    .for_each(|((d, g), k)| *d += g * k);
+            }
+        });
+    let grad = &mut net.params[*mask].grad;
+    for dm in partials {
+        grad.iter_mut().zip(&dm).for_each(|(a, b)| *a += b);
     }
-    net.params[*mask]
-        .grad
-        .iter_mut()
-        .zip(dm.iter())
-        .for_each(|(a, b)| *a += b);
 }
 
 fn pad_map(
@@ -382,13 +394,27 @@ pub(super) fn backward_mix(
     for (k, &j) in layer.inputs.iter().enumerate() {
         let w = net.params[*weights].value[k];
         let ck = *layers[j].shape.last().unwrap();
-        let mut dw = 0.0f64;
-        for (xr, dr) in net.acts[j].chunks_exact(ck).zip(dy.chunks_exact(c)) {
-            dw += xr.iter().zip(dr).map(|(x, d)| (x * d) as f64).sum::<f64>();
-        }
+        // Partial dot products per block of rows, added in block order.
+        let dw: f64 = net.acts[j]
+            .par_chunks(ROWS * ck)
+            .zip(dy.par_chunks(ROWS * c))
+            .map(|(xb, db)| {
+                xb.chunks_exact(ck)
+                    .zip(db.chunks_exact(c))
+                    .map(|(xr, dr)| xr.iter().zip(dr).map(|(x, d)| (x * d) as f64).sum::<f64>())
+                    .sum::<f64>()
+            })
+            .collect::<Vec<f64>>()
+            .iter()
+            .sum();
         net.params[*weights].grad[k] += dw as f32;
-        for (g, dr) in net.grads[j].chunks_exact_mut(ck).zip(dy.chunks_exact(c)) {
-            g.iter_mut().zip(dr).for_each(|(g, d)| *g += w * d);
-        }
+        net.grads[j]
+            .par_chunks_mut(ROWS * ck)
+            .zip(dy.par_chunks(ROWS * c))
+            .for_each(|(gb, db)| {
+                for (g, dr) in gb.chunks_exact_mut(ck).zip(db.chunks_exact(c)) {
+                    g.iter_mut().zip(dr).for_each(|(g, d)| *g += w * d);
+                }
+            });
     }
 }
