@@ -175,3 +175,33 @@ fn gate_gradients_match_finite_differences() {
         }
     }
 }
+
+/// A supernet step gives the same gate gradients and weights on one
+/// thread as on three (every reduction is split by rows, not by threads).
+#[test]
+fn supernet_steps_are_the_same_on_any_thread_count() {
+    let net = checked("branchy.mnet", BRANCHY);
+    let g = &net.graph;
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut sup = Supernet::new(g, 8, 1, Init::Glorot).unwrap();
+            let gates: Vec<f32> = (0..sup.options())
+                .map(|k| 0.2 + (k % 3) as f32 * 0.3)
+                .collect();
+            let x = input(&sup.net, 5);
+            let y: Vec<usize> = (0..8).map(|i| i % 5).collect();
+            sup.set_gates(&gates);
+            sup.net.forward(&x, true);
+            sup.net.loss(&y);
+            sup.net.backward();
+            let dg = sup.gate_grads(&gates);
+            let w: Vec<Vec<f32>> = sup.net.params.iter().map(|p| p.grad.clone()).collect();
+            (dg, w)
+        })
+    };
+    assert!(run(1) == run(3), "one and three threads differ");
+}
