@@ -286,8 +286,15 @@ pub fn search(args: &SearchArgs) -> Result<()> {
     let (train_set, val_set) =
         load_data(&args.data, args.val.as_deref(), &shape, classes, args.seed)?;
     if train_set.len() < 2 || val_set.is_empty() {
+        let source = if args.val.is_some() {
+            "--val and --data give"
+        } else if args.data.starts_with("npy:") {
+            "x.npy and y.npy give (10% of each class held out, rounded)"
+        } else {
+            "it gives"
+        };
         return Err(err(format!(
-            "--data {}: {} training and {} held-out samples; a search needs both",
+            "--data {}: {source} {} training and {} held-out samples; a search needs both (more samples, DIR/val/x.npy and y.npy, or --val)",
             args.data,
             train_set.len(),
             val_set.len()
@@ -322,11 +329,21 @@ pub fn search(args: &SearchArgs) -> Result<()> {
         limits,
         args.extra_epochs
     );
-    create_dir(dir)?;
+    let created = create_dir(dir)?;
+    // A search that fails after it started leaves nothing: its checkpoint
+    // cannot be resumed with other settings, and the directory it made
+    // goes too.
+    let fail = |e: UserError| {
+        let _ = std::fs::remove_dir_all(&ckpt_dir);
+        if let Some(d) = &created {
+            let _ = std::fs::remove_dir(d);
+        }
+        e
+    };
     let mut state = if args.resume {
         mnet_search::checkpoint::load(&ckpt_dir, &g, &cfg, &fingerprint).map_err(err)?
     } else {
-        dnas::start(&g, &cfg).map_err(|e| err(format!("{}: {e}", args.file.display())))?
+        dnas::start(&g, &cfg).map_err(|e| fail(err(format!("{}: {e}", args.file.display()))))?
     };
     let ops_ref = limits.ops.map_or(s.max.ops() as f64, |o| o as f64);
     let stop = args.stop_after_epoch;
@@ -429,7 +446,7 @@ pub fn search(args: &SearchArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let outcome = outcome.map_err(|e| err(format!("{}: {e}", args.file.display())))?;
+    let outcome = outcome.map_err(|e| fail(err(format!("{}: {e}", args.file.display()))))?;
     let over: Vec<String> = outcome
         .fit
         .over
@@ -437,12 +454,12 @@ pub fn search(args: &SearchArgs) -> Result<()> {
         .map(|(k, need, l)| format!("{k} {need} > {l}"))
         .collect();
     if !over.is_empty() && !args.allow_over_budget {
-        return Err(err(format!(
+        return Err(fail(err(format!(
             "{}: the searched network does not fit after {} extra epochs: {}; raise --penalty or --extra-epochs, or pass --allow-over-budget to write it anyway",
             args.file.display(),
             args.extra_epochs,
             over.join(", ")
-        )));
+        ))));
     }
     // Retrain the resolved network.
     let mut fixed = outcome.fixed.clone();
@@ -459,7 +476,7 @@ pub fn search(args: &SearchArgs) -> Result<()> {
         state
             .supernet
             .inherit(&g, &outcome.assignment, &fixed, &mut model)
-            .map_err(err)?;
+            .map_err(|e| fail(err(e)))?;
     }
     let trained = if retrain_epochs > 0 {
         let t = train(&mut model, &train_set, Some(&val_set), retrain_cfg, |p| {
@@ -473,7 +490,7 @@ pub fn search(args: &SearchArgs) -> Result<()> {
                 );
             }
         })
-        .map_err(|e| err(format!("{name}: retraining: {e}")))?;
+        .map_err(|e| fail(err(format!("{name}: retraining: {e}"))))?;
         Some(t)
     } else {
         None
@@ -500,7 +517,7 @@ pub fn search(args: &SearchArgs) -> Result<()> {
         Some(&calib),
         &opts,
     )
-    .map_err(|e| err(format!("{name}: {e}")))?;
+    .map_err(|e| fail(err(format!("{name}: {e}"))))?;
     let int8_acc = dnas::int8_accuracy(&art.quantized, &val_set);
     // The files.
     let shown = args
@@ -583,7 +600,7 @@ pub fn search(args: &SearchArgs) -> Result<()> {
         ),
         (dir.join("report.html"), html.into_bytes()),
     ];
-    write_set(&files, None)?;
+    write_set(&files, None).map_err(fail)?;
     let chosen: Vec<String> = choice_names(&g, &outcome.assignment)
         .into_iter()
         .map(|(k, v)| format!("{k} = {v}"))

@@ -1,6 +1,7 @@
 //! Seeded, bounded fuzzing of the command line (issue 9). Mutated `.mnet`
 //! sources, `.tflite` files, safetensors weights and `.npy` data go through
-//! `check`, `stats`, `fmt`, `resolve`, `compile`, `train` and `inspect`, each
+//! `check`, `stats`, `fmt`, `resolve`, `compile`, `train`, `search` and
+//! `inspect`, each
 //! run as its own process under a time and a memory cap. Every run must end
 //! with exit 0 or 1 (no panic, no signal, no hang); exit 1 must print a
 //! message naming the mutated file; a failing run must leave no files
@@ -334,18 +335,37 @@ fn make_case(index: usize, rng: &mut ChaCha8Rng, bases: &Bases, root: &Path) -> 
         };
         std::fs::write(dir.join("data/x.npy"), x).unwrap();
         std::fs::write(dir.join("data/y.npy"), y).unwrap();
-        let args = s(&[
-            "train",
-            "base.mnet",
-            "--data",
-            "npy:data",
-            "--epochs",
-            "1",
-            "--batch",
-            "8",
-            "-o",
-            "out",
-        ]);
+        let args = if rng.random_bool(0.5) {
+            s(&[
+                "train",
+                "base.mnet",
+                "--data",
+                "npy:data",
+                "--epochs",
+                "1",
+                "--batch",
+                "8",
+                "-o",
+                "out",
+            ])
+        } else {
+            s(&[
+                "search",
+                "base.mnet",
+                "--data",
+                "npy:data",
+                "--warmup-epochs",
+                "0",
+                "--epochs",
+                "1",
+                "--retrain-epochs",
+                "0",
+                "--batch",
+                "8",
+                "-o",
+                "out",
+            ])
+        };
         Case {
             index,
             dir,

@@ -411,3 +411,49 @@ fn npy_data_with_a_val_folder() {
         (Some(54), Some(6))
     );
 }
+
+/// A search whose network does not fit after its extra epochs is exit 1
+/// with the figures, and leaves nothing behind (no checkpoint, no
+/// directory it made); `--allow-over-budget` writes it, marked.
+#[test]
+fn a_network_that_does_not_fit_is_an_error_unless_allowed() {
+    let dir = scratch("over");
+    let args = |extra: &[&str]| {
+        let mut a = vec![
+            "search",
+            "examples/tiny.mnet",
+            "--data",
+            "synthetic-tiny:256",
+            "--quick",
+            "--lambda-ops",
+            "0",
+            "--penalty",
+            "0",
+            "--extra-epochs",
+            "0",
+            "--budget",
+            "sram=720",
+            "-o",
+            dir.to_str().unwrap(),
+        ];
+        a.extend_from_slice(extra);
+        mnet(&a)
+    };
+    let o = args(&[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("does not fit after 0 extra epochs: sram 723 > 720"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!dir.exists(), "a failed search leaves nothing");
+    let o = args(&["--allow-over-budget"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let s = json(&dir.join("search.json"));
+    assert_eq!(s["result"]["over_budget"][0], "sram 723 > 720");
+    let text = std::fs::read_to_string(dir.join("tiny.mnet")).unwrap();
+    assert!(
+        text.contains("OVER BUDGET (--allow-over-budget): sram 723 > 720"),
+        "{text}"
+    );
+}
