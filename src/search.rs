@@ -562,6 +562,11 @@ pub fn search(args: &SearchArgs) -> Result<()> {
         &limits,
         &cfg,
         Report {
+            locations: g
+                .choices
+                .iter()
+                .map(|c| mnet_compiler::ir::short_location(&checked.sources, c.span))
+                .collect(),
             data: &args.data,
             samples: (train_set.len(), val_set.len()),
             float: (float_loss, float_acc),
@@ -601,7 +606,7 @@ pub fn search(args: &SearchArgs) -> Result<()> {
         (dir.join("report.html"), html.into_bytes()),
     ];
     write_set(&files, None).map_err(fail)?;
-    let chosen: Vec<String> = choice_names(&g, &outcome.assignment)
+    let chosen: Vec<String> = choice_names(&g, &checked.sources, &outcome.assignment)
         .into_iter()
         .map(|(k, v)| format!("{k} = {v}"))
         .collect();
@@ -668,14 +673,22 @@ fn load_data(
     load(spec, true)
 }
 
-/// Each choice as `file:line:col label = option`.
-fn choice_names(g: &mnet_compiler::ir::SearchGraph, a: &[u16]) -> Vec<(String, String)> {
+/// Each choice as (`c3 at kws.mnet:10:5 (width …)`, its option).
+fn choice_names(
+    g: &mnet_compiler::ir::SearchGraph,
+    sources: &mnet_grammar::Sources,
+    a: &[u16],
+) -> Vec<(String, String)> {
     g.choices
         .iter()
         .enumerate()
         .map(|(i, c)| {
             (
-                format!("c{i} ({})", c.describe()),
+                format!(
+                    "c{i} at {} ({})",
+                    mnet_compiler::ir::short_location(sources, c.span),
+                    c.describe()
+                ),
                 c.option_label(a[i] as usize),
             )
         })
@@ -683,6 +696,8 @@ fn choice_names(g: &mnet_compiler::ir::SearchGraph, a: &[u16]) -> Vec<(String, S
 }
 
 struct Report<'a> {
+    /// Where each choice is in the source (`kws.mnet:10:5`).
+    locations: Vec<String>,
     data: &'a str,
     samples: (usize, usize),
     float: (f32, f32),
@@ -732,6 +747,7 @@ fn search_json(
         .map(|(i, c)| {
             json!({
                 "id": format!("c{i}"),
+                "at": r.locations[i],
                 "kind": c.describe(),
                 "options": (0..c.options()).map(|o| c.option_label(o)).collect::<Vec<_>>(),
                 "chosen": outcome.assignment[i],
