@@ -33,40 +33,63 @@ fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
-/// Lines over the epochs: (name, values) each.
+/// `12.3 K`, `4.56 M`, `0.95`: an axis label.
+fn short(v: f64) -> String {
+    let a = v.abs();
+    if a >= 1e6 {
+        format!("{:.2} M", v / 1e6)
+    } else if a >= 1e4 {
+        format!("{:.1} K", v / 1e3)
+    } else if a >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// Lines over the epochs: (name, values) each, and a budget line when it
+/// is within twice the largest value (else the caption gives it).
 fn lines(
     title: &str,
     epochs: &[usize],
     series: &[(String, Vec<Option<f64>>)],
     hline: Option<f64>,
 ) -> String {
+    let top = series
+        .iter()
+        .flat_map(|(_, v)| v.iter().flatten().copied())
+        .fold(0.0, f64::max);
+    let shown = hline.filter(|&h| h <= 2.0 * top.max(1e-9));
+    let caption = match (hline, shown) {
+        (Some(h), None) => format!("{title} (budget {}, off the chart)", short(h)),
+        _ => title.to_string(),
+    };
     svg(|root| {
         let xs = (
             epochs.first().copied().unwrap_or(1) as f64,
             epochs.last().copied().unwrap_or(1).max(2) as f64,
         );
-        let mut ymax = series
-            .iter()
-            .flat_map(|(_, v)| v.iter().flatten().copied())
-            .fold(hline.unwrap_or(0.0), f64::max);
+        let mut ymax = top.max(shown.unwrap_or(0.0)) * 1.1;
         if ymax <= 0.0 {
             ymax = 1.0;
         }
         let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 16))
+            .caption(caption, ("sans-serif", 16))
             .margin(8)
             .x_label_area_size(28)
-            .y_label_area_size(56)
-            .build_cartesian_2d(xs.0..xs.1, 0.0..ymax * 1.05)
+            .y_label_area_size(64)
+            .build_cartesian_2d(xs.0..xs.1, 0.0..ymax)
             .map_err(err)?;
         chart
             .configure_mesh()
             .x_desc("epoch")
+            .y_label_formatter(&|v| short(*v))
             .light_line_style(WHITE)
             .draw()
             .map_err(err)?;
+        let colors = [BLUE, GREEN, MAGENTA, CYAN];
         for (k, (name, v)) in series.iter().enumerate() {
-            let color = Palette99::pick(k).to_rgba();
+            let color = colors[k % colors.len()];
             let pts: Vec<(f64, f64)> = epochs
                 .iter()
                 .zip(v)
@@ -78,11 +101,14 @@ fn lines(
                 .label(name.clone())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
         }
-        if let Some(h) = hline {
+        if let Some(h) = shown {
             chart
-                .draw_series(LineSeries::new(vec![(xs.0, h), (xs.1, h)], RED.mix(0.6)))
+                .draw_series(LineSeries::new(
+                    vec![(xs.0, h), (xs.1, h)],
+                    RED.stroke_width(1),
+                ))
                 .map_err(err)?
-                .label("budget")
+                .label(format!("budget {}", short(h)))
                 .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED));
         }
         chart
@@ -147,6 +173,7 @@ fn bars(title: &str, names: &[String], values: &[f64]) -> String {
             .disable_x_mesh()
             .x_desc("layer (in execution order; names in the table)")
             .x_label_formatter(&|x| x.to_string())
+            .y_label_formatter(&|v| short(*v))
             .draw()
             .map_err(err)?;
         chart
