@@ -121,8 +121,10 @@ fn lines(
     })
 }
 
-/// A heat map of one choice's probabilities: epochs across, options up.
+/// A heat map of one choice's probabilities: epochs across, options up
+/// (labels at the cells' centres).
 fn heat(title: &str, epochs: &[usize], probs: &[Vec<f32>], labels: &[String]) -> String {
+    use plotters::coord::ranged1d::SegmentValue;
     svg(|root| {
         let n = probs.first().map_or(1, |p| p.len()).max(1);
         let e = epochs.len().max(1);
@@ -131,14 +133,29 @@ fn heat(title: &str, epochs: &[usize], probs: &[Vec<f32>], labels: &[String]) ->
             .margin(8)
             .x_label_area_size(28)
             .y_label_area_size(56)
-            .build_cartesian_2d(0..e, 0..n)
+            .build_cartesian_2d((0..e - 1).into_segmented(), (0..n - 1).into_segmented())
             .map_err(err)?;
+        let centre = |v: &SegmentValue<usize>| match v {
+            SegmentValue::CenterOf(k) => Some(*k),
+            _ => None,
+        };
         chart
             .configure_mesh()
             .disable_mesh()
             .x_desc("epoch")
-            .x_label_formatter(&|x| epochs.get(*x).map_or(String::new(), |e| e.to_string()))
-            .y_label_formatter(&|y| labels.get(*y).cloned().unwrap_or_default())
+            .x_labels(e.min(20))
+            .y_labels(n.min(24))
+            .x_label_formatter(&|x| {
+                centre(x)
+                    .and_then(|k| epochs.get(k))
+                    .map_or(String::new(), |e| e.to_string())
+            })
+            .y_label_formatter(&|y| {
+                centre(y)
+                    .and_then(|k| labels.get(k))
+                    .cloned()
+                    .unwrap_or_default()
+            })
             .draw()
             .map_err(err)?;
         chart
@@ -146,7 +163,10 @@ fn heat(title: &str, epochs: &[usize], probs: &[Vec<f32>], labels: &[String]) ->
                 p.iter().enumerate().map(move |(y, &v)| {
                     let shade = (255.0 * (1.0 - v.clamp(0.0, 1.0))) as u8;
                     Rectangle::new(
-                        [(x, y), (x + 1, y + 1)],
+                        [
+                            (SegmentValue::Exact(x), SegmentValue::Exact(y)),
+                            (SegmentValue::Exact(x + 1), SegmentValue::Exact(y + 1)),
+                        ],
                         RGBColor(shade, shade, 255).filled(),
                     )
                 })
