@@ -251,23 +251,25 @@ pub(super) fn backward_channel_mask(
 
     let j = layer.inputs[0];
     let c = net.params[*mask].value.len();
-    // Per block of rows a partial sum, added in block order: the same
-    // figure for any thread count.
+    // Per block of rows a partial sum (in the scratch space: a step
+    // allocates nothing), added in block order: the same figure for any
+    // thread count.
     let x = &net.acts[j];
-    let partials: Vec<Vec<f32>> = dy
-        .par_chunks(ROWS * c)
-        .zip(x.par_chunks(ROWS * c))
-        .map(|(gb, xb)| {
-            let mut dm = vec![0.0f32; c];
+    let blocks = dy.len().div_ceil(ROWS * c);
+    let partials = &mut net.scratch;
+    partials.clear();
+    partials.resize(blocks * c, 0.0);
+    partials
+        .par_chunks_mut(c)
+        .zip(dy.par_chunks(ROWS * c).zip(x.par_chunks(ROWS * c)))
+        .for_each(|(dm, (gb, xb))| {
             for (gr, xr) in gb.chunks_exact(c).zip(xb.chunks_exact(c)) {
                 dm.iter_mut()
                     .zip(gr)
                     .zip(xr)
                     .for_each(|((d, g), v)| *d += g * v);
             }
-            dm
-        })
-        .collect();
+        });
     let m = &net.params[*mask].value;
     net.grads[j]
         .par_chunks_mut(ROWS * c)
@@ -281,8 +283,8 @@ pub(super) fn backward_channel_mask(
             }
         });
     let grad = &mut net.params[*mask].grad;
-    for dm in partials {
-        grad.iter_mut().zip(&dm).for_each(|(a, b)| *a += b);
+    for dm in net.scratch.chunks_exact(c) {
+        grad.iter_mut().zip(dm).for_each(|(a, b)| *a += b);
     }
 }
 
@@ -394,19 +396,27 @@ pub(super) fn backward_mix(
     for (k, &j) in layer.inputs.iter().enumerate() {
         let w = net.params[*weights].value[k];
         let ck = *layers[j].shape.last().unwrap();
-        // Partial dot products per block of rows, added in block order.
-        let dw: f64 = net.acts[j]
-            .par_chunks(ROWS * ck)
-            .zip(dy.par_chunks(ROWS * c))
-            .map(|(xb, db)| {
-                xb.chunks_exact(ck)
+        // Partial dot products per block of rows (in the scratch space),
+        // added in block order.
+        let blocks = dy.len().div_ceil(ROWS * c);
+        let partials = &mut net.scratch;
+        partials.clear();
+        partials.resize(blocks, 0.0);
+        partials
+            .par_iter_mut()
+            .zip(
+                net.acts[j]
+                    .par_chunks(ROWS * ck)
+                    .zip(dy.par_chunks(ROWS * c)),
+            )
+            .for_each(|(p, (xb, db))| {
+                *p = xb
+                    .chunks_exact(ck)
                     .zip(db.chunks_exact(c))
                     .map(|(xr, dr)| xr.iter().zip(dr).map(|(x, d)| (x * d) as f64).sum::<f64>())
-                    .sum::<f64>()
-            })
-            .collect::<Vec<f64>>()
-            .iter()
-            .sum();
+                    .sum::<f64>() as f32;
+            });
+        let dw: f64 = net.scratch.iter().map(|&p| p as f64).sum();
         net.params[*weights].grad[k] += dw as f32;
         net.grads[j]
             .par_chunks_mut(ROWS * ck)
