@@ -562,6 +562,7 @@ pub fn search(args: &SearchArgs) -> Result<()> {
         &limits,
         &cfg,
         Report {
+            qat_ranges: art.quantized.qat_ranges,
             locations: g
                 .choices
                 .iter()
@@ -696,6 +697,8 @@ fn choice_names(
 }
 
 struct Report<'a> {
+    /// Activation ranges the int8 model took from QAT.
+    qat_ranges: usize,
     /// Where each choice is in the source (`kws.mnet:10:5`).
     locations: Vec<String>,
     data: &'a str,
@@ -778,6 +781,7 @@ fn search_json(
             "held_out_float_loss": r.float.0,
             "held_out_float_accuracy": r.float.1,
             "held_out_int8_accuracy": r.int8,
+            "qat_activation_ranges": r.qat_ranges,
         },
     })
 }

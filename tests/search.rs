@@ -457,3 +457,28 @@ fn a_network_that_does_not_fit_is_an_error_unless_allowed() {
         "{text}"
     );
 }
+
+/// `--qat` retrains with fake quantization: the weights file carries the
+/// learned activation ranges, and the emitted model uses them.
+#[test]
+fn qat_retraining_writes_ranges() {
+    let dir = scratch("qat");
+    let o = mnet(&[
+        "search",
+        "examples/tiny.mnet",
+        "--data",
+        "synthetic-tiny:128",
+        "--quick",
+        "--qat",
+        "-o",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let bytes = std::fs::read(dir.join("tiny.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let ranges = st.names().iter().filter(|n| n.ends_with(".range")).count();
+    assert!(ranges > 0, "no activation ranges in the weights");
+    let s = json(&dir.join("search.json"));
+    assert!(s["result"]["held_out_int8_accuracy"].as_f64().unwrap() > 0.0);
+    assert!(s["result"]["qat_activation_ranges"].as_u64().unwrap() > 0);
+}
