@@ -357,7 +357,7 @@ pub fn search(args: &SearchArgs) -> Result<()> {
         Some(l) => format!("{:.0}/{}", v, l),
         None => format!("{v:.0}"),
     };
-    let budgets = limits.budgets(shape.iter().product::<usize>() as u64, classes as u64);
+    let budgets = limits.budgets(&smallest);
     let stopped = std::cell::Cell::new(false);
     let outcome = dnas::search(
         &g,
@@ -365,6 +365,7 @@ pub fn search(args: &SearchArgs) -> Result<()> {
         &train_set,
         &val_set,
         &limits,
+        &budgets,
         ops_ref,
         &cfg,
         args.extra_epochs,

@@ -203,13 +203,7 @@ fn analysis_matches_brute_force() {
 /// Resolve, print, re-check: the written network has the picked stats.
 #[test]
 fn resolved_networks_round_trip() {
-    let mut spaces: Vec<(String, String)> = ["tiny", "kws", "ad", "vww"]
-        .iter()
-        .map(|n| {
-            let path = format!("{}/examples/{n}.mnet", env!("CARGO_MANIFEST_DIR"));
-            (format!("{n}.mnet"), common::read(path.as_ref()))
-        })
-        .collect();
+    let mut spaces = example_spaces();
     spaces.push(("branchy.mnet".into(), BRANCHY.into()));
     spaces.push(("shortcuts.mnet".into(), SHORTCUTS.into()));
     spaces.push(("fusion.mnet".into(), FUSION.into()));
@@ -330,14 +324,19 @@ network branchy(x: i8[16, 12, 2]) -> [5] {
 }
 ";
 
-fn relaxable_spaces() -> Vec<(String, String)> {
-    let mut spaces: Vec<(String, String)> = ["tiny", "kws", "ad", "vww"]
+/// The example spaces: (file name, source).
+fn example_spaces() -> Vec<(String, String)> {
+    ["tiny", "kws", "ad", "vww"]
         .iter()
         .map(|n| {
             let path = format!("{}/examples/{n}.mnet", env!("CARGO_MANIFEST_DIR"));
             (format!("{n}.mnet"), common::read(path.as_ref()))
         })
-        .collect();
+        .collect()
+}
+
+fn relaxable_spaces() -> Vec<(String, String)> {
+    let mut spaces = example_spaces();
     for (name, src) in [
         ("branchy_same.mnet", BRANCHY_SAME),
         ("fusion.mnet", FUSION),

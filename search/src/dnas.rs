@@ -530,9 +530,14 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// The budgets of the loss for a network with these input and output
-    /// bytes.
-    pub fn budgets(&self, input: u64, output: u64) -> Budgets {
+    /// The budgets of the loss for the networks of a space, given any one
+    /// of them (they share their input and output bytes).
+    pub fn budgets(&self, any: &mnet_compiler::ir::FixedGraph) -> Budgets {
+        let bytes = |s: &[u32]| s.iter().map(|&d| d as u64).product::<u64>();
+        let (input, output) = (
+            bytes(&any.info.input_shape),
+            bytes(&any.node(any.output).shape),
+        );
         Budgets {
             ops: self.ops,
             flash: self.flash,
@@ -593,7 +598,8 @@ pub struct Outcome {
     pub fit: Fit,
 }
 
-/// Run (or continue) a search to its resolution: the warm-up and search
+/// Run (or continue) a search to its resolution (`budgets`: the loss's,
+/// from [`Limits::budgets`]): the warm-up and search
 /// epochs, then the argmax network checked against the limits; while it
 /// does not fit, up to `extra` more epochs with the penalties raised 4×
 /// each. `after_epoch` sees the state after every epoch (checkpoints). The
@@ -605,19 +611,13 @@ pub fn search(
     train: &Dataset,
     val: &Dataset,
     limits: &Limits,
+    budgets: &Budgets,
     ops_ref: f64,
     cfg: &SearchConfig,
     extra: usize,
     mut after_epoch: impl FnMut(&State) -> Result<(), String>,
     mut progress: impl FnMut(SearchProgress),
 ) -> Result<Outcome, String> {
-    let info = &g.info;
-    let input: u64 = info.input_shape.iter().map(|&d| d as u64).product();
-    let output: u64 = info
-        .output_shape
-        .as_ref()
-        .map_or(1, |s| s.iter().map(|&d| d as u64).product());
-    let budgets = limits.budgets(input, output);
     let total = cfg.warmup_epochs + cfg.epochs;
     loop {
         let phase = if state.epoch < cfg.warmup_epochs {
@@ -643,7 +643,7 @@ pub fn search(
             state,
             train,
             val,
-            &budgets,
+            budgets,
             ops_ref,
             cfg,
             phase,

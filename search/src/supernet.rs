@@ -102,6 +102,8 @@ impl Supernet {
         let mut b = NetBuilder::new(seed, init);
         let mut at = vec![0usize; n];
         let mut dists: Vec<Dist> = Vec::with_capacity(n);
+        // Per node: its distribution is every channel, always.
+        let mut full: Vec<bool> = Vec::with_capacity(n);
         let mut masks = Vec::new();
         let mut mixes = Vec::new();
         let mut names = vec![Vec::new(); n];
@@ -137,6 +139,7 @@ impl Supernet {
                         at[pos] = l;
                         logits = l;
                         dists.push(Dist::Same(in_nodes[0]));
+                        full.push(full[in_nodes[0]]);
                         continue;
                     }
                     let bn_follows = sole_reader_is(pos, &|op| matches!(op, Op::BatchNorm));
@@ -227,7 +230,7 @@ impl Supernet {
                         | Op::Flatten
                         | Op::Dropout { .. } => true,
                     };
-                    if matches!(op0, Op::Reshape { .. }) && !trivial(&dists, in_nodes[0]) {
+                    if matches!(op0, Op::Reshape { .. }) && !full[in_nodes[0]] {
                         return Err(format!(
                             "`{}` reshapes a tensor whose channel count is searched; mnet search can flatten it, not reshape it",
                             node.name
@@ -272,9 +275,18 @@ impl Supernet {
                     (layer, dist, true)
                 }
             };
+            full.push(match &dist {
+                Dist::Ones(_) => true,
+                Dist::Width { values, c, .. } => values.iter().all(|&w| w as usize == *c),
+                Dist::Same(i) | Dist::Tile { node: i, .. } => full[*i],
+                Dist::Mix { inputs, c, .. } => inputs
+                    .iter()
+                    .all(|&i| full[i] && *shape_of(i).last().unwrap_or(&1) == *c),
+                Dist::Concat(inputs) => inputs.iter().all(|&i| full[i]),
+            });
             dists.push(dist);
             let mut out = layer;
-            if !zeroes && !trivial(&dists, pos) {
+            if !zeroes && !full[pos] {
                 let p = b.param(format!("{}.mask", node.name), vec![c], vec![1.0; c], false);
                 masks.push((p, pos));
                 let quantized = b.layers()[layer].quantized;
@@ -607,28 +619,5 @@ impl Supernet {
             }
         }
         Ok(())
-    }
-}
-
-/// Whether a node's distribution is every channel, always.
-fn trivial(dists: &[Dist], n: usize) -> bool {
-    match &dists[n] {
-        Dist::Ones(_) => true,
-        Dist::Width { values, c, .. } => values.iter().all(|&w| w as usize == *c),
-        Dist::Same(i) => trivial(dists, *i),
-        Dist::Mix { inputs, c, .. } => inputs
-            .iter()
-            .all(|&i| trivial(dists, i) && dist_len(dists, i) == *c),
-        Dist::Concat(inputs) => inputs.iter().all(|&i| trivial(dists, i)),
-        Dist::Tile { node, .. } => trivial(dists, *node),
-    }
-}
-
-fn dist_len(dists: &[Dist], n: usize) -> usize {
-    match &dists[n] {
-        Dist::Ones(c) | Dist::Width { c, .. } | Dist::Mix { c, .. } => *c,
-        Dist::Same(i) => dist_len(dists, *i),
-        Dist::Concat(inputs) => inputs.iter().map(|&i| dist_len(dists, i)).sum(),
-        Dist::Tile { node, reps } => reps * dist_len(dists, *node),
     }
 }
