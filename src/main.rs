@@ -110,6 +110,10 @@ enum Command {
     },
     /// Search a space (DNAS) for a network that fits the board; train, quantize and emit it.
     Search(search::SearchArgs),
+    /// Evaluate a trained network on a split: accuracy, per class, confusion matrix; --int8, --per-layer.
+    Eval(eval::EvalArgs),
+    /// Write the exact input tensors (and labels) a network sees from --data, as .npy.
+    Features(eval::FeaturesArgs),
     /// Print a readable dump of a .tflite file (tensors, quantization, operators, buffers).
     Inspect { model: PathBuf },
     /// Print the elaborated IR of each network (search graph, or with --pick the fixed graph).
@@ -145,10 +149,14 @@ struct CompileArgs {
 
 #[derive(Args)]
 struct TrainArgs {
-    /// synthetic[:COUNT] (deterministic, learnable) or npy:DIR (x.npy float32 [N, ...], y.npy int [N]).
+    #[command(flatten)]
+    data: data_args::DataArgs,
+    #[command(flatten)]
+    augment: data_args::AugmentArgs,
+    /// Train on fixed features (no augmentation of audio or image data).
     #[arg(long)]
-    data: String,
-    /// A validation set of its own (same kinds as --data); without it, 10% of each class of --data is held out.
+    no_augment: bool,
+    /// A validation set of its own (same kinds as --data); without it, --data's validation split (10% of each class of npy:DIR, or DIR/val).
     #[arg(long)]
     val: Option<String>,
     #[arg(long, default_value_t = 5)]
@@ -215,10 +223,12 @@ macro_rules! out {
 }
 
 macro_rules! outln {
-    () => { write_stdout(format_args!("\n")) };
+    () => { $crate::write_stdout(format_args!("\n")) };
     ($($arg:tt)*) => { $crate::write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
 }
 
+mod data_args;
+mod eval;
 mod report;
 mod search;
 
@@ -482,6 +492,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Compile { net, compile, out } => compile_to(&net, &compile, &out),
         Command::Train { net, train, out } => train_to(&net, &train, &out),
         Command::Search(args) => search::search(&args),
+        Command::Eval(args) => eval::eval(&args),
+        Command::Features(args) => eval::features(&args),
         Command::Inspect { model } => inspect(&model),
         Command::Ir { file, pick } => ir(&file, pick),
     }
@@ -755,19 +767,18 @@ fn train_to(net: &NetworkArgs, args: &TrainArgs, out: &OutputArgs) -> Result<()>
     // The data and the memory the batch needs, before anything is built.
     let shape: Vec<usize> = fixed.info.input_shape.iter().map(|&d| d as usize).collect();
     let classes = fixed.node(fixed.output).shape.iter().product::<u32>() as usize;
-    let data = &args.data;
-    let (train_set, mut val_set) =
-        mnet_search::data::load(data, &shape, classes, args.seed, args.val.is_none())
-            .map_err(|e| UserError(format!("error: --data {data}: {e}\n")))?;
-    if let Some(v) = &args.val {
-        val_set = mnet_search::data::load(v, &shape, classes, args.seed ^ 0x7a1, false)
-            .map_err(|e| UserError(format!("error: --val {v}: {e}\n")))?
-            .0;
-    }
-    if train_set.len() < batch {
+    let data = &args.data.data;
+    let (train_set, val_set) = args.data.train_val(
+        args.val.as_deref(),
+        &shape,
+        classes,
+        args.seed,
+        args.augment.augment(!args.no_augment)?,
+    )?;
+    if train_set.data.len() < batch {
         return Err(UserError(format!(
             "error: --data {data} has {} training samples, fewer than a batch of {batch}\n",
-            train_set.len()
+            train_set.data.len()
         )));
     }
     let needs = mnet_search::engine::training_bytes(&fixed, batch);
@@ -843,8 +854,9 @@ fn train_to(net: &NetworkArgs, args: &TrainArgs, out: &OutputArgs) -> Result<()>
     let metrics = serde_json::json!({
         "network": name,
         "data": data,
-        "validation_data": args.val.clone().unwrap_or_else(|| format!("10% of each class of {data}")),
-        "train_samples": train_set.len(),
+        "validation_data": args.val.clone().unwrap_or_else(|| format!("the validation split of {data}")),
+        "augment": if train_set.augments() { args.augment.json() } else { serde_json::Value::Null },
+        "train_samples": train_set.data.len(),
         "validation_samples": val_set.len(),
         "config": {
             "epochs": cfg.epochs, "batch": cfg.batch,

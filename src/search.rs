@@ -11,7 +11,7 @@ use mnet_compiler::pipeline;
 use mnet_search::dnas::{self, Limits, SearchConfig, SearchProgress, State};
 use mnet_search::engine::Net;
 use mnet_search::train::{train, TrainConfig};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct SearchArgs {
@@ -20,10 +20,14 @@ pub struct SearchArgs {
     /// Which network, when the file defines several.
     #[arg(long)]
     network: Option<String>,
-    /// synthetic[:COUNT] or npy:DIR (DIR/val/x.npy and y.npy, when present, are the held-out split).
+    #[command(flatten)]
+    data: crate::data_args::DataArgs,
+    #[command(flatten)]
+    augment: crate::data_args::AugmentArgs,
+    /// Train on fixed features (no augmentation of audio or image data).
     #[arg(long)]
-    data: String,
-    /// A held-out set of its own (else 10% of each class of --data, or DIR/val).
+    no_augment: bool,
+    /// A held-out set of its own (else --data's validation split: 10% of each class of npy:DIR, or DIR/val).
     #[arg(long)]
     val: Option<String>,
     /// The board (its SRAM and flash are budgets), instead of the file's `target`.
@@ -283,19 +287,24 @@ pub fn search(args: &SearchArgs) -> Result<()> {
     // Data.
     let shape: Vec<usize> = g.info.input_shape.iter().map(|&d| d as usize).collect();
     let classes = smallest.node(smallest.output).shape.iter().product::<u32>() as usize;
-    let (train_set, val_set) =
-        load_data(&args.data, args.val.as_deref(), &shape, classes, args.seed)?;
+    let (train_set, val_set) = args.data.train_val(
+        args.val.as_deref(),
+        &shape,
+        classes,
+        args.seed,
+        args.augment.augment(!args.no_augment)?,
+    )?;
     if train_set.len() < 2 || val_set.is_empty() {
         let source = if args.val.is_some() {
             "--val and --data give"
-        } else if args.data.starts_with("npy:") {
+        } else if args.data.data.starts_with("npy:") {
             "x.npy and y.npy give (10% of each class held out, rounded)"
         } else {
             "it gives"
         };
         return Err(err(format!(
             "--data {}: {source} {} training and {} held-out samples; a search needs both (more samples, DIR/val/x.npy and y.npy, or --val)",
-            args.data,
+            args.data.data,
             train_set.len(),
             val_set.len()
         )));
@@ -322,9 +331,11 @@ pub fn search(args: &SearchArgs) -> Result<()> {
     }
     // The search.
     let fingerprint = format!(
-        "{:016x} {} {:?} {:?} {}",
+        "{:016x} {} {:?} {:?} {:?} {:?} {}",
         mnet_compiler::fnv1a(text.bytes()),
-        args.data,
+        args.data.data,
+        args.data.words,
+        train_set.augments().then(|| args.augment.json()),
         cfg,
         limits,
         args.extra_epochs
@@ -499,15 +510,7 @@ pub fn search(args: &SearchArgs) -> Result<()> {
     let (float_loss, float_acc) = mnet_search::train::evaluate(&mut model, &val_set);
     let weights = mnet_search::train::weights_safetensors(&model);
     // Quantize with calibration on training samples, evaluate, emit.
-    let calib_count = train_set.len().min(256);
-    let len = train_set.sample_len();
-    let calib_bytes: Vec<u8> = train_set.inputs[..calib_count * len]
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect();
-    let mut cshape = vec![calib_count];
-    cshape.extend(&shape);
-    let calib = mnet_compiler::npy::encode("<f4", &cshape, &calib_bytes);
+    let calib = train_set.inputs_npy(mnet_search::data::CALIBRATION_ROWS);
     let opts = pipeline::Options {
         tflite: Some(Default::default()),
         c: Some(Default::default()),
@@ -569,7 +572,7 @@ pub fn search(args: &SearchArgs) -> Result<()> {
                 .iter()
                 .map(|c| mnet_compiler::ir::short_location(&checked.sources, c.span))
                 .collect(),
-            data: &args.data,
+            data: &args.data.data,
             samples: (train_set.len(), val_set.len()),
             float: (float_loss, float_acc),
             int8: int8_acc,
@@ -644,35 +647,6 @@ fn limits_text(l: &Limits) -> String {
     } else {
         v.join(", ")
     }
-}
-
-fn load_data(
-    spec: &str,
-    val: Option<&str>,
-    shape: &[usize],
-    classes: usize,
-    seed: u64,
-) -> Result<(mnet_search::data::Dataset, mnet_search::data::Dataset)> {
-    let load = |s: &str, hold: bool| {
-        mnet_search::data::load(s, shape, classes, seed, hold)
-            .map_err(|e| err(format!("--data {s}: {e}")))
-    };
-    if let Some(v) = val {
-        let (t, _) = load(spec, false)?;
-        let (v, _) = mnet_search::data::load(v, shape, classes, seed ^ 0x7a1, false)
-            .map_err(|e| err(format!("--val {v}: {e}")))?;
-        return Ok((t, v));
-    }
-    if let Some(dir) = spec.strip_prefix("npy:") {
-        let v = Path::new(dir).join("val");
-        if v.join("x.npy").exists() && v.join("y.npy").exists() {
-            let (t, _) = load(spec, false)?;
-            let vs = format!("npy:{}", v.display());
-            let (v, _) = load(&vs, false)?;
-            return Ok((t, v));
-        }
-    }
-    load(spec, true)
 }
 
 /// Each choice as (`c3 at kws.mnet:10:5 (width …)`, its option).

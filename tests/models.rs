@@ -57,6 +57,10 @@ const EXAMPLES: &[(&str, &str)] = &[
         "// test: stats oracle\n// pick: min random:1..3\n// test: stats plan\n// pick: random:0..59",
     ),
     (
+        "examples/fashion.mnet",
+        "// test: stats oracle\n// pick: min max random:1\n// test: stats plan\n// pick: random:0..59",
+    ),
+    (
         "examples/vww.mnet",
         "// test: stats oracle\n// pick: min\n// test: stats plan\n// pick: random:0..59",
     ),

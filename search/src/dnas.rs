@@ -608,7 +608,7 @@ pub struct Outcome {
 pub fn search(
     g: &SearchGraph,
     state: &mut State,
-    train: &Dataset,
+    train: &crate::data::TrainSet,
     val: &Dataset,
     limits: &Limits,
     budgets: &Budgets,
@@ -638,10 +638,12 @@ pub fn search(
             state.penalty *= 4.0;
             Phase::Extra
         };
+        // An augmenting source gives every epoch its own features.
+        let fresh = train.epoch(state.epoch as u64 + 1);
         run_epoch(
             g,
             state,
-            train,
+            fresh.as_ref().unwrap_or(&train.data),
             val,
             budgets,
             ops_ref,
@@ -657,25 +659,18 @@ pub fn search(
 /// Top-1 accuracy of an int8 network on a dataset through the reference
 /// interpreter (inputs quantized with the model's input parameters).
 pub fn int8_accuracy(q: &mnet_compiler::pipeline::Quantized, data: &Dataset) -> f32 {
-    use rayon::prelude::*;
-    let len = data.sample_len();
-    let iq = q.graph.qparams[0];
-    let out = q.graph.lowered.output;
-    let correct: usize = (0..data.len())
-        .into_par_iter()
-        .map(|i| {
-            let x: Vec<i8> = data.inputs[i * len..(i + 1) * len]
-                .iter()
-                .map(|&v| iq.quantize(v))
-                .collect();
-            let values = mnet_compiler::exec::interp::run(&q.graph, &q.prepared, &x);
-            let y = &values[out];
+    let outputs = crate::train::int8_predict(q, data);
+    let classes = outputs.len() / data.len().max(1);
+    let correct = outputs
+        .chunks_exact(classes.max(1))
+        .zip(&data.labels)
+        .filter(|(y, &label)| {
             let best = (0..y.len())
                 .max_by_key(|&k| (y[k], std::cmp::Reverse(k)))
                 .unwrap_or(0);
-            usize::from(best == data.labels[i])
+            best == label
         })
-        .sum();
+        .count();
     correct as f32 / data.len().max(1) as f32
 }
 

@@ -5,7 +5,7 @@
 //! statistics, and the trained weights as safetensors (the names and
 //! layouts `mnet compile --weights` reads).
 
-use crate::data::Dataset;
+use crate::data::{Dataset, TrainSet};
 use crate::engine::Net;
 use crate::optim::{step_groups, Adam, Optimizer, ParamGroup, Schedule, Sgd};
 use rand::seq::SliceRandom;
@@ -157,22 +157,23 @@ pub struct Trained {
 /// Train `net` on `data`, evaluating on `val` after every epoch;
 /// `on_progress` sees every step's running metrics and each epoch's
 /// metrics as it ends. Every sample is trained on each epoch (the last
-/// batch holds the remainder).
+/// batch holds the remainder). When `data` augments, the next epoch's
+/// features are computed on another thread while an epoch trains.
 pub fn train(
     net: &mut Net,
-    data: &Dataset,
+    data: &TrainSet,
     val: Option<&Dataset>,
     cfg: TrainConfig,
     mut on_progress: impl FnMut(Progress),
 ) -> Result<Trained, Diverged> {
-    let batch = cfg.batch.min(data.len()).max(1);
+    let batch = cfg.batch.min(data.data.len()).max(1);
     if net.batch != batch {
         net.set_batch(batch);
     }
     if cfg.qat && net.qat().is_none() {
         net.enable_qat();
     }
-    let steps_per_epoch = data.len().div_ceil(batch);
+    let steps_per_epoch = data.data.len().div_ceil(batch);
     let total = steps_per_epoch * cfg.epochs;
     let warmup = ((cfg.warmup.max(0.0) * steps_per_epoch as f32).round() as usize).min(total);
     let optimizer = match cfg.optimizer {
@@ -193,8 +194,9 @@ pub fn train(
         lr_scale: 1.0,
     }];
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed);
-    let len = data.sample_len();
-    let mut order: Vec<usize> = (0..data.len()).collect();
+    let mut current: std::borrow::Cow<Dataset> = std::borrow::Cow::Borrowed(&*data.data);
+    let len = current.sample_len();
+    let mut order: Vec<usize> = (0..current.len()).collect();
     let mut xb = vec![0f32; batch * len];
     let mut yb = vec![0usize; batch];
     let mut history = Vec::new();
@@ -203,6 +205,13 @@ pub fn train(
     for epoch in 1..=cfg.epochs {
         order.shuffle(&mut rng);
         let start = Instant::now();
+        // The next epoch's augmented features, made while this one trains.
+        let next = (data.augments() && epoch < cfg.epochs).then(|| {
+            std::thread::spawn({
+                let fresh = data.fresh_fn();
+                move || fresh.map(|f| f(epoch as u64 + 1))
+            })
+        });
         let (mut loss_sum, mut correct, mut done) = (0f64, 0usize, 0usize);
         let mut lr = cfg.lr;
         for (n, chunk) in order.chunks(batch).enumerate() {
@@ -211,8 +220,8 @@ pub fn train(
             }
             let rows = chunk.len();
             for (k, &i) in chunk.iter().enumerate() {
-                xb[k * len..(k + 1) * len].copy_from_slice(&data.inputs[i * len..(i + 1) * len]);
-                yb[k] = data.labels[i];
+                xb[k * len..(k + 1) * len].copy_from_slice(&current.inputs[i * len..(i + 1) * len]);
+                yb[k] = current.labels[i];
             }
             net.forward(&xb[..rows * len], true);
             let (loss, ok) = net.loss_smoothed(&yb[..rows], cfg.label_smoothing);
@@ -243,6 +252,11 @@ pub fn train(
                     samples_per_sec: done as f32 / start.elapsed().as_secs_f32().max(1e-9),
                 },
             });
+        }
+        if let Some(Some(fresh)) =
+            next.map(|h| h.join().expect("the feature thread does not panic"))
+        {
+            current = std::borrow::Cow::Owned(fresh);
         }
         if net.batch != batch {
             net.set_batch(batch);
@@ -283,29 +297,68 @@ pub fn train(
     })
 }
 
-/// Loss and accuracy in evaluation mode (batch-norm running statistics).
-pub fn evaluate(net: &mut Net, data: &Dataset) -> (f32, f32) {
+/// Run `net` in evaluation mode (batch-norm running statistics) over
+/// `data` a batch at a time; `each` sees every batch's rows (the last
+/// batch may be short: its free rows repeat its first sample, as
+/// evaluation treats samples independently, and only its own rows count).
+fn eval_batches(net: &mut Net, data: &Dataset, mut each: impl FnMut(&mut Net, &[usize])) {
     let batch = net.batch;
     let len = data.sample_len();
-    let (mut loss_sum, mut correct) = (0f64, 0usize);
     let mut xb = vec![0f32; batch * len];
     let idx: Vec<usize> = (0..data.len()).collect();
-    // The last batch may be short: its free rows repeat its first sample
-    // (evaluation treats samples independently) and the loss reads only its
-    // own rows.
     for chunk in idx.chunks(batch) {
         for k in 0..batch {
             let i = *chunk.get(k).unwrap_or(&chunk[0]);
             xb[k * len..(k + 1) * len].copy_from_slice(&data.inputs[i * len..(i + 1) * len]);
         }
-        let yb: Vec<usize> = chunk.iter().map(|&i| data.labels[i]).collect();
         net.forward(&xb, false);
+        each(net, chunk);
+    }
+}
+
+/// Loss and accuracy in evaluation mode (batch-norm running statistics).
+pub fn evaluate(net: &mut Net, data: &Dataset) -> (f32, f32) {
+    let (mut loss_sum, mut correct) = (0f64, 0usize);
+    eval_batches(net, data, |net, chunk| {
+        let yb: Vec<usize> = chunk.iter().map(|&i| data.labels[i]).collect();
         let (loss, ok) = net.loss(&yb);
         loss_sum += loss as f64 * chunk.len() as f64;
         correct += ok;
-    }
+    });
     let n = data.len().max(1) as f64;
     ((loss_sum / n) as f32, (correct as f64 / n) as f32)
+}
+
+/// The int8 network's outputs for every sample, `[len, classes]`, through
+/// the reference interpreter (inputs quantized with the model's input
+/// parameters), in parallel.
+pub fn int8_predict(q: &mnet_compiler::pipeline::Quantized, data: &Dataset) -> Vec<i8> {
+    use rayon::prelude::*;
+    let len = data.sample_len();
+    let iq = q.graph.qparams[0];
+    let out = q.graph.lowered.output;
+    let rows: Vec<Vec<i8>> = (0..data.len())
+        .into_par_iter()
+        .map(|i| {
+            let x: Vec<i8> = data.inputs[i * len..(i + 1) * len]
+                .iter()
+                .map(|&v| iq.quantize(v))
+                .collect();
+            let mut values = mnet_compiler::exec::interp::run(&q.graph, &q.prepared, &x);
+            std::mem::take(&mut values[out])
+        })
+        .collect();
+    rows.concat()
+}
+
+/// The logits of every sample in evaluation mode, `[len, classes]`.
+pub fn predict(net: &mut Net, data: &Dataset) -> Vec<f32> {
+    let classes = net.classes();
+    let mut out = Vec::with_capacity(data.len() * classes);
+    eval_batches(net, data, |net, chunk| {
+        out.extend_from_slice(&net.logits()[..chunk.len() * classes]);
+    });
+    out
 }
 
 /// The parameters as safetensors; with quantization-aware training also

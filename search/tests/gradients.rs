@@ -157,21 +157,27 @@ fn learn(cfg: TrainConfig) -> (Net, Vec<EpochMetrics>, f32) {
     // reports what the epoch then reports.
     let mut last_step = None;
     let mut steps = 0;
-    let history = mnet_search::train::train(&mut n, &train, None, cfg, |p| match p {
-        Progress::Step {
-            step,
-            steps: of,
-            so_far,
-        } => {
-            steps += 1;
-            assert_eq!((step, of), ((steps - 1) % 32 + 1, 32));
-            last_step = Some(so_far);
-        }
-        Progress::Epoch(m) => {
-            let s = last_step.take().expect("steps before the epoch ends");
-            assert_eq!((s.epoch, s.loss, s.accuracy), (m.epoch, m.loss, m.accuracy));
-        }
-    })
+    let history = mnet_search::train::train(
+        &mut n,
+        &mnet_search::data::TrainSet::fixed(&train),
+        None,
+        cfg,
+        |p| match p {
+            Progress::Step {
+                step,
+                steps: of,
+                so_far,
+            } => {
+                steps += 1;
+                assert_eq!((step, of), ((steps - 1) % 32 + 1, 32));
+                last_step = Some(so_far);
+            }
+            Progress::Epoch(m) => {
+                let s = last_step.take().expect("steps before the epoch ends");
+                assert_eq!((s.epoch, s.loss, s.accuracy), (m.epoch, m.loss, m.accuracy));
+            }
+        },
+    )
     .expect("a finite loss")
     .history;
     assert_eq!(steps, 6 * 32);
@@ -342,7 +348,14 @@ fn a_diverging_run_is_an_error() {
         batch: 16,
         ..TrainConfig::default()
     };
-    let e = mnet_search::train::train(&mut n, &train, None, cfg, |_| {}).unwrap_err();
+    let e = mnet_search::train::train(
+        &mut n,
+        &mnet_search::data::TrainSet::fixed(&train),
+        None,
+        cfg,
+        |_| {},
+    )
+    .unwrap_err();
     assert!(!e.loss.is_finite() && e.epoch == 1, "{e}");
 }
 
@@ -362,14 +375,20 @@ fn every_sample_trains_and_validates_and_the_best_epoch_is_kept() {
         ..TrainConfig::default()
     };
     let mut steps = Vec::new();
-    let trained = mnet_search::train::train(&mut n, &train, Some(&val), cfg, |p| {
-        if let Progress::Step {
-            step, steps: of, ..
-        } = p
-        {
-            steps.push((step, of));
-        }
-    })
+    let trained = mnet_search::train::train(
+        &mut n,
+        &mnet_search::data::TrainSet::fixed(&train),
+        Some(&val),
+        cfg,
+        |p| {
+            if let Progress::Step {
+                step, steps: of, ..
+            } = p
+            {
+                steps.push((step, of));
+            }
+        },
+    )
     .unwrap();
     assert_eq!(steps.len(), 6 * 6);
     assert!(steps.iter().all(|&(_, of)| of == 6));
@@ -408,7 +427,14 @@ fn trained_weights_load_back() {
         keep: mnet_search::train::Keep::Last,
         ..TrainConfig::default()
     };
-    let t = mnet_search::train::train(&mut n, &train, Some(&val), cfg, |_| {}).unwrap();
+    let t = mnet_search::train::train(
+        &mut n,
+        &mnet_search::data::TrainSet::fixed(&train),
+        Some(&val),
+        cfg,
+        |_| {},
+    )
+    .unwrap();
     let bytes = mnet_search::train::weights_safetensors(&n);
     let mut fresh = net(SMALL, 16);
     fresh.load_safetensors(&bytes).unwrap();

@@ -26,7 +26,14 @@ fn qat_ranges_become_the_int8_quantization() {
         qat: true,
         ..TrainConfig::default()
     };
-    train(&mut net, &data, None, cfg, |_| {}).expect("a finite loss");
+    train(
+        &mut net,
+        &mnet_search::data::TrainSet::fixed(&data),
+        None,
+        cfg,
+        |_| {},
+    )
+    .expect("a finite loss");
     let test = Dataset::synthetic(&[12, 10, 1], 4, 256, 7, 2);
     let (_, float_acc) = evaluate(&mut net, &test);
     assert!(float_acc >= 0.9, "QAT float accuracy {float_acc}");

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod datasets;
 pub mod mutate;
 pub mod python;
 pub mod runners;

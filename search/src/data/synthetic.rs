@@ -1,37 +1,16 @@
-//! Datasets: deterministic learnable synthetic data (an easy template task,
-//! and the harder motif-order task of `synthetic-NAME`), and `.npy` pairs.
+//! The built-in synthetic tasks: an easy template task (`synthetic`) and
+//! the harder motif-order task (`synthetic-NAME`), deterministic and
+//! learnable, for trying a space without data.
 //!
 //! Synthetic samples of class `c` are a class template (a smooth random
 //! field from a few plane waves, fixed per class and seed) plus a random
 //! shift of amplitude and independent noise, so a small convnet learns them
 //! in a few epochs but cannot memorise noise.
 
-use mnet_compiler::npy;
-use rand::seq::SliceRandom;
+use super::Dataset;
 use rand::{RngExt, SeedableRng};
 
-/// Inputs (`len x input shape`, f32) and labels.
-#[derive(Clone, Debug)]
-pub struct Dataset {
-    pub shape: Vec<usize>,
-    pub classes: usize,
-    pub inputs: Vec<f32>,
-    pub labels: Vec<usize>,
-}
-
 impl Dataset {
-    pub fn len(&self) -> usize {
-        self.labels.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
-    }
-
-    pub fn sample_len(&self) -> usize {
-        self.shape.iter().product()
-    }
-
     /// `count` synthetic samples of the task `task` (which fixes the class
     /// templates); `draw` seeds the samples' gains and noise, so two draws
     /// of one task are a training and a held-out set.
@@ -93,6 +72,7 @@ impl Dataset {
             classes,
             inputs,
             labels,
+            sources: Vec::new(),
         }
     }
 }
@@ -216,168 +196,7 @@ impl Dataset {
             classes,
             inputs,
             labels,
+            sources: Vec::new(),
         }
     }
-}
-
-/// Why a `--data` source cannot be read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DataError {
-    #[error("unknown data kind; expected synthetic[:COUNT], synthetic-NAME[:COUNT] or npy:DIR")]
-    UnknownKind,
-    #[error("`{0}` is not a sample count; write synthetic or synthetic:COUNT")]
-    Count(String),
-    #[error("the sample count must be 1..=1000000")]
-    CountRange,
-    #[error("cannot read {path}: {message}")]
-    Read { path: String, message: String },
-    /// A `.npy` file of the set (`x.npy`, `y.npy`).
-    #[error("{file}: {error}")]
-    Npy {
-        file: &'static str,
-        error: npy::NpyError,
-    },
-    #[error("{count} synthetic samples of {sample_len} values need {bytes} bytes, more than the {limit}-byte limit; ask for fewer")]
-    TooLarge {
-        count: usize,
-        sample_len: usize,
-        bytes: u128,
-        limit: u128,
-    },
-    #[error("x.npy has {inputs} samples but y.npy {labels} labels")]
-    Counts { inputs: usize, labels: usize },
-    #[error("y.npy: label {label} at index {index} is not below the network's {classes} outputs")]
-    Label {
-        label: usize,
-        index: usize,
-        classes: usize,
-    },
-}
-
-/// Read a training and a held-out (validation) set. `synthetic[:COUNT]`:
-/// `COUNT` samples (default 2048) for training and a quarter as many,
-/// drawn separately, held out. `npy:DIR`: `DIR/x.npy` (float32 `[N,
-/// ...input]`) and `DIR/y.npy` (int32 or int64 `[N]`), 10% of each class
-/// (rounded) held out, chosen by a shuffle seeded with `seed`. Without
-/// `hold_out`, everything is the first set and the second is empty (a
-/// validation set of its own, `--val`).
-pub fn load(
-    spec: &str,
-    shape: &[usize],
-    classes: usize,
-    seed: u64,
-    hold_out: bool,
-) -> Result<(Dataset, Dataset), DataError> {
-    if let Some(rest) = spec.strip_prefix("synthetic") {
-        // `synthetic-NAME[:COUNT]`: the motif-order task named NAME.
-        let (task, rest) = match rest.strip_prefix('-') {
-            Some(named) => {
-                let name = named.split(':').next().unwrap_or("");
-                if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                    return Err(DataError::UnknownKind);
-                }
-                let hash = mnet_compiler::fnv1a(name.bytes());
-                (Some(hash), &named[name.len()..])
-            }
-            None => (None, rest),
-        };
-        let count = match rest.strip_prefix(':') {
-            Some(n) => n
-                .parse::<usize>()
-                .map_err(|_| DataError::Count(n.to_string()))?,
-            None if rest.is_empty() => 2048,
-            None => return Err(DataError::Count(rest.to_string())),
-        };
-        if !(1..=1_000_000).contains(&count) {
-            return Err(DataError::CountRange);
-        }
-        // The training set and a quarter as many held out, f32.
-        let sample_len = shape.iter().map(|&d| d as u128).product::<u128>();
-        let bytes = 4 * sample_len * (count + (count / 4).max(classes)) as u128;
-        if bytes > crate::engine::MEMORY_LIMIT {
-            return Err(DataError::TooLarge {
-                count,
-                sample_len: sample_len as usize,
-                bytes,
-                limit: crate::engine::MEMORY_LIMIT,
-            });
-        }
-        let make = |n: usize, draw: u64| match task {
-            Some(t) => Dataset::motif_order(shape, classes, n, t ^ seed, draw),
-            None => Dataset::synthetic(shape, classes, n, seed, draw),
-        };
-        let held = make(
-            if hold_out {
-                (count / 4).max(classes)
-            } else {
-                0
-            },
-            2,
-        );
-        return Ok((make(count, 1), held));
-    }
-    if let Some(dir) = spec.strip_prefix("npy:") {
-        let dir = std::path::Path::new(dir);
-        let read = |f: &str| {
-            std::fs::read(dir.join(f)).map_err(|e| DataError::Read {
-                path: dir.join(f).display().to_string(),
-                message: e.to_string(),
-            })
-        };
-        let xs = read("x.npy")?;
-        let inputs = npy::parse(&xs)
-            .and_then(|a| a.f32_samples(shape))
-            .map_err(|error| DataError::Npy {
-                file: "x.npy",
-                error,
-            })?;
-        let ys = read("y.npy")?;
-        let labels = npy::parse(&ys)
-            .and_then(|a| a.labels())
-            .map_err(|error| DataError::Npy {
-                file: "y.npy",
-                error,
-            })?;
-        if labels.len() != inputs.len() {
-            return Err(DataError::Counts {
-                inputs: inputs.len(),
-                labels: labels.len(),
-            });
-        }
-        if let Some((index, &label)) = labels.iter().enumerate().find(|(_, l)| **l >= classes) {
-            return Err(DataError::Label {
-                label,
-                index,
-                classes,
-            });
-        }
-        // A stratified split: a class-sorted file holds out every class.
-        let mut held = vec![false; labels.len()];
-        if hold_out {
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-            for class in 0..classes {
-                let mut of: Vec<usize> =
-                    (0..labels.len()).filter(|&i| labels[i] == class).collect();
-                of.shuffle(&mut rng);
-                let n = (of.len() as f64 / 10.0).round() as usize;
-                for &i in &of[..n] {
-                    held[i] = true;
-                }
-            }
-        }
-        let make = |keep: bool| {
-            let idx: Vec<usize> = (0..labels.len()).filter(|&i| held[i] == keep).collect();
-            Dataset {
-                shape: shape.to_vec(),
-                classes,
-                inputs: idx
-                    .iter()
-                    .flat_map(|&i| inputs[i].iter().copied())
-                    .collect(),
-                labels: idx.iter().map(|&i| labels[i]).collect(),
-            }
-        };
-        return Ok((make(false), make(true)));
-    }
-    Err(DataError::UnknownKind)
 }
