@@ -239,6 +239,58 @@ fn scores(labels: &[usize], predicted: &[usize], classes: usize) -> serde_json::
     })
 }
 
+/// For a set of clips with anomalies (machine sounds): each clip's
+/// anomaly score, the negative softmax score of its own id averaged over
+/// its patches, and the ROC AUC of anomalous against normal clips per id
+/// and their mean.
+fn anomaly_auc(
+    set: &Dataset,
+    probabilities: &[f32],
+    names: &[String],
+) -> Option<serde_json::Value> {
+    let g = set
+        .groups
+        .as_ref()
+        .filter(|g| g.anomalous.iter().any(|&a| a))?;
+    let classes = names.len();
+    let clips = g.anomalous.len();
+    let (mut sum, mut count, mut label) =
+        (vec![0f64; clips], vec![0usize; clips], vec![0usize; clips]);
+    for (row, &clip) in g.clip_of_row.iter().enumerate() {
+        let own = set.labels[row];
+        sum[clip] -= probabilities[row * classes + own] as f64;
+        count[clip] += 1;
+        label[clip] = own;
+    }
+    let score: Vec<f64> = sum
+        .iter()
+        .zip(&count)
+        .map(|(s, &n)| s / n.max(1) as f64)
+        .collect();
+    let mut per_id = Vec::new();
+    let mut aucs = Vec::new();
+    for (c, name) in names.iter().enumerate() {
+        let of: Vec<usize> = (0..clips)
+            .filter(|&k| label[k] == c && count[k] > 0)
+            .collect();
+        let s: Vec<f64> = of.iter().map(|&k| score[k]).collect();
+        let a: Vec<bool> = of.iter().map(|&k| g.anomalous[k]).collect();
+        let auc = data::roc_auc(&s, &a);
+        aucs.extend(auc);
+        per_id.push(serde_json::json!({
+            "id": name,
+            "auc": auc,
+            "normal_clips": a.iter().filter(|&&x| !x).count(),
+            "anomalous_clips": a.iter().filter(|&&x| x).count(),
+        }));
+    }
+    Some(serde_json::json!({
+        "per_id": per_id,
+        "mean": (!aucs.is_empty()).then(|| aucs.iter().sum::<f64>() / aucs.len() as f64),
+        "clip_scores": g.clips.iter().zip(&score).map(|(c, s)| serde_json::json!([c, s])).collect::<Vec<_>>(),
+    }))
+}
+
 /// Float vs int8 output of one lowered node over some samples.
 #[derive(Default)]
 struct LayerError {
@@ -286,7 +338,8 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
         .load_safetensors(&weights)
         .map_err(|e| bad(format!("--weights {}: {e}", args.weights.display())))?;
     let (loss, _) = mnet_search::train::evaluate(&mut model, &set);
-    let float_pred = argmax(&mnet_search::train::predict(&mut model, &set), classes);
+    let logits = mnet_search::train::predict(&mut model, &set);
+    let float_pred = argmax(&logits, classes);
     let names = source
         .class_names()
         .unwrap_or_else(|| (0..classes).map(|c| c.to_string()).collect());
@@ -301,6 +354,18 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
         "float": scores(&set.labels, &float_pred, classes),
     });
     report["float"]["loss"] = serde_json::json!(loss);
+    let probabilities: Vec<f32> = logits
+        .chunks_exact(classes)
+        .flat_map(|row| {
+            let top = row.iter().cloned().fold(f32::MIN, f32::max);
+            let e: Vec<f32> = row.iter().map(|v| (v - top).exp()).collect();
+            let sum: f32 = e.iter().sum();
+            e.into_iter().map(move |v| v / sum)
+        })
+        .collect();
+    if let Some(auc) = anomaly_auc(&set, &probabilities, &names) {
+        report["float"]["anomaly_auc"] = auc;
+    }
     let int8 = args.int8 || args.per_layer;
     let mut int8_pred = None;
     if int8 {
@@ -315,9 +380,14 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
             .map_err(|e| bad(format!("{name}: {e}")))?;
         let outputs = mnet_search::train::int8_predict(&q, &set);
         let pred = argmax(&outputs, classes);
+        let oq = q.graph.qparams[q.graph.lowered.output];
+        let probabilities: Vec<f32> = outputs.iter().map(|&v| oq.dequantize(v)).collect();
         let agree = pred.iter().zip(&float_pred).filter(|(a, b)| a == b).count();
         report["int8"] = scores(&set.labels, &pred, classes);
         report["int8"]["agreement_with_float"] = serde_json::json!(agree as f64 / set.len() as f64);
+        if let Some(auc) = anomaly_auc(&set, &probabilities, &names) {
+            report["int8"]["anomaly_auc"] = auc;
+        }
         report["int8"]["calibration"] = serde_json::json!(args.calib.as_ref().map_or(
             format!(
                 "the first {} rows of the training split",
@@ -445,6 +515,27 @@ fn print_report(r: &serde_json::Value, names: &[String], int8: bool) {
             f(&r["int8"]["accuracy"]),
             100.0 * f(&r["int8"]["agreement_with_float"])
         );
+    }
+    for kind in ["float", "int8"] {
+        if let Some(ids) = r[kind]["anomaly_auc"]["per_id"].as_array() {
+            let per: Vec<String> = ids
+                .iter()
+                .map(|i| {
+                    format!(
+                        "{} {}",
+                        i["id"].as_str().unwrap_or(""),
+                        i["auc"].as_f64().map_or("-".into(), |a| format!("{a:.4}"))
+                    )
+                })
+                .collect();
+            outln!(
+                "{kind:5}  anomaly ROC AUC {}  (per id: {})",
+                r[kind]["anomaly_auc"]["mean"]
+                    .as_f64()
+                    .map_or("-".into(), |a| format!("{a:.4}")),
+                per.join(", ")
+            );
+        }
     }
     let width = names.iter().map(|n| n.len()).max().unwrap_or(1).max(5);
     outln!();

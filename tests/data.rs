@@ -742,3 +742,176 @@ fn search_on_fashion_idx_files() {
     assert_eq!(r["samples"], 40);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Machine sounds: log-mel patches of every clip labelled with its machine
+/// id, `mnet eval` scores clips by the negative softmax score of their own
+/// id and reports the ROC AUC per id; bad trees are named.
+#[test]
+fn machine_sounds_train_and_auc() {
+    let dir = scratch("machines");
+    let tree = dir.join("mimii");
+    let ids = ["00", "02", "04", "06"];
+    common::datasets::machine_tree(&tree, "slider", &ids, (10, 4, 4), 3.0, 7);
+    let data = format!("machine-sounds:{}", tree.display());
+    // 3 s clips: 92 frames, two 64-frame patches each.
+    let (train, rows) = features(&data, "train", &dir, &[]);
+    assert_eq!(train.len(), 2 * 36);
+    assert_eq!(npy_shape(&dir.join("train-x.npy")), vec![72, 32, 32, 1]);
+    assert!(
+        rows[0].0.starts_with("slider/train/normal_id_") && rows[0].0.ends_with("#patch0"),
+        "{}",
+        rows[0].0
+    );
+    let (test, _) = features(&data, "test", &dir, &[]);
+    assert_eq!(
+        counts(&test),
+        BTreeMap::from([(0, 16), (1, 16), (2, 16), (3, 16)])
+    );
+    let out = dir.join("out");
+    ok(&mnet(&[
+        "train",
+        "examples/ad.mnet",
+        "--pick",
+        "min",
+        "--data",
+        &data,
+        "--epochs",
+        "30",
+        "--batch",
+        "8",
+        "-o",
+        &s(&out),
+    ]));
+    let w = s(&out.join("ad.safetensors"));
+    let o = mnet(&[
+        "eval",
+        "examples/ad.mnet",
+        "--pick",
+        "min",
+        "--weights",
+        &w,
+        "--data",
+        &data,
+        "--int8",
+        "--json",
+    ]);
+    ok(&o);
+    let r: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(
+        r["classes"],
+        serde_json::json!([
+            "slider/id_00",
+            "slider/id_02",
+            "slider/id_04",
+            "slider/id_06"
+        ])
+    );
+    for kind in ["float", "int8"] {
+        let auc = &r[kind]["anomaly_auc"];
+        let per = auc["per_id"].as_array().unwrap();
+        assert_eq!(per.len(), 4);
+        for p in per {
+            assert_eq!(
+                (p["normal_clips"].as_u64(), p["anomalous_clips"].as_u64()),
+                (Some(4), Some(4))
+            );
+        }
+        assert_eq!(auc["clip_scores"].as_array().unwrap().len(), 32);
+        // The AUC per id, recomputed from the clip scores: the share of
+        // (anomalous, normal) pairs of an id where the anomaly scores higher.
+        let scores: Vec<(String, f64)> = auc["clip_scores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c[0].as_str().unwrap().to_string(), c[1].as_f64().unwrap()))
+            .collect();
+        let mut mean = 0.0;
+        for (p, id) in per.iter().zip(ids) {
+            let of = |kind: &str| -> Vec<f64> {
+                let prefix = format!("slider/test/{kind}_id_{id}_");
+                scores
+                    .iter()
+                    .filter(|(c, _)| c.starts_with(&prefix))
+                    .map(|(_, s)| *s)
+                    .collect()
+            };
+            let (a, n) = (of("anomaly"), of("normal"));
+            let wins: f64 = a
+                .iter()
+                .flat_map(|x| {
+                    n.iter().map(move |y| {
+                        if x > y {
+                            1.0
+                        } else if x == y {
+                            0.5
+                        } else {
+                            0.0
+                        }
+                    })
+                })
+                .sum();
+            let want = wins / (a.len() * n.len()) as f64;
+            assert!(
+                (p["auc"].as_f64().unwrap() - want).abs() < 1e-12,
+                "{kind} {id}: {p} vs {want}"
+            );
+            mean += want / 4.0;
+        }
+        assert!((auc["mean"].as_f64().unwrap() - mean).abs() < 1e-12);
+        // Every score is minus a probability.
+        assert!(scores.iter().all(|(_, s)| (-1.0..=0.0).contains(s)));
+        // The classifier learnt the ids (4 classes: chance is 0.25).
+        let acc = r[kind]["accuracy"].as_f64().unwrap();
+        assert!(acc > 0.5, "{kind}: accuracy {acc}");
+    }
+    let text = stdout(&mnet(&[
+        "eval",
+        "examples/ad.mnet",
+        "--pick",
+        "min",
+        "--weights",
+        &w,
+        "--data",
+        &data,
+    ]));
+    assert!(text.contains("anomaly ROC AUC"), "{text}");
+    // Bad trees.
+    let x = s(&dir.join("bad.npy"));
+    std::fs::write(tree.join("slider/train/normal_id_00_x.wav"), b"junk").unwrap();
+    std::fs::write(tree.join("slider/train/readme.wav"), b"junk").unwrap();
+    fails_with(
+        &mnet(&["features", "--data", &data, "-o", &x]),
+        &["readme.wav", "normal_id_XX"],
+    );
+    std::fs::remove_file(tree.join("slider/train/readme.wav")).unwrap();
+    fails_with(
+        &mnet(&["features", "--data", &data, "-o", &x]),
+        &["normal_id_00_x.wav"],
+    );
+    write_wav(
+        &tree.join("slider/train/normal_id_00_x.wav"),
+        16000,
+        1,
+        &[0; 16000],
+    );
+    fails_with(
+        &mnet(&["features", "--data", &data, "-o", &x]),
+        &["normal_id_00_x.wav", "shorter than one 64-frame patch"],
+    );
+    std::fs::remove_file(tree.join("slider/train/normal_id_00_x.wav")).unwrap();
+    // One machine type's own folder.
+    let one = format!("machine-sounds:{}", tree.join("slider").display());
+    let (l, _) = features(&one, "val", &dir, &[]);
+    assert_eq!(counts(&l), BTreeMap::from([(0, 2), (1, 2), (2, 2), (3, 2)]));
+    let two = dir.join("two.mnet");
+    std::fs::write(
+        &two,
+        "network two(x: i8[32, 32, 1]) -> [2] {\n    x = flatten(x) |> dense(2) |> softmax\n}\n",
+    )
+    .unwrap();
+    fails_with(
+        &mnet(&["features", &s(&two), "--data", &data, "-o", &x]),
+        &["4 classes (slider/id_00", "2 outputs"],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -180,6 +180,7 @@ impl Fashion {
             inputs,
             labels: labels.iter().map(|&l| l as usize).collect(),
             sources: (0..n).map(|i| format!("{file}#{i}")).collect(),
+            groups: None,
         })
     }
 

@@ -308,6 +308,7 @@ impl Folder {
             inputs,
             labels: rows.iter().map(|r| r.1).collect(),
             sources: rows.iter().map(|r| r.0.clone()).collect(),
+            groups: None,
         })
     }
 }

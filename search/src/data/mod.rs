@@ -3,15 +3,17 @@
 //!
 //! Kinds: the built-in synthetic tasks (`synthetic[:N]`,
 //! `synthetic-NAME[:N]`), `.npy` pairs (`npy:DIR`), Fashion-MNIST's IDX
-//! files (`fashion-mnist:DIR`), image folders (`image-folder:DIR`) and the
+//! files (`fashion-mnist:DIR`), image folders (`image-folder:DIR`), the
 //! Speech Commands layout (`speech-commands:DIR`, through the MFCC
-//! front-end of [`audio`]). A kind that augments (audio, images) gives
+//! front-end of [`audio`]) and the MIMII/DCASE machine sounds
+//! (`machine-sounds:DIR`, log-mel patches). A kind that augments (audio, images) gives
 //! fresh training features every epoch ([`TrainSet`]); validation and test
 //! sets are never augmented.
 
 pub mod audio;
 mod idx;
 mod images;
+mod machine;
 mod speech;
 mod synthetic;
 
@@ -22,6 +24,7 @@ use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use machine::roc_auc;
 pub use speech::KEYWORDS;
 
 /// How many training rows calibrate the int8 activation ranges (`mnet
@@ -39,6 +42,18 @@ pub struct Dataset {
     /// index into a file, a noise cut), when the kind knows; empty for
     /// generated data.
     pub sources: Vec<String>,
+    /// Rows that are parts of one clip (the patches of a machine sound),
+    /// when the kind has them.
+    pub groups: Option<Groups>,
+}
+
+/// Which clip each row belongs to, and per clip whether it is an anomaly
+/// and its name: what a clip-level score (ROC AUC) needs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Groups {
+    pub clip_of_row: Vec<usize>,
+    pub anomalous: Vec<bool>,
+    pub clips: Vec<String>,
 }
 
 impl Dataset {
@@ -101,6 +116,8 @@ impl Dataset {
             } else {
                 idx.iter().map(|&i| self.sources[i].clone()).collect()
             },
+            // Rows picked out of clips are rows of their own.
+            groups: None,
         }
     }
 }
@@ -219,7 +236,7 @@ pub struct Options {
 /// Why a `--data` source cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DataError {
-    #[error("unknown data kind; expected synthetic[:COUNT], synthetic-NAME[:COUNT], npy:DIR, fashion-mnist:DIR, image-folder:DIR or speech-commands:DIR")]
+    #[error("unknown data kind; expected synthetic[:COUNT], synthetic-NAME[:COUNT], npy:DIR, fashion-mnist:DIR, image-folder:DIR, speech-commands:DIR or machine-sounds:DIR")]
     UnknownKind,
     #[error("`{0}` is not a sample count; write synthetic or synthetic:COUNT")]
     Count(String),
@@ -438,6 +455,7 @@ enum Kind {
     Fashion(idx::Fashion),
     Images(images::Folder),
     Speech(Arc<speech::Speech>),
+    Machines(machine::Machines),
 }
 
 /// An opened `--data` source for a network's input shape and outputs.
@@ -505,6 +523,13 @@ pub fn open(
             classes,
             opts.seed,
         )?)
+    } else if let Some(dir) = spec.strip_prefix("machine-sounds:") {
+        Kind::Machines(machine::Machines::open(
+            Path::new(dir),
+            shape,
+            classes,
+            opts.seed,
+        )?)
     } else if let Some(dir) = spec.strip_prefix("speech-commands:") {
         Kind::Speech(Arc::new(speech::Speech::open(
             Path::new(dir),
@@ -535,6 +560,13 @@ pub fn native(spec: &str, opts: &Options) -> (Option<Vec<usize>>, Option<usize>)
         (Some(vec![28, 28, 1]), Some(idx::FASHION_CLASSES.len()))
     } else if let Some(dir) = spec.strip_prefix("image-folder:") {
         (None, images::class_count(Path::new(dir)))
+    } else if let Some(dir) = spec.strip_prefix("machine-sounds:") {
+        // Opening with an impossible class count reports the real one.
+        let found = match machine::Machines::open(Path::new(dir), &[32, 32, 1], usize::MAX, 0) {
+            Err(DataError::Classes { found, .. }) => Some(found),
+            _ => None,
+        };
+        (Some(vec![32, 32, 1]), found)
     } else {
         (None, None)
     }
@@ -546,6 +578,7 @@ impl Source {
         match &self.kind {
             Kind::Speech(s) => Some(s.class_names()),
             Kind::Images(f) => Some(f.class_names()),
+            Kind::Machines(m) => Some(m.class_names()),
             Kind::Fashion(_) => Some(idx::FASHION_CLASSES.iter().map(|s| s.to_string()).collect()),
             _ => None,
         }
@@ -602,6 +635,7 @@ impl Source {
             Kind::Fashion(f) => f.split(split, shape, seed),
             Kind::Images(f) => f.split(split, None).map(|d| self.reshaped(d)),
             Kind::Speech(s) => s.split(split).map(|d| self.reshaped(d)),
+            Kind::Machines(m) => m.split(split).map(|d| self.reshaped(d)),
         }
     }
 
@@ -705,6 +739,7 @@ fn read_npy(dir: &Path, shape: &[usize], classes: usize) -> Result<Dataset, Data
         inputs: inputs.into_iter().flatten().collect(),
         labels,
         sources: Vec::new(),
+        groups: None,
     })
 }
 

@@ -348,6 +348,7 @@ impl Speech {
                     }
                 })
                 .collect(),
+            groups: None,
         }
     }
 

@@ -73,6 +73,7 @@ impl Dataset {
             inputs,
             labels,
             sources: Vec::new(),
+            groups: None,
         }
     }
 }
@@ -197,6 +198,7 @@ impl Dataset {
             inputs,
             labels,
             sources: Vec::new(),
+            groups: None,
         }
     }
 }
