@@ -915,3 +915,61 @@ fn machine_sounds_train_and_auc() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Without list files the split is TensorFlow's `which_set`: SHA-1 of the
+/// file name up to `_nohash_`, as input_data.py computes it (here by
+/// Python's hashlib, the formula copied from input_data.py).
+#[test]
+fn speech_commands_without_lists_split_by_tensorflows_hash() {
+    let dir = scratch("hash");
+    let tree = dir.join("sc");
+    let words = words_with_unknown();
+    speech_tree(
+        &tree,
+        &SpeechTree {
+            words: &words,
+            speakers: 20,
+            clips_per_speaker: 1,
+            seed: 8,
+        },
+    );
+    std::fs::remove_file(tree.join("validation_list.txt")).unwrap();
+    std::fs::remove_file(tree.join("testing_list.txt")).unwrap();
+    let data = format!("speech-commands:{}", tree.display());
+    let script = r#"
+import hashlib, re, sys
+for line in sys.stdin:
+    name = line.strip()
+    hash_name = re.sub(r'_nohash_.*$', '', name.split('/')[-1])
+    h = int(hashlib.sha1(hash_name.encode()).hexdigest(), 16)
+    p = (h % (2 ** 27)) * (100.0 / (2 ** 27 - 1))
+    print('val' if p < 10 else 'test' if p < 20 else 'train')
+"#;
+    let mut seen = 0;
+    for split in ["train", "val", "test"] {
+        let (_, rows) = features(&data, split, &dir, &[]);
+        let clips: Vec<&str> = rows
+            .iter()
+            .filter(|(_, l)| *l >= 2)
+            .map(|(s, _)| s.as_str())
+            .collect();
+        seen += clips.len();
+        let mut py = std::process::Command::new("python3")
+            .args(["-c", script])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        use std::io::Write;
+        py.stdin
+            .take()
+            .unwrap()
+            .write_all(clips.join("\n").as_bytes())
+            .unwrap();
+        let out = py.wait_with_output().unwrap();
+        let want = String::from_utf8(out.stdout).unwrap();
+        assert!(want.lines().all(|w| w == split), "{split}: {want}");
+    }
+    assert_eq!(seen, 200, "every keyword clip is in one split");
+    let _ = std::fs::remove_dir_all(&dir);
+}

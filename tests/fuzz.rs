@@ -1,7 +1,8 @@
 //! Seeded, bounded fuzzing of the command line (issue 9). Mutated `.mnet`
-//! sources, `.tflite` files, safetensors weights and `.npy` data go through
-//! `check`, `stats`, `fmt`, `resolve`, `compile`, `train`, `search` and
-//! `inspect`, each
+//! sources, `.tflite` files, safetensors weights, `.npy` data and the files
+//! of real-data trees (WAVs, list files, IDX, PNG/JPEG) go through
+//! `check`, `stats`, `fmt`, `resolve`, `compile`, `train`, `search`,
+//! `features` and `inspect`, each
 //! run as its own process under a time and a memory cap. Every run must end
 //! with exit 0 or 1 (no panic, no signal, no hang); exit 1 must print a
 //! message naming the mutated file; a failing run must leave no files
@@ -119,6 +120,22 @@ struct Bases {
     calib: Vec<u8>,
     x: Vec<u8>,
     y: Vec<u8>,
+    /// Data folders of the real-data kinds: (`--data` kind, folder, the
+    /// extra arguments of `mnet features`, its files relative to it).
+    trees: Vec<(&'static str, PathBuf, Vec<&'static str>, Vec<String>)>,
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let dest = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_dir(&p, &dest);
+        } else {
+            std::fs::copy(&p, &dest).unwrap();
+        }
+    }
 }
 
 fn bases(root: &Path) -> Bases {
@@ -180,7 +197,41 @@ fn bases(root: &Path) -> Bases {
         let name = p.file_name().unwrap().to_string_lossy().into_owned();
         sources.push((name, common::read(&p)));
     }
+    // Small trees of the real-data kinds.
+    use common::datasets::{idx_files, image_tree, speech_tree, SpeechTree};
+    let speech = dir.join("speech");
+    speech_tree(
+        &speech,
+        &SpeechTree {
+            words: &["yes", "no", "cat"],
+            speakers: 3,
+            clips_per_speaker: 1,
+            seed: 2,
+        },
+    );
+    let fashion = dir.join("fashion");
+    std::fs::create_dir_all(&fashion).unwrap();
+    idx_files(&fashion, "train", 20, (28, 28), 10, true, 3);
+    idx_files(&fashion, "t10k", 10, (28, 28), 10, false, 4);
+    let images = dir.join("images");
+    image_tree(&images, &["a", "b"], 3, 5);
+    let trees = [
+        ("speech-commands", speech, vec!["--words", "yes,no"]),
+        ("fashion-mnist", fashion, vec![]),
+        ("image-folder", images, vec!["--shape", "8,8,1"]),
+    ]
+    .into_iter()
+    .map(|(kind, d, extra)| {
+        let listed: Vec<String> = files(&d)
+            .into_iter()
+            .filter(|p| d.join(p).is_file())
+            .map(|p| p.to_string_lossy().replace('\\', "/"))
+            .collect();
+        (kind, d, extra, listed)
+    })
+    .collect();
     Bases {
+        trees,
         sources,
         tflite: std::fs::read(dir.join("out/fz.tflite")).unwrap(),
         weights: std::fs::read(dir.join("w.safetensors")).unwrap(),
@@ -295,7 +346,48 @@ fn make_case(index: usize, rng: &mut ChaCha8Rng, bases: &Bases, root: &Path) -> 
             mutated: "in.safetensors".into(),
             compiles: true,
         }
-    } else if kind < 85 {
+    } else if kind >= 90 {
+        // A mutated file of a real-data tree through `mnet features`.
+        let (kind, tree, extra, listed) = &bases.trees[rng.random_range(0..bases.trees.len())];
+        copy_dir(tree, &dir.join("data"));
+        let file = &listed[rng.random_range(0..listed.len())];
+        let path = dir.join("data").join(file);
+        let original = std::fs::read(&path).unwrap();
+        let data = if file.ends_with(".wav") && rng.random_bool(0.5) {
+            common::mutate::values(rng, &original, 44.min(original.len()))
+        } else {
+            common::mutate::bytes(rng, &original, &[])
+        };
+        std::fs::write(&path, data).unwrap();
+        let mut args = s(&[
+            "features",
+            "--data",
+            &format!("{kind}:data"),
+            "-o",
+            "x.npy",
+            "--labels",
+            "y.npy",
+        ]);
+        args.extend(s(extra));
+        if rng.random_bool(0.3) {
+            // The image tree has no test/ folder.
+            let splits: &[&str] = if *kind == "image-folder" {
+                &["val"]
+            } else {
+                &["val", "test"]
+            };
+            args.extend(s(&["--split", splits[rng.random_range(0..splits.len())]]));
+        } else if *kind != "fashion-mnist" && rng.random_bool(0.5) {
+            args.extend(s(&["--augment", "--flip", "--crop", "0.2"]));
+        }
+        Case {
+            index,
+            dir,
+            args,
+            mutated: file.clone(),
+            compiles: false,
+        }
+    } else if kind < 80 {
         std::fs::write(dir.join("base.mnet"), BASE).unwrap();
         let data = if rng.random_bool(0.5) {
             common::mutate::bytes(rng, &bases.calib, HEADER_TOKENS)
