@@ -121,6 +121,82 @@ fn lines(
     })
 }
 
+/// Held-out accuracy against ops: the compared networks as a line in the
+/// order of their ops, the searched one's float and int8 accuracy as
+/// points.
+fn scatter(refs: &[crate::search::Reference], ours: (f64, (f32, f32))) -> String {
+    let (ops, (float, int8)) = ours;
+    let mut pts: Vec<(f64, f64, &str)> = refs
+        .iter()
+        .map(|r| (r.ops, r.accuracy, r.label.as_str()))
+        .collect();
+    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let xs = pts.iter().map(|p| p.0).chain([ops]);
+    let (x0, x1) = xs
+        .clone()
+        .fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(x), b.max(x)));
+    let ys = pts.iter().map(|p| p.1).chain([float as f64, int8 as f64]);
+    let (y0, y1) = ys.fold((f64::MAX, f64::MIN), |(a, b), y| (a.min(y), b.max(y)));
+    let (pad_x, pad_y) = ((x1 - x0).max(1.0) * 0.08, (y1 - y0).max(0.01) * 0.15);
+    svg(|root| {
+        let mut chart = ChartBuilder::on(&root)
+            .caption("held-out accuracy against ops", ("sans-serif", 16))
+            .margin(8)
+            .x_label_area_size(28)
+            .y_label_area_size(64)
+            .build_cartesian_2d(
+                (x0 - pad_x).max(0.0)..x1 + pad_x,
+                (y0 - pad_y).max(0.0)..(y1 + pad_y).min(1.0),
+            )
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc("ops")
+            .y_desc("accuracy")
+            .x_label_formatter(&|v| short(*v))
+            .light_line_style(WHITE)
+            .draw()
+            .map_err(err)?;
+        chart
+            .draw_series(LineSeries::new(
+                pts.iter().map(|p| (p.0, p.1)),
+                BLUE.stroke_width(2),
+            ))
+            .map_err(err)?
+            .label("compared")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLUE));
+        chart
+            .draw_series(pts.iter().map(|p| {
+                EmptyElement::at((p.0, p.1))
+                    + Circle::new((0, 0), 3, BLUE.filled())
+                    + Text::new(p.2.to_string(), (4, -12), ("sans-serif", 11))
+            }))
+            .map_err(err)?;
+        for (acc, label, color) in [
+            (float, "searched, float", RED),
+            (int8, "searched, int8", MAGENTA),
+        ] {
+            chart
+                .draw_series(std::iter::once(Circle::new(
+                    (ops, acc as f64),
+                    5,
+                    color.filled(),
+                )))
+                .map_err(err)?
+                .label(label)
+                .legend(move |(x, y)| Circle::new((x + 8, y), 4, color.filled()));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK.mix(0.3))
+            .draw()
+            .map_err(err)?;
+        Ok(())
+    })
+}
+
 /// A heat map of one choice's probabilities: epochs across, options up
 /// (labels at the cells' centres).
 fn heat(title: &str, epochs: &[usize], probs: &[Vec<f32>], labels: &[String]) -> String {
@@ -216,6 +292,7 @@ fn escape(s: &str) -> String {
 }
 
 /// The page.
+#[allow(clippy::too_many_arguments)]
 pub fn html(
     g: &SearchGraph,
     history: &[EpochRecord],
@@ -224,6 +301,7 @@ pub fn html(
     fit: &Fit,
     stats: &FixedStats,
     accuracy: (f32, f32),
+    compare: &[crate::search::Reference],
 ) -> String {
     let epochs: Vec<usize> = history.iter().map(|e| e.epoch).collect();
     let mut body = String::new();
@@ -262,6 +340,23 @@ pub fn html(
         ],
         None,
     ));
+    if !compare.is_empty() {
+        body.push_str("<h2>Against the compared networks</h2>\n");
+        body.push_str(&scatter(compare, (fit.ops as f64, accuracy)));
+        body.push_str("<table><tr><th>network</th><th>ops</th><th>held-out accuracy</th></tr>\n");
+        for r in compare {
+            body.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{:.4}</td></tr>\n",
+                escape(&r.label),
+                r.ops,
+                r.accuracy
+            ));
+        }
+        body.push_str(&format!(
+            "<tr><td><b>searched</b></td><td>{}</td><td>{:.4} (int8 {:.4})</td></tr>\n</table>\n",
+            fit.ops, accuracy.0, accuracy.1
+        ));
+    }
     body.push_str("<h2>Expected costs against the budgets</h2>\n");
     for (name, budget, get) in [
         (

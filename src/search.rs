@@ -90,6 +90,9 @@ pub struct SearchArgs {
     allow_over_budget: bool,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Networks to compare with in the report: a JSON array of {"label", "ops", "accuracy"} (accuracy on the same held-out split), e.g. width-scaled baselines.
+    #[arg(long)]
+    compare: Option<PathBuf>,
     /// Stop after this many epochs, checkpointed (tests of --resume).
     #[arg(long, hide = true)]
     stop_after_epoch: Option<usize>,
@@ -137,7 +140,42 @@ fn output_names(name: &str) -> Vec<String> {
         .collect()
 }
 
+/// A reference network of `--compare`.
+pub struct Reference {
+    pub label: String,
+    pub ops: f64,
+    pub accuracy: f64,
+}
+
+/// Read `--compare`'s points, each checked (the error names the file and
+/// the entry).
+fn references(path: &std::path::Path) -> Result<Vec<Reference>> {
+    let bad = |m: String| err(format!("--compare {}: {m}", path.display()));
+    let text = read(path)?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let items = v
+        .as_array()
+        .ok_or_else(|| bad("expected an array of {\"label\", \"ops\", \"accuracy\"}".into()))?;
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let label = item["label"].as_str().ok_or_else(|| bad(format!("entry {i}: no \"label\" string")))?;
+            let ops = item["ops"].as_f64().filter(|o| o.is_finite() && *o > 0.0);
+            let accuracy = item["accuracy"].as_f64().filter(|a| (0.0..=1.0).contains(a));
+            match (ops, accuracy) {
+                (Some(ops), Some(accuracy)) => Ok(Reference { label: label.to_string(), ops, accuracy }),
+                _ => Err(bad(format!("entry {i} ({label}): \"ops\" must be a positive number and \"accuracy\" 0 to 1"))),
+            }
+        })
+        .collect()
+}
+
 pub fn search(args: &SearchArgs) -> Result<()> {
+    let compare = match &args.compare {
+        Some(p) => references(p)?,
+        None => Vec::new(),
+    };
     let text = read(&args.file)?;
     let checked = load(&args.file)?;
     let net = one_network(&checked, &args.file, args.network.as_deref())?;
@@ -591,6 +629,7 @@ pub fn search(args: &SearchArgs) -> Result<()> {
         &outcome.fit,
         &mnet_compiler::analysis::stats::fixed_stats(&fixed),
         (float_acc, int8_acc),
+        &compare,
     );
     let c = art.c.as_ref().expect("C asked for");
     let files: Vec<(PathBuf, Vec<u8>)> = vec![

@@ -709,6 +709,23 @@ fn search_on_fashion_idx_files() {
     idx_files(&f, "t10k", 40, (28, 28), 10, true, 6);
     let out = dir.join("out");
     let data = format!("fashion-mnist:{}", f.display());
+    // Baselines to draw beside the searched network.
+    let compare = dir.join("compare.json");
+    std::fs::write(&compare, r#"[{"label": "width 8", "ops": 300000, "accuracy": 0.5}, {"label": "width 24", "ops": 1100000, "accuracy": 0.7}]"#).unwrap();
+    let bad = dir.join("bad.json");
+    std::fs::write(&bad, r#"[{"label": "w", "ops": 3, "accuracy": 2}]"#).unwrap();
+    let o = mnet(&[
+        "search",
+        "examples/fashion.mnet",
+        "--data",
+        &data,
+        "--compare",
+        &s(&bad),
+        "-o",
+        &s(&out),
+    ]);
+    fails_with(&o, &["bad.json", "entry 0 (w)", "\"accuracy\" 0 to 1"]);
+    assert!(!out.exists());
     ok(&mnet(&[
         "search",
         "examples/fashion.mnet",
@@ -717,9 +734,16 @@ fn search_on_fashion_idx_files() {
         "--quick",
         "--batch",
         "16",
+        "--compare",
+        &s(&compare),
         "-o",
         &s(&out),
     ]));
+    let report = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(
+        report.contains("Against the compared networks") && report.contains("width 24"),
+        "the report lacks the comparison"
+    );
     let j: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("search.json")).unwrap()).unwrap();
     assert_eq!(j["data"]["spec"], data.as_str());
