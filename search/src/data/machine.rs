@@ -49,6 +49,15 @@ pub struct Machines {
     shape: (usize, usize),
 }
 
+/// A class's name: `TYPE/id_XX` (`id_XX` in one type's folder).
+fn class_name(machine: &str, id: &str) -> String {
+    if machine.is_empty() {
+        format!("id_{id}")
+    } else {
+        format!("{machine}/id_{id}")
+    }
+}
+
 /// `normal_id_00_00000012.wav` -> (false, "00").
 fn parse_name(name: &str) -> Option<(bool, String)> {
     let (anomaly, rest) = if let Some(r) = name.strip_prefix("normal_id_") {
@@ -158,13 +167,7 @@ impl Machines {
                 found: names.len(),
                 names: names
                     .iter()
-                    .map(|(t, id)| {
-                        if t.is_empty() {
-                            format!("id_{id}")
-                        } else {
-                            format!("{t}/id_{id}")
-                        }
-                    })
+                    .map(|(t, id)| class_name(t, id))
                     .collect::<Vec<_>>()
                     .join(", "),
                 outputs: classes,
@@ -216,13 +219,7 @@ impl Machines {
     pub fn class_names(&self) -> Vec<String> {
         self.classes
             .iter()
-            .map(|(t, id)| {
-                if t.is_empty() {
-                    format!("id_{id}")
-                } else {
-                    format!("{t}/id_{id}")
-                }
-            })
+            .map(|(t, id)| class_name(t, id))
             .collect()
     }
 
