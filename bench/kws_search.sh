@@ -9,17 +9,24 @@
 # report.html) and the same retraining length. Every network is then
 # scored on the test split, float and int8 (`mnet eval --int8`).
 #
-# usage: bash bench/kws_search.sh   (EPOCHS=25 WIDTHS="32 64 128 172" SEED=0)
+# usage: bash bench/kws_search.sh   (EPOCHS=25 WIDTHS="32 64 128 172" SEED=0 SC=target/speech-commands)
+# A harder set: SC=target/speech-commands-hard (made here: 150 clips per
+# keyword with noise up to volume 0.5 mixed into every clip).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EPOCHS=${EPOCHS:-25}
 WIDTHS=${WIDTHS:-"32 64 128 172"}
 SEED=${SEED:-0}
-sc=target/speech-commands
-[ -f "$sc/testing_list.txt" ] || { echo "run bench/kws_accuracy.sh first (it generates $sc)" >&2; exit 1; }
+sc=${SC:-target/speech-commands}
+if [ ! -f "$sc/testing_list.txt" ]; then
+    case $sc in
+        *-hard) target/tf-venv/bin/python bench/speech_commands_data.py "$sc" --per-word 150 --per-unknown 30 --noise 0.5 ;;
+        *) echo "run bench/kws_accuracy.sh first (it generates $sc)" >&2; exit 1 ;;
+    esac
+fi
 cargo build --release --quiet
 mnet=./target/release/mnet
-out=target/kws-search
+out=target/kws-search-$(basename "$sc")
 mkdir -p "$out"
 data="speech-commands:$sc"
 json() { python3 -c "import json,sys; r=json.load(sys.stdin); print($1)"; }
