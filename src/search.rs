@@ -597,7 +597,7 @@ pub fn search(args: &SearchArgs) -> Result<()> {
     );
     let mnet_text =
         mnet_grammar::print_module(&mnet_compiler::back::mnet::to_module(&fixed, &note));
-    let json = search_json(
+    let mut json = search_json(
         &g,
         &state,
         &outcome,
@@ -621,6 +621,12 @@ pub fn search(args: &SearchArgs) -> Result<()> {
             kept_epoch: trained.as_ref().map(|t| t.kept_epoch),
         },
     );
+    if !compare.is_empty() {
+        json["compare"] = compare
+            .iter()
+            .map(|r| serde_json::json!({ "label": r.label, "ops": r.ops, "accuracy": r.accuracy }))
+            .collect();
+    }
     let html = crate::report::html(
         &g,
         &state.history,

@@ -748,6 +748,7 @@ fn search_on_fashion_idx_files() {
         serde_json::from_str(&std::fs::read_to_string(out.join("search.json")).unwrap()).unwrap();
     assert_eq!(j["data"]["spec"], data.as_str());
     assert_eq!(j["data"]["train_samples"], 140);
+    assert_eq!(j["compare"][1]["label"], "width 24");
     let ops = j["result"]["ops"].as_u64().unwrap();
     assert!(ops <= 1_200_000, "{ops} ops over the file's budget");
     let w = s(&out.join("fashion.safetensors"));
