@@ -137,7 +137,7 @@ fn scatter(refs: &[crate::search::Reference], ours: (f64, (f32, f32))) -> String
         .fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(x), b.max(x)));
     let ys = pts.iter().map(|p| p.1).chain([float as f64, int8 as f64]);
     let (y0, y1) = ys.fold((f64::MAX, f64::MIN), |(a, b), y| (a.min(y), b.max(y)));
-    let (pad_x, pad_y) = ((x1 - x0).max(1.0) * 0.08, (y1 - y0).max(0.01) * 0.15);
+    let (pad_x, pad_y) = ((x1 - x0).max(1.0) * 0.16, (y1 - y0).max(0.01) * 0.15);
     svg(|root| {
         let mut chart = ChartBuilder::on(&root)
             .caption("held-out accuracy against ops", ("sans-serif", 16))
