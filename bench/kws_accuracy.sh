@@ -23,16 +23,7 @@ command -v sox >/dev/null || need="$need sox"
 if [ -n "$need" ]; then
     apt-get install -y -qq --no-install-recommends $need >/dev/null
 fi
-tf=target/tf-venv
-if [ ! -x "$tf/bin/python" ] || ! "$tf/bin/python" -c 'import tensorflow' >/dev/null 2>&1; then
-    python3 -m venv "$tf"
-    "$tf/bin/pip" install --quiet tensorflow-cpu==2.21.0 numpy==2.4.6
-fi
-oracle=target/oracle-venv
-if [ ! -x "$oracle/bin/python" ] || ! "$oracle/bin/python" -c 'import tflite_micro' >/dev/null 2>&1; then
-    python3 -m venv "$oracle"
-    "$oracle/bin/pip" install --quiet tflite-micro==0.dev20261023182759 numpy==2.4.6
-fi
+source bench/venvs.sh
 cargo build --release --quiet
 mnet=./target/release/mnet
 sc=target/speech-commands

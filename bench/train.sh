@@ -7,11 +7,8 @@
 # usage: bash bench/train.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-venv=target/tf-venv
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import tensorflow' >/dev/null 2>&1; then
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet tensorflow-cpu==2.21.0
-fi
+source bench/venvs.sh
+venv=$tf
 cargo build --release --quiet -p mnet-search --example train_throughput
 echo "| model | mnet samples/s | TensorFlow samples/s | ratio |"
 echo "|---|---:|---:|---:|"

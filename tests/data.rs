@@ -55,14 +55,11 @@ fn fails_with(o: &Output, wants: &[&str]) {
 
 /// A `.npy` file's shape and f32 data or labels.
 fn npy_shape(path: &Path) -> Vec<usize> {
-    let b = std::fs::read(path).unwrap();
-    mnet_compiler::npy::parse(&b).unwrap().shape
+    common::read_npy_f32(path).0
 }
 
 fn npy_f32(path: &Path) -> Vec<f32> {
-    let b = std::fs::read(path).unwrap();
-    let a = mnet_compiler::npy::parse(&b).unwrap();
-    a.f32_samples(&a.shape[1..]).unwrap().concat()
+    common::read_npy_f32(path).1
 }
 
 fn npy_labels(path: &Path) -> Vec<usize> {

@@ -8,15 +8,6 @@ mod common;
 use common::datasets::{speech_tree, SpeechTree};
 use common::{mnet, stderr};
 
-fn f32s(path: &std::path::Path) -> (Vec<usize>, Vec<f32>) {
-    let b = std::fs::read(path).unwrap();
-    let a = mnet_compiler::npy::parse(&b).unwrap();
-    (
-        a.shape.clone(),
-        a.f32_samples(&a.shape[1..]).unwrap().concat(),
-    )
-}
-
 #[test]
 fn mfcc_equals_tf_signal_on_every_frame() {
     let dir = std::env::temp_dir().join(format!("mnet-frontend-{}", std::process::id()));
@@ -55,8 +46,8 @@ fn mfcc_equals_tf_signal_on_every_frame() {
         .output()
         .unwrap();
     assert!(o.status.success(), "tests/oracle/mfcc.py: {}", stderr(&o));
-    let (shape, ours) = f32s(&x);
-    let (tshape, theirs) = f32s(&oracle);
+    let (shape, ours) = common::read_npy_f32(&x);
+    let (tshape, theirs) = common::read_npy_f32(&oracle);
     assert_eq!(shape, tshape);
     assert!(shape[0] >= 50, "{} clips", shape[0]);
     let silence = std::fs::read_to_string(&list)

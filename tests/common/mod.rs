@@ -27,6 +27,16 @@ pub fn npy_file(path: &Path, descr: &str, shape: &[usize], data: &[u8]) {
     std::fs::write(path, mnet_compiler::npy::encode(descr, shape, data)).unwrap();
 }
 
+/// A float32 `.npy` file's shape and values.
+pub fn read_npy_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
+    let b = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let a = mnet_compiler::npy::parse(&b).unwrap();
+    (
+        a.shape.clone(),
+        a.f32_samples(&a.shape[1..]).unwrap().concat(),
+    )
+}
+
 /// Run the `mnet` binary from the repository root.
 pub fn mnet(args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_mnet"))
