@@ -28,7 +28,7 @@ if [ ! -f "$sc/testing_list.txt" ]; then
 fi
 cargo build --release --quiet
 mnet=./target/release/mnet
-out=target/kws-search-$(basename "$sc")
+out=target/kws-search-$(basename "$sc")-seed$SEED
 mkdir -p "$out"
 data="speech-commands:$sc"
 json() { python3 -c "import json,sys; r=json.load(sys.stdin); print($1)"; }
