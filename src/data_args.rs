@@ -108,7 +108,24 @@ impl DataArgs {
         .map_err(|e| UserError(format!("error: {e}\n")))
     }
 
-    /// One split, unaugmented.
+    /// The error of --data, as the user sees it.
+    pub fn error(&self, e: data::DataError) -> UserError {
+        UserError(format!("error: --data {}: {e}\n", self.data))
+    }
+
+    /// The source, opened for a network's input and outputs.
+    pub fn open(
+        &self,
+        shape: &[usize],
+        classes: usize,
+        seed: u64,
+        augment: Option<Augment>,
+    ) -> Result<data::Source> {
+        data::open(&self.data, shape, classes, &self.options(seed, augment))
+            .map_err(|e| self.error(e))
+    }
+
+    /// One split, unaugmented, and its source.
     pub fn split(
         &self,
         split: data::Split,
@@ -116,10 +133,8 @@ impl DataArgs {
         classes: usize,
         seed: u64,
     ) -> Result<(data::Source, Dataset)> {
-        let e = |e: data::DataError| UserError(format!("error: --data {}: {e}\n", self.data));
-        let source =
-            data::open(&self.data, shape, classes, &self.options(seed, None)).map_err(e)?;
-        let set = source.split(split).map_err(e)?;
+        let source = self.open(shape, classes, seed, None)?;
+        let set = source.split(split).map_err(|e| self.error(e))?;
         Ok((source, set))
     }
 }

@@ -108,9 +108,11 @@ pub fn features(args: &FeaturesArgs) -> Result<()> {
     outs.extend(args.list.clone());
     refuse_colliding(&outs)?;
     refuse_existing(&outs, args.force)?;
+    let source = args
+        .data
+        .open(&shape, classes, args.seed, args.aug.augment(args.augment)?)?;
     let set = if args.augment {
-        let a = args.aug.augment(true)?;
-        let (train, _) = args.data.train_val(None, &shape, classes, args.seed, a)?;
+        let train = source.train().map_err(|e| args.data.error(e))?;
         if !train.augments() {
             return Err(bad(format!(
                 "--data {}: this kind does not augment (or the flags turn every augmentation off)",
@@ -122,11 +124,9 @@ pub fn features(args: &FeaturesArgs) -> Result<()> {
             None => train.data.into_owned(),
         }
     } else {
-        args.data.split(args.split, &shape, classes, args.seed)?.1
+        source.split(args.split).map_err(|e| args.data.error(e))?
     };
-    let names = data::open(&args.data.data, &shape, classes, &opts)
-        .ok()
-        .and_then(|s| s.class_names());
+    let names = source.class_names();
     let mut files = vec![(args.output.clone(), set.inputs_npy(set.len()))];
     if let Some(l) = &args.labels {
         files.push((l.clone(), set.labels_npy()));
@@ -197,22 +197,6 @@ pub struct EvalArgs {
     seed: u64,
     #[arg(long, default_value_t = 64)]
     batch: usize,
-}
-
-/// Top-1 of each row of `scores` (`[n, classes]`), the lower index on ties.
-fn argmax<T: PartialOrd + Copy>(scores: &[T], classes: usize) -> Vec<usize> {
-    scores
-        .chunks_exact(classes)
-        .map(|row| {
-            let mut best = 0;
-            for k in 1..classes {
-                if row[k] > row[best] {
-                    best = k;
-                }
-            }
-            best
-        })
-        .collect()
 }
 
 /// Accuracy, per-class accuracy (recall) and the confusion matrix (rows:
@@ -339,7 +323,7 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
         .map_err(|e| bad(format!("--weights {}: {e}", args.weights.display())))?;
     let (loss, _) = mnet_search::train::evaluate(&mut model, &set);
     let logits = mnet_search::train::predict(&mut model, &set);
-    let float_pred = argmax(&logits, classes);
+    let float_pred = mnet_search::train::argmax(&logits, classes);
     let names = source
         .class_names()
         .unwrap_or_else(|| (0..classes).map(|c| c.to_string()).collect());
@@ -372,14 +356,14 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
         let calib = match &args.calib {
             Some(c) => read_bytes(c)?,
             None => {
-                let (_, train) = args.data.split(Split::Train, &shape, classes, args.seed)?;
+                let train = source.split(Split::Train).map_err(|e| args.data.error(e))?;
                 train.inputs_npy(data::CALIBRATION_ROWS)
             }
         };
         let q = pipeline::quantize(&fixed, pipeline::Weights::File(&weights), Some(&calib))
             .map_err(|e| bad(format!("{name}: {e}")))?;
         let outputs = mnet_search::train::int8_predict(&q, &set);
-        let pred = argmax(&outputs, classes);
+        let pred = mnet_search::train::argmax(&outputs, classes);
         let oq = q.graph.qparams[q.graph.lowered.output];
         let probabilities: Vec<f32> = outputs.iter().map(|&v| oq.dequantize(v)).collect();
         let agree = pred.iter().zip(&float_pred).filter(|(a, b)| a == b).count();

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::datasets::{idx_files, image_tree, speech_tree, write_wav, SpeechTree};
+use common::datasets::{idx_files, image_tree, speech_commands, write_wav};
 use common::{mnet, stderr, stdout};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -122,16 +122,7 @@ fn speech_commands_splits_as_tensorflow_builds_them() {
     let dir = scratch("splits");
     let tree = dir.join("sc");
     let words = words_with_unknown();
-    speech_tree(
-        &tree,
-        &SpeechTree {
-            words: &words,
-            speakers: 6,
-            clips_per_speaker: 2,
-            seed: 1,
-        },
-    );
-    let data = format!("speech-commands:{}", tree.display());
+    let data = speech_commands(&tree, &words, 6, 2, 1);
     for (split, speakers, known) in [
         ("train", &["s0", "s1", "s2", "s3"][..], 8),
         ("val", &["s4"][..], 2),
@@ -200,16 +191,7 @@ fn speech_commands_augmentation_is_seeded_per_epoch() {
     let dir = scratch("augment");
     let tree = dir.join("sc");
     let words = words_with_unknown();
-    speech_tree(
-        &tree,
-        &SpeechTree {
-            words: &words,
-            speakers: 3,
-            clips_per_speaker: 1,
-            seed: 2,
-        },
-    );
-    let data = format!("speech-commands:{}", tree.display());
+    let data = speech_commands(&tree, &words, 3, 1, 2);
     let run = |name: &str, extra: &[&str]| -> Vec<f32> {
         let x = dir.join(format!("{name}.npy"));
         let mut args = vec!["features", "--data", &data, "-o"];
@@ -316,16 +298,7 @@ fn speech_commands_errors_name_the_file() {
     let words = words_with_unknown();
     let make = |name: &str| -> (PathBuf, String) {
         let tree = dir.join(name);
-        speech_tree(
-            &tree,
-            &SpeechTree {
-                words: &words,
-                speakers: 3,
-                clips_per_speaker: 1,
-                seed: 3,
-            },
-        );
-        let data = format!("speech-commands:{}", tree.display());
+        let data = speech_commands(&tree, &words, 3, 1, 3);
         (tree, data)
     };
     let x = s(&dir.join("x.npy"));
@@ -414,16 +387,7 @@ fn train_and_eval_on_speech_commands() {
     let dir = scratch("train");
     let tree = dir.join("sc");
     let words = words_with_unknown();
-    speech_tree(
-        &tree,
-        &SpeechTree {
-            words: &words,
-            speakers: 6,
-            clips_per_speaker: 2,
-            seed: 4,
-        },
-    );
-    let data = format!("speech-commands:{}", tree.display());
+    let data = speech_commands(&tree, &words, 6, 2, 4);
     let net = dir.join("kws_tiny.mnet");
     std::fs::write(&net, KWS_TINY).unwrap();
     let out = dir.join("out");
@@ -946,18 +910,9 @@ fn speech_commands_without_lists_split_by_tensorflows_hash() {
     let dir = scratch("hash");
     let tree = dir.join("sc");
     let words = words_with_unknown();
-    speech_tree(
-        &tree,
-        &SpeechTree {
-            words: &words,
-            speakers: 20,
-            clips_per_speaker: 1,
-            seed: 8,
-        },
-    );
+    let data = speech_commands(&tree, &words, 20, 1, 8);
     std::fs::remove_file(tree.join("validation_list.txt")).unwrap();
     std::fs::remove_file(tree.join("testing_list.txt")).unwrap();
-    let data = format!("speech-commands:{}", tree.display());
     let script = r#"
 import hashlib, re, sys
 for line in sys.stdin:

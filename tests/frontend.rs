@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::datasets::{speech_tree, SpeechTree};
+use common::datasets::speech_commands;
 use common::{mnet, stderr};
 
 #[test]
@@ -17,17 +17,8 @@ fn mfcc_equals_tf_signal_on_every_frame() {
         "yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go",
     ];
     words.extend(["bed", "cat"]);
-    speech_tree(
-        &tree,
-        &SpeechTree {
-            words: &words,
-            speakers: 6,
-            clips_per_speaker: 2,
-            seed: 9,
-        },
-    );
+    let data = speech_commands(&tree, &words, 6, 2, 9);
     let (x, list) = (dir.join("x.npy"), dir.join("rows.tsv"));
-    let data = format!("speech-commands:{}", tree.display());
     let o = mnet(&[
         "features",
         "--data",

@@ -661,15 +661,10 @@ pub fn search(
 pub fn int8_accuracy(q: &mnet_compiler::pipeline::Quantized, data: &Dataset) -> f32 {
     let outputs = crate::train::int8_predict(q, data);
     let classes = outputs.len() / data.len().max(1);
-    let correct = outputs
-        .chunks_exact(classes.max(1))
+    let correct = crate::train::argmax(&outputs, classes.max(1))
+        .iter()
         .zip(&data.labels)
-        .filter(|(y, &label)| {
-            let best = (0..y.len())
-                .max_by_key(|&k| (y[k], std::cmp::Reverse(k)))
-                .unwrap_or(0);
-            best == label
-        })
+        .filter(|(p, l)| p == l)
         .count();
     correct as f32 / data.len().max(1) as f32
 }

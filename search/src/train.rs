@@ -329,6 +329,22 @@ pub fn evaluate(net: &mut Net, data: &Dataset) -> (f32, f32) {
     ((loss_sum / n) as f32, (correct as f64 / n) as f32)
 }
 
+/// Top-1 of each row of `scores` (`[n, classes]`), the lower index on ties.
+pub fn argmax<T: PartialOrd + Copy>(scores: &[T], classes: usize) -> Vec<usize> {
+    scores
+        .chunks_exact(classes)
+        .map(|row| {
+            let mut best = 0;
+            for k in 1..classes {
+                if row[k] > row[best] {
+                    best = k;
+                }
+            }
+            best
+        })
+        .collect()
+}
+
 /// The int8 network's outputs for every sample, `[len, classes]`, through
 /// the reference interpreter (inputs quantized with the model's input
 /// parameters), in parallel.

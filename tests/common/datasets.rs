@@ -235,3 +235,23 @@ pub fn machine_tree(
         }
     }
 }
+
+/// A Speech Commands tree at `tree` ([`speech_tree`]) and its `--data`.
+pub fn speech_commands(
+    tree: &Path,
+    words: &[&str],
+    speakers: usize,
+    clips_per_speaker: usize,
+    seed: u64,
+) -> String {
+    speech_tree(
+        tree,
+        &SpeechTree {
+            words,
+            speakers,
+            clips_per_speaker,
+            seed,
+        },
+    );
+    format!("speech-commands:{}", tree.display())
+}

@@ -191,14 +191,17 @@ impl Default for Augment {
 }
 
 impl Augment {
-    /// Whether the settings change anything for audio or images.
-    pub fn is_identity(&self) -> bool {
-        (self.background_frequency <= 0.0 || self.background_volume <= 0.0)
-            && self.time_shift_ms <= 0.0
-            && (self.time_masks == 0 || self.time_mask_width == 0)
-            && (self.freq_masks == 0 || self.freq_mask_width == 0)
-            && !self.flip
-            && self.crop <= 0.0
+    /// Whether the settings change audio features.
+    pub fn changes_audio(&self) -> bool {
+        (self.background_frequency > 0.0 && self.background_volume > 0.0)
+            || self.time_shift_ms > 0.0
+            || (self.time_masks > 0 && self.time_mask_width > 0)
+            || (self.freq_masks > 0 && self.freq_mask_width > 0)
+    }
+
+    /// Whether the settings change image features.
+    pub fn changes_images(&self) -> bool {
+        self.flip || self.crop > 0.0
     }
 
     /// Refuse settings out of range, naming the flag.
@@ -660,9 +663,8 @@ impl Source {
     /// The training set, with fresh augmented features every epoch when
     /// the kind augments and [`Options::augment`] asks for it.
     pub fn train(&self) -> Result<TrainSet<'static>, DataError> {
-        let aug = self.opts.augment.clone().filter(|a| !a.is_identity());
-        match (&self.kind, aug) {
-            (Kind::Speech(s), Some(a)) => {
+        match (&self.kind, self.opts.augment.clone()) {
+            (Kind::Speech(s), Some(a)) if a.changes_audio() => {
                 let clips = Arc::new(s.load_train_audio()?);
                 let s = s.clone();
                 let first = self.reshaped(s.augmented(&clips, &a, 1));
@@ -676,7 +678,7 @@ impl Source {
                     })),
                 })
             }
-            (Kind::Images(f), Some(a)) if a.flip || a.crop > 0.0 => {
+            (Kind::Images(f), Some(a)) if a.changes_images() => {
                 let f = Arc::new(f.clone());
                 let first = self.reshaped(f.split(Split::Train, Some((&a, 1)))?);
                 let shape = self.shape.clone();

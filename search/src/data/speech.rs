@@ -173,6 +173,7 @@ impl Speech {
             dir.join("testing_list.txt"),
         );
         let mut listed: std::collections::HashMap<String, Split> = Default::default();
+        let use_lists = val_list.is_file() && test_list.is_file();
         match (val_list.is_file(), test_list.is_file()) {
             (true, true) => {
                 for (path, split) in [(&val_list, Split::Val), (&test_list, Split::Test)] {
@@ -199,7 +200,6 @@ impl Speech {
                 ));
             }
         }
-        let use_lists = !listed.is_empty() || val_list.is_file();
         let split_of = |p: &str| {
             if use_lists {
                 listed.get(p).copied().unwrap_or(Split::Train)
