@@ -26,7 +26,7 @@ struct Cli {
 
 /// The network a command works on.
 #[derive(Args)]
-struct NetworkArgs {
+pub(crate) struct NetworkArgs {
     file: PathBuf,
     /// Pick one network of a search space: min, max or random:SEED.
     #[arg(long)]
@@ -114,6 +114,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Write the exact input tensors (and labels) a network sees from --data, as .npy.
     Features(eval::FeaturesArgs),
+    /// Build the C for an emulated Cortex-M (QEMU), run it: instructions, sizes, stack, outputs checked.
+    Emulate(emulate::EmulateArgs),
     /// Print a readable dump of a .tflite file (tensors, quantization, operators, buffers).
     Inspect { model: PathBuf },
     /// Print the elaborated IR of each network (search graph, or with --pick the fixed graph).
@@ -124,8 +126,9 @@ enum Command {
     },
 }
 
+/// Where a compiled network's weights and calibration come from.
 #[derive(Args)]
-struct CompileArgs {
+pub(crate) struct WeightsArgs {
     /// Float weights: a safetensors file (tensor names in the README).
     #[arg(
         long,
@@ -139,6 +142,33 @@ struct CompileArgs {
     /// Calibration inputs: a float32 .npy file shaped [N, ...input shape].
     #[arg(long)]
     calib: Option<PathBuf>,
+}
+
+/// The bytes of the files a command read, if given.
+type Read2 = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+impl WeightsArgs {
+    /// The weights file's and the calibration file's bytes.
+    fn read(&self) -> Result<Read2> {
+        Ok((
+            self.weights.as_deref().map(read_bytes).transpose()?,
+            self.calib.as_deref().map(read_bytes).transpose()?,
+        ))
+    }
+
+    /// The weights, given the weights file's bytes from [`WeightsArgs::read`].
+    fn weights<'a>(&self, bytes: Option<&'a [u8]>) -> pipeline::Weights<'a> {
+        match (bytes, self.random_weights) {
+            (Some(b), _) => pipeline::Weights::File(b),
+            (None, seed) => pipeline::Weights::Random(seed.unwrap_or(0)),
+        }
+    }
+}
+
+#[derive(Args)]
+struct CompileArgs {
+    #[command(flatten)]
+    weights: WeightsArgs,
     /// Also write the float weights used (e.g. the random ones) as safetensors.
     #[arg(long)]
     save_weights: Option<PathBuf>,
@@ -228,14 +258,15 @@ macro_rules! outln {
 }
 
 mod data_args;
+mod emulate;
 mod eval;
 mod report;
 mod search;
 
 /// A user-facing failure: already formatted, exit code 1.
-struct UserError(String);
+pub(crate) struct UserError(pub(crate) String);
 
-type Result<T> = std::result::Result<T, UserError>;
+pub(crate) type Result<T> = std::result::Result<T, UserError>;
 
 fn read(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path)
@@ -299,7 +330,7 @@ fn fixed_of(net: &CheckedNetwork, pick: Pick) -> Result<mnet_compiler::ir::Fixed
 /// The fixed network a command works on: the file's network, or the pick
 /// of its search space (a space without `--pick` is an error); and the
 /// sources, to render diagnostics at its layers.
-fn fixed_network(
+pub(crate) fn fixed_network(
     net: &NetworkArgs,
     verb: &str,
 ) -> Result<(mnet_grammar::Sources, mnet_compiler::ir::FixedGraph)> {
@@ -494,6 +525,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Search(args) => search::search(&args),
         Command::Eval(args) => eval::eval(&args),
         Command::Features(args) => eval::features(&args),
+        Command::Emulate(args) => emulate::emulate(&args),
         Command::Inspect { model } => inspect(&model),
         Command::Ir { file, pick } => ir(&file, pick),
     }
@@ -603,9 +635,9 @@ fn fmt(file: &Path, check: bool, output: Option<&Path>, force: bool) -> Result<(
 
 /// A compile error as the user sees it: a weights or calibration problem
 /// names the file, a layer the backends cannot build gets a caret.
-fn compile_error(
+pub(crate) fn compile_error(
     e: pipeline::Error,
-    args: &CompileArgs,
+    args: &WeightsArgs,
     sources: &mnet_grammar::Sources,
 ) -> UserError {
     let file = |p: &Option<PathBuf>| {
@@ -655,15 +687,10 @@ fn compile_to(net: &NetworkArgs, args: &CompileArgs, out: &OutputArgs) -> Result
             }
         }
     }
-    let weight_bytes = args.weights.as_deref().map(read_bytes).transpose()?;
-    let calib_bytes = args.calib.as_deref().map(read_bytes).transpose()?;
-    let weights = match (&weight_bytes, args.random_weights) {
-        (Some(b), _) => pipeline::Weights::File(b),
-        (None, Some(seed)) => pipeline::Weights::Random(seed),
-        (None, None) => unreachable!("clap requires one"),
-    };
+    let (weight_bytes, calib_bytes) = args.weights.read()?;
+    let weights = args.weights.weights(weight_bytes.as_deref());
     let art = pipeline::compile(&fixed, weights, calib_bytes.as_deref(), &opts)
-        .map_err(|e| compile_error(e, args, &sources))?;
+        .map_err(|e| compile_error(e, &args.weights, &sources))?;
     let name = &fixed.info.name;
     let q = &art.quantized;
     let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::new();

@@ -705,3 +705,66 @@ fn compiling_past_the_memory_limit_is_an_error() {
     );
     assert!(!out.exists());
 }
+
+#[test]
+fn emulate_counts_instructions_and_checks_outputs() {
+    let o = mnet(&[
+        "emulate",
+        "examples/tiny.mnet",
+        "--pick",
+        "max",
+        "--random-weights",
+        "7",
+        "--per-layer",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["outputs_differing"], 0);
+    assert_eq!(v["machine"], "mps2-an386");
+    assert_eq!(v["macs"], 13656);
+    let layers = v["layers"].as_array().unwrap();
+    let names: Vec<&str> = layers
+        .iter()
+        .map(|l| l["layer"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names.first(),
+        Some(&"ds_block_0/depthwise_conv2d_0"),
+        "{names:?}"
+    );
+    assert_eq!(names.last(), Some(&"softmax_0"), "{names:?}");
+    // The steps add up to the inference (to within the calls of the markers).
+    let steps: u64 = layers
+        .iter()
+        .map(|l| l["instructions"].as_u64().unwrap())
+        .sum();
+    let total = v["instructions"][0].as_u64().unwrap();
+    assert!(steps.abs_diff(total) < 200, "{steps} vs {total}");
+    assert!(layers
+        .iter()
+        .all(|l| l["instructions"].as_u64().unwrap() > 0 || l["kind"] == "reshape"));
+    // The same build without markers: a fixed count for the same inputs.
+    let plain = |args: &[&str]| {
+        let mut a = vec!["emulate", "examples/tiny.mnet", "--pick", "max"];
+        a.extend_from_slice(args);
+        mnet(&a)
+    };
+    let (a, b) = (
+        plain(&["--random-weights", "7"]),
+        plain(&["--random-weights", "7"]),
+    );
+    assert_eq!(stdout(&a), stdout(&b));
+    assert!(
+        stdout(&a).contains("outputs equal the reference interpreter's"),
+        "{}",
+        stdout(&a)
+    );
+    let o = plain(&["--random-weights", "7", "--cpu", "cortex-m0"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("--cpu `cortex-m0` cannot be emulated"),
+        "{}",
+        stderr(&o)
+    );
+}

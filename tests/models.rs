@@ -24,8 +24,10 @@
 //!   16-byte aligned and the same bytes on a second compile.
 //! - `oracle`: mnet's reference interpreter, the C compiled with cc, TFLM
 //!   and LiteRT agree bit for bit on 100 random int8 inputs.
-//! - `m4`: the C compiles with arm-none-eabi-gcc -Werror for a Cortex-M4,
-//!   its static RAM is exactly the planned arena and it has no `.data`.
+//! - `m4`: the C compiles with arm-none-eabi-gcc -Werror for a Cortex-M4
+//!   and a Cortex-M7, its static RAM is exactly the planned arena and it has
+//!   no `.data`; it runs on both in QEMU (mps2-an386, mps2-an500) and its
+//!   outputs equal the reference interpreter's byte for byte.
 
 mod common;
 
@@ -36,7 +38,6 @@ use mnet_compiler::ir::FixedGraph;
 use mnet_compiler::pipeline::{self, Artifacts, Weights};
 use rand::{RngExt, SeedableRng};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// The header lines of the examples, by path pattern (`*` a file stem).
 const EXAMPLES: &[(&str, &str)] = &[
@@ -356,7 +357,11 @@ fn oracle(m: &Model, picks: &[Pick]) -> Result<(), Failed> {
     Ok(())
 }
 
+/// Random inputs on the emulated Cortex-M4 (and the first on a Cortex-M7).
+const M4_INPUTS: usize = 2;
+
 fn m4(m: &Model, picks: &[Pick]) -> Result<(), Failed> {
+    use mnet_compiler::mcu::{self, BuildOptions, Core};
     let opts = pipeline::Options {
         tflite: None,
         c: Some(Default::default()),
@@ -364,50 +369,61 @@ fn m4(m: &Model, picks: &[Pick]) -> Result<(), Failed> {
     for (name, g) in m.networks(picks) {
         let art = compile(&g, seed_of(&name), &opts)?;
         let files = art.c.as_ref().expect("C emitted");
-        let dir = scratch(&format!("m4-{name}"));
-        let net = &art.quantized.graph.lowered.name;
-        std::fs::write(dir.join(format!("{net}.h")), &files.header).unwrap();
-        std::fs::write(dir.join(format!("{net}.c")), &files.source).unwrap();
-        let obj = dir.join(format!("{net}.o"));
-        let o = Command::new("arm-none-eabi-gcc")
-            .args(["-std=c99", "-mcpu=cortex-m4", "-mthumb", "-O2"])
-            .args(["-Wall", "-Wextra", "-Werror", "-c", "-o"])
-            .arg(&obj)
-            .arg(dir.join(format!("{net}.c")))
-            .output()
-            .map_err(|e| {
-                format!("arm-none-eabi-gcc is needed (scripts/test.sh installs it): {e}")
-            })?;
-        if !o.status.success() {
-            return Err(format!(
-                "{name}: arm-none-eabi-gcc failed:\n{}",
-                String::from_utf8_lossy(&o.stderr)
-            )
-            .into());
-        }
-        let o = Command::new("arm-none-eabi-size")
-            .arg(&obj)
-            .output()
-            .map_err(|e| e.to_string())?;
-        let out = String::from_utf8_lossy(&o.stdout).into_owned();
-        let sizes: Vec<u64> = out
-            .lines()
-            .nth(1)
-            .ok_or("no size line")?
-            .split_whitespace()
-            .take(3)
-            .map(|v| v.parse().unwrap_or(u64::MAX))
+        let q = &art.quantized;
+        let l = &q.graph.lowered;
+        let net = &l.name;
+        let len: usize = l.nodes[0].shape.iter().map(|&d| d as usize).product();
+        let out_len: usize = l.nodes[l.output]
+            .shape
+            .iter()
+            .map(|&d| d as usize)
+            .product();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed_of(&name) ^ 4);
+        let inputs: Vec<Vec<i8>> = (0..M4_INPUTS)
+            .map(|_| (0..len).map(|_| rng.random::<i8>()).collect())
             .collect();
-        let (text, data, bss) = (sizes[0], sizes[1], sizes[2]);
-        eprintln!("{name}: .text {text} .data {data} .bss {bss}");
-        if bss != art.plan.arena_size as u64 || data != 0 || text == 0 {
-            return Err(format!(
-                "{name}: .text {text} .data {data} .bss {bss}, expected no .data and .bss = the arena ({})",
-                art.plan.arena_size
-            )
-            .into());
+        let expected: Vec<Vec<i8>> = inputs
+            .iter()
+            .map(|x| mnet_compiler::exec::interp::run(&q.graph, &q.prepared, x)[l.output].clone())
+            .collect();
+        for (core, inputs) in [(Core::M4, &inputs[..]), (Core::M7, &inputs[..1])] {
+            let dir = scratch(&format!("{}-{name}", core.name()));
+            let bopts = BuildOptions {
+                core,
+                ..Default::default()
+            };
+            let b = mcu::build(files, net, inputs, out_len, &dir, &bopts)
+                .map_err(|e| format!("{name}: {e}"))?;
+            let s = b.sizes;
+            if s.bss != art.plan.arena_size as u64 || s.data != 0 || s.text == 0 {
+                return Err(format!(
+                    "{name}: .text {} .data {} .bss {}, expected no .data and .bss = the arena ({})",
+                    s.text, s.data, s.bss, art.plan.arena_size
+                )
+                .into());
+            }
+            let r = mcu::run(&b, std::time::Duration::from_secs(300))
+                .map_err(|e| format!("{name} on {}: {e}", core.name()))?;
+            for (k, (got, want)) in r.outputs.iter().zip(&expected).enumerate() {
+                if got != want {
+                    return Err(format!(
+                        "{name} on the emulated {}: input {k} gives {got:?}, the reference {want:?}",
+                        core.name()
+                    )
+                    .into());
+                }
+            }
+            eprintln!(
+                "{name} {}: {:?} instructions, .text {} .rodata {} .bss {}, stack {}",
+                core.name(),
+                r.instructions,
+                s.text,
+                s.rodata,
+                s.bss,
+                r.stack
+            );
+            let _ = std::fs::remove_dir_all(&dir);
         }
-        let _ = std::fs::remove_dir_all(&dir);
     }
     Ok(())
 }

@@ -18,6 +18,7 @@ pub mod exec;
 pub mod front;
 pub mod ir;
 pub mod lower;
+pub mod mcu;
 pub mod npy;
 pub mod ops;
 pub mod pipeline;

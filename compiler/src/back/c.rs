@@ -85,6 +85,19 @@ const ALIGN: &str = r#"#if defined(__GNUC__)
 #endif
 "#;
 
+/// The optional per-step hook (profiling on the device, the emulator's
+/// per-layer instruction counts).
+const LAYER_HOOK: &str = r#"
+/* Build with -DMNET_LAYER_HOOK=f to have `void f(int step)` called after
+ * each step (the step numbers are those of the comments below). */
+#ifdef MNET_LAYER_HOOK
+void MNET_LAYER_HOOK(int step);
+#define MNET_STEP_DONE(step) MNET_LAYER_HOOK(step)
+#else
+#define MNET_STEP_DONE(step) ((void)0)
+#endif
+"#;
+
 /// SaturatingRoundingDoublingHighMul and RoundingDivideByPOT.
 const FIXED_POINT: &str = r#"
 /* TFLM fixed-point arithmetic (gemmlowp double rounding). */
@@ -459,6 +472,7 @@ pub fn write(
     }
     c.push_str(" */\n\n");
     c.push_str(&prelude(l));
+    c.push_str(LAYER_HOOK);
     if l.nodes.iter().any(|n| n.kind == LKind::Softmax) {
         c.push_str(SOFTMAX);
     }
@@ -553,7 +567,7 @@ pub fn write(
         c.push_str("    {\n");
         if let Some(&cv) = n.inputs.first().filter(|&&j| plan.fused[j] == Some(i)) {
             fused_conv_depthwise(&mut c, q, prep, plan, cv, i);
-            c.push_str("    }\n");
+            let _ = writeln!(c, "    }}\n    MNET_STEP_DONE({i});");
             continue;
         }
         match (&n.kind, &prep[i]) {
@@ -789,7 +803,7 @@ pub fn write(
                 p,
             ) => unreachable!("{k:?} prepared as {p:?}"),
         }
-        c.push_str("    }\n");
+        let _ = writeln!(c, "    }}\n    MNET_STEP_DONE({i});");
     }
     if plan.places[l.output] != Place::Output {
         let _ = writeln!(

@@ -1,0 +1,235 @@
+//! `mnet emulate`: compile a network to C, build it for an emulated
+//! Cortex-M (arm-none-eabi-gcc, QEMU's mps2 boards) and run it there with
+//! exact instruction counts ([`mnet_compiler::mcu`]). The outputs are
+//! compared with the reference interpreter's byte for byte; it prints
+//! instructions per inference, MACs per instruction, the network's section
+//! sizes and its stack depth, and per layer with `--per-layer`.
+
+use crate::{compile_error, fixed_network, NetworkArgs, Result, UserError, WeightsArgs};
+use clap::Args;
+use mnet_compiler::exec::interp;
+use mnet_compiler::mcu::{self, BuildOptions, Core};
+use mnet_compiler::pipeline;
+use rand::{RngExt, SeedableRng};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Args)]
+pub struct EmulateArgs {
+    #[command(flatten)]
+    net: NetworkArgs,
+    #[command(flatten)]
+    weights: WeightsArgs,
+    /// The emulated core: cortex-m4 (QEMU mps2-an386) or cortex-m7 (mps2-an500).
+    #[arg(long, default_value = "cortex-m4")]
+    cpu: String,
+    /// How many random int8 inputs (seeded by --seed) to run.
+    #[arg(long, default_value_t = 2)]
+    inputs: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Instructions of each step of the network as well.
+    #[arg(long)]
+    per_layer: bool,
+    /// Keep the build (C, harness, ELF) in this directory.
+    #[arg(long)]
+    keep: Option<PathBuf>,
+    /// The longest an emulated run may take, in seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn core(name: &str) -> Result<Core> {
+    match name {
+        "cortex-m4" | "m4" => Ok(Core::M4),
+        "cortex-m7" | "m7" => Ok(Core::M7),
+        other => Err(UserError(format!(
+            "error: --cpu `{other}` cannot be emulated (cortex-m4 or cortex-m7)\n"
+        ))),
+    }
+}
+
+pub fn emulate(args: &EmulateArgs) -> Result<()> {
+    let core = core(&args.cpu)?;
+    if args.inputs == 0 || args.inputs > 1000 {
+        return Err(UserError("error: --inputs must be 1 to 1000\n".into()));
+    }
+    let (sources, fixed) = fixed_network(&args.net, "emulate")?;
+    let opts = pipeline::Options {
+        tflite: None,
+        c: Some(Default::default()),
+    };
+    let (wbytes, cbytes) = args.weights.read()?;
+    let art = pipeline::compile(
+        &fixed,
+        args.weights.weights(wbytes.as_deref()),
+        cbytes.as_deref(),
+        &opts,
+    )
+    .map_err(|e| compile_error(e, &args.weights, &sources))?;
+    let q = &art.quantized;
+    let l = &q.graph.lowered;
+    let name = &l.name;
+    let in_len: usize = l.nodes[0].shape.iter().map(|&d| d as usize).product();
+    let out_len: usize = l.nodes[l.output]
+        .shape
+        .iter()
+        .map(|&d| d as usize)
+        .product();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed);
+    let inputs: Vec<Vec<i8>> = (0..args.inputs)
+        .map(|_| (0..in_len).map(|_| rng.random::<i8>()).collect())
+        .collect();
+    let expected: Vec<Vec<i8>> = inputs
+        .iter()
+        .map(|x| interp::run(&q.graph, &q.prepared, x)[l.output].clone())
+        .collect();
+    let (dir, temporary) = match &args.keep {
+        Some(d) => (d.clone(), false),
+        None => (
+            std::env::temp_dir().join(format!("mnet-emulate-{}-{name}", std::process::id())),
+            true,
+        ),
+    };
+    let result = (|| {
+        let bopts = BuildOptions {
+            core,
+            per_layer: args.per_layer,
+            ..Default::default()
+        };
+        let b = mcu::build(
+            art.c.as_ref().expect("C"),
+            name,
+            &inputs,
+            out_len,
+            &dir,
+            &bopts,
+        )?;
+        let r = mcu::run(&b, Duration::from_secs(args.timeout))?;
+        Ok::<_, mcu::Error>((b, r))
+    })();
+    if temporary {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let (b, r) = result.map_err(|e| UserError(format!("error: {e}\n")))?;
+    let differ: usize = r
+        .outputs
+        .iter()
+        .zip(&expected)
+        .map(|(a, e)| a.iter().zip(e).filter(|(x, y)| x != y).count())
+        .sum();
+    let macs: u64 = mnet_compiler::back::lowered_macs(l).iter().sum();
+    let insns = *r.instructions.iter().max().unwrap_or(&0);
+    let lm = mnet_compiler::back::lowered_macs(l);
+    let steps = mcu::steps(&art.plan, l);
+    let step_macs = |s: &mcu::Step| lm[s.node] + s.fused.map_or(0, |j| lm[j]);
+    if args.json {
+        let layers: Vec<serde_json::Value> = if args.per_layer {
+            steps
+                .iter()
+                .zip(&r.per_layer[0])
+                .map(|(s, &n)| {
+                    serde_json::json!({
+                        "step": s.node, "layer": l.nodes[s.node].name,
+                        "kind": l.nodes[s.node].kind.name(),
+                        "fused": s.fused.map(|j| &l.nodes[j].name),
+                        "macs": step_macs(s), "instructions": n,
+                    })
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "network": name,
+                "cpu": core.name(),
+                "machine": core.machine(),
+                "inputs": args.inputs,
+                "outputs_differing": differ,
+                "instructions": r.instructions,
+                "macs": macs,
+                "sizes": b.sizes,
+                "arena": art.plan.arena_size,
+                "stack": r.stack,
+                "layers": layers,
+            }))
+            .expect("json")
+        );
+    } else {
+        outln!(
+            "{name} on {} (QEMU {}), {} inputs: {}",
+            core.name(),
+            core.machine(),
+            args.inputs,
+            if differ == 0 {
+                "outputs equal the reference interpreter's".to_string()
+            } else {
+                format!("{differ} output values differ from the reference interpreter's")
+            }
+        );
+        outln!(
+            "instructions per inference: {insns}{} ({macs} MACs, {:.3} MACs per instruction)",
+            if args.per_layer {
+                " (with a marker call after each step)"
+            } else {
+                ""
+            },
+            macs as f64 / insns.max(1) as f64
+        );
+        outln!(
+            "network object: .text {} .rodata {} .data {} .bss {} (arena {}); stack {} bytes",
+            b.sizes.text,
+            b.sizes.rodata,
+            b.sizes.data,
+            b.sizes.bss,
+            art.plan.arena_size,
+            r.stack
+        );
+        if args.per_layer {
+            outln!(
+                "{:>4}  {:<40} {:<10} {:>10} {:>12} {:>6} {:>8}",
+                "step",
+                "layer",
+                "kind",
+                "MACs",
+                "instructions",
+                "share",
+                "per MAC"
+            );
+            let sum: u64 = r.per_layer[0].iter().sum();
+            for (s, &n) in steps.iter().zip(&r.per_layer[0]) {
+                let (i, m) = (s.node, step_macs(s));
+                let kind = match s.fused {
+                    Some(_) => "conv+dw",
+                    None => l.nodes[i].kind.name(),
+                };
+                let per = if m > 0 {
+                    format!("{:.2}", n as f64 / m as f64)
+                } else {
+                    "-".into()
+                };
+                outln!(
+                    "{i:>4}  {:<40} {:<10} {:>10} {:>12} {:>5.1}% {:>8}",
+                    l.nodes[i].name,
+                    kind,
+                    m,
+                    n,
+                    100.0 * n as f64 / sum.max(1) as f64,
+                    per
+                );
+            }
+        }
+    }
+    if differ > 0 {
+        return Err(UserError(format!(
+            "error: {differ} output values of {name} on the emulated {} differ from the reference interpreter's\n",
+            core.name()
+        )));
+    }
+    Ok(())
+}
