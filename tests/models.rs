@@ -257,6 +257,7 @@ fn snapshot(runner: &str, m: &Model, picks: &[Pick]) -> Result<(), Failed> {
         tflite: Some(Default::default()),
         c: Some(mnet_compiler::back::c::Options {
             summarize_constants: true,
+            ..Default::default()
         }),
     };
     let networks = m.networks(picks);

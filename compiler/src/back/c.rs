@@ -8,6 +8,7 @@
 //! which is TFLM's: the C output is bit-identical to both. C99, only
 //! `<stdint.h>` and `<string.h>`, no allocation.
 
+use super::dsp;
 use crate::exec::interp::Prepared;
 use crate::lower::{LKind, QuantGraph};
 use crate::ops::PoolKind;
@@ -21,12 +22,66 @@ pub enum Error {
     TooLarge { name: String, elems: u64 },
 }
 
+/// The core the C is for: it chooses the kernels.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Cpu {
+    /// No DSP extension (Cortex-M0/M0+/M3, or any host): one plain loop
+    /// nest a layer.
+    Generic,
+    /// Cores with the Armv7E-M DSP extension: packed 16-bit kernels
+    /// ([`super::dsp`]), portable C where the extension is absent.
+    #[default]
+    CortexM4,
+    CortexM7,
+    CortexM33,
+    CortexM55,
+}
+
+impl Cpu {
+    /// All of them, by name.
+    pub const ALL: [Cpu; 5] = [
+        Cpu::Generic,
+        Cpu::CortexM4,
+        Cpu::CortexM7,
+        Cpu::CortexM33,
+        Cpu::CortexM55,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Cpu::Generic => "generic",
+            Cpu::CortexM4 => "cortex-m4",
+            Cpu::CortexM7 => "cortex-m7",
+            Cpu::CortexM33 => "cortex-m33",
+            Cpu::CortexM55 => "cortex-m55",
+        }
+    }
+
+    /// The cpu of a name (`cortex-m4`) or a board's core (`cortex_m4`);
+    /// the cores without the DSP extension are `generic`.
+    pub fn parse(name: &str) -> Option<Cpu> {
+        let n = name.replace('_', "-").to_ascii_lowercase();
+        match n.as_str() {
+            "cortex-m0" | "cortex-m0plus" | "cortex-m0+" | "cortex-m1" | "cortex-m3"
+            | "cortex-m23" => Some(Cpu::Generic),
+            _ => Cpu::ALL.into_iter().find(|c| c.name() == n),
+        }
+    }
+
+    /// Whether the DSP kernels are used.
+    pub fn dsp(self) -> bool {
+        self != Cpu::Generic
+    }
+}
+
 /// Options of the C backend.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Options {
     /// Replace constant array contents by their length and a hash (for
     /// snapshots that stay reviewable).
     pub summarize_constants: bool,
+    /// The kernels' core.
+    pub cpu: Cpu,
 }
 
 /// The generated files.
@@ -36,7 +91,7 @@ pub struct CFiles {
     pub source: String,
 }
 
-fn array<T: std::fmt::Display + Copy>(
+pub(crate) fn array<T: std::fmt::Display + Copy>(
     out: &mut String,
     ctype: &str,
     name: &str,
@@ -70,7 +125,7 @@ fn array<T: std::fmt::Display + Copy>(
     out.push_str("\n};\n");
 }
 
-fn ptr(p: Place) -> String {
+pub(crate) fn ptr(p: Place) -> String {
     match p {
         Place::Input => "input".to_string(),
         Place::Output => "output".to_string(),
@@ -101,7 +156,7 @@ void MNET_LAYER_HOOK(int step);
 /// SaturatingRoundingDoublingHighMul and RoundingDivideByPOT.
 const FIXED_POINT: &str = r#"
 /* TFLM fixed-point arithmetic (gemmlowp double rounding). */
-static int32_t mnet_srdhm(int32_t a, int32_t b) {
+static inline int32_t mnet_srdhm(int32_t a, int32_t b) {
     int64_t ab;
     int64_t nudge;
     if (a == INT32_MIN && b == INT32_MIN) {
@@ -112,7 +167,7 @@ static int32_t mnet_srdhm(int32_t a, int32_t b) {
     return (int32_t)((ab + nudge) / ((int64_t)1 << 31));
 }
 
-static int32_t mnet_rdbpot(int32_t x, int e) {
+static inline int32_t mnet_rdbpot(int32_t x, int e) {
     const int32_t mask = (int32_t)(((int64_t)1 << e) - 1);
     const int32_t rem = x & mask;
     const int32_t thr = (mask >> 1) + (x < 0 ? 1 : 0);
@@ -122,7 +177,7 @@ static int32_t mnet_rdbpot(int32_t x, int e) {
 
 /// MultiplyByQuantizedMultiplier.
 const MBQM: &str = r#"
-static int32_t mnet_mbqm(int32_t x, int32_t m, int s) {
+static inline int32_t mnet_mbqm(int32_t x, int32_t m, int s) {
     const int left = s > 0 ? s : 0;
     const int right = s > 0 ? 0 : -s;
     return mnet_rdbpot(mnet_srdhm((int32_t)((uint32_t)x << left), m), right);
@@ -130,7 +185,7 @@ static int32_t mnet_mbqm(int32_t x, int32_t m, int s) {
 "#;
 
 const CLAMP: &str = r#"
-static int8_t mnet_clamp(int32_t v, int32_t lo, int32_t hi) {
+static inline int8_t mnet_clamp(int32_t v, int32_t lo, int32_t hi) {
     return (int8_t)(v < lo ? lo : (v > hi ? hi : v));
 }
 "#;
@@ -347,6 +402,95 @@ fn fused_conv_depthwise(
     c.push_str("                }\n            }\n        }\n");
 }
 
+/// The DSP kernels' version of [`fused_conv_depthwise`]: each conv row the
+/// depthwise window needs next is computed by the matrix kernel into the
+/// ring, then the depthwise row kernel reads the window's rows there.
+#[allow(clippy::too_many_arguments)]
+fn fused_dsp(
+    c: &mut String,
+    q: &QuantGraph,
+    plan: &MemoryPlan,
+    cv: usize,
+    dw: usize,
+    ck: dsp::Kernel,
+    cvar: dsp::Variant,
+    dvar: dsp::Variant,
+) {
+    let l = &q.lowered;
+    let (conv, depth) = (&l.nodes[cv], &l.nodes[dw]);
+    let (LKind::Conv { .. }, LKind::Depthwise { window: dwin }) = (&conv.kind, &depth.kind) else {
+        unreachable!("a fused pair is conv then depthwise")
+    };
+    let x_shape = &l.nodes[conv.inputs[0]].shape;
+    let (hc, wc, cc) = (conv.shape[0], conv.shape[1], conv.shape[2]);
+    let dplace = dwin.over([hc, wc]);
+    let ([dph, _], [doh, dow]) = (dplace.pad, dplace.out);
+    let (dk, ds) = (dwin.kernel, dwin.stride);
+    let rows = crate::plan::ring_rows(l, cv, dw);
+    let Place::Arena { offset: ring } = plan.places[cv] else {
+        unreachable!("a ring lives in the arena")
+    };
+    let x_zp = q.qparams[conv.inputs[0]].zero_point;
+    let _ = writeln!(
+        c,
+        "        /* fused with {}: a ring of {rows} rows of [{wc}, {cc}] at arena offset {ring} */",
+        conv.name
+    );
+    let _ = writeln!(
+        c,
+        "        const int8_t *x = {};\n        int8_t *ring = mnet_arena + {ring};\n        int8_t *y = {};\n        const int8_t *rows[{}];\n        {}\n        int next = 0, oy, ky;",
+        ptr(plan.places[conv.inputs[0]]),
+        ptr(plan.places[dw]),
+        dk[0],
+        dsp::buffers(ck)
+    );
+    let _ = writeln!(c, "        for (oy = 0; oy < {doh}; ++oy) {{");
+    let _ = writeln!(
+        c,
+        "            int need = oy * {} - {dph} + {};\n            if (need > {}) need = {};",
+        ds[0],
+        dk[0] - 1,
+        hc - 1,
+        hc - 1
+    );
+    c.push_str("            for (; next <= need; ++next) {\n");
+    let _ = writeln!(
+        c,
+        "                int8_t *row = ring + (next % {rows}) * {};",
+        wc * cc
+    );
+    let load = dsp::loader(cv, ck, x_shape[2], wc, x_zp, Some("next"));
+    let out = |p: &str| format!("row + ({p}) * {cc}");
+    dsp::MmLoop {
+        i: cv,
+        suffix: cvar.suffix(),
+        pixels: wc as usize,
+        load: &load,
+        out: &out,
+        backwards: false,
+        var: "q",
+        indent: "                ",
+    }
+    .emit(c);
+    c.push_str("            }\n");
+    let _ = writeln!(
+        c,
+        "            for (ky = 0; ky < {}; ++ky) {{\n                const int iy = oy * {} - {dph} + ky;",
+        dk[0], ds[0]
+    );
+    let _ = writeln!(
+        c,
+        "                rows[ky] = iy >= 0 && iy < {hc} ? ring + (iy % {rows}) * {} : 0;\n            }}",
+        wc * cc
+    );
+    let _ = writeln!(
+        c,
+        "            mnet_dw_row_{}(&D{dw}, rows, y + oy * {});\n        }}",
+        dvar.suffix(),
+        dow * cc
+    );
+}
+
 /// Generate `NAME.h` and `NAME.c` from a quantized network, its prepared
 /// kernel parameters ([`crate::exec::interp::prepare`]) and its checked
 /// memory plan.
@@ -472,6 +616,64 @@ pub fn write(
     }
     c.push_str(" */\n\n");
     c.push_str(&prelude(l));
+    let kernels: Vec<Option<dsp::Kernel>> = (0..l.nodes.len())
+        .map(|i| opts.cpu.dsp().then(|| dsp::kernel_of(q, plan, i)).flatten())
+        .collect();
+    let variants: Vec<Option<dsp::Variant>> = kernels
+        .iter()
+        .enumerate()
+        .map(|(i, k)| k.map(|k| dsp::layer(q, &prep[i], i, k.k()).variant))
+        .collect();
+    if kernels.iter().any(Option::is_some) {
+        c.push_str(dsp::PRIMITIVES);
+        if kernels
+            .iter()
+            .any(|k| matches!(k, Some(dsp::Kernel::Mm { .. })))
+        {
+            c.push_str(dsp::MM_LAYER);
+        }
+        if kernels
+            .iter()
+            .any(|k| matches!(k, Some(dsp::Kernel::Mm { direct: false, .. })))
+        {
+            c.push_str(dsp::IM2COL);
+        }
+        if kernels
+            .iter()
+            .any(|k| matches!(k, Some(dsp::Kernel::Dw { .. })))
+        {
+            c.push_str(dsp::DW_LAYER);
+        }
+        // Each variant's kernels once, only those some layer calls (C
+        // warns of unused static functions): the matrix kernel's pixel
+        // pairs and odd last pixel, the depthwise row kernel.
+        let mut mms: std::collections::BTreeMap<dsp::Variant, (bool, bool)> = Default::default();
+        let mut dws = std::collections::BTreeSet::new();
+        for (i, (k, v)) in kernels.iter().zip(&variants).enumerate() {
+            let (Some(k), Some(v)) = (k, v) else { continue };
+            match k {
+                dsp::Kernel::Mm { .. } => {
+                    let n = &l.nodes[i];
+                    let pixels = match plan.fused[i] {
+                        Some(_) => n.shape[1],
+                        None => n.shape[0] * n.shape[1],
+                    };
+                    let e = mms.entry(*v).or_default();
+                    e.0 |= pixels >= 2;
+                    e.1 |= pixels % 2 == 1;
+                }
+                dsp::Kernel::Dw { .. } => {
+                    dws.insert(*v);
+                }
+            }
+        }
+        for (v, (two, one)) in mms {
+            c.push_str(&dsp::mm(v, two, one));
+        }
+        for v in dws {
+            c.push_str(&dsp::dw(v));
+        }
+    }
     c.push_str(LAYER_HOOK);
     if l.nodes.iter().any(|n| n.kind == LKind::Softmax) {
         c.push_str(SOFTMAX);
@@ -500,6 +702,10 @@ pub fn write(
             );
         }
         let Some(w) = q.weights.get(&i) else { continue };
+        if let Some(k) = kernels[i] {
+            dsp::constants(&mut c, q, prep, i, k, opts);
+            continue;
+        }
         let _ = writeln!(c, "/* {} */", n.name);
         array(
             &mut c,
@@ -566,11 +772,72 @@ pub fn write(
         }
         c.push_str("    {\n");
         if let Some(&cv) = n.inputs.first().filter(|&&j| plan.fused[j] == Some(i)) {
-            fused_conv_depthwise(&mut c, q, prep, plan, cv, i);
+            match (kernels[cv], kernels[i], variants[cv], variants[i]) {
+                (Some(ck), Some(_), Some(cvar), Some(dvar)) => {
+                    fused_dsp(&mut c, q, plan, cv, i, ck, cvar, dvar)
+                }
+                _ => fused_conv_depthwise(&mut c, q, prep, plan, cv, i),
+            }
             let _ = writeln!(c, "    }}\n    MNET_STEP_DONE({i});");
             continue;
         }
         match (&n.kind, &prep[i]) {
+            (LKind::Conv { window, .. }, _) if kernels[i].is_some() => {
+                let k = kernels[i].expect("a kernel");
+                let suffix = variants[i].expect("a variant").suffix();
+                let (cin, cout) = (in_shape[2], n.shape[2]);
+                let place = window.over([in_shape[0], in_shape[1]]);
+                let [oh, ow] = place.out;
+                let pixels = (oh * ow) as usize;
+                let x_zp = in_zp;
+                // In place (1x1, stride 1; x and y are the same bytes):
+                // both pixels of a pair are widened before either output
+                // is written, forwards when the output has no more
+                // channels, else backwards.
+                let backwards = plan.scratch[i].is_some() && cout > cin;
+                let _ = writeln!(
+                    c,
+                    "        const int8_t *x = {};\n        int8_t *y = {y};\n        {}",
+                    xs[0],
+                    dsp::buffers(k)
+                );
+                let load = dsp::loader(i, k, cin, ow, x_zp, None);
+                let out = |p: &str| format!("y + ({p}) * {cout}");
+                dsp::MmLoop {
+                    i,
+                    suffix,
+                    pixels,
+                    load: &load,
+                    out: &out,
+                    backwards,
+                    var: "p",
+                    indent: "        ",
+                }
+                .emit(&mut c);
+            }
+            (LKind::Depthwise { window }, _) if kernels[i].is_some() => {
+                let suffix = variants[i].expect("a variant").suffix();
+                let (hh, ww, ch) = (in_shape[0], in_shape[1], in_shape[2]);
+                let place = window.over([hh, ww]);
+                let ([ph, _], [oh, ow]) = (place.pad, place.out);
+                let kh = window.kernel[0];
+                let _ = writeln!(
+                    c,
+                    "        const int8_t *x = {};\n        int8_t *y = {y};\n        const int8_t *rows[{kh}];\n        int oy, ky;",
+                    xs[0]
+                );
+                let _ = writeln!(c, "        for (oy = 0; oy < {oh}; ++oy) {{\n            for (ky = 0; ky < {kh}; ++ky) {{\n                const int iy = oy * {} - {ph} + ky;", window.stride[0]);
+                let _ = writeln!(
+                    c,
+                    "                rows[ky] = iy >= 0 && iy < {hh} ? x + iy * {} : 0;\n            }}",
+                    ww * ch
+                );
+                let _ = writeln!(
+                    c,
+                    "            mnet_dw_row_{suffix}(&D{i}, rows, y + oy * {});\n        }}",
+                    ow * ch
+                );
+            }
             (
                 LKind::Depthwise { window },
                 Prepared::Weighted {

@@ -3,6 +3,7 @@
 //! has its own module, [`crate::tflite`].
 
 pub mod c;
+pub mod dsp;
 pub mod mnet;
 
 use crate::lower::Lowered;
