@@ -148,13 +148,12 @@ static void mnet_widen(uint32_t *buf, const int8_t *x, int n, uint32_t nzp, int 
     }
 }
 /* A conv or dense layer for the matrix kernel: weights of output channel
- * pairs interleaved per 4 inputs (k4 groups, zero-padded), bias, and the
- * requantization (m, and r and nz, or the shift in q). */
+ * pairs interleaved per 4 inputs (k4 groups, zero-padded), a record of 3
+ * words per output channel (bias, multiplier, and the rounding and zero
+ * point nz of SMMULR layers or the shift) and the right shifts. */
 struct mnet_mm {
     const int8_t *w;
-    const int32_t *b;
-    const int32_t *m;
-    const int32_t *q;
+    const int32_t *p;
     const int8_t *r;
     int k4;
     int cout;
@@ -204,12 +203,10 @@ static void mnet_im2col(int8_t *patch, const int8_t *x, const struct mnet_geom *
 
 /// A depthwise conv's constants.
 pub const DW_LAYER: &str = r#"
-/* A depthwise conv for the row kernel. */
+/* A depthwise conv for the row kernel (records as the matrix kernel's). */
 struct mnet_dw {
-    const int8_t *w;
-    const int32_t *b;
-    const int32_t *m;
-    const int32_t *q;
+    const int16_t *w;
+    const int32_t *p;
     const int8_t *r;
     int c, kh, kw, sw, pw, iw, ow;
     int32_t zp_in;
@@ -240,12 +237,12 @@ impl Variant {
     }
 
     /// The C expression of the int8 output for accumulator `acc` of
-    /// channel `oc` of layer `L`.
-    fn out(self, acc: &str, oc: &str) -> String {
+    /// channel `ch`, whose record (bias, multiplier, q) is at `p`.
+    fn out(self, acc: &str, p: &str, ch: &str) -> String {
         let v = if self.fast {
-            format!("mnet_rq({acc}, m[{oc}], r[{oc}], q[{oc}])")
+            format!("mnet_rq({acc}, ({p})[1], rs[{ch}], ({p})[2])")
         } else {
-            format!("mnet_mbqm({acc}, m[{oc}], q[{oc}]) + zp")
+            format!("mnet_mbqm({acc}, ({p})[1], ({p})[2]) + zp")
         };
         if self.clamp {
             format!("mnet_clamp({v}, lo, hi)")
@@ -255,38 +252,9 @@ impl Variant {
     }
 }
 
-/// The matrix kernels of one variant: the two-pixel one, the one-pixel one
-/// or both.
-pub fn mm(v: Variant, two: bool, one: bool) -> String {
-    let s = v.suffix();
-    let mut c = String::new();
-    let _ = write!(
-        c,
-        r#"
-@@TWO@@
-/* Outputs of two pixels (y0, y1) for every output channel: x holds their
- * widened inputs, interleaved per 4 (x0 of pixel 0, then of pixel 1). */
-static void mnet_mm2_{s}(const struct mnet_mm *L, const uint32_t *x, int8_t *y0, int8_t *y1) {{
-    const int32_t *const b = L->b, *const m = L->m, *const q = L->q;
-    const int8_t *const r = L->r;
-    const int k4 = L->k4, cout = L->cout;
-    const int32_t zp = L->zp, lo = L->lo, hi = L->hi;
-    const int8_t *w = L->w;
-    int oc;
-    (void)r;
-    (void)zp;
-    (void)lo;
-    (void)hi;
-    for (oc = 0; oc + 2 <= cout; oc += 2) {{
-        const uint32_t *xp = x;
-        int32_t a00 = b[oc], a01 = b[oc + 1];
-        int32_t a10 = a00, a11 = a01;
-        int k = k4;
-#if defined(MNET_DSP_ASM)
-        {{
-            uint32_t x0, x1, x2, x3, w0, w1, t;
-            __asm volatile(
-                "1:\n\t"
+/// One step of the two-pixel inner loop in Thumb-2: four inputs of both
+/// pixels against four weights of both output channels, 16 MACs.
+const MM2_STEP: &str = r#"
                 "ldrd %[x0], %[x1], [%[xp]], #8\n\t"
                 "ldrd %[x2], %[x3], [%[xp]], #8\n\t"
                 "ldrd %[w0], %[w1], [%[wp]], #8\n\t"
@@ -301,9 +269,59 @@ static void mnet_mm2_{s}(const struct mnet_mm *L, const uint32_t *x, int8_t *y0,
                 "smlad %[a11], %[x2], %[t], %[a11]\n\t"
                 "sxtb16 %[w1], %[w1], ror #8\n\t"
                 "smlad %[a01], %[x1], %[w1], %[a01]\n\t"
-                "smlad %[a11], %[x3], %[w1], %[a11]\n\t"
-                "subs %[k], %[k], #1\n\t"
-                "bne 1b\n\t"
+                "smlad %[a11], %[x3], %[w1], %[a11]\n\t""#;
+
+/// The one-pixel step: four inputs against four weights of two channels.
+const MM1_STEP: &str = r#"
+                "ldrd %[x0], %[x1], [%[xp]], #8\n\t"
+                "ldrd %[w0], %[w1], [%[wp]], #8\n\t"
+                "sxtb16 %[t], %[w0]\n\t"
+                "smlad %[a0], %[x0], %[t], %[a0]\n\t"
+                "sxtb16 %[w0], %[w0], ror #8\n\t"
+                "smlad %[a0], %[x1], %[w0], %[a0]\n\t"
+                "sxtb16 %[t], %[w1]\n\t"
+                "smlad %[a1], %[x0], %[t], %[a1]\n\t"
+                "sxtb16 %[w1], %[w1], ror #8\n\t"
+                "smlad %[a1], %[x1], %[w1], %[a1]\n\t""#;
+
+/// A loop of `k` steps, unrolled twice (an odd first step alone).
+fn asm_loop(step: &str) -> String {
+    format!(
+        "\n                \"tst %[k], #1\\n\\t\"\n                \"beq 2f\\n\\t\"{step}\n                \"2:\\n\\t\"\n                \"lsrs %[k], %[k], #1\\n\\t\"\n                \"beq 3f\\n\\t\"\n                \"1:\\n\\t\"{step}{step}\n                \"subs %[k], %[k], #1\\n\\t\"\n                \"bne 1b\\n\\t\"\n                \"3:\\n\\t\""
+    )
+}
+
+/// The matrix kernels of one variant: the two-pixel one, the one-pixel one
+/// or both.
+pub fn mm(v: Variant, two: bool, one: bool) -> String {
+    let s = v.suffix();
+    let mut out = String::new();
+    if two {
+        let _ = write!(
+            out,
+            r#"
+/* Outputs of two pixels (y0, y1) for every output channel: x holds their
+ * widened inputs, interleaved per 4 (x0 of pixel 0, then of pixel 1). */
+static void mnet_mm2_{s}(const struct mnet_mm *L, const uint32_t *x, int8_t *y0, int8_t *y1) {{
+    const int32_t *p = L->p;
+    const int8_t *const rs = L->r;
+    const int8_t *w = L->w;
+    const int k4 = L->k4, cout = L->cout;
+    const int32_t zp = L->zp, lo = L->lo, hi = L->hi;
+    int oc;
+    (void)rs;
+    (void)zp;
+    (void)lo;
+    (void)hi;
+    for (oc = 0; oc + 2 <= cout; oc += 2, p += 6) {{
+        const uint32_t *xp = x;
+        int32_t a00 = p[0], a01 = p[3];
+        int32_t a10 = a00, a11 = a01;
+        int k = k4;
+#if defined(MNET_DSP_ASM)
+        {{
+            uint32_t x0, x1, x2, x3, w0, w1, t;
+            __asm volatile({body}
                 : [a00] "+r"(a00), [a01] "+r"(a01), [a10] "+r"(a10), [a11] "+r"(a11),
                   [xp] "+r"(xp), [wp] "+r"(w), [k] "+r"(k), [x0] "=&r"(x0), [x1] "=&r"(x1),
                   [x2] "=&r"(x2), [x3] "=&r"(x3), [w0] "=&r"(w0), [w1] "=&r"(w1), [t] "=&r"(t)
@@ -336,7 +354,7 @@ static void mnet_mm2_{s}(const struct mnet_mm *L, const uint32_t *x, int8_t *y0,
     }}
     if (oc < cout) {{
         const uint32_t *xp = x;
-        int32_t a0 = b[oc], a1 = a0;
+        int32_t a0 = p[0], a1 = a0;
         int k = k4;
         do {{
             const uint32_t w0 = mnet_load32(w);
@@ -352,40 +370,40 @@ static void mnet_mm2_{s}(const struct mnet_mm *L, const uint32_t *x, int8_t *y0,
         y1[oc] = {o1};
     }}
 }}
-@@ONE@@
+"#,
+            body = asm_loop(MM2_STEP),
+            o00 = v.out("a00", "p", "oc"),
+            o10 = v.out("a10", "p", "oc"),
+            o01 = v.out("a01", "p + 3", "oc + 1"),
+            o11 = v.out("a11", "p + 3", "oc + 1"),
+            o0 = v.out("a0", "p", "oc"),
+            o1 = v.out("a1", "p", "oc"),
+        );
+    }
+    if one {
+        let _ = write!(
+            out,
+            r#"
 /* Outputs of one pixel: x holds its widened inputs (2 words per 4). */
 static void mnet_mm1_{s}(const struct mnet_mm *L, const uint32_t *x, int8_t *y) {{
-    const int32_t *const b = L->b, *const m = L->m, *const q = L->q;
-    const int8_t *const r = L->r;
+    const int32_t *p = L->p;
+    const int8_t *const rs = L->r;
+    const int8_t *w = L->w;
     const int k4 = L->k4, cout = L->cout;
     const int32_t zp = L->zp, lo = L->lo, hi = L->hi;
-    const int8_t *w = L->w;
     int oc;
-    (void)r;
+    (void)rs;
     (void)zp;
     (void)lo;
     (void)hi;
-    for (oc = 0; oc + 2 <= cout; oc += 2) {{
+    for (oc = 0; oc + 2 <= cout; oc += 2, p += 6) {{
         const uint32_t *xp = x;
-        int32_t a0 = b[oc], a1 = b[oc + 1];
+        int32_t a0 = p[0], a1 = p[3];
         int k = k4;
 #if defined(MNET_DSP_ASM)
         {{
             uint32_t x0, x1, w0, w1, t;
-            __asm volatile(
-                "1:\n\t"
-                "ldrd %[x0], %[x1], [%[xp]], #8\n\t"
-                "ldrd %[w0], %[w1], [%[wp]], #8\n\t"
-                "sxtb16 %[t], %[w0]\n\t"
-                "smlad %[a0], %[x0], %[t], %[a0]\n\t"
-                "sxtb16 %[w0], %[w0], ror #8\n\t"
-                "smlad %[a0], %[x1], %[w0], %[a0]\n\t"
-                "sxtb16 %[t], %[w1]\n\t"
-                "smlad %[a1], %[x0], %[t], %[a1]\n\t"
-                "sxtb16 %[w1], %[w1], ror #8\n\t"
-                "smlad %[a1], %[x1], %[w1], %[a1]\n\t"
-                "subs %[k], %[k], #1\n\t"
-                "bne 1b\n\t"
+            __asm volatile({body}
                 : [a0] "+r"(a0), [a1] "+r"(a1), [xp] "+r"(xp), [wp] "+r"(w), [k] "+r"(k),
                   [x0] "=&r"(x0), [x1] "=&r"(x1), [w0] "=&r"(w0), [w1] "=&r"(w1), [t] "=&r"(t)
                 :
@@ -408,7 +426,7 @@ static void mnet_mm1_{s}(const struct mnet_mm *L, const uint32_t *x, int8_t *y) 
     }}
     if (oc < cout) {{
         const uint32_t *xp = x;
-        int32_t a0 = b[oc];
+        int32_t a0 = p[0];
         int k = k4;
         do {{
             const uint32_t w0 = mnet_load32(w);
@@ -421,26 +439,10 @@ static void mnet_mm1_{s}(const struct mnet_mm *L, const uint32_t *x, int8_t *y) 
     }}
 }}
 "#,
-        o00 = v.out("a00", "oc"),
-        o10 = v.out("a10", "oc"),
-        o01 = v.out("a01", "oc + 1"),
-        o11 = v.out("a11", "oc + 1"),
-        o0 = v.out("a0", "oc"),
-        o1 = v.out("a1", "oc"),
-        p0 = v.out("a0", "oc"),
-        p1 = v.out("a1", "oc + 1"),
-    );
-    let (two_at, one_at) = (
-        c.find("@@TWO@@").expect("mark"),
-        c.find("@@ONE@@").expect("mark"),
-    );
-    let (two_text, one_text) = (&c[two_at + 7..one_at], &c[one_at + 7..]);
-    let mut out = String::new();
-    if two {
-        out.push_str(two_text);
-    }
-    if one {
-        out.push_str(one_text);
+            body = asm_loop(MM1_STEP),
+            p0 = v.out("a0", "p", "oc"),
+            p1 = v.out("a1", "p + 3", "oc + 1"),
+        );
     }
     out
 }
@@ -452,16 +454,35 @@ pub fn dw(v: Variant) -> String {
     let _ = write!(
         c,
         r#"
+/* One tap of four channels: inputs minus the zero point against the
+ * tap's widened weights (c0, c2) and (c1, c3). */
+#define MNET_DW_TAP(xp, wp) \
+    do {{ \
+        const uint32_t xv_ = mnet_load32(xp); \
+        const uint32_t xa_ = mnet_sxtab16(nzp, xv_), xb_ = mnet_sxtab16_ror8(nzp, xv_); \
+        uint32_t wa_, wb_; \
+        memcpy(&wa_, (wp), 4); \
+        memcpy(&wb_, (wp) + 2, 4); \
+        a0 = mnet_smlabb(xa_, wa_, a0); \
+        a2 = mnet_smlatt(xa_, wa_, a2); \
+        a1 = mnet_smlabb(xb_, wb_, a1); \
+        a3 = mnet_smlatt(xb_, wb_, a3); \
+    }} while (0)
+
 /* One output row of a depthwise conv: rows[ky] is input row ky of the
- * window (NULL in the padding); four channels a step in the lanes. */
+ * window (NULL in the padding); four channels a step in the lanes, the
+ * weights widened at compile time (a group of 4 channels' taps together,
+ * each tap as c0 c2 c1 c3). */
 static void mnet_dw_row_{s}(const struct mnet_dw *L, const int8_t *const *rows, int8_t *y) {{
-    const int32_t *const b = L->b, *const m = L->m, *const q = L->q;
-    const int8_t *const r = L->r, *const wt = L->w;
+    const int32_t *const rec = L->p;
+    const int8_t *const rs = L->r;
+    const int16_t *const wt = L->w;
     const int c = L->c, kh = L->kh, kw = L->kw, sw = L->sw, pw = L->pw, iw = L->iw, ow = L->ow;
+    const int taps = kh * kw;
     const int32_t zp_in = L->zp_in, zp = L->zp, lo = L->lo, hi = L->hi;
     const uint32_t nzp = ((uint32_t)(-zp_in) & 0xFFFFu) * 0x10001u;
     int ox;
-    (void)r;
+    (void)rs;
     (void)zp;
     (void)lo;
     (void)hi;
@@ -469,28 +490,218 @@ static void mnet_dw_row_{s}(const struct mnet_dw *L, const int8_t *const *rows, 
         const int ix0 = ox * sw - pw;
         const int kx0 = ix0 < 0 ? -ix0 : 0;
         const int kx1 = ix0 + kw > iw ? iw - ix0 : kw;
+        const int n = kx1 - kx0;
         int ch;
+#if defined(MNET_DSP_ASM)
+        if (kh == 3 && kw == 3 && (n == 3 || n == 2) && rows[0] && rows[1] && rows[2]) {{
+            /* A pixel whose 3x3 window has all rows and 3 (inside) or 2
+             * (first or last column) columns: its taps of 4 channels in
+             * one block, each row pointer stepping to the next 4. */
+            const int8_t *x0 = rows[0] + (ix0 + kx0) * c, *x1 = rows[1] + (ix0 + kx0) * c,
+                         *x2 = rows[2] + (ix0 + kx0) * c;
+            const int16_t *wp = wt + kx0 * 4;
+            for (ch = 0; ch + 4 <= c; ch += 4) {{
+                const int32_t *p = rec + 3 * ch;
+                int32_t a0 = p[0], a1 = p[3], a2 = p[6], a3 = p[9];
+                uint32_t xv, xa, wa, wb;
+                if (n == 3) {{
+                    __asm volatile(
+                        "ldr %[xv], [%[x0], %[c]]\n\t"
+                        "ldrd %[wa], %[wb], [%[wp], #8]\n\t"
+                        "sxtab16 %[xa], %[nzp], %[xv]\n\t"
+                        "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
+                        "smlabb %[a0], %[xa], %[wa], %[a0]\n\t"
+                        "smlatt %[a2], %[xa], %[wa], %[a2]\n\t"
+                        "smlabb %[a1], %[xv], %[wb], %[a1]\n\t"
+                        "smlatt %[a3], %[xv], %[wb], %[a3]\n\t"
+                        "ldr %[xv], [%[x0], %[c], lsl #1]\n\t"
+                        "ldrd %[wa], %[wb], [%[wp], #16]\n\t"
+                        "sxtab16 %[xa], %[nzp], %[xv]\n\t"
+                        "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
+                        "smlabb %[a0], %[xa], %[wa], %[a0]\n\t"
+                        "smlatt %[a2], %[xa], %[wa], %[a2]\n\t"
+                        "smlabb %[a1], %[xv], %[wb], %[a1]\n\t"
+                        "smlatt %[a3], %[xv], %[wb], %[a3]\n\t"
+                        "ldr %[xv], [%[x0]], #4\n\t"
+                        "ldrd %[wa], %[wb], [%[wp], #0]\n\t"
+                        "sxtab16 %[xa], %[nzp], %[xv]\n\t"
+                        "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
+                        "smlabb %[a0], %[xa], %[wa], %[a0]\n\t"
+                        "smlatt %[a2], %[xa], %[wa], %[a2]\n\t"
+                        "smlabb %[a1], %[xv], %[wb], %[a1]\n\t"
+                        "smlatt %[a3], %[xv], %[wb], %[a3]\n\t"
+                        "ldr %[xv], [%[x1], %[c]]\n\t"
+                        "ldrd %[wa], %[wb], [%[wp], #32]\n\t"
+                        "sxtab16 %[xa], %[nzp], %[xv]\n\t"
+                        "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
+                        "smlabb %[a0], %[xa], %[wa], %[a0]\n\t"
+                        "smlatt %[a2], %[xa], %[wa], %[a2]\n\t"
+                        "smlabb %[a1], %[xv], %[wb], %[a1]\n\t"
+                        "smlatt %[a3], %[xv], %[wb], %[a3]\n\t"
+                        "ldr %[xv], [%[x1], %[c], lsl #1]\n\t"
+                        "ldrd %[wa], %[wb], [%[wp], #40]\n\t"
+                        "sxtab16 %[xa], %[nzp], %[xv]\n\t"
+                        "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
+                        "smlabb %[a0], %[xa], %[wa], %[a0]\n\t"
+                        "smlatt %[a2], %[xa], %[wa], %[a2]\n\t"
+                        "smlabb %[a1], %[xv], %[wb], %[a1]\n\t"
+                        "smlatt %[a3], %[xv], %[wb], %[a3]\n\t"
+                        "ldr %[xv], [%[x1]], #4\n\t"
+                        "ldrd %[wa], %[wb], [%[wp], #24]\n\t"
+                        "sxtab16 %[xa], %[nzp], %[xv]\n\t"
+                        "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
+                        "smlabb %[a0], %[xa], %[wa], %[a0]\n\t"
+                        "smlatt %[a2], %[xa], %[wa], %[a2]\n\t"
+                        "smlabb %[a1], %[xv], %[wb], %[a1]\n\t"
+                        "smlatt %[a3], %[xv], %[wb], %[a3]\n\t"
+                        "ldr %[xv], [%[x2], %[c]]\n\t"
+                        "ldrd %[wa], %[wb], [%[wp], #56]\n\t"
+                        "sxtab16 %[xa], %[nzp], %[xv]\n\t"
+                        "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
+                        "smlabb %[a0], %[xa], %[wa], %[a0]\n\t"
+                        "smlatt %[a2], %[xa], %[wa], %[a2]\n\t"
+                        "smlabb %[a1], %[xv], %[wb], %[a1]\n\t"
+                        "smlatt %[a3], %[xv], %[wb], %[a3]\n\t"
+                        "ldr %[xv], [%[x2], %[c], lsl #1]\n\t"
+                        "ldrd %[wa], %[wb], [%[wp], #64]\n\t"
+                        "sxtab16 %[xa], %[nzp], %[xv]\n\t"
+                        "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
+                        "smlabb %[a0], %[xa], %[wa], %[a0]\n\t"
+                        "smlatt %[a2], %[xa], %[wa], %[a2]\n\t"
+                        "smlabb %[a1], %[xv], %[wb], %[a1]\n\t"
+                        "smlatt %[a3], %[xv], %[wb], %[a3]\n\t"
+                        "ldr %[xv], [%[x2]], #4\n\t"
+                        "ldrd %[wa], %[wb], [%[wp], #48]\n\t"
+                        "sxtab16 %[xa], %[nzp], %[xv]\n\t"
+                        "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
+                        "smlabb %[a0], %[xa], %[wa], %[a0]\n\t"
+                        "smlatt %[a2], %[xa], %[wa], %[a2]\n\t"
+                        "smlabb %[a1], %[xv], %[wb], %[a1]\n\t"
+                        "smlatt %[a3], %[xv], %[wb], %[a3]\n\t"
+                        "adds %[wp], %[wp], #72\n\t"
+                        : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [x0] "+r"(x0),
+                          [x1] "+r"(x1), [x2] "+r"(x2), [wp] "+r"(wp), [xv] "=&r"(xv), [xa] "=&r"(xa),
+                          [wa] "=&r"(wa), [wb] "=&r"(wb)
+                        : [c] "r"(c), [nzp] "r"(nzp)
+                        : "cc", "memory");
+                }} else {{
+                    __asm volatile(
+                        "ldr %[xv], [%[x0], %[c]]\n\t"
+                        "ldrd %[wa], %[wb], [%[wp], #8]\n\t"
+                        "sxtab16 %[xa], %[nzp], %[xv]\n\t"
+                        "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
+                        "smlabb %[a0], %[xa], %[wa], %[a0]\n\t"
+                        "smlatt %[a2], %[xa], %[wa], %[a2]\n\t"
+                        "smlabb %[a1], %[xv], %[wb], %[a1]\n\t"
+                        "smlatt %[a3], %[xv], %[wb], %[a3]\n\t"
+                        "ldr %[xv], [%[x0]], #4\n\t"
+                        "ldrd %[wa], %[wb], [%[wp], #0]\n\t"
+                        "sxtab16 %[xa], %[nzp], %[xv]\n\t"
+                        "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
+                        "smlabb %[a0], %[xa], %[wa], %[a0]\n\t"
+                        "smlatt %[a2], %[xa], %[wa], %[a2]\n\t"
+                        "smlabb %[a1], %[xv], %[wb], %[a1]\n\t"
+                        "smlatt %[a3], %[xv], %[wb], %[a3]\n\t"
+                        "ldr %[xv], [%[x1], %[c]]\n\t"
+                        "ldrd %[wa], %[wb], [%[wp], #32]\n\t"
+                        "sxtab16 %[xa], %[nzp], %[xv]\n\t"
+                        "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
+                        "smlabb %[a0], %[xa], %[wa], %[a0]\n\t"
+                        "smlatt %[a2], %[xa], %[wa], %[a2]\n\t"
+                        "smlabb %[a1], %[xv], %[wb], %[a1]\n\t"
+                        "smlatt %[a3], %[xv], %[wb], %[a3]\n\t"
+                        "ldr %[xv], [%[x1]], #4\n\t"
+                        "ldrd %[wa], %[wb], [%[wp], #24]\n\t"
+                        "sxtab16 %[xa], %[nzp], %[xv]\n\t"
+                        "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
+                        "smlabb %[a0], %[xa], %[wa], %[a0]\n\t"
+                        "smlatt %[a2], %[xa], %[wa], %[a2]\n\t"
+                        "smlabb %[a1], %[xv], %[wb], %[a1]\n\t"
+                        "smlatt %[a3], %[xv], %[wb], %[a3]\n\t"
+                        "ldr %[xv], [%[x2], %[c]]\n\t"
+                        "ldrd %[wa], %[wb], [%[wp], #56]\n\t"
+                        "sxtab16 %[xa], %[nzp], %[xv]\n\t"
+                        "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
+                        "smlabb %[a0], %[xa], %[wa], %[a0]\n\t"
+                        "smlatt %[a2], %[xa], %[wa], %[a2]\n\t"
+                        "smlabb %[a1], %[xv], %[wb], %[a1]\n\t"
+                        "smlatt %[a3], %[xv], %[wb], %[a3]\n\t"
+                        "ldr %[xv], [%[x2]], #4\n\t"
+                        "ldrd %[wa], %[wb], [%[wp], #48]\n\t"
+                        "sxtab16 %[xa], %[nzp], %[xv]\n\t"
+                        "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
+                        "smlabb %[a0], %[xa], %[wa], %[a0]\n\t"
+                        "smlatt %[a2], %[xa], %[wa], %[a2]\n\t"
+                        "smlabb %[a1], %[xv], %[wb], %[a1]\n\t"
+                        "smlatt %[a3], %[xv], %[wb], %[a3]\n\t"
+                        "adds %[wp], %[wp], #72\n\t"
+                        : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [x0] "+r"(x0),
+                          [x1] "+r"(x1), [x2] "+r"(x2), [wp] "+r"(wp), [xv] "=&r"(xv), [xa] "=&r"(xa),
+                          [wa] "=&r"(wa), [wb] "=&r"(wb)
+                        : [c] "r"(c), [nzp] "r"(nzp)
+                        : "cc", "memory");
+                }}
+                y[ch] = {o0};
+                y[ch + 1] = {o1};
+                y[ch + 2] = {o2};
+                y[ch + 3] = {o3};
+            }}
+        }} else
+#endif
         for (ch = 0; ch + 4 <= c; ch += 4) {{
-            int32_t a0 = b[ch], a1 = b[ch + 1], a2 = b[ch + 2], a3 = b[ch + 3];
+            const int32_t *p = rec + 3 * ch;
+            const int16_t *wg = wt + (ch / 4) * taps * 4 + kx0 * 4;
+            int32_t a0 = p[0], a1 = p[3], a2 = p[6], a3 = p[9];
             int ky;
-            for (ky = 0; ky < kh; ++ky) {{
-                const int8_t *xp, *wp;
-                int kx;
-                if (!rows[ky]) {{
+            for (ky = 0; ky < kh; ++ky, wg += kw * 4) {{
+                const int8_t *xp;
+                const int16_t *wp = wg;
+                if (!rows[ky] || n <= 0) {{
                     continue;
                 }}
                 xp = rows[ky] + (ix0 + kx0) * c + ch;
-                wp = wt + (ky * kw + kx0) * c + ch;
-                for (kx = kx0; kx < kx1; ++kx) {{
-                    const uint32_t xv = mnet_load32(xp), wv = mnet_load32(wp);
-                    const uint32_t xa = mnet_sxtab16(nzp, xv), xb = mnet_sxtab16_ror8(nzp, xv);
-                    const uint32_t wa = mnet_sxtb16(wv), wb = mnet_sxtb16_ror8(wv);
-                    a0 = mnet_smlabb(xa, wa, a0);
-                    a2 = mnet_smlatt(xa, wa, a2);
-                    a1 = mnet_smlabb(xb, wb, a1);
-                    a3 = mnet_smlatt(xb, wb, a3);
-                    xp += c;
-                    wp += c;
+#if defined(MNET_DSP_ASM)
+                if (n == 3) {{
+                    uint32_t xv, xa, wa, wb;
+                    __asm volatile(
+                        "ldr %[xv], [%[xp]]\n\t"
+                        "ldrd %[wa], %[wb], [%[wp]]\n\t"
+                        "sxtab16 %[xa], %[nzp], %[xv]\n\t"
+                        "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
+                        "smlabb %[a0], %[xa], %[wa], %[a0]\n\t"
+                        "smlatt %[a2], %[xa], %[wa], %[a2]\n\t"
+                        "smlabb %[a1], %[xv], %[wb], %[a1]\n\t"
+                        "smlatt %[a3], %[xv], %[wb], %[a3]\n\t"
+                        "ldr %[xv], [%[xp], %[c]]\n\t"
+                        "ldrd %[wa], %[wb], [%[wp], #8]\n\t"
+                        "sxtab16 %[xa], %[nzp], %[xv]\n\t"
+                        "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
+                        "smlabb %[a0], %[xa], %[wa], %[a0]\n\t"
+                        "smlatt %[a2], %[xa], %[wa], %[a2]\n\t"
+                        "smlabb %[a1], %[xv], %[wb], %[a1]\n\t"
+                        "smlatt %[a3], %[xv], %[wb], %[a3]\n\t"
+                        "ldr %[xv], [%[xp], %[c], lsl #1]\n\t"
+                        "ldrd %[wa], %[wb], [%[wp], #16]\n\t"
+                        "sxtab16 %[xa], %[nzp], %[xv]\n\t"
+                        "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
+                        "smlabb %[a0], %[xa], %[wa], %[a0]\n\t"
+                        "smlatt %[a2], %[xa], %[wa], %[a2]\n\t"
+                        "smlabb %[a1], %[xv], %[wb], %[a1]\n\t"
+                        "smlatt %[a3], %[xv], %[wb], %[a3]\n\t"
+                        : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3),
+                          [xv] "=&r"(xv), [xa] "=&r"(xa), [wa] "=&r"(wa), [wb] "=&r"(wb)
+                        : [xp] "r"(xp), [wp] "r"(wp), [c] "r"(c), [nzp] "r"(nzp)
+                        : "memory");
+                    continue;
+                }}
+#endif
+                {{
+                    int k = n;
+                    do {{
+                        MNET_DW_TAP(xp, wp);
+                        xp += c;
+                        wp += 4;
+                    }} while (--k);
                 }}
             }}
             y[ch] = {o0};
@@ -498,15 +709,19 @@ static void mnet_dw_row_{s}(const struct mnet_dw *L, const int8_t *const *rows, 
             y[ch + 2] = {o2};
             y[ch + 3] = {o3};
         }}
-        for (; ch < c; ++ch) {{
-            int32_t a0 = b[ch];
+        for (ch = c & ~3; ch < c; ++ch) {{
+            /* The lane of channel ch in its (last) group: c0 c2 c1 c3. */
+            const int j = ch - (c & ~3);
+            const int16_t *wg = wt + (c / 4) * taps * 4 + ((j & 1) << 1) + ((j & 2) >> 1);
+            const int32_t *p = rec + 3 * ch;
+            int32_t a0 = p[0];
             int ky, kx;
             for (ky = 0; ky < kh; ++ky) {{
                 if (!rows[ky]) {{
                     continue;
                 }}
                 for (kx = kx0; kx < kx1; ++kx) {{
-                    a0 += wt[(ky * kw + kx) * c + ch] * (rows[ky][(ix0 + kx) * c + ch] - zp_in);
+                    a0 += wg[(ky * kw + kx) * 4] * (rows[ky][(ix0 + kx) * c + ch] - zp_in);
                 }}
             }}
             y[ch] = {t0};
@@ -514,14 +729,31 @@ static void mnet_dw_row_{s}(const struct mnet_dw *L, const int8_t *const *rows, 
         y += c;
     }}
 }}
+#undef MNET_DW_TAP
 "#,
-        o0 = v.out("a0", "ch"),
-        o1 = v.out("a1", "ch + 1"),
-        o2 = v.out("a2", "ch + 2"),
-        o3 = v.out("a3", "ch + 3"),
-        t0 = v.out("a0", "ch"),
+        o0 = v.out("a0", "p", "ch"),
+        o1 = v.out("a1", "p + 3", "ch + 1"),
+        o2 = v.out("a2", "p + 6", "ch + 2"),
+        o3 = v.out("a3", "p + 9", "ch + 3"),
+        t0 = v.out("a0", "p", "ch"),
     );
     c
+}
+
+/// A depthwise conv's weights (`[tap][c]`) widened to int16 in the row
+/// kernel's order: channels in groups of 4 (the last zero-padded), each
+/// group's taps together, each tap's 4 channels as c0 c2 c1 c3 (so one
+/// word is the (c0, c2) pair the lanes multiply).
+pub fn dw_weights(w: &[i8], taps: usize, c: usize) -> Vec<i16> {
+    let groups = c.div_ceil(4);
+    let mut out = vec![0i16; groups * taps * 4];
+    for t in 0..taps {
+        for ch in 0..c {
+            let lane = ((ch & 1) << 1) + ((ch & 2) >> 1);
+            out[((ch / 4) * taps + t) * 4 + lane] = w[t * c + ch] as i16;
+        }
+    }
+    out
 }
 
 /// What the DSP kernels need of a weighted layer, worked out once.
@@ -694,10 +926,30 @@ pub fn constants(
     let info = layer(q, &prep[i], i, kernel.k());
     let zp = q.qparams[i].zero_point;
     let cout = n.shape[2] as usize;
-    let weights = match kernel {
-        Kernel::Mm { k, .. } => mm_weights(&w.weight, cout, k),
-        Kernel::Dw { .. } => w.weight.clone(),
-    };
+    match kernel {
+        Kernel::Mm { k, .. } => {
+            let weights = mm_weights(&w.weight, cout, k);
+            super::c::array(
+                c,
+                "int8_t",
+                &format!("w{i}"),
+                &weights,
+                weights.iter().map(|&v| v as u8),
+                opts,
+            );
+        }
+        Kernel::Dw { k } => {
+            let weights = dw_weights(&w.weight, k, cout);
+            super::c::array(
+                c,
+                "int16_t",
+                &format!("w{i}"),
+                &weights,
+                weights.iter().flat_map(|v| v.to_le_bytes()),
+                opts,
+            );
+        }
+    }
     let _ = writeln!(
         c,
         "/* {}: {} kernel, {} requantization */",
@@ -718,39 +970,36 @@ pub fn constants(
             opts,
         )
     };
-    super::c::array(
-        c,
-        "int8_t",
-        &format!("w{i}"),
-        &weights,
-        weights.iter().map(|&v| v as u8),
-        opts,
-    );
-    arr(c, "int32_t", format!("b{i}"), &w.bias);
-    arr(c, "int32_t", format!("m{i}"), mult);
     let (qa, ra) = requant_arrays(info.variant, shift, zp);
-    arr(c, "int32_t", format!("q{i}"), &qa);
-    if let Some(r) = &ra {
-        super::c::array(
-            c,
-            "int8_t",
-            &format!("r{i}"),
-            r,
-            r.iter().map(|&v| v as u8),
-            opts,
-        );
-    }
-    let r = if ra.is_some() {
-        format!("r{i}")
-    } else {
-        "0".into()
+    let records: Vec<i32> = (0..cout)
+        .flat_map(|o| [w.bias[o], mult[o], qa[o]])
+        .collect();
+    let _ = writeln!(
+        c,
+        "/* per channel: bias, multiplier, {} */",
+        if info.variant.fast { "nz" } else { "shift" }
+    );
+    arr(c, "int32_t", format!("p{i}"), &records);
+    let r = match &ra {
+        Some(r) => {
+            super::c::array(
+                c,
+                "int8_t",
+                &format!("r{i}"),
+                r,
+                r.iter().map(|&v| v as u8),
+                opts,
+            );
+            format!("r{i}")
+        }
+        None => "0".into(),
     };
     let inp = &l.nodes[n.inputs[0]].shape;
     match (kernel, &n.kind) {
         (Kernel::Mm { direct, .. }, LKind::Conv { window, .. }) => {
             let _ = writeln!(
                 c,
-                "static const struct mnet_mm L{i} = {{w{i}, b{i}, m{i}, q{i}, {r}, {}, {cout}, {zp}, {act_min}, {act_max}}};",
+                "static const struct mnet_mm L{i} = {{w{i}, p{i}, {r}, {}, {cout}, {zp}, {act_min}, {act_max}}};",
                 info.k4
             );
             if !direct {
@@ -775,7 +1024,7 @@ pub fn constants(
             let p = window.over([inp[0], inp[1]]);
             let _ = writeln!(
                 c,
-                "static const struct mnet_dw D{i} = {{w{i}, b{i}, m{i}, q{i}, {r}, {cout}, {}, {}, {}, {}, {}, {}, {}, {zp}, {act_min}, {act_max}}};",
+                "static const struct mnet_dw D{i} = {{w{i}, p{i}, {r}, {cout}, {}, {}, {}, {}, {}, {}, {}, {zp}, {act_min}, {act_max}}};",
                 window.kernel[0],
                 window.kernel[1],
                 window.stride[1],
