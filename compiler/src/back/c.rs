@@ -453,26 +453,42 @@ fn fused_dsp(
         hc - 1,
         hc - 1
     );
-    c.push_str("            for (; next <= need; ++next) {\n");
+    // The rows the window needs next, as one run of pixels (so that pairs
+    // cross rows where two rows are due at once).
     let _ = writeln!(
         c,
-        "                int8_t *row = ring + (next % {rows}) * {};",
-        wc * cc
+        "            if (next <= need) {{\n                const int end = (need + 1) * {wc};\n                int q;"
     );
-    let load = dsp::loader(cv, ck, x_shape[2], wc, x_zp, Some("next"));
-    let out = |p: &str| format!("row + ({p}) * {cc}");
-    dsp::MmLoop {
-        i: cv,
-        suffix: cvar.suffix(),
-        pixels: wc as usize,
-        load: &load,
-        out: &out,
-        backwards: false,
-        var: "q",
-        indent: "                ",
+    let load = dsp::loader(cv, ck, x_shape[2], wc, x_zp, None);
+    let out = |p: &str| {
+        format!(
+            "ring + (({p}) / {wc} % {rows}) * {} + (({p}) % {wc}) * {cc}",
+            wc * cc
+        )
+    };
+    let s = cvar.suffix();
+    let counts = dsp::fused_counts(l, cv, dw);
+    if counts.iter().any(|&n| n >= 2) {
+        let _ = writeln!(
+            c,
+            "                for (q = next * {wc}; q + 2 <= end; q += 2) {{\n                    {}\n                    {}\n                    mnet_mm2_{s}(&L{cv}, xb, {}, {});\n                }}",
+            load("q", "0", 4),
+            load("q + 1", "2", 4),
+            out("q"),
+            out("q + 1")
+        );
+    } else {
+        let _ = writeln!(c, "                q = next * {wc};");
     }
-    .emit(c);
-    c.push_str("            }\n");
+    if counts.iter().any(|&n| n % 2 == 1) {
+        let _ = writeln!(
+            c,
+            "                if (q < end) {{\n                    {}\n                    mnet_mm1_{s}(&L{cv}, xb, {});\n                }}",
+            load("q", "0", 2),
+            out("q")
+        );
+    }
+    c.push_str("                next = need + 1;\n            }\n");
     let _ = writeln!(
         c,
         "            for (ky = 0; ky < {}; ++ky) {{\n                const int iy = oy * {} - {dph} + ky;",
@@ -654,13 +670,13 @@ pub fn write(
             match k {
                 dsp::Kernel::Mm { .. } => {
                     let n = &l.nodes[i];
-                    let pixels = match plan.fused[i] {
-                        Some(_) => n.shape[1],
-                        None => n.shape[0] * n.shape[1],
+                    let counts = match plan.fused[i] {
+                        Some(d) => dsp::fused_counts(l, i, d),
+                        None => vec![(n.shape[0] * n.shape[1]) as usize],
                     };
                     let e = mms.entry(*v).or_default();
-                    e.0 |= pixels >= 2;
-                    e.1 |= pixels % 2 == 1;
+                    e.0 |= counts.iter().any(|&n| n >= 2);
+                    e.1 |= counts.iter().any(|&n| n % 2 == 1);
                 }
                 dsp::Kernel::Dw { .. } => {
                     dws.insert(*v);

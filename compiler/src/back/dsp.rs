@@ -26,7 +26,7 @@ pub const PRIMITIVES: &str = r#"
  * the same operations in portable C (the same bits either way). */
 #if defined(__ARM_FEATURE_DSP) && !defined(MNET_PORTABLE)
 #include <arm_acle.h>
-#if defined(__GNUC__) && defined(__thumb2__)
+#if defined(__GNUC__) && defined(__thumb2__) && defined(__OPTIMIZE__)
 /* The matrix kernel's inner loops in Thumb-2 (loads with write-back). */
 #define MNET_DSP_ASM 1
 #endif
@@ -103,6 +103,11 @@ static inline uint32_t mnet_sxtab16_ror8(uint32_t a, uint32_t x) {
     return mnet_sxtab16(a, (x >> 8) | (x << 24));
 }
 #endif
+#if defined(__GNUC__)
+#define MNET_NOINLINE __attribute__((noinline))
+#else
+#define MNET_NOINLINE
+#endif
 static inline uint32_t mnet_load32(const int8_t *p) {
     uint32_t v;
     memcpy(&v, p, 4);
@@ -127,7 +132,7 @@ pub const MM_LAYER: &str = r#"
 /* Widen n int8 values minus the zero point (nzp = -zp in both halves) into
  * packed pairs: for every 4 values, (x0, x2) and (x1, x3), `step` words
  * apart from the next 4. A last partial group counts as zero points. */
-static void mnet_widen(uint32_t *buf, const int8_t *x, int n, uint32_t nzp, int step) {
+MNET_NOINLINE static void mnet_widen(uint32_t *buf, const int8_t *x, int n, uint32_t nzp, int step) {
     int g;
     for (g = 0; g + 4 <= n; g += 4) {
         const uint32_t v = mnet_load32(x + g);
@@ -239,10 +244,20 @@ impl Variant {
     /// The C expression of the int8 output for accumulator `acc` of
     /// channel `ch`, whose record (bias, multiplier, q) is at `p`.
     fn out(self, acc: &str, p: &str, ch: &str) -> String {
+        self.out_of(
+            acc,
+            &format!("({p})[1]"),
+            &format!("({p})[2]"),
+            &format!("rs[{ch}]"),
+        )
+    }
+
+    /// The same from the multiplier, q and right shift as C expressions.
+    fn out_of(self, acc: &str, m: &str, q: &str, r: &str) -> String {
         let v = if self.fast {
-            format!("mnet_rq({acc}, ({p})[1], rs[{ch}], ({p})[2])")
+            format!("mnet_rq({acc}, {m}, {r}, {q})")
         } else {
-            format!("mnet_mbqm({acc}, ({p})[1], ({p})[2]) + zp")
+            format!("mnet_mbqm({acc}, {m}, {q}) + zp")
         };
         if self.clamp {
             format!("mnet_clamp({v}, lo, hi)")
@@ -255,8 +270,7 @@ impl Variant {
 /// One step of the two-pixel inner loop in Thumb-2: four inputs of both
 /// pixels against four weights of both output channels, 16 MACs.
 const MM2_STEP: &str = r#"
-                "ldrd %[x0], %[x1], [%[xp]], #8\n\t"
-                "ldrd %[x2], %[x3], [%[xp]], #8\n\t"
+                "ldmia %[xp]!, {%[x0], %[x1], %[x2], %[x3]}\n\t"
                 "ldrd %[w0], %[w1], [%[wp]], #8\n\t"
                 "sxtb16 %[t], %[w0]\n\t"
                 "smlad %[a00], %[x0], %[t], %[a00]\n\t"
@@ -308,19 +322,22 @@ static void mnet_mm2_{s}(const struct mnet_mm *L, const uint32_t *x, int8_t *y0,
     const int8_t *w = L->w;
     const int k4 = L->k4, cout = L->cout;
     const int32_t zp = L->zp, lo = L->lo, hi = L->hi;
-    int oc;
+    const int8_t *rp = rs;
+    int n;
     (void)rs;
     (void)zp;
     (void)lo;
     (void)hi;
-    for (oc = 0; oc + 2 <= cout; oc += 2, p += 6) {{
+    for (n = cout >> 1; n > 0; --n, p += 6, rp += 2, y0 += 2, y1 += 2) {{
         const uint32_t *xp = x;
         int32_t a00 = p[0], a01 = p[3];
         int32_t a10 = a00, a11 = a01;
         int k = k4;
 #if defined(MNET_DSP_ASM)
         {{
-            uint32_t x0, x1, x2, x3, w0, w1, t;
+            /* ldmia needs its registers in ascending order. */
+            register uint32_t x0 __asm("r8"), x1 __asm("r9"), x2 __asm("r10"), x3 __asm("r11");
+            uint32_t w0, w1, t;
             __asm volatile({body}
                 : [a00] "+r"(a00), [a01] "+r"(a01), [a10] "+r"(a10), [a11] "+r"(a11),
                   [xp] "+r"(xp), [wp] "+r"(w), [k] "+r"(k), [x0] "=&r"(x0), [x1] "=&r"(x1),
@@ -347,12 +364,20 @@ static void mnet_mm2_{s}(const struct mnet_mm *L, const uint32_t *x, int8_t *y0,
             w += 8;
         }} while (--k);
 #endif
-        y0[oc] = {o00};
-        y1[oc] = {o10};
-        y0[oc + 1] = {o01};
-        y1[oc + 1] = {o11};
+        {{
+            const int32_t m = p[1], q = p[2], r = rp[0];
+            (void)r;
+            y0[0] = {o00};
+            y1[0] = {o10};
+        }}
+        {{
+            const int32_t m = p[4], q = p[5], r = rp[1];
+            (void)r;
+            y0[1] = {o01};
+            y1[1] = {o11};
+        }}
     }}
-    if (oc < cout) {{
+    if (cout & 1) {{
         const uint32_t *xp = x;
         int32_t a0 = p[0], a1 = a0;
         int k = k4;
@@ -366,18 +391,18 @@ static void mnet_mm2_{s}(const struct mnet_mm *L, const uint32_t *x, int8_t *y0,
             xp += 4;
             w += 4;
         }} while (--k);
-        y0[oc] = {o0};
-        y1[oc] = {o1};
+        y0[0] = {o0};
+        y1[0] = {o1};
     }}
 }}
 "#,
             body = asm_loop(MM2_STEP),
-            o00 = v.out("a00", "p", "oc"),
-            o10 = v.out("a10", "p", "oc"),
-            o01 = v.out("a01", "p + 3", "oc + 1"),
-            o11 = v.out("a11", "p + 3", "oc + 1"),
-            o0 = v.out("a0", "p", "oc"),
-            o1 = v.out("a1", "p", "oc"),
+            o00 = v.out_of("a00", "m", "q", "r"),
+            o10 = v.out_of("a10", "m", "q", "r"),
+            o01 = v.out_of("a01", "m", "q", "r"),
+            o11 = v.out_of("a11", "m", "q", "r"),
+            o0 = v.out_of("a0", "p[1]", "p[2]", "rp[0]"),
+            o1 = v.out_of("a1", "p[1]", "p[2]", "rp[0]"),
         );
     }
     if one {
@@ -660,41 +685,6 @@ static void mnet_dw_row_{s}(const struct mnet_dw *L, const int8_t *const *rows, 
                     continue;
                 }}
                 xp = rows[ky] + (ix0 + kx0) * c + ch;
-#if defined(MNET_DSP_ASM)
-                if (n == 3) {{
-                    uint32_t xv, xa, wa, wb;
-                    __asm volatile(
-                        "ldr %[xv], [%[xp]]\n\t"
-                        "ldrd %[wa], %[wb], [%[wp]]\n\t"
-                        "sxtab16 %[xa], %[nzp], %[xv]\n\t"
-                        "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
-                        "smlabb %[a0], %[xa], %[wa], %[a0]\n\t"
-                        "smlatt %[a2], %[xa], %[wa], %[a2]\n\t"
-                        "smlabb %[a1], %[xv], %[wb], %[a1]\n\t"
-                        "smlatt %[a3], %[xv], %[wb], %[a3]\n\t"
-                        "ldr %[xv], [%[xp], %[c]]\n\t"
-                        "ldrd %[wa], %[wb], [%[wp], #8]\n\t"
-                        "sxtab16 %[xa], %[nzp], %[xv]\n\t"
-                        "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
-                        "smlabb %[a0], %[xa], %[wa], %[a0]\n\t"
-                        "smlatt %[a2], %[xa], %[wa], %[a2]\n\t"
-                        "smlabb %[a1], %[xv], %[wb], %[a1]\n\t"
-                        "smlatt %[a3], %[xv], %[wb], %[a3]\n\t"
-                        "ldr %[xv], [%[xp], %[c], lsl #1]\n\t"
-                        "ldrd %[wa], %[wb], [%[wp], #16]\n\t"
-                        "sxtab16 %[xa], %[nzp], %[xv]\n\t"
-                        "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
-                        "smlabb %[a0], %[xa], %[wa], %[a0]\n\t"
-                        "smlatt %[a2], %[xa], %[wa], %[a2]\n\t"
-                        "smlabb %[a1], %[xv], %[wb], %[a1]\n\t"
-                        "smlatt %[a3], %[xv], %[wb], %[a3]\n\t"
-                        : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3),
-                          [xv] "=&r"(xv), [xa] "=&r"(xa), [wa] "=&r"(wa), [wb] "=&r"(wb)
-                        : [xp] "r"(xp), [wp] "r"(wp), [c] "r"(c), [nzp] "r"(nzp)
-                        : "memory");
-                    continue;
-                }}
-#endif
                 {{
                     int k = n;
                     do {{
@@ -1157,4 +1147,27 @@ pub fn buffers(kernel: Kernel) -> String {
 /// The place of a node as a C pointer expression.
 pub fn place(p: Place) -> String {
     super::c::ptr(p)
+}
+
+/// The pixels of conv `cv` each output row of the depthwise conv `dw` it
+/// streams into computes (the rows it needs next, as the C's fused loop
+/// runs them; 0 when none are due).
+pub fn fused_counts(l: &crate::lower::Lowered, cv: usize, dw: usize) -> Vec<usize> {
+    let LKind::Depthwise { window } = &l.nodes[dw].kind else {
+        unreachable!("fused into a depthwise conv")
+    };
+    let (hc, wc) = (l.nodes[cv].shape[0] as i64, l.nodes[cv].shape[1] as usize);
+    let place = window.over([l.nodes[cv].shape[0], l.nodes[cv].shape[1]]);
+    let (ph, oh) = (place.pad[0] as i64, place.out[0] as i64);
+    let (k, s) = (window.kernel[0] as i64, window.stride[0] as i64);
+    let mut next = 0i64;
+    let mut counts = Vec::new();
+    for oy in 0..oh {
+        let need = (oy * s - ph + k - 1).min(hc - 1);
+        if next <= need {
+            counts.push((need + 1 - next) as usize * wc);
+            next = need + 1;
+        }
+    }
+    counts
 }
