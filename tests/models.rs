@@ -25,9 +25,11 @@
 //! - `oracle`: mnet's reference interpreter, the C compiled with cc, TFLM
 //!   and LiteRT agree bit for bit on 100 random int8 inputs.
 //! - `m4`: the C compiles with arm-none-eabi-gcc -Werror for a Cortex-M4
-//!   and a Cortex-M7, its static RAM is exactly the planned arena and it has
-//!   no `.data`; it runs on both in QEMU (mps2-an386, mps2-an500) and its
-//!   outputs equal the reference interpreter's byte for byte.
+//!   and a Cortex-M7 (at -O2, and -O0, -Os, -Og, -O1, -O3), its static RAM is exactly
+//!   the planned arena and it has no `.data`; it runs in QEMU (mps2-an386,
+//!   mps2-an500) as the DSP kernels, their portable path, their exact
+//!   requantization and the generic loop nests, and every output equals the
+//!   reference interpreter's byte for byte.
 
 mod common;
 
@@ -358,21 +360,76 @@ fn oracle(m: &Model, picks: &[Pick]) -> Result<(), Failed> {
     Ok(())
 }
 
-/// Random inputs on the emulated Cortex-M4 (and the first on a Cortex-M7).
+/// Random inputs on the emulated Cortex-M4 (the first also in every other
+/// build of [`m4`]).
 const M4_INPUTS: usize = 2;
 
+/// One build of a model for the emulator: its name, C options, core and
+/// extra defines, and how many of the inputs it runs.
+struct M4Build {
+    what: &'static str,
+    cpu: c::Cpu,
+    exact: bool,
+    core: mnet_compiler::mcu::Core,
+    defines: &'static [&'static str],
+    inputs: usize,
+}
+
+use mnet_compiler::back::c;
+
+/// The builds every model runs: the DSP kernels on an M4 (all inputs) and
+/// an M7; the same C's portable path (`MNET_PORTABLE`) and its exact
+/// requantization variant on the M4; the generic loop nests.
+const M4_BUILDS: &[M4Build] = &[
+    M4Build {
+        what: "dsp",
+        cpu: c::Cpu::CortexM4,
+        exact: false,
+        core: mnet_compiler::mcu::Core::M4,
+        defines: &[],
+        inputs: M4_INPUTS,
+    },
+    M4Build {
+        what: "dsp-m7",
+        cpu: c::Cpu::CortexM7,
+        exact: false,
+        core: mnet_compiler::mcu::Core::M7,
+        defines: &[],
+        inputs: 1,
+    },
+    M4Build {
+        what: "portable",
+        cpu: c::Cpu::CortexM4,
+        exact: false,
+        core: mnet_compiler::mcu::Core::M4,
+        defines: &["MNET_PORTABLE"],
+        inputs: 1,
+    },
+    M4Build {
+        what: "exact",
+        cpu: c::Cpu::CortexM4,
+        exact: true,
+        core: mnet_compiler::mcu::Core::M4,
+        defines: &[],
+        inputs: 1,
+    },
+    M4Build {
+        what: "generic",
+        cpu: c::Cpu::Generic,
+        exact: false,
+        core: mnet_compiler::mcu::Core::M4,
+        defines: &[],
+        inputs: 1,
+    },
+];
+
 fn m4(m: &Model, picks: &[Pick]) -> Result<(), Failed> {
-    use mnet_compiler::mcu::{self, BuildOptions, Core};
-    let opts = pipeline::Options {
-        tflite: None,
-        c: Some(Default::default()),
-    };
+    use mnet_compiler::mcu::{self, BuildOptions};
     for (name, g) in m.networks(picks) {
-        let art = compile(&g, seed_of(&name), &opts)?;
-        let files = art.c.as_ref().expect("C emitted");
-        let q = &art.quantized;
+        let q = pipeline::quantize(&g, Weights::Random(seed_of(&name)), None)
+            .map_err(|e| format!("{name}: {e}"))?;
         let l = &q.graph.lowered;
-        let net = &l.name;
+        let net = l.name.clone();
         let len: usize = l.nodes[0].shape.iter().map(|&d| d as usize).product();
         let out_len: usize = l.nodes[l.output]
             .shape
@@ -387,36 +444,57 @@ fn m4(m: &Model, picks: &[Pick]) -> Result<(), Failed> {
             .iter()
             .map(|x| mnet_compiler::exec::interp::run(&q.graph, &q.prepared, x)[l.output].clone())
             .collect();
-        for (core, inputs) in [(Core::M4, &inputs[..]), (Core::M7, &inputs[..1])] {
-            let dir = scratch(&format!("{}-{name}", core.name()));
+        for b in M4_BUILDS {
+            let opts = pipeline::Options {
+                tflite: None,
+                c: Some(c::Options {
+                    cpu: b.cpu,
+                    exact_requant: b.exact,
+                    ..Default::default()
+                }),
+            };
+            let art = pipeline::emit(q.clone(), &opts).map_err(|e| format!("{name}: {e}"))?;
+            let files = art.c.as_ref().expect("C emitted");
+            let dir = scratch(&format!("{}-{name}", b.what));
             let bopts = BuildOptions {
-                core,
+                core: b.core,
+                defines: b.defines.iter().map(|d| d.to_string()).collect(),
                 ..Default::default()
             };
-            let b = mcu::build(files, net, inputs, out_len, &dir, &bopts)
-                .map_err(|e| format!("{name}: {e}"))?;
-            let s = b.sizes;
+            let build = mcu::build(files, &net, &inputs[..b.inputs], out_len, &dir, &bopts)
+                .map_err(|e| format!("{name} ({}): {e}", b.what))?;
+            let s = build.sizes;
             if s.bss != art.plan.arena_size as u64 || s.data != 0 || s.text == 0 {
                 return Err(format!(
-                    "{name}: .text {} .data {} .bss {}, expected no .data and .bss = the arena ({})",
-                    s.text, s.data, s.bss, art.plan.arena_size
+                    "{name} ({}): .text {} .data {} .bss {}, expected no .data and .bss = the arena ({})",
+                    b.what, s.text, s.data, s.bss, art.plan.arena_size
                 )
                 .into());
             }
-            let r = mcu::run(&b, std::time::Duration::from_secs(300))
-                .map_err(|e| format!("{name} on {}: {e}", core.name()))?;
+            if b.what == "dsp" {
+                // Other optimisation levels compile too (the asm needs -O1+
+                // and steps aside at -O0).
+                for opt in ["-O0", "-Os", "-Og", "-O1", "-O3"] {
+                    mcu::compile_object(&dir, &net, b.core, opt, &[])
+                        .map_err(|e| format!("{name} at {opt}: {e}"))?;
+                }
+            }
+            let r = mcu::run(&build, std::time::Duration::from_secs(300))
+                .map_err(|e| format!("{name} ({}) on {}: {e}", b.what, b.core.name()))?;
             for (k, (got, want)) in r.outputs.iter().zip(&expected).enumerate() {
                 if got != want {
                     return Err(format!(
-                        "{name} on the emulated {}: input {k} gives {got:?}, the reference {want:?}",
-                        core.name()
+                        "{name} ({}) on the emulated {}: input {k} gives {got:?}, the reference {want:?}",
+                        b.what,
+                        b.core.name()
                     )
                     .into());
                 }
             }
             eprintln!(
-                "{name} {}: {:?} instructions, .text {} .rodata {} .bss {}, stack {}",
-                core.name(),
+                "{name} {} on {}: {:?} instructions, .text {} .rodata {} .bss {}, stack {}",
+                b.what,
+                b.core.name(),
                 r.instructions,
                 s.text,
                 s.rodata,

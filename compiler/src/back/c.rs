@@ -82,6 +82,11 @@ pub struct Options {
     pub summarize_constants: bool,
     /// The kernels' core.
     pub cpu: Cpu,
+    /// Requantize every DSP layer with the exact gemmlowp helpers and
+    /// clamp every output to its activation's bounds, instead of the
+    /// fastest arithmetic the compiler proves exact (the same outputs,
+    /// slower: for tests and comparisons).
+    pub exact_requant: bool,
 }
 
 /// The generated files.
@@ -638,7 +643,18 @@ pub fn write(
     let variants: Vec<Option<dsp::Variant>> = kernels
         .iter()
         .enumerate()
-        .map(|(i, k)| k.map(|k| dsp::layer(q, &prep[i], i, k.k()).variant))
+        .map(|(i, k)| {
+            k.map(|k| {
+                let v = dsp::layer(q, &prep[i], i, k.k()).variant;
+                match opts.exact_requant {
+                    true => dsp::Variant {
+                        fast: false,
+                        clamp: true,
+                    },
+                    false => v,
+                }
+            })
+        })
         .collect();
     if kernels.iter().any(Option::is_some) {
         c.push_str(dsp::PRIMITIVES);
@@ -719,7 +735,7 @@ pub fn write(
         }
         let Some(w) = q.weights.get(&i) else { continue };
         if let Some(k) = kernels[i] {
-            dsp::constants(&mut c, q, prep, i, k, opts);
+            dsp::constants(&mut c, q, prep, i, k, variants[i].expect("a variant"), opts);
             continue;
         }
         let _ = writeln!(c, "/* {} */", n.name);

@@ -26,8 +26,10 @@ pub const PRIMITIVES: &str = r#"
  * the same operations in portable C (the same bits either way). */
 #if defined(__ARM_FEATURE_DSP) && !defined(MNET_PORTABLE)
 #include <arm_acle.h>
-#if defined(__GNUC__) && defined(__thumb2__) && defined(__OPTIMIZE__)
-/* The matrix kernel's inner loops in Thumb-2 (loads with write-back). */
+#if defined(__GNUC__) && defined(__thumb2__) && defined(__OPTIMIZE__) && \
+    !defined(__OPTIMIZE_SIZE__) && !defined(MNET_NO_ASM)
+/* The kernels' inner loops in Thumb-2 (they need the registers an
+ * optimizing build for speed leaves free; -O0 and -Os use the C). */
 #define MNET_DSP_ASM 1
 #endif
 static inline uint32_t mnet_sxtab16(uint32_t a, uint32_t x) {
@@ -528,141 +530,156 @@ static void mnet_dw_row_{s}(const struct mnet_dw *L, const int8_t *const *rows, 
             for (ch = 0; ch + 4 <= c; ch += 4) {{
                 const int32_t *p = rec + 3 * ch;
                 int32_t a0 = p[0], a1 = p[3], a2 = p[6], a3 = p[9];
-                uint32_t xv, xa, wa, wb;
+                uint32_t xv, xa, w;
                 if (n == 3) {{
                     __asm volatile(
                         "ldr %[xv], [%[x0], %[c]]\n\t"
-                        "ldrd %[wa], %[wb], [%[wp], #8]\n\t"
+                        "ldr %[w], [%[wp], #8]\n\t"
                         "sxtab16 %[xa], %[nzp], %[xv]\n\t"
                         "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
-                        "smlabb %[a0], %[xa], %[wa], %[a0]\n\t"
-                        "smlatt %[a2], %[xa], %[wa], %[a2]\n\t"
-                        "smlabb %[a1], %[xv], %[wb], %[a1]\n\t"
-                        "smlatt %[a3], %[xv], %[wb], %[a3]\n\t"
+                        "smlabb %[a0], %[xa], %[w], %[a0]\n\t"
+                        "smlatt %[a2], %[xa], %[w], %[a2]\n\t"
+                        "ldr %[w], [%[wp], #12]\n\t"
+                        "smlabb %[a1], %[xv], %[w], %[a1]\n\t"
+                        "smlatt %[a3], %[xv], %[w], %[a3]\n\t"
                         "ldr %[xv], [%[x0], %[c], lsl #1]\n\t"
-                        "ldrd %[wa], %[wb], [%[wp], #16]\n\t"
+                        "ldr %[w], [%[wp], #16]\n\t"
                         "sxtab16 %[xa], %[nzp], %[xv]\n\t"
                         "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
-                        "smlabb %[a0], %[xa], %[wa], %[a0]\n\t"
-                        "smlatt %[a2], %[xa], %[wa], %[a2]\n\t"
-                        "smlabb %[a1], %[xv], %[wb], %[a1]\n\t"
-                        "smlatt %[a3], %[xv], %[wb], %[a3]\n\t"
+                        "smlabb %[a0], %[xa], %[w], %[a0]\n\t"
+                        "smlatt %[a2], %[xa], %[w], %[a2]\n\t"
+                        "ldr %[w], [%[wp], #20]\n\t"
+                        "smlabb %[a1], %[xv], %[w], %[a1]\n\t"
+                        "smlatt %[a3], %[xv], %[w], %[a3]\n\t"
                         "ldr %[xv], [%[x0]], #4\n\t"
-                        "ldrd %[wa], %[wb], [%[wp], #0]\n\t"
+                        "ldr %[w], [%[wp], #0]\n\t"
                         "sxtab16 %[xa], %[nzp], %[xv]\n\t"
                         "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
-                        "smlabb %[a0], %[xa], %[wa], %[a0]\n\t"
-                        "smlatt %[a2], %[xa], %[wa], %[a2]\n\t"
-                        "smlabb %[a1], %[xv], %[wb], %[a1]\n\t"
-                        "smlatt %[a3], %[xv], %[wb], %[a3]\n\t"
+                        "smlabb %[a0], %[xa], %[w], %[a0]\n\t"
+                        "smlatt %[a2], %[xa], %[w], %[a2]\n\t"
+                        "ldr %[w], [%[wp], #4]\n\t"
+                        "smlabb %[a1], %[xv], %[w], %[a1]\n\t"
+                        "smlatt %[a3], %[xv], %[w], %[a3]\n\t"
                         "ldr %[xv], [%[x1], %[c]]\n\t"
-                        "ldrd %[wa], %[wb], [%[wp], #32]\n\t"
+                        "ldr %[w], [%[wp], #32]\n\t"
                         "sxtab16 %[xa], %[nzp], %[xv]\n\t"
                         "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
-                        "smlabb %[a0], %[xa], %[wa], %[a0]\n\t"
-                        "smlatt %[a2], %[xa], %[wa], %[a2]\n\t"
-                        "smlabb %[a1], %[xv], %[wb], %[a1]\n\t"
-                        "smlatt %[a3], %[xv], %[wb], %[a3]\n\t"
+                        "smlabb %[a0], %[xa], %[w], %[a0]\n\t"
+                        "smlatt %[a2], %[xa], %[w], %[a2]\n\t"
+                        "ldr %[w], [%[wp], #36]\n\t"
+                        "smlabb %[a1], %[xv], %[w], %[a1]\n\t"
+                        "smlatt %[a3], %[xv], %[w], %[a3]\n\t"
                         "ldr %[xv], [%[x1], %[c], lsl #1]\n\t"
-                        "ldrd %[wa], %[wb], [%[wp], #40]\n\t"
+                        "ldr %[w], [%[wp], #40]\n\t"
                         "sxtab16 %[xa], %[nzp], %[xv]\n\t"
                         "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
-                        "smlabb %[a0], %[xa], %[wa], %[a0]\n\t"
-                        "smlatt %[a2], %[xa], %[wa], %[a2]\n\t"
-                        "smlabb %[a1], %[xv], %[wb], %[a1]\n\t"
-                        "smlatt %[a3], %[xv], %[wb], %[a3]\n\t"
+                        "smlabb %[a0], %[xa], %[w], %[a0]\n\t"
+                        "smlatt %[a2], %[xa], %[w], %[a2]\n\t"
+                        "ldr %[w], [%[wp], #44]\n\t"
+                        "smlabb %[a1], %[xv], %[w], %[a1]\n\t"
+                        "smlatt %[a3], %[xv], %[w], %[a3]\n\t"
                         "ldr %[xv], [%[x1]], #4\n\t"
-                        "ldrd %[wa], %[wb], [%[wp], #24]\n\t"
+                        "ldr %[w], [%[wp], #24]\n\t"
                         "sxtab16 %[xa], %[nzp], %[xv]\n\t"
                         "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
-                        "smlabb %[a0], %[xa], %[wa], %[a0]\n\t"
-                        "smlatt %[a2], %[xa], %[wa], %[a2]\n\t"
-                        "smlabb %[a1], %[xv], %[wb], %[a1]\n\t"
-                        "smlatt %[a3], %[xv], %[wb], %[a3]\n\t"
+                        "smlabb %[a0], %[xa], %[w], %[a0]\n\t"
+                        "smlatt %[a2], %[xa], %[w], %[a2]\n\t"
+                        "ldr %[w], [%[wp], #28]\n\t"
+                        "smlabb %[a1], %[xv], %[w], %[a1]\n\t"
+                        "smlatt %[a3], %[xv], %[w], %[a3]\n\t"
                         "ldr %[xv], [%[x2], %[c]]\n\t"
-                        "ldrd %[wa], %[wb], [%[wp], #56]\n\t"
+                        "ldr %[w], [%[wp], #56]\n\t"
                         "sxtab16 %[xa], %[nzp], %[xv]\n\t"
                         "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
-                        "smlabb %[a0], %[xa], %[wa], %[a0]\n\t"
-                        "smlatt %[a2], %[xa], %[wa], %[a2]\n\t"
-                        "smlabb %[a1], %[xv], %[wb], %[a1]\n\t"
-                        "smlatt %[a3], %[xv], %[wb], %[a3]\n\t"
+                        "smlabb %[a0], %[xa], %[w], %[a0]\n\t"
+                        "smlatt %[a2], %[xa], %[w], %[a2]\n\t"
+                        "ldr %[w], [%[wp], #60]\n\t"
+                        "smlabb %[a1], %[xv], %[w], %[a1]\n\t"
+                        "smlatt %[a3], %[xv], %[w], %[a3]\n\t"
                         "ldr %[xv], [%[x2], %[c], lsl #1]\n\t"
-                        "ldrd %[wa], %[wb], [%[wp], #64]\n\t"
+                        "ldr %[w], [%[wp], #64]\n\t"
                         "sxtab16 %[xa], %[nzp], %[xv]\n\t"
                         "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
-                        "smlabb %[a0], %[xa], %[wa], %[a0]\n\t"
-                        "smlatt %[a2], %[xa], %[wa], %[a2]\n\t"
-                        "smlabb %[a1], %[xv], %[wb], %[a1]\n\t"
-                        "smlatt %[a3], %[xv], %[wb], %[a3]\n\t"
+                        "smlabb %[a0], %[xa], %[w], %[a0]\n\t"
+                        "smlatt %[a2], %[xa], %[w], %[a2]\n\t"
+                        "ldr %[w], [%[wp], #68]\n\t"
+                        "smlabb %[a1], %[xv], %[w], %[a1]\n\t"
+                        "smlatt %[a3], %[xv], %[w], %[a3]\n\t"
                         "ldr %[xv], [%[x2]], #4\n\t"
-                        "ldrd %[wa], %[wb], [%[wp], #48]\n\t"
+                        "ldr %[w], [%[wp], #48]\n\t"
                         "sxtab16 %[xa], %[nzp], %[xv]\n\t"
                         "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
-                        "smlabb %[a0], %[xa], %[wa], %[a0]\n\t"
-                        "smlatt %[a2], %[xa], %[wa], %[a2]\n\t"
-                        "smlabb %[a1], %[xv], %[wb], %[a1]\n\t"
-                        "smlatt %[a3], %[xv], %[wb], %[a3]\n\t"
+                        "smlabb %[a0], %[xa], %[w], %[a0]\n\t"
+                        "smlatt %[a2], %[xa], %[w], %[a2]\n\t"
+                        "ldr %[w], [%[wp], #52]\n\t"
+                        "smlabb %[a1], %[xv], %[w], %[a1]\n\t"
+                        "smlatt %[a3], %[xv], %[w], %[a3]\n\t"
                         "adds %[wp], %[wp], #72\n\t"
                         : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [x0] "+r"(x0),
                           [x1] "+r"(x1), [x2] "+r"(x2), [wp] "+r"(wp), [xv] "=&r"(xv), [xa] "=&r"(xa),
-                          [wa] "=&r"(wa), [wb] "=&r"(wb)
+                          [w] "=&r"(w)
                         : [c] "r"(c), [nzp] "r"(nzp)
                         : "cc", "memory");
                 }} else {{
                     __asm volatile(
                         "ldr %[xv], [%[x0], %[c]]\n\t"
-                        "ldrd %[wa], %[wb], [%[wp], #8]\n\t"
+                        "ldr %[w], [%[wp], #8]\n\t"
                         "sxtab16 %[xa], %[nzp], %[xv]\n\t"
                         "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
-                        "smlabb %[a0], %[xa], %[wa], %[a0]\n\t"
-                        "smlatt %[a2], %[xa], %[wa], %[a2]\n\t"
-                        "smlabb %[a1], %[xv], %[wb], %[a1]\n\t"
-                        "smlatt %[a3], %[xv], %[wb], %[a3]\n\t"
+                        "smlabb %[a0], %[xa], %[w], %[a0]\n\t"
+                        "smlatt %[a2], %[xa], %[w], %[a2]\n\t"
+                        "ldr %[w], [%[wp], #12]\n\t"
+                        "smlabb %[a1], %[xv], %[w], %[a1]\n\t"
+                        "smlatt %[a3], %[xv], %[w], %[a3]\n\t"
                         "ldr %[xv], [%[x0]], #4\n\t"
-                        "ldrd %[wa], %[wb], [%[wp], #0]\n\t"
+                        "ldr %[w], [%[wp], #0]\n\t"
                         "sxtab16 %[xa], %[nzp], %[xv]\n\t"
                         "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
-                        "smlabb %[a0], %[xa], %[wa], %[a0]\n\t"
-                        "smlatt %[a2], %[xa], %[wa], %[a2]\n\t"
-                        "smlabb %[a1], %[xv], %[wb], %[a1]\n\t"
-                        "smlatt %[a3], %[xv], %[wb], %[a3]\n\t"
+                        "smlabb %[a0], %[xa], %[w], %[a0]\n\t"
+                        "smlatt %[a2], %[xa], %[w], %[a2]\n\t"
+                        "ldr %[w], [%[wp], #4]\n\t"
+                        "smlabb %[a1], %[xv], %[w], %[a1]\n\t"
+                        "smlatt %[a3], %[xv], %[w], %[a3]\n\t"
                         "ldr %[xv], [%[x1], %[c]]\n\t"
-                        "ldrd %[wa], %[wb], [%[wp], #32]\n\t"
+                        "ldr %[w], [%[wp], #32]\n\t"
                         "sxtab16 %[xa], %[nzp], %[xv]\n\t"
                         "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
-                        "smlabb %[a0], %[xa], %[wa], %[a0]\n\t"
-                        "smlatt %[a2], %[xa], %[wa], %[a2]\n\t"
-                        "smlabb %[a1], %[xv], %[wb], %[a1]\n\t"
-                        "smlatt %[a3], %[xv], %[wb], %[a3]\n\t"
+                        "smlabb %[a0], %[xa], %[w], %[a0]\n\t"
+                        "smlatt %[a2], %[xa], %[w], %[a2]\n\t"
+                        "ldr %[w], [%[wp], #36]\n\t"
+                        "smlabb %[a1], %[xv], %[w], %[a1]\n\t"
+                        "smlatt %[a3], %[xv], %[w], %[a3]\n\t"
                         "ldr %[xv], [%[x1]], #4\n\t"
-                        "ldrd %[wa], %[wb], [%[wp], #24]\n\t"
+                        "ldr %[w], [%[wp], #24]\n\t"
                         "sxtab16 %[xa], %[nzp], %[xv]\n\t"
                         "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
-                        "smlabb %[a0], %[xa], %[wa], %[a0]\n\t"
-                        "smlatt %[a2], %[xa], %[wa], %[a2]\n\t"
-                        "smlabb %[a1], %[xv], %[wb], %[a1]\n\t"
-                        "smlatt %[a3], %[xv], %[wb], %[a3]\n\t"
+                        "smlabb %[a0], %[xa], %[w], %[a0]\n\t"
+                        "smlatt %[a2], %[xa], %[w], %[a2]\n\t"
+                        "ldr %[w], [%[wp], #28]\n\t"
+                        "smlabb %[a1], %[xv], %[w], %[a1]\n\t"
+                        "smlatt %[a3], %[xv], %[w], %[a3]\n\t"
                         "ldr %[xv], [%[x2], %[c]]\n\t"
-                        "ldrd %[wa], %[wb], [%[wp], #56]\n\t"
+                        "ldr %[w], [%[wp], #56]\n\t"
                         "sxtab16 %[xa], %[nzp], %[xv]\n\t"
                         "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
-                        "smlabb %[a0], %[xa], %[wa], %[a0]\n\t"
-                        "smlatt %[a2], %[xa], %[wa], %[a2]\n\t"
-                        "smlabb %[a1], %[xv], %[wb], %[a1]\n\t"
-                        "smlatt %[a3], %[xv], %[wb], %[a3]\n\t"
+                        "smlabb %[a0], %[xa], %[w], %[a0]\n\t"
+                        "smlatt %[a2], %[xa], %[w], %[a2]\n\t"
+                        "ldr %[w], [%[wp], #60]\n\t"
+                        "smlabb %[a1], %[xv], %[w], %[a1]\n\t"
+                        "smlatt %[a3], %[xv], %[w], %[a3]\n\t"
                         "ldr %[xv], [%[x2]], #4\n\t"
-                        "ldrd %[wa], %[wb], [%[wp], #48]\n\t"
+                        "ldr %[w], [%[wp], #48]\n\t"
                         "sxtab16 %[xa], %[nzp], %[xv]\n\t"
                         "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
-                        "smlabb %[a0], %[xa], %[wa], %[a0]\n\t"
-                        "smlatt %[a2], %[xa], %[wa], %[a2]\n\t"
-                        "smlabb %[a1], %[xv], %[wb], %[a1]\n\t"
-                        "smlatt %[a3], %[xv], %[wb], %[a3]\n\t"
+                        "smlabb %[a0], %[xa], %[w], %[a0]\n\t"
+                        "smlatt %[a2], %[xa], %[w], %[a2]\n\t"
+                        "ldr %[w], [%[wp], #52]\n\t"
+                        "smlabb %[a1], %[xv], %[w], %[a1]\n\t"
+                        "smlatt %[a3], %[xv], %[w], %[a3]\n\t"
                         "adds %[wp], %[wp], #72\n\t"
                         : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [x0] "+r"(x0),
                           [x1] "+r"(x1), [x2] "+r"(x2), [wp] "+r"(wp), [xv] "=&r"(xv), [xa] "=&r"(xa),
-                          [wa] "=&r"(wa), [wb] "=&r"(wb)
+                          [w] "=&r"(w)
                         : [c] "r"(c), [nzp] "r"(nzp)
                         : "cc", "memory");
                 }}
@@ -898,6 +915,7 @@ pub fn constants(
     prep: &[Prepared],
     i: usize,
     kernel: Kernel,
+    variant: Variant,
     opts: super::c::Options,
 ) {
     let l = &q.lowered;
@@ -913,7 +931,10 @@ pub fn constants(
     else {
         unreachable!("a weighted layer")
     };
-    let info = layer(q, &prep[i], i, kernel.k());
+    let info = Layer {
+        variant,
+        ..layer(q, &prep[i], i, kernel.k())
+    };
     let zp = q.qparams[i].zero_point;
     let cout = n.shape[2] as usize;
     match kernel {

@@ -99,6 +99,8 @@ pub struct BuildOptions {
     pub opt: &'static str,
     /// Bytes below the stack pointer painted to measure the stack.
     pub stack_paint: u32,
+    /// More `-D` flags for the network's C (e.g. `MNET_PORTABLE`).
+    pub defines: Vec<String>,
 }
 
 impl Default for BuildOptions {
@@ -108,6 +110,7 @@ impl Default for BuildOptions {
             per_layer: false,
             opt: "-O2",
             stack_paint: 16 << 10,
+            defines: Vec::new(),
         }
     }
 }
@@ -337,9 +340,12 @@ pub fn build(
     )?;
     std::fs::write(dir.join("mnet_startup.c"), STARTUP_C)?;
     std::fs::write(dir.join("mnet_cm.ld"), LINKER)?;
-    let hook = "-DMNET_LAYER_HOOK=mnet_mark";
-    let defines: &[&str] = if opts.per_layer { &[hook] } else { &[] };
-    let (_, sizes) = compile_object(dir, name, opts.core, opts.opt, defines)?;
+    let mut defines: Vec<String> = opts.defines.iter().map(|d| format!("-D{d}")).collect();
+    if opts.per_layer {
+        defines.push("-DMNET_LAYER_HOOK=mnet_mark".into());
+    }
+    let defines: Vec<&str> = defines.iter().map(String::as_str).collect();
+    let (_, sizes) = compile_object(dir, name, opts.core, opts.opt, &defines)?;
     let elf = dir.join(format!("{name}.elf"));
     let mut cmd = tool("arm-none-eabi-gcc");
     cmd.current_dir(dir)
