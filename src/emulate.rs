@@ -7,6 +7,7 @@
 
 use crate::{compile_error, fixed_network, NetworkArgs, Result, UserError, WeightsArgs};
 use clap::Args;
+use mnet_compiler::back::c::Cpu;
 use mnet_compiler::exec::interp;
 use mnet_compiler::mcu::{self, BuildOptions, Core};
 use mnet_compiler::pipeline;
@@ -20,9 +21,9 @@ pub struct EmulateArgs {
     net: NetworkArgs,
     #[command(flatten)]
     weights: WeightsArgs,
-    /// The emulated core: cortex-m4 (QEMU mps2-an386) or cortex-m7 (mps2-an500).
-    #[arg(long, default_value = "cortex-m4")]
-    cpu: String,
+    /// The emulated core and its kernels: cortex-m4 (QEMU mps2-an386), cortex-m7 (mps2-an500), or generic (the plain loops, on the M4) [default: the target board's core if it is one of these, else cortex-m4].
+    #[arg(long)]
+    cpu: Option<String>,
     /// How many random int8 inputs (seeded by --seed) to run.
     #[arg(long, default_value_t = 2)]
     inputs: usize,
@@ -42,25 +43,31 @@ pub struct EmulateArgs {
     json: bool,
 }
 
-pub fn core(name: &str) -> Result<Core> {
-    match name {
-        "cortex-m4" | "m4" => Ok(Core::M4),
-        "cortex-m7" | "m7" => Ok(Core::M7),
+/// The emulated core of a C backend core.
+pub fn core(cpu: Cpu) -> Result<Core> {
+    match cpu {
+        Cpu::CortexM4 | Cpu::Generic => Ok(Core::M4),
+        Cpu::CortexM7 => Ok(Core::M7),
         other => Err(UserError(format!(
-            "error: --cpu `{other}` cannot be emulated (cortex-m4 or cortex-m7)\n"
+            "error: {} cannot be emulated here (cortex-m4, cortex-m7 or generic); pass --cpu\n",
+            other.name()
         ))),
     }
 }
 
 pub fn emulate(args: &EmulateArgs) -> Result<()> {
-    let core = core(&args.cpu)?;
     if args.inputs == 0 || args.inputs > 1000 {
         return Err(UserError("error: --inputs must be 1 to 1000\n".into()));
     }
     let (sources, fixed) = fixed_network(&args.net, "emulate")?;
+    let cpu = crate::cpu_of(args.cpu.as_deref(), &fixed)?;
+    let core = core(cpu)?;
     let opts = pipeline::Options {
         tflite: None,
-        c: Some(Default::default()),
+        c: Some(mnet_compiler::back::c::Options {
+            cpu,
+            ..Default::default()
+        }),
     };
     let (wbytes, cbytes) = args.weights.read()?;
     let art = pipeline::compile(
@@ -147,7 +154,7 @@ pub fn emulate(args: &EmulateArgs) -> Result<()> {
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "network": name,
-                "cpu": core.name(),
+                "cpu": cpu.name(),
                 "machine": core.machine(),
                 "inputs": args.inputs,
                 "outputs_differing": differ,
@@ -162,8 +169,9 @@ pub fn emulate(args: &EmulateArgs) -> Result<()> {
         );
     } else {
         outln!(
-            "{name} on {} (QEMU {}), {} inputs: {}",
+            "{name} on {} ({} kernels, QEMU {}), {} inputs: {}",
             core.name(),
+            cpu.name(),
             core.machine(),
             args.inputs,
             if differ == 0 {

@@ -175,6 +175,42 @@ struct CompileArgs {
     /// What to write: tflite, c (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "tflite")]
     emit: Vec<String>,
+    /// The core the C is for: cortex-m4, cortex-m7, cortex-m33, cortex-m55 (DSP kernels) or generic (plain loops) [default: the target board's core, else cortex-m4].
+    #[arg(long)]
+    cpu: Option<String>,
+}
+
+/// The C backend's core: `--cpu`, else the target board's core, else
+/// Cortex-M4.
+pub(crate) fn cpu_of(
+    flag: Option<&str>,
+    fixed: &mnet_compiler::ir::FixedGraph,
+) -> Result<mnet_compiler::back::c::Cpu> {
+    use mnet_compiler::back::c::Cpu;
+    let names = || {
+        Cpu::ALL
+            .iter()
+            .map(|c| c.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match (flag, &fixed.info.target) {
+        (Some(f), _) => Cpu::parse(f).ok_or_else(|| {
+            UserError(format!(
+                "error: --cpu `{f}` is not a core mnet knows ({}, or cortex-m0/m0plus/m3/m23 for generic)\n",
+                names()
+            ))
+        }),
+        (None, Some((board, _))) => Cpu::parse(&board.core).ok_or_else(|| {
+            UserError(format!(
+                "error: board `{}` has core `{}`, which mnet does not know ({}); pass --cpu\n",
+                board.name,
+                board.core,
+                names()
+            ))
+        }),
+        (None, None) => Ok(Cpu::default()),
+    }
 }
 
 #[derive(Args)]
@@ -679,7 +715,12 @@ fn compile_to(net: &NetworkArgs, args: &CompileArgs, out: &OutputArgs) -> Result
     for kind in &args.emit {
         match kind.as_str() {
             "tflite" => opts.tflite = Some(Default::default()),
-            "c" => opts.c = Some(Default::default()),
+            "c" => {
+                opts.c = Some(mnet_compiler::back::c::Options {
+                    cpu: cpu_of(args.cpu.as_deref(), &fixed)?,
+                    ..Default::default()
+                })
+            }
             other => {
                 return Err(UserError(format!(
                     "error: unknown --emit `{other}` (expected tflite or c)\n"

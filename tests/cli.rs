@@ -760,11 +760,77 @@ fn emulate_counts_instructions_and_checks_outputs() {
         "{}",
         stdout(&a)
     );
-    let o = plain(&["--random-weights", "7", "--cpu", "cortex-m0"]);
+    let o = plain(&["--random-weights", "7", "--cpu", "cortex-m55"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        stderr(&o).contains("--cpu `cortex-m0` cannot be emulated"),
+        stderr(&o).contains("cortex-m55 cannot be emulated here"),
         "{}",
         stderr(&o)
+    );
+    let o = plain(&["--random-weights", "7", "--cpu", "cortex-a53"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("--cpu `cortex-a53` is not a core mnet knows"),
+        "{}",
+        stderr(&o)
+    );
+    // The generic loop nests run the same network, with more instructions.
+    let g = plain(&["--random-weights", "7", "--cpu", "generic", "--json"]);
+    assert_eq!(g.status.code(), Some(0), "{}", stderr(&g));
+    let g: serde_json::Value = serde_json::from_str(&stdout(&g)).unwrap();
+    assert_eq!(g["outputs_differing"], 0);
+    assert!(g["instructions"][0].as_u64().unwrap() > 2 * total, "{g}");
+}
+
+#[test]
+fn compile_cpu_chooses_the_kernels() {
+    let dir = scratch("cpu");
+    let c_of = |cpu: Option<&str>, sub: &str| {
+        let out = dir.join(sub);
+        let out = out.to_str().unwrap();
+        let mut a = vec![
+            "compile",
+            "examples/tiny.mnet",
+            "--pick",
+            "min",
+            "--random-weights",
+            "1",
+            "--emit",
+            "c",
+            "-o",
+            out,
+        ];
+        if let Some(c) = cpu {
+            a.extend(["--cpu", c]);
+        }
+        let o = mnet(&a);
+        (
+            o.status.code(),
+            std::fs::read_to_string(dir.join(sub).join("tiny.c")).ok(),
+            stderr(&o),
+        )
+    };
+    // tiny targets the stm32f446re, a Cortex-M4: the DSP kernels.
+    let (code, c, e) = c_of(None, "board");
+    assert_eq!(code, Some(0), "{e}");
+    assert!(c.unwrap().contains("mnet_mm2_"));
+    let (code, c, e) = c_of(Some("generic"), "generic");
+    assert_eq!(code, Some(0), "{e}");
+    let c = c.unwrap();
+    assert!(
+        !c.contains("mnet_mm2_") && !c.contains("arm_acle"),
+        "generic C uses the DSP kernels"
+    );
+    let (code, c, e) = c_of(Some("cortex-m3"), "m3");
+    assert_eq!(code, Some(0), "{e}");
+    assert!(
+        !c.unwrap().contains("mnet_mm2_"),
+        "a Cortex-M3 has no DSP extension"
+    );
+    let (code, c, e) = c_of(Some("riscv"), "bad");
+    assert_eq!(code, Some(1));
+    assert!(
+        c.is_none() && e.contains("--cpu `riscv` is not a core mnet knows"),
+        "{e}"
     );
 }
