@@ -834,3 +834,93 @@ fn compile_cpu_chooses_the_kernels() {
         "{e}"
     );
 }
+
+#[test]
+fn compile_reports_memory_against_the_board() {
+    let dir = scratch("fit");
+    let src = dir.join("fit.mnet");
+    std::fs::write(
+        &src,
+        "use std::blocks::{conv_bn, ds_block}\n\nboard small { core: cortex_m4, sram: 64 KiB, flash: 3 KiB }\n\n\
+         network fit(x: i8[8, 8, 1]) -> [3] {\n    target small\n\n    x = conv_bn(x, out: 8, kernel: 3)\n    \
+         x = ds_block(x, out: 8, stride: 2)\n    x = global_avg_pool(x) |> dense(3) |> softmax\n}\n",
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let compile = |extra: &[&str]| {
+        let mut a = vec![
+            "compile",
+            src.to_str().unwrap(),
+            "--random-weights",
+            "1",
+            "--emit",
+            "c",
+            "-o",
+            out.to_str().unwrap(),
+        ];
+        a.extend_from_slice(extra);
+        mnet(&a)
+    };
+    // The weights fit the 3 KiB of flash (check passes), the code does not.
+    let o = compile(&[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("does not fit its target (arm-none-eabi-gcc -O2 build): flash")
+            && e.contains("> small's 3072 bytes"),
+        "{e}"
+    );
+    assert!(
+        !out.exists(),
+        "nothing is written for a network that does not fit"
+    );
+    // On the tiny example's own board it fits; the JSON report's sizes are
+    // those of the emulator's build of the same C.
+    let o = mnet(&[
+        "compile",
+        "examples/tiny.mnet",
+        "--pick",
+        "max",
+        "--random-weights",
+        "7",
+        "--emit",
+        "c",
+        "-o",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let m = &v["memory"];
+    assert_eq!(m["source"], "arm-none-eabi-gcc -O2 build");
+    assert_eq!(m["board"]["name"], "stm32f446re");
+    assert_eq!(m["board"]["fits"], true);
+    assert_eq!(m["arena"], v["arena"]);
+    let e = mnet(&[
+        "emulate",
+        "examples/tiny.mnet",
+        "--pick",
+        "max",
+        "--random-weights",
+        "7",
+        "--json",
+    ]);
+    let e: serde_json::Value = serde_json::from_str(&stdout(&e)).unwrap();
+    // The report builds the code with the arrays extern and counts the
+    // arrays itself: never less than the real build, at most 3% more.
+    for k in ["text", "rodata"] {
+        let (t, et) = (m[k].as_u64().unwrap(), e["sizes"][k].as_u64().unwrap());
+        assert!(t >= et && t <= et + et * 3 / 100, "{k}: {t} vs {et}");
+    }
+    // The static stack bound holds the painted stack of a real run.
+    let (bound, painted) = (m["stack"].as_u64().unwrap(), e["stack"].as_u64().unwrap());
+    assert!(
+        bound >= painted && bound < painted + 256,
+        "{bound} vs {painted}"
+    );
+    let sum = ["arena", "input", "output", "stack"]
+        .iter()
+        .map(|k| m[k].as_u64().unwrap())
+        .sum::<u64>();
+    assert_eq!(m["sram"].as_u64().unwrap(), sum);
+}

@@ -80,6 +80,10 @@ pub struct Options {
     /// Replace constant array contents by their length and a hash (for
     /// snapshots that stay reviewable).
     pub summarize_constants: bool,
+    /// Declare the constant arrays `extern` instead of defining them: the
+    /// same code without the data, which compiles in milliseconds (the
+    /// memory report measures code and stack on it).
+    pub extern_constants: bool,
     /// The kernels' core.
     pub cpu: Cpu,
     /// Requantize every DSP layer with the exact gemmlowp helpers and
@@ -94,8 +98,12 @@ pub struct Options {
 pub struct CFiles {
     pub header: String,
     pub source: String,
+    /// Bytes of the constant arrays (weights, biases, requantization,
+    /// lookup tables) in flash.
+    pub constant_bytes: usize,
 }
 
+/// Write a constant array; its bytes in flash.
 pub(crate) fn array<T: std::fmt::Display + Copy>(
     out: &mut String,
     ctype: &str,
@@ -103,7 +111,12 @@ pub(crate) fn array<T: std::fmt::Display + Copy>(
     values: &[T],
     bytes: impl IntoIterator<Item = u8>,
     opts: Options,
-) {
+) -> usize {
+    let size = values.len().max(1) * std::mem::size_of::<T>();
+    if opts.extern_constants {
+        let _ = writeln!(out, "extern const {ctype} {name}[{}];", values.len().max(1));
+        return size;
+    }
     let _ = write!(
         out,
         "static const {ctype} {name}[{}] MNET_ALIGN = {{",
@@ -116,7 +129,7 @@ pub(crate) fn array<T: std::fmt::Display + Copy>(
             values.len(),
             crate::fnv1a(bytes)
         );
-        return;
+        return size;
     }
     for (i, v) in values.iter().enumerate() {
         if i % 24 == 0 {
@@ -128,6 +141,7 @@ pub(crate) fn array<T: std::fmt::Display + Copy>(
         out.push('0');
     }
     out.push_str("\n};\n");
+    size
 }
 
 pub(crate) fn ptr(p: Place) -> String {
@@ -720,11 +734,12 @@ pub fn write(
         c.push('\n');
     }
     // Constants.
+    let mut consts = 0;
     for (i, n) in l.nodes.iter().enumerate() {
         if let Prepared::Unary(u) = &prep[i] {
             let _ = writeln!(c, "/* {}: the output for each input -128..127 */", n.name);
             let table = u.table();
-            array(
+            consts += array(
                 &mut c,
                 "int8_t",
                 &format!("lut{i}"),
@@ -735,11 +750,11 @@ pub fn write(
         }
         let Some(w) = q.weights.get(&i) else { continue };
         if let Some(k) = kernels[i] {
-            dsp::constants(&mut c, q, prep, i, k, variants[i].expect("a variant"), opts);
+            consts += dsp::constants(&mut c, q, prep, i, k, variants[i].expect("a variant"), opts);
             continue;
         }
         let _ = writeln!(c, "/* {} */", n.name);
-        array(
+        consts += array(
             &mut c,
             "int8_t",
             &format!("w{i}"),
@@ -747,7 +762,7 @@ pub fn write(
             w.weight.iter().map(|&v| v as u8),
             opts,
         );
-        array(
+        consts += array(
             &mut c,
             "int32_t",
             &format!("b{i}"),
@@ -756,7 +771,7 @@ pub fn write(
             opts,
         );
         if let Prepared::Weighted { mult, shift, .. } = &prep[i] {
-            array(
+            consts += array(
                 &mut c,
                 "int32_t",
                 &format!("m{i}"),
@@ -764,7 +779,7 @@ pub fn write(
                 mult.iter().flat_map(|v| v.to_le_bytes()),
                 opts,
             );
-            array(
+            consts += array(
                 &mut c,
                 "int32_t",
                 &format!("s{i}"),
@@ -1115,5 +1130,6 @@ pub fn write(
     Ok(CFiles {
         header: h,
         source: c,
+        constant_bytes: consts,
     })
 }

@@ -917,7 +917,8 @@ pub fn constants(
     kernel: Kernel,
     variant: Variant,
     opts: super::c::Options,
-) {
+) -> usize {
+    let mut size = 0;
     let l = &q.lowered;
     let n = &l.nodes[i];
     let w = &q.weights[&i];
@@ -940,7 +941,7 @@ pub fn constants(
     match kernel {
         Kernel::Mm { k, .. } => {
             let weights = mm_weights(&w.weight, cout, k);
-            super::c::array(
+            size += super::c::array(
                 c,
                 "int8_t",
                 &format!("w{i}"),
@@ -951,7 +952,7 @@ pub fn constants(
         }
         Kernel::Dw { k } => {
             let weights = dw_weights(&w.weight, k, cout);
-            super::c::array(
+            size += super::c::array(
                 c,
                 "int16_t",
                 &format!("w{i}"),
@@ -971,7 +972,7 @@ pub fn constants(
         },
         if info.variant.fast { "SMMULR" } else { "exact" }
     );
-    let arr = |c: &mut String, ty: &str, name: String, v: &[i32]| {
+    let arr = |c: &mut String, ty: &str, name: String, v: &[i32]| -> usize {
         super::c::array(
             c,
             ty,
@@ -990,10 +991,10 @@ pub fn constants(
         "/* per channel: bias, multiplier, {} */",
         if info.variant.fast { "nz" } else { "shift" }
     );
-    arr(c, "int32_t", format!("p{i}"), &records);
+    size += arr(c, "int32_t", format!("p{i}"), &records);
     let r = match &ra {
         Some(r) => {
-            super::c::array(
+            size += super::c::array(
                 c,
                 "int8_t",
                 &format!("r{i}"),
@@ -1047,6 +1048,7 @@ pub fn constants(
         }
         _ => unreachable!("kernel_of matches the kind"),
     }
+    size
 }
 
 /// C statements that compute output pixels of conv `i` with the matrix

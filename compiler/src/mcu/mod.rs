@@ -575,3 +575,182 @@ pub fn steps(plan: &crate::plan::CheckedPlan, l: &crate::lower::Lowered) -> Vec<
         })
         .collect()
 }
+
+/// arm-none-eabi-gcc's target flags for a C backend core (the DSP cores
+/// with their FPUs, `generic` as the board's core when it names one gcc
+/// knows, else a Cortex-M3).
+pub fn gcc_flags_for(cpu: crate::back::c::Cpu, board_core: Option<&str>) -> Vec<String> {
+    use crate::back::c::Cpu;
+    let v = |f: &[&str]| f.iter().map(|s| s.to_string()).collect();
+    match cpu {
+        Cpu::CortexM4 => v(Core::M4.gcc_flags()),
+        Cpu::CortexM7 => v(Core::M7.gcc_flags()),
+        Cpu::CortexM33 => v(&["-mcpu=cortex-m33", "-mthumb"]),
+        Cpu::CortexM55 => v(&["-mcpu=cortex-m55", "-mthumb"]),
+        Cpu::Generic => {
+            let core = board_core
+                .map(|c| c.replace('_', "-").to_ascii_lowercase())
+                .filter(|c| {
+                    [
+                        "cortex-m0",
+                        "cortex-m0plus",
+                        "cortex-m1",
+                        "cortex-m3",
+                        "cortex-m23",
+                    ]
+                    .contains(&c.as_str())
+                })
+                .unwrap_or_else(|| "cortex-m3".into());
+            vec![format!("-mcpu={core}"), "-mthumb".into()]
+        }
+    }
+}
+
+/// What a build of the network's C alone says about its memory: section
+/// sizes and the deepest stack of `NAME_invoke` from gcc's call graph with
+/// stack usage (`-fcallgraph-info=su`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StaticReport {
+    pub sizes: Sizes,
+    /// Bytes of stack of the deepest call path from `NAME_invoke`, with
+    /// [`LIBC_FRAME`] for each call into the C library.
+    pub stack: u64,
+}
+
+/// The stack allowed for a call of `memcpy`/`memset` (newlib's use less).
+pub const LIBC_FRAME: u64 = 64;
+
+/// Compile `files` for `flags` in `dir` and read its sizes and stack depth.
+pub fn static_report(
+    files: &crate::back::c::CFiles,
+    name: &str,
+    flags: &[String],
+    dir: &Path,
+) -> Result<StaticReport, Error> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join(format!("{name}.h")), &files.header)?;
+    std::fs::write(dir.join(format!("{name}.c")), &files.source)?;
+    let obj = dir.join(format!("{name}.o"));
+    output(
+        &format!("arm-none-eabi-gcc {name}.c"),
+        tool("arm-none-eabi-gcc")
+            .current_dir(dir)
+            .args(flags)
+            .args(["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror"])
+            .args([
+                "-ffunction-sections",
+                "-fdata-sections",
+                "-fcallgraph-info=su",
+            ])
+            .arg("-c")
+            .arg("-o")
+            .arg(&obj)
+            .arg(format!("{name}.c")),
+    )?;
+    let sizes = object_sizes(&obj)?;
+    let ci = std::fs::read_to_string(dir.join(format!("{name}.ci")))?;
+    let stack = deepest_stack(&ci, &format!("{name}_invoke"))
+        .ok_or_else(|| Error::Output(format!("no {name}_invoke in gcc's call graph")))?;
+    Ok(StaticReport { sizes, stack })
+}
+
+/// The deepest stack from `root` in a gcc `.ci` call graph (VCG): node
+/// labels carry "N bytes (static)"; a node without a size is a library
+/// function ([`LIBC_FRAME`]); a dynamic frame or a cycle has no bound.
+pub fn deepest_stack(ci: &str, root: &str) -> Option<u64> {
+    use std::collections::HashMap;
+    let field = |line: &str, key: &str| -> Option<String> {
+        let at = line.find(&format!("{key}: \""))? + key.len() + 3;
+        let end = line[at..].find('"')? + at;
+        Some(line[at..end].to_string())
+    };
+    let mut frames: HashMap<String, Option<u64>> = HashMap::new();
+    let mut edges: HashMap<String, Vec<String>> = HashMap::new();
+    for line in ci.lines() {
+        let line = line.trim();
+        if line.starts_with("node:") {
+            let (Some(title), Some(label)) = (field(line, "title"), field(line, "label")) else {
+                continue;
+            };
+            let size = label.split("\\n").find_map(|part| {
+                let (n, rest) = part.split_once(" bytes (")?;
+                rest.starts_with("static")
+                    .then(|| n.trim().parse::<u64>().ok())?
+            });
+            let dynamic = label.contains("bytes (dynamic");
+            frames.insert(
+                title,
+                match (size, dynamic) {
+                    (Some(n), _) => Some(n),
+                    (None, true) => None,
+                    (None, false) => Some(LIBC_FRAME),
+                },
+            );
+        } else if line.starts_with("edge:") {
+            if let (Some(a), Some(b)) = (field(line, "sourcename"), field(line, "targetname")) {
+                edges.entry(a).or_default().push(b);
+            }
+        }
+    }
+    fn walk(
+        n: &str,
+        frames: &HashMap<String, Option<u64>>,
+        edges: &HashMap<String, Vec<String>>,
+        memo: &mut HashMap<String, Option<u64>>,
+        path: &mut Vec<String>,
+    ) -> Option<u64> {
+        if let Some(&m) = memo.get(n) {
+            return m;
+        }
+        if path.iter().any(|p| p == n) {
+            return None;
+        }
+        path.push(n.to_string());
+        let own = frames.get(n).copied().unwrap_or(Some(LIBC_FRAME));
+        let mut deepest = Some(0);
+        for c in edges.get(n).into_iter().flatten() {
+            deepest = match (deepest, walk(c, frames, edges, memo, path)) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                _ => None,
+            };
+        }
+        path.pop();
+        let total = own.zip(deepest).map(|(a, b)| a + b);
+        memo.insert(n.to_string(), total);
+        total
+    }
+    let title = frames
+        .keys()
+        .find(|t| *t == root || t.ends_with(&format!(":{root}")))?;
+    let title = title.clone();
+    walk(
+        &title,
+        &frames,
+        &edges,
+        &mut HashMap::new(),
+        &mut Vec::new(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn deepest_stack_follows_the_call_graph() {
+        let ci = r#"graph: { title: "n.c"
+node: { title: "n.c:leaf" label: "leaf\nn.c:1:1\n20 bytes (static)" }
+node: { title: "n.c:mid" label: "mid\nn.c:2:1\n100 bytes (static)" }
+node: { title: "memset" label: "memset\nstring.h:33:9" shape : ellipse }
+edge: { sourcename: "n.c:mid" targetname: "memset" }
+node: { title: "n_invoke" label: "n_invoke\nn.c:9:5\n500 bytes (static)" }
+edge: { sourcename: "n_invoke" targetname: "n.c:mid" }
+edge: { sourcename: "n_invoke" targetname: "n.c:leaf" }
+}"#;
+        assert_eq!(
+            super::deepest_stack(ci, "n_invoke"),
+            Some(500 + 100 + super::LIBC_FRAME)
+        );
+        assert_eq!(super::deepest_stack(ci, "other"), None);
+        let dynamic = ci.replace("100 bytes (static)", "100 bytes (dynamic)");
+        assert_eq!(super::deepest_stack(&dynamic, "n_invoke"), None);
+    }
+}
