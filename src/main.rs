@@ -61,6 +61,12 @@ enum Command {
         /// Print one JSON object instead of the table.
         #[arg(long)]
         json: bool,
+        /// Predict instructions per layer for this core's C kernels (cortex-m4, cortex-m7) [default: the target board's core].
+        #[arg(long)]
+        cpu: Option<String>,
+        /// The clock in MHz for the predicted latency [default: the target board's].
+        #[arg(long)]
+        clock: Option<f64>,
     },
     /// Write one network of a search space as a choice-free .mnet file.
     Resolve {
@@ -548,7 +554,12 @@ fn summary_line(path: &Path, checked: &Checked) -> String {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Check { files } => check(&files),
-        Command::Stats { net, json } => stats(&net, json),
+        Command::Stats {
+            net,
+            json,
+            cpu,
+            clock,
+        } => stats(&net, json, cpu.as_deref(), clock),
         Command::Resolve {
             file,
             pick,
@@ -588,7 +599,7 @@ fn check(files: &[PathBuf]) -> Result<()> {
     }
 }
 
-fn stats(net: &NetworkArgs, json: bool) -> Result<()> {
+fn stats(net: &NetworkArgs, json: bool, cpu: Option<&str>, clock: Option<f64>) -> Result<()> {
     let checked = load(&net.file)?;
     let one = one_network(&checked, &net.file, net.network.as_deref())?;
     let fixed = match net.pick {
@@ -597,13 +608,118 @@ fn stats(net: &NetworkArgs, json: bool) -> Result<()> {
         None => None,
     };
     let pretty = |v| serde_json::to_string_pretty(&v).expect("json");
+    let latency = match &fixed {
+        Some(f) if cpu.is_some() || f.info.target.is_some() => predicted_latency(f, cpu, clock)?,
+        _ => None,
+    };
     match (fixed, json) {
-        (Some(f), false) => out!("{}", render_fixed(&f.info, &fixed_stats(&f))),
-        (Some(f), true) => outln!("{}", pretty(fixed_json(&f.info, &fixed_stats(&f)))),
+        (Some(f), false) => {
+            out!("{}", render_fixed(&f.info, &fixed_stats(&f)));
+            if let Some(l) = &latency {
+                out!("{}", l.render());
+            }
+        }
+        (Some(f), true) => {
+            let mut v = fixed_json(&f.info, &fixed_stats(&f));
+            if let (Some(l), Some(o)) = (&latency, v.as_object_mut()) {
+                o.insert("latency".into(), l.json());
+            }
+            outln!("{}", pretty(v))
+        }
         (None, false) => out!("{}", render_space(&one.graph, &one.summary)),
         (None, true) => outln!("{}", pretty(space_json(&one.graph, &one.summary))),
     }
     Ok(())
+}
+
+/// The latency model's prediction for a fixed network's C on a core.
+struct Latency {
+    cpu: mnet_compiler::back::c::Cpu,
+    clock_hz: Option<f64>,
+    /// (layer, step class, predicted instructions) per step.
+    steps: Vec<(String, &'static str, f64)>,
+}
+
+impl Latency {
+    fn total(&self) -> f64 {
+        self.steps.iter().map(|s| s.2).sum()
+    }
+
+    fn render(&self) -> String {
+        let total = self.total();
+        let mut s = format!(
+            "predicted on {} (latency model, stdlib/latency.json): {:.0} instructions",
+            self.cpu.name(),
+            total
+        );
+        if let Some(hz) = self.clock_hz {
+            s.push_str(&format!(
+                ", {:.2} ms at {:.0} MHz (one instruction per cycle)",
+                1e3 * total / hz,
+                hz / 1e6
+            ));
+        }
+        s.push('\n');
+        for (layer, class, n) in &self.steps {
+            s.push_str(&format!(
+                "  {layer:<50} {class:<9} {n:>14.0} {:>6.1}%\n",
+                100.0 * n / total.max(1.0)
+            ));
+        }
+        s
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let total = self.total();
+        serde_json::json!({
+            "cpu": self.cpu.name(),
+            "instructions": total.round(),
+            "clock_hz": self.clock_hz,
+            "ms": self.clock_hz.map(|hz| 1e3 * total / hz),
+            "steps": self.steps.iter().map(|(l, c, n)| serde_json::json!({
+                "layer": l, "class": c, "instructions": n.round(),
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+fn predicted_latency(
+    f: &mnet_compiler::ir::FixedGraph,
+    cpu: Option<&str>,
+    clock: Option<f64>,
+) -> Result<Option<Latency>> {
+    use mnet_compiler::analysis::latency;
+    let cpu = cpu_of(cpu, f)?;
+    let stored = latency::stored();
+    if !stored.coefficients.cores.contains_key(cpu.name()) {
+        return Ok(None);
+    }
+    let l = pipeline::lowered(f).map_err(|e| UserError(format!("error: {e}\n")))?;
+    let plan = mnet_compiler::plan::plan(&l);
+    let steps = latency::features(&l, &plan, cpu);
+    let Some(pred) = latency::predict(&stored.coefficients, cpu, &steps) else {
+        return Ok(None);
+    };
+    if let Some(c) = clock {
+        if !(c > 0.0 && c.is_finite()) {
+            return Err(UserError(format!(
+                "error: --clock must be a positive number of MHz, not {c}\n"
+            )));
+        }
+    }
+    let clock_hz = clock.map(|mhz| mhz * 1e6).or_else(|| {
+        let (b, _) = f.info.target.as_ref()?;
+        stored.clocks.get(&b.name).copied()
+    });
+    Ok(Some(Latency {
+        cpu,
+        clock_hz,
+        steps: steps
+            .iter()
+            .zip(pred)
+            .map(|(s, n)| (l.nodes[s.node].name.clone(), s.class, n))
+            .collect(),
+    }))
 }
 
 fn resolve_to(

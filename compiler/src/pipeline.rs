@@ -208,7 +208,7 @@ pub fn quantize(
 }
 
 /// Lower, verify and schedule: the network as the backends see it.
-fn lowered(g: &FixedGraph) -> Result<lower::Lowered, Error> {
+pub fn lowered(g: &FixedGraph) -> Result<lower::Lowered, Error> {
     let lowered = lower::lower(g).map_err(|e| Error::Unsupported {
         origin: origin_of(g, &e.layer),
         layer: e.layer,

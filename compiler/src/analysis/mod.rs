@@ -4,6 +4,7 @@
 //! search ([`relax`]), and the per-layer tables of `mnet stats`
 //! ([`stats`]).
 
+pub mod latency;
 pub mod relax;
 pub mod resolve;
 pub mod space;

@@ -652,7 +652,7 @@ pub fn write(
     c.push_str(" */\n\n");
     c.push_str(&prelude(l));
     let kernels: Vec<Option<dsp::Kernel>> = (0..l.nodes.len())
-        .map(|i| opts.cpu.dsp().then(|| dsp::kernel_of(q, plan, i)).flatten())
+        .map(|i| opts.cpu.dsp().then(|| dsp::kernel_of(l, plan, i)).flatten())
         .collect();
     let variants: Vec<Option<dsp::Variant>> = kernels
         .iter()

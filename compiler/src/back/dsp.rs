@@ -872,8 +872,7 @@ use crate::plan::{MemoryPlan, Place};
 /// Which DSP kernel runs node `i`, if any: convs and dense layers the
 /// matrix kernel, depthwise convs the row kernel (an in-place depthwise
 /// conv keeps its channel-by-channel loop).
-pub fn kernel_of(q: &QuantGraph, plan: &MemoryPlan, i: usize) -> Option<Kernel> {
-    let l = &q.lowered;
+pub fn kernel_of(l: &crate::lower::Lowered, plan: &MemoryPlan, i: usize) -> Option<Kernel> {
     let n = &l.nodes[i];
     let inp = &l.nodes[*n.inputs.first()?].shape;
     match &n.kind {

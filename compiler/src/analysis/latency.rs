@@ -1,0 +1,347 @@
+//! The latency model of the generated C: instructions per step of
+//! `NAME_invoke` predicted from the step's shape, per core, by a linear
+//! model whose coefficients were fitted on emulator measurements of
+//! networks sampled from the example spaces (`compiler/examples/latency_fit.rs`
+//! writes them to `stdlib/latency.json`).
+//!
+//! A step's features are counts its kernel's cost follows: for the matrix
+//! kernel, the inner-loop steps of pixel pairs and odd pixels (pairs x
+//! channel pairs x groups of 4 inputs), the epilogues, the widening and
+//! the gather; for the depthwise row kernel, the taps of 4 channels on its
+//! fast (all rows, 2 or 3 columns) and general paths, the requantized
+//! groups, pixels and rows; for the rest, the elements moved. A fused
+//! conv+depthwise step has both. The same features serve the fit and the
+//! prediction, so they are defined once, here.
+
+use crate::back::c::Cpu;
+use crate::back::dsp::{self, Kernel};
+use crate::lower::{LKind, Lowered};
+use crate::ops::PoolKind;
+use crate::plan::MemoryPlan;
+use std::collections::BTreeMap;
+
+/// The features of one step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Step {
+    /// The node the step is named by (the depthwise conv of a fused pair).
+    pub node: usize,
+    /// The conv computed inside it, if fused.
+    pub fused: Option<usize>,
+    /// Which model predicts it.
+    pub class: &'static str,
+    pub x: Vec<f64>,
+}
+
+fn mm_features(l: &Lowered, plan: &MemoryPlan, i: usize, runs: &[usize]) -> Vec<f64> {
+    let n = &l.nodes[i];
+    let (k, gather) = match dsp::kernel_of(l, plan, i) {
+        Some(Kernel::Mm { k, direct }) => (k, !direct),
+        _ => {
+            let inp = &l.nodes[n.inputs[0]].shape;
+            (inp[2] as usize, false)
+        }
+    };
+    let cout = n.shape[2] as usize;
+    let (ocp, k4) = (cout.div_ceil(2) as f64, k.div_ceil(4) as f64);
+    let pairs: f64 = runs.iter().map(|&r| (r / 2) as f64).sum();
+    let singles: f64 = runs.iter().map(|&r| (r % 2) as f64).sum();
+    let pixels: f64 = runs.iter().sum::<usize>() as f64;
+    vec![
+        pairs * ocp * k4,
+        pairs * ocp,
+        singles * ocp * k4,
+        singles * ocp,
+        pixels * k4,
+        if gather { pixels * k as f64 } else { 0.0 },
+        pairs + singles,
+    ]
+}
+
+fn dw_features(l: &Lowered, d: usize) -> Vec<f64> {
+    let n = &l.nodes[d];
+    let LKind::Depthwise { window } = &n.kind else {
+        unreachable!("a depthwise conv")
+    };
+    let inp = &l.nodes[n.inputs[0]].shape;
+    let p = window.over([inp[0], inp[1]]);
+    let ([ph, pw], [oh, ow]) = (p.pad, p.out);
+    let ([kh, kw], [sh, sw]) = (window.kernel, window.stride);
+    let c = n.shape[2] as usize;
+    let (g, tail) = ((c / 4) as f64, (c % 4) as f64);
+    let valid = |o: u32, s: u32, pad: u32, k: u32, len: u32| {
+        let i0 = o as i64 * s as i64 - pad as i64;
+        let lo = (-i0).max(0);
+        let hi = (len as i64 - i0).min(k as i64);
+        (hi - lo).max(0)
+    };
+    let (mut fast, mut slow, mut all) = (0f64, 0f64, 0f64);
+    for oy in 0..oh {
+        let rows = valid(oy, sh, ph, kh, inp[0]);
+        for ox in 0..ow {
+            let cols = valid(ox, sw, pw, kw, inp[1]);
+            let taps = (rows * cols) as f64;
+            all += taps;
+            if kh == 3 && kw == 3 && rows == 3 && (cols == 2 || cols == 3) {
+                fast += taps;
+            } else {
+                slow += taps;
+            }
+        }
+    }
+    let outs = (oh * ow) as f64;
+    vec![fast * g, slow * g, outs * g, outs, tail * all, oh as f64]
+}
+
+fn elems(s: &[u32]) -> f64 {
+    s.iter().map(|&d| d as f64).product()
+}
+
+/// The features of every step of `NAME_invoke` for `cpu`'s kernels, in
+/// order.
+pub fn features(l: &Lowered, plan: &MemoryPlan, cpu: Cpu) -> Vec<Step> {
+    let checked_fused = |i: usize| plan.fused[i];
+    (1..l.nodes.len())
+        .filter(|&i| checked_fused(i).is_none())
+        .map(|i| {
+            let n = &l.nodes[i];
+            let fused = n
+                .inputs
+                .first()
+                .copied()
+                .filter(|&j| plan.fused[j] == Some(i));
+            let dspk = cpu.dsp();
+            let (class, mut x) = match (&n.kind, fused) {
+                (LKind::Depthwise { .. }, Some(cv)) => {
+                    let runs = dsp::fused_counts(l, cv, i);
+                    let mut x = mm_features(l, plan, cv, &runs);
+                    x.extend(dw_features(l, i));
+                    ("conv+dw", x)
+                }
+                (LKind::Depthwise { .. }, None) if dspk && plan.scratch[i].is_none() => {
+                    ("dw", dw_features(l, i))
+                }
+                (LKind::Depthwise { window }, None) => {
+                    let macs = elems(&n.shape) * (window.kernel[0] * window.kernel[1]) as f64;
+                    ("dw-loop", vec![macs, elems(&n.shape)])
+                }
+                (LKind::Conv { .. }, _) => {
+                    let runs = [(n.shape[0] * n.shape[1]) as usize];
+                    ("conv", mm_features(l, plan, i, &runs))
+                }
+                (LKind::Pool { kind, window }, _) => {
+                    let reads = elems(&n.shape) * (window.kernel[0] * window.kernel[1]) as f64;
+                    let name = if *kind == PoolKind::Avg {
+                        "avg-pool"
+                    } else {
+                        "max-pool"
+                    };
+                    (name, vec![reads, elems(&n.shape)])
+                }
+                (LKind::Add, _) => ("add", vec![elems(&n.shape)]),
+                (LKind::Softmax, _) => {
+                    let depth = *n.shape.last().unwrap_or(&1) as f64;
+                    ("softmax", vec![elems(&n.shape) / depth, elems(&n.shape)])
+                }
+                (LKind::Reshape, _) if plan.places[i] == plan.places[n.inputs[0]] => {
+                    ("alias", vec![])
+                }
+                _ => ("copy", vec![elems(&n.shape)]),
+            };
+            x.push(1.0);
+            if class == "alias" {
+                x.clear();
+            }
+            Step {
+                node: i,
+                fused,
+                class,
+                x,
+            }
+        })
+        .collect()
+}
+
+/// Fitted coefficients: per core, per step class, one per feature.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Coefficients {
+    pub cores: BTreeMap<String, BTreeMap<String, Vec<f64>>>,
+}
+
+/// The stored model and the predictions it was recorded with.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Stored {
+    pub about: String,
+    pub coefficients: Coefficients,
+    /// Clocks of the standard boards, Hz.
+    pub clocks: BTreeMap<String, f64>,
+    /// (file, pick, core, predicted total) the fit wrote, to test that the
+    /// stored coefficients reproduce them.
+    pub recorded: Vec<Recorded>,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Recorded {
+    pub file: String,
+    pub pick: String,
+    pub core: String,
+    pub predicted: u64,
+}
+
+const STORED: &str = include_str!("../../../stdlib/latency.json");
+
+/// The model in `stdlib/latency.json`.
+pub fn stored() -> Stored {
+    serde_json::from_str(STORED).expect("stdlib/latency.json is valid")
+}
+
+/// Predicted instructions of each step (None: no model for the core or a
+/// step's class).
+pub fn predict(c: &Coefficients, core: Cpu, steps: &[Step]) -> Option<Vec<f64>> {
+    let model = c.cores.get(core.name())?;
+    steps
+        .iter()
+        .map(|s| {
+            if s.x.is_empty() {
+                return Some(0.0);
+            }
+            let w = model.get(s.class)?;
+            (w.len() == s.x.len())
+                .then(|| w.iter().zip(&s.x).map(|(a, b)| a * b).sum::<f64>().max(0.0))
+        })
+        .collect()
+}
+
+/// Least squares per class: for each class, coefficients minimising the
+/// squared error of `instructions` (ridge-regularised by a tiny fraction of
+/// each column's scale, so constant or collinear features stay finite).
+pub fn fit(samples: &[(Step, f64)]) -> BTreeMap<String, Vec<f64>> {
+    let mut by: BTreeMap<&str, Vec<(&[f64], f64)>> = BTreeMap::new();
+    for (s, y) in samples {
+        if !s.x.is_empty() {
+            by.entry(s.class).or_default().push((&s.x, *y));
+        }
+    }
+    by.into_iter()
+        .map(|(class, rows)| {
+            let d = rows[0].0.len();
+            let scale: Vec<f64> = (0..d)
+                .map(|j| {
+                    rows.iter()
+                        .map(|r| r.0[j].abs())
+                        .fold(0.0, f64::max)
+                        .max(1.0)
+                })
+                .collect();
+            let mut a = vec![vec![0.0; d]; d];
+            let mut b = vec![0.0; d];
+            for (x, y) in &rows {
+                for i in 0..d {
+                    let xi = x[i] / scale[i];
+                    b[i] += xi * y;
+                    for j in 0..d {
+                        a[i][j] += xi * x[j] / scale[j];
+                    }
+                }
+            }
+            for (i, row) in a.iter_mut().enumerate() {
+                row[i] += 1e-9 * rows.len() as f64;
+            }
+            let w = solve(a, b);
+            (
+                class.to_string(),
+                w.iter().zip(&scale).map(|(w, s)| w / s).collect(),
+            )
+        })
+        .collect()
+}
+
+/// Gaussian elimination with partial pivoting.
+fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
+    let n = b.len();
+    for k in 0..n {
+        let p = (k..n)
+            .max_by(|&i, &j| a[i][k].abs().total_cmp(&a[j][k].abs()))
+            .unwrap_or(k);
+        a.swap(k, p);
+        b.swap(k, p);
+        let piv = a[k][k];
+        if piv.abs() < 1e-300 {
+            continue;
+        }
+        let pivot_row = a[k].clone();
+        for i in k + 1..n {
+            let f = a[i][k] / piv;
+            for (x, p) in a[i][k..].iter_mut().zip(&pivot_row[k..]) {
+                *x -= f * p;
+            }
+            b[i] -= f * b[k];
+        }
+    }
+    let mut x = vec![0.0; n];
+    for k in (0..n).rev() {
+        let s: f64 = (k + 1..n).map(|j| a[k][j] * x[j]).sum();
+        x[k] = if a[k][k].abs() < 1e-300 {
+            0.0
+        } else {
+            (b[k] - s) / a[k][k]
+        };
+    }
+    x
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::resolve::{assignment, resolve, Pick};
+
+    /// The coefficients in stdlib/latency.json give exactly the predictions
+    /// the fit recorded with them.
+    #[test]
+    fn stored_coefficients_reproduce_the_recorded_predictions() {
+        let stored = stored();
+        assert!(!stored.recorded.is_empty(), "the fit records predictions");
+        for r in &stored.recorded {
+            let path = format!("{}/../{}", env!("CARGO_MANIFEST_DIR"), r.file);
+            let text = std::fs::read_to_string(&path).unwrap();
+            let checked = crate::check_source(&r.file, &text).unwrap();
+            let net = &checked.networks[0];
+            let pick: Pick = r.pick.parse().unwrap();
+            let fixed = resolve(&net.graph, &assignment(&net.graph, &net.summary, pick)).unwrap();
+            let l = crate::pipeline::lowered(&fixed).unwrap();
+            let plan = crate::plan::plan(&l);
+            let cpu = Cpu::parse(&r.core).unwrap();
+            let p: f64 = predict(&stored.coefficients, cpu, &features(&l, &plan, cpu))
+                .unwrap()
+                .iter()
+                .sum();
+            assert_eq!(
+                p.round() as u64,
+                r.predicted,
+                "{} {} on {}",
+                r.file,
+                r.pick,
+                r.core
+            );
+        }
+    }
+
+    #[test]
+    fn fit_recovers_a_linear_model() {
+        let step = |a: f64, b: f64| Step {
+            node: 1,
+            fused: None,
+            class: "add",
+            x: vec![a, b, 1.0],
+        };
+        let samples: Vec<(Step, f64)> = (0..20)
+            .map(|i| {
+                let (a, b) = (i as f64 * 1000.0, ((i * 7) % 5) as f64);
+                (step(a, b), 3.0 * a + 50.0 * b + 120.0)
+            })
+            .collect();
+        let w = &fit(&samples)["add"];
+        for (got, want) in w.iter().zip([3.0, 50.0, 120.0]) {
+            assert!((got - want).abs() < 1e-3 * want, "{w:?}");
+        }
+    }
+}
