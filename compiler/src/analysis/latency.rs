@@ -211,9 +211,11 @@ pub fn predict(c: &Coefficients, core: Cpu, steps: &[Step]) -> Option<Vec<f64>> 
         .collect()
 }
 
-/// Least squares per class: for each class, coefficients minimising the
-/// squared error of `instructions` (ridge-regularised by a tiny fraction of
-/// each column's scale, so constant or collinear features stay finite).
+/// Weighted least squares per class: for each class, coefficients
+/// minimising the squared relative error of `instructions` (each step
+/// weighted by 1 / max(its instructions, 500), so small steps count as much
+/// as large ones; ridge-regularised by a tiny fraction of each column's
+/// scale, so constant or collinear features stay finite).
 pub fn fit(samples: &[(Step, f64)]) -> BTreeMap<String, Vec<f64>> {
     let mut by: BTreeMap<&str, Vec<(&[f64], f64)>> = BTreeMap::new();
     for (s, y) in samples {
@@ -235,16 +237,18 @@ pub fn fit(samples: &[(Step, f64)]) -> BTreeMap<String, Vec<f64>> {
             let mut a = vec![vec![0.0; d]; d];
             let mut b = vec![0.0; d];
             for (x, y) in &rows {
+                let w = 1.0 / y.max(500.0);
                 for i in 0..d {
-                    let xi = x[i] / scale[i];
-                    b[i] += xi * y;
+                    let xi = w * x[i] / scale[i];
+                    b[i] += xi * w * y;
                     for j in 0..d {
-                        a[i][j] += xi * x[j] / scale[j];
+                        a[i][j] += xi * w * x[j] / scale[j];
                     }
                 }
             }
+            let diag = (0..d).map(|i| a[i][i]).fold(0.0, f64::max);
             for (i, row) in a.iter_mut().enumerate() {
-                row[i] += 1e-9 * rows.len() as f64;
+                row[i] += 1e-12 * diag.max(1e-300);
             }
             let w = solve(a, b);
             (
