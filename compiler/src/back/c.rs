@@ -325,6 +325,18 @@ static void mnet_softmax_row(const int8_t *x, int8_t *y, int n, int32_t mult, in
 }
 "#;
 
+/// `need`: the last conv row the depthwise window of output row `oy` reads
+/// (stride `s`, padding `pad`, kernel height `k`, `h` conv rows).
+fn need_row(c: &mut String, s: u32, pad: u32, k: u32, h: u32) {
+    let _ = writeln!(
+        c,
+        "            int need = oy * {s} - {pad} + {};\n            if (need > {}) need = {};",
+        k - 1,
+        h - 1,
+        h - 1
+    );
+}
+
 /// A conv `cv` streamed into the depthwise conv `dw` that reads it: conv
 /// output rows are computed when the depthwise window first needs them, into
 /// a ring of `ring_rows` rows, so the conv's full output never exists.
@@ -383,14 +395,7 @@ fn fused_conv_depthwise(
     let _ = writeln!(c, "        const int8_t *x = {};\n        int8_t *ring = mnet_arena + {ring};\n        int8_t *y = {};", ptr(plan.places[conv.inputs[0]]), ptr(plan.places[dw]));
     c.push_str("        int next = 0, oy, ox, oc, ky, kx, ch;\n");
     let _ = writeln!(c, "        for (oy = 0; oy < {doh}; ++oy) {{");
-    let _ = writeln!(
-        c,
-        "            int need = oy * {} - {dph} + {};\n            if (need > {}) need = {};",
-        ds[0],
-        dk[0] - 1,
-        hc - 1,
-        hc - 1
-    );
+    need_row(c, ds[0], dph, dk[0], hc);
     c.push_str("            for (; next <= need; ++next) {\n");
     let _ = writeln!(
         c,
@@ -464,14 +469,7 @@ fn fused_dsp(
         dsp::buffers(ck)
     );
     let _ = writeln!(c, "        for (oy = 0; oy < {doh}; ++oy) {{");
-    let _ = writeln!(
-        c,
-        "            int need = oy * {} - {dph} + {};\n            if (need > {}) need = {};",
-        ds[0],
-        dk[0] - 1,
-        hc - 1,
-        hc - 1
-    );
+    need_row(c, ds[0], dph, dk[0], hc);
     // The rows the window needs next, as one run of pixels (so that pairs
     // cross rows where two rows are due at once).
     let _ = writeln!(

@@ -474,6 +474,41 @@ static void mnet_mm1_{s}(const struct mnet_mm *L, const uint32_t *x, int8_t *y) 
     out
 }
 
+/// The Thumb-2 body of a 3x3 window's taps of 4 channels with all rows and
+/// `cols` (3, or 2 at the first or last column) columns: per tap one input
+/// word (the row's last tap steps the row pointer to the next 4 channels),
+/// widened minus the zero point, against the tap's two weight words; the
+/// weight pointer steps to the next group's 9 taps at the end.
+fn dw_taps(cols: usize) -> String {
+    let mut s = String::new();
+    let order: &[usize] = if cols == 3 { &[1, 2, 0] } else { &[1, 0] };
+    for r in 0..3 {
+        for &kx in order {
+            let t = r * 3 + kx;
+            let load = match kx {
+                0 => format!("[%[x{r}]], #4"),
+                1 => format!("[%[x{r}], %[c]]"),
+                _ => format!("[%[x{r}], %[c], lsl #1]"),
+            };
+            for line in [
+                format!("ldr %[xv], {load}"),
+                format!("ldr %[w], [%[wp], #{}]", t * 8),
+                "sxtab16 %[xa], %[nzp], %[xv]".into(),
+                "sxtab16 %[xv], %[nzp], %[xv], ror #8".into(),
+                "smlabb %[a0], %[xa], %[w], %[a0]".into(),
+                "smlatt %[a2], %[xa], %[w], %[a2]".into(),
+                format!("ldr %[w], [%[wp], #{}]", t * 8 + 4),
+                "smlabb %[a1], %[xv], %[w], %[a1]".into(),
+                "smlatt %[a3], %[xv], %[w], %[a3]".into(),
+            ] {
+                let _ = write!(s, "\"{line}\\n\\t\"\n                        ");
+            }
+        }
+    }
+    s.push_str("\"adds %[wp], %[wp], #72\\n\\t\"");
+    s
+}
+
 /// The depthwise row kernel of one variant.
 pub fn dw(v: Variant) -> String {
     let s = v.suffix();
@@ -533,88 +568,7 @@ static void mnet_dw_row_{s}(const struct mnet_dw *L, const int8_t *const *rows, 
                 uint32_t xv, xa, w;
                 if (n == 3) {{
                     __asm volatile(
-                        "ldr %[xv], [%[x0], %[c]]\n\t"
-                        "ldr %[w], [%[wp], #8]\n\t"
-                        "sxtab16 %[xa], %[nzp], %[xv]\n\t"
-                        "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
-                        "smlabb %[a0], %[xa], %[w], %[a0]\n\t"
-                        "smlatt %[a2], %[xa], %[w], %[a2]\n\t"
-                        "ldr %[w], [%[wp], #12]\n\t"
-                        "smlabb %[a1], %[xv], %[w], %[a1]\n\t"
-                        "smlatt %[a3], %[xv], %[w], %[a3]\n\t"
-                        "ldr %[xv], [%[x0], %[c], lsl #1]\n\t"
-                        "ldr %[w], [%[wp], #16]\n\t"
-                        "sxtab16 %[xa], %[nzp], %[xv]\n\t"
-                        "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
-                        "smlabb %[a0], %[xa], %[w], %[a0]\n\t"
-                        "smlatt %[a2], %[xa], %[w], %[a2]\n\t"
-                        "ldr %[w], [%[wp], #20]\n\t"
-                        "smlabb %[a1], %[xv], %[w], %[a1]\n\t"
-                        "smlatt %[a3], %[xv], %[w], %[a3]\n\t"
-                        "ldr %[xv], [%[x0]], #4\n\t"
-                        "ldr %[w], [%[wp], #0]\n\t"
-                        "sxtab16 %[xa], %[nzp], %[xv]\n\t"
-                        "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
-                        "smlabb %[a0], %[xa], %[w], %[a0]\n\t"
-                        "smlatt %[a2], %[xa], %[w], %[a2]\n\t"
-                        "ldr %[w], [%[wp], #4]\n\t"
-                        "smlabb %[a1], %[xv], %[w], %[a1]\n\t"
-                        "smlatt %[a3], %[xv], %[w], %[a3]\n\t"
-                        "ldr %[xv], [%[x1], %[c]]\n\t"
-                        "ldr %[w], [%[wp], #32]\n\t"
-                        "sxtab16 %[xa], %[nzp], %[xv]\n\t"
-                        "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
-                        "smlabb %[a0], %[xa], %[w], %[a0]\n\t"
-                        "smlatt %[a2], %[xa], %[w], %[a2]\n\t"
-                        "ldr %[w], [%[wp], #36]\n\t"
-                        "smlabb %[a1], %[xv], %[w], %[a1]\n\t"
-                        "smlatt %[a3], %[xv], %[w], %[a3]\n\t"
-                        "ldr %[xv], [%[x1], %[c], lsl #1]\n\t"
-                        "ldr %[w], [%[wp], #40]\n\t"
-                        "sxtab16 %[xa], %[nzp], %[xv]\n\t"
-                        "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
-                        "smlabb %[a0], %[xa], %[w], %[a0]\n\t"
-                        "smlatt %[a2], %[xa], %[w], %[a2]\n\t"
-                        "ldr %[w], [%[wp], #44]\n\t"
-                        "smlabb %[a1], %[xv], %[w], %[a1]\n\t"
-                        "smlatt %[a3], %[xv], %[w], %[a3]\n\t"
-                        "ldr %[xv], [%[x1]], #4\n\t"
-                        "ldr %[w], [%[wp], #24]\n\t"
-                        "sxtab16 %[xa], %[nzp], %[xv]\n\t"
-                        "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
-                        "smlabb %[a0], %[xa], %[w], %[a0]\n\t"
-                        "smlatt %[a2], %[xa], %[w], %[a2]\n\t"
-                        "ldr %[w], [%[wp], #28]\n\t"
-                        "smlabb %[a1], %[xv], %[w], %[a1]\n\t"
-                        "smlatt %[a3], %[xv], %[w], %[a3]\n\t"
-                        "ldr %[xv], [%[x2], %[c]]\n\t"
-                        "ldr %[w], [%[wp], #56]\n\t"
-                        "sxtab16 %[xa], %[nzp], %[xv]\n\t"
-                        "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
-                        "smlabb %[a0], %[xa], %[w], %[a0]\n\t"
-                        "smlatt %[a2], %[xa], %[w], %[a2]\n\t"
-                        "ldr %[w], [%[wp], #60]\n\t"
-                        "smlabb %[a1], %[xv], %[w], %[a1]\n\t"
-                        "smlatt %[a3], %[xv], %[w], %[a3]\n\t"
-                        "ldr %[xv], [%[x2], %[c], lsl #1]\n\t"
-                        "ldr %[w], [%[wp], #64]\n\t"
-                        "sxtab16 %[xa], %[nzp], %[xv]\n\t"
-                        "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
-                        "smlabb %[a0], %[xa], %[w], %[a0]\n\t"
-                        "smlatt %[a2], %[xa], %[w], %[a2]\n\t"
-                        "ldr %[w], [%[wp], #68]\n\t"
-                        "smlabb %[a1], %[xv], %[w], %[a1]\n\t"
-                        "smlatt %[a3], %[xv], %[w], %[a3]\n\t"
-                        "ldr %[xv], [%[x2]], #4\n\t"
-                        "ldr %[w], [%[wp], #48]\n\t"
-                        "sxtab16 %[xa], %[nzp], %[xv]\n\t"
-                        "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
-                        "smlabb %[a0], %[xa], %[w], %[a0]\n\t"
-                        "smlatt %[a2], %[xa], %[w], %[a2]\n\t"
-                        "ldr %[w], [%[wp], #52]\n\t"
-                        "smlabb %[a1], %[xv], %[w], %[a1]\n\t"
-                        "smlatt %[a3], %[xv], %[w], %[a3]\n\t"
-                        "adds %[wp], %[wp], #72\n\t"
+                        {t3}
                         : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [x0] "+r"(x0),
                           [x1] "+r"(x1), [x2] "+r"(x2), [wp] "+r"(wp), [xv] "=&r"(xv), [xa] "=&r"(xa),
                           [w] "=&r"(w)
@@ -622,61 +576,7 @@ static void mnet_dw_row_{s}(const struct mnet_dw *L, const int8_t *const *rows, 
                         : "cc", "memory");
                 }} else {{
                     __asm volatile(
-                        "ldr %[xv], [%[x0], %[c]]\n\t"
-                        "ldr %[w], [%[wp], #8]\n\t"
-                        "sxtab16 %[xa], %[nzp], %[xv]\n\t"
-                        "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
-                        "smlabb %[a0], %[xa], %[w], %[a0]\n\t"
-                        "smlatt %[a2], %[xa], %[w], %[a2]\n\t"
-                        "ldr %[w], [%[wp], #12]\n\t"
-                        "smlabb %[a1], %[xv], %[w], %[a1]\n\t"
-                        "smlatt %[a3], %[xv], %[w], %[a3]\n\t"
-                        "ldr %[xv], [%[x0]], #4\n\t"
-                        "ldr %[w], [%[wp], #0]\n\t"
-                        "sxtab16 %[xa], %[nzp], %[xv]\n\t"
-                        "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
-                        "smlabb %[a0], %[xa], %[w], %[a0]\n\t"
-                        "smlatt %[a2], %[xa], %[w], %[a2]\n\t"
-                        "ldr %[w], [%[wp], #4]\n\t"
-                        "smlabb %[a1], %[xv], %[w], %[a1]\n\t"
-                        "smlatt %[a3], %[xv], %[w], %[a3]\n\t"
-                        "ldr %[xv], [%[x1], %[c]]\n\t"
-                        "ldr %[w], [%[wp], #32]\n\t"
-                        "sxtab16 %[xa], %[nzp], %[xv]\n\t"
-                        "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
-                        "smlabb %[a0], %[xa], %[w], %[a0]\n\t"
-                        "smlatt %[a2], %[xa], %[w], %[a2]\n\t"
-                        "ldr %[w], [%[wp], #36]\n\t"
-                        "smlabb %[a1], %[xv], %[w], %[a1]\n\t"
-                        "smlatt %[a3], %[xv], %[w], %[a3]\n\t"
-                        "ldr %[xv], [%[x1]], #4\n\t"
-                        "ldr %[w], [%[wp], #24]\n\t"
-                        "sxtab16 %[xa], %[nzp], %[xv]\n\t"
-                        "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
-                        "smlabb %[a0], %[xa], %[w], %[a0]\n\t"
-                        "smlatt %[a2], %[xa], %[w], %[a2]\n\t"
-                        "ldr %[w], [%[wp], #28]\n\t"
-                        "smlabb %[a1], %[xv], %[w], %[a1]\n\t"
-                        "smlatt %[a3], %[xv], %[w], %[a3]\n\t"
-                        "ldr %[xv], [%[x2], %[c]]\n\t"
-                        "ldr %[w], [%[wp], #56]\n\t"
-                        "sxtab16 %[xa], %[nzp], %[xv]\n\t"
-                        "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
-                        "smlabb %[a0], %[xa], %[w], %[a0]\n\t"
-                        "smlatt %[a2], %[xa], %[w], %[a2]\n\t"
-                        "ldr %[w], [%[wp], #60]\n\t"
-                        "smlabb %[a1], %[xv], %[w], %[a1]\n\t"
-                        "smlatt %[a3], %[xv], %[w], %[a3]\n\t"
-                        "ldr %[xv], [%[x2]], #4\n\t"
-                        "ldr %[w], [%[wp], #48]\n\t"
-                        "sxtab16 %[xa], %[nzp], %[xv]\n\t"
-                        "sxtab16 %[xv], %[nzp], %[xv], ror #8\n\t"
-                        "smlabb %[a0], %[xa], %[w], %[a0]\n\t"
-                        "smlatt %[a2], %[xa], %[w], %[a2]\n\t"
-                        "ldr %[w], [%[wp], #52]\n\t"
-                        "smlabb %[a1], %[xv], %[w], %[a1]\n\t"
-                        "smlatt %[a3], %[xv], %[w], %[a3]\n\t"
-                        "adds %[wp], %[wp], #72\n\t"
+                        {t2}
                         : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [x0] "+r"(x0),
                           [x1] "+r"(x1), [x2] "+r"(x2), [wp] "+r"(wp), [xv] "=&r"(xv), [xa] "=&r"(xa),
                           [w] "=&r"(w)
@@ -743,6 +643,8 @@ static void mnet_dw_row_{s}(const struct mnet_dw *L, const int8_t *const *rows, 
         o2 = v.out("a2", "p + 6", "ch + 2"),
         o3 = v.out("a3", "p + 9", "ch + 3"),
         t0 = v.out("a0", "p", "ch"),
+        t3 = dw_taps(3),
+        t2 = dw_taps(2),
     );
     c
 }
