@@ -25,7 +25,8 @@
 //! - `oracle`: mnet's reference interpreter, the C compiled with cc, TFLM
 //!   and LiteRT agree bit for bit on 100 random int8 inputs.
 //! - `m4`: the C compiles with arm-none-eabi-gcc -Werror for a Cortex-M4
-//!   and a Cortex-M7 (at -O2, and -O0, -Os, -Og, -O1, -O3), its static RAM is exactly
+//!   and a Cortex-M7 (at -O2, and -O0, -Os, -Og, -O1, -O3; and for a
+//!   Cortex-M33 and M55), its static RAM is exactly
 //!   the planned arena and it has no `.data`; it runs in QEMU (mps2-an386,
 //!   mps2-an500) as the DSP kernels, their portable path, their exact
 //!   requantization and the generic loop nests (up to 20 M MACs), and every output equals the
@@ -487,6 +488,13 @@ fn m4(m: &Model, picks: &[Pick]) -> Result<(), Failed> {
                 for opt in ["-O0", "-Os", "-Og", "-O1", "-O3"] {
                     mcu::compile_object(&dir, &net, b.core, opt, &[])
                         .map_err(|e| format!("{name} at {opt}: {e}"))?;
+                }
+                // The same kernels build for the other DSP cores (not
+                // emulated here), with a bounded stack.
+                for cpu in [c::Cpu::CortexM33, c::Cpu::CortexM55] {
+                    let flags = mcu::gcc_flags_for(cpu, None);
+                    mcu::static_report(files, &net, &flags, &dir.join(cpu.name()))
+                        .map_err(|e| format!("{name} for {}: {e}", cpu.name()))?;
                 }
             }
             let r = mcu::run(&build, std::time::Duration::from_secs(300))
