@@ -8,10 +8,8 @@
 use crate::{compile_error, fixed_network, NetworkArgs, Result, UserError, WeightsArgs};
 use clap::Args;
 use mnet_compiler::back::c::Cpu;
-use mnet_compiler::exec::interp;
 use mnet_compiler::mcu::{self, BuildOptions, Core};
 use mnet_compiler::pipeline;
-use rand::{RngExt, SeedableRng};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -80,20 +78,12 @@ pub fn emulate(args: &EmulateArgs) -> Result<()> {
     let q = &art.quantized;
     let l = &q.graph.lowered;
     let name = &l.name;
-    let in_len: usize = l.nodes[0].shape.iter().map(|&d| d as usize).product();
     let out_len: usize = l.nodes[l.output]
         .shape
         .iter()
         .map(|&d| d as usize)
         .product();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed);
-    let inputs: Vec<Vec<i8>> = (0..args.inputs)
-        .map(|_| (0..in_len).map(|_| rng.random::<i8>()).collect())
-        .collect();
-    let expected: Vec<Vec<i8>> = inputs
-        .iter()
-        .map(|x| interp::run(&q.graph, &q.prepared, x)[l.output].clone())
-        .collect();
+    let (inputs, expected) = mcu::random_cases(q, args.inputs, args.seed);
     let (dir, temporary) = match &args.keep {
         Some(d) => (d.clone(), false),
         None => (

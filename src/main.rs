@@ -833,13 +833,14 @@ pub(crate) fn compile_error(
 
 fn compile_to(net: &NetworkArgs, args: &CompileArgs, out: &OutputArgs) -> Result<()> {
     let (sources, fixed) = fixed_network(net, "compile")?;
+    let cpu = cpu_of(args.cpu.as_deref(), &fixed)?;
     let mut opts = pipeline::Options::default();
     for kind in &args.emit {
         match kind.as_str() {
             "tflite" => opts.tflite = Some(Default::default()),
             "c" => {
                 opts.c = Some(mnet_compiler::back::c::Options {
-                    cpu: cpu_of(args.cpu.as_deref(), &fixed)?,
+                    cpu,
                     ..Default::default()
                 })
             }
@@ -879,15 +880,7 @@ fn compile_to(net: &NetworkArgs, args: &CompileArgs, out: &OutputArgs) -> Result
     let report = art
         .c
         .as_ref()
-        .map(|c| {
-            memory_report(
-                &fixed,
-                &art,
-                c,
-                cpu_of(args.cpu.as_deref(), &fixed)?,
-                !args.estimate,
-            )
-        })
+        .map(|c| memory_report(&fixed, &art, c, cpu, !args.estimate))
         .transpose()?;
     // Nothing is written for a network that does not fit its board.
     if let Some(r) = &report {

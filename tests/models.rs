@@ -440,20 +440,12 @@ fn m4(m: &Model, picks: &[Pick]) -> Result<(), Failed> {
             .map_err(|e| format!("{name}: {e}"))?;
         let l = &q.graph.lowered;
         let net = l.name.clone();
-        let len: usize = l.nodes[0].shape.iter().map(|&d| d as usize).product();
         let out_len: usize = l.nodes[l.output]
             .shape
             .iter()
             .map(|&d| d as usize)
             .product();
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed_of(&name) ^ 4);
-        let inputs: Vec<Vec<i8>> = (0..M4_INPUTS)
-            .map(|_| (0..len).map(|_| rng.random::<i8>()).collect())
-            .collect();
-        let expected: Vec<Vec<i8>> = inputs
-            .iter()
-            .map(|x| mnet_compiler::exec::interp::run(&q.graph, &q.prepared, x)[l.output].clone())
-            .collect();
+        let (inputs, expected) = mcu::random_cases(&q, M4_INPUTS, seed_of(&name) ^ 4);
         let macs: u64 = mnet_compiler::back::lowered_macs(l).iter().sum();
         for b in M4_BUILDS.iter().filter(|b| macs <= b.max_macs) {
             let opts = pipeline::Options {

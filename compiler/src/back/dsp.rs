@@ -509,6 +509,20 @@ fn dw_taps(cols: usize) -> String {
     s
 }
 
+/// The asm statement of [`dw_taps`]`(cols)` with its operands.
+fn dw_asm(cols: usize) -> String {
+    format!(
+        r#"__asm volatile(
+                        {}
+                        : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [x0] "+r"(x0),
+                          [x1] "+r"(x1), [x2] "+r"(x2), [wp] "+r"(wp), [xv] "=&r"(xv), [xa] "=&r"(xa),
+                          [w] "=&r"(w)
+                        : [c] "r"(c), [nzp] "r"(nzp)
+                        : "cc", "memory");"#,
+        dw_taps(cols)
+    )
+}
+
 /// The depthwise row kernel of one variant.
 pub fn dw(v: Variant) -> String {
     let s = v.suffix();
@@ -567,21 +581,9 @@ static void mnet_dw_row_{s}(const struct mnet_dw *L, const int8_t *const *rows, 
                 int32_t a0 = p[0], a1 = p[3], a2 = p[6], a3 = p[9];
                 uint32_t xv, xa, w;
                 if (n == 3) {{
-                    __asm volatile(
-                        {t3}
-                        : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [x0] "+r"(x0),
-                          [x1] "+r"(x1), [x2] "+r"(x2), [wp] "+r"(wp), [xv] "=&r"(xv), [xa] "=&r"(xa),
-                          [w] "=&r"(w)
-                        : [c] "r"(c), [nzp] "r"(nzp)
-                        : "cc", "memory");
+                    {a3}
                 }} else {{
-                    __asm volatile(
-                        {t2}
-                        : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [x0] "+r"(x0),
-                          [x1] "+r"(x1), [x2] "+r"(x2), [wp] "+r"(wp), [xv] "=&r"(xv), [xa] "=&r"(xa),
-                          [w] "=&r"(w)
-                        : [c] "r"(c), [nzp] "r"(nzp)
-                        : "cc", "memory");
+                    {a2}
                 }}
                 y[ch] = {o0};
                 y[ch + 1] = {o1};
@@ -643,8 +645,8 @@ static void mnet_dw_row_{s}(const struct mnet_dw *L, const int8_t *const *rows, 
         o2 = v.out("a2", "p + 6", "ch + 2"),
         o3 = v.out("a3", "p + 9", "ch + 3"),
         t0 = v.out("a0", "p", "ch"),
-        t3 = dw_taps(3),
-        t2 = dw_taps(2),
+        a3 = dw_asm(3),
+        a2 = dw_asm(2),
     );
     c
 }
@@ -669,10 +671,8 @@ pub fn dw_weights(w: &[i8], taps: usize, c: usize) -> Vec<i16> {
 #[derive(Clone, Debug)]
 pub struct Layer {
     pub variant: Variant,
-    /// Inputs per output (kernel height x width x input channels; the
-    /// kernel taps of a depthwise conv).
-    pub k: usize,
-    /// Groups of 4 of them.
+    /// Groups of 4 of the inputs per output (kernel height x width x input
+    /// channels; the kernel taps of a depthwise conv).
     pub k4: usize,
 }
 
@@ -713,7 +713,6 @@ pub fn layer(
             fast,
             clamp: *act_min > -128 || *act_max < 127,
         },
-        k,
         k4: k.div_ceil(4),
     }
 }
@@ -769,7 +768,7 @@ pub fn nzp(zp: i32) -> String {
 
 use crate::exec::interp::Prepared;
 use crate::lower::{LKind, QuantGraph};
-use crate::plan::{MemoryPlan, Place};
+use crate::plan::MemoryPlan;
 
 /// Which DSP kernel runs node `i`, if any: convs and dense layers the
 /// matrix kernel, depthwise convs the row kernel (an in-place depthwise
@@ -1066,11 +1065,6 @@ pub fn buffers(kernel: Kernel) -> String {
             4 * k4
         )
     }
-}
-
-/// The place of a node as a C pointer expression.
-pub fn place(p: Place) -> String {
-    super::c::ptr(p)
 }
 
 /// The pixels of conv `cv` each output row of the depthwise conv `dw` it

@@ -732,6 +732,27 @@ pub fn deepest_stack(ci: &str, root: &str) -> Option<u64> {
     )
 }
 
+/// `n` seeded random int8 inputs of a network, and the reference
+/// interpreter's outputs for them: what a run on the emulator must print.
+pub fn random_cases(
+    q: &crate::pipeline::Quantized,
+    n: usize,
+    seed: u64,
+) -> (Vec<Vec<i8>>, Vec<Vec<i8>>) {
+    use rand::{RngExt, SeedableRng};
+    let l = &q.graph.lowered;
+    let len: usize = l.nodes[0].shape.iter().map(|&d| d as usize).product();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let inputs: Vec<Vec<i8>> = (0..n)
+        .map(|_| (0..len).map(|_| rng.random::<i8>()).collect())
+        .collect();
+    let expected = inputs
+        .iter()
+        .map(|x| crate::exec::interp::run(&q.graph, &q.prepared, x)[l.output].clone())
+        .collect();
+    (inputs, expected)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
