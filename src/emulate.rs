@@ -30,7 +30,7 @@ pub struct EmulateArgs {
     /// Instructions of each step of the network as well.
     #[arg(long)]
     per_layer: bool,
-    /// Keep the build (C, harness, ELF) in this directory.
+    /// Keep the build (C, harness, ELF) in this directory (new or empty).
     #[arg(long)]
     keep: Option<PathBuf>,
     /// The longest an emulated run may take, in seconds.
@@ -85,9 +85,16 @@ pub fn emulate(args: &EmulateArgs) -> Result<()> {
         .product();
     let (inputs, expected) = mcu::random_cases(q, args.inputs, args.seed);
     let (dir, temporary) = match &args.keep {
+        // The build writes several files: only into a new or empty folder.
+        Some(d) if std::fs::read_dir(d).is_ok_and(|mut e| e.next().is_some()) => {
+            return Err(UserError(format!(
+                "error: --keep {}: the folder is not empty; give a new one\n",
+                d.display()
+            )))
+        }
         Some(d) => (d.clone(), false),
         None => (
-            std::env::temp_dir().join(format!("mnet-emulate-{}-{name}", std::process::id())),
+            std::env::temp_dir().join(format!("mnet-emulate-{}", std::process::id())),
             true,
         ),
     };

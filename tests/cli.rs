@@ -760,6 +760,21 @@ fn emulate_counts_instructions_and_checks_outputs() {
         "{}",
         stdout(&a)
     );
+    // --keep writes only into a new or empty folder.
+    let keep = scratch("keep");
+    std::fs::write(keep.join("mine.txt"), "mine").unwrap();
+    let o = plain(&["--random-weights", "7", "--keep", keep.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("the folder is not empty"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read_dir(&keep).unwrap().count(), 1);
+    let kept = keep.join("build");
+    let o = plain(&["--random-weights", "7", "--keep", kept.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(kept.join("tiny.elf").exists());
     let o = plain(&["--random-weights", "7", "--cpu", "cortex-m55"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
