@@ -690,16 +690,6 @@ fn predicted_latency(
 ) -> Result<Option<Latency>> {
     use mnet_compiler::analysis::latency;
     let cpu = cpu_of(cpu, f)?;
-    let stored = latency::stored();
-    if !stored.coefficients.cores.contains_key(cpu.name()) {
-        return Ok(None);
-    }
-    let l = pipeline::lowered(f).map_err(|e| UserError(format!("error: {e}\n")))?;
-    let plan = mnet_compiler::plan::plan(&l);
-    let steps = latency::features(&l, &plan, cpu);
-    let Some(pred) = latency::predict(&stored.coefficients, cpu, &steps) else {
-        return Ok(None);
-    };
     if let Some(c) = clock {
         if !(c > 0.0 && c.is_finite()) {
             return Err(UserError(format!(
@@ -707,18 +697,19 @@ fn predicted_latency(
             )));
         }
     }
+    let Some(steps) =
+        latency::network_steps(f, cpu).map_err(|e| UserError(format!("error: {e}\n")))?
+    else {
+        return Ok(None);
+    };
     let clock_hz = clock.map(|mhz| mhz * 1e6).or_else(|| {
         let (b, _) = f.info.target.as_ref()?;
-        stored.clocks.get(&b.name).copied()
+        b.clock_hz.map(|c| c as f64)
     });
     Ok(Some(Latency {
         cpu,
         clock_hz,
-        steps: steps
-            .iter()
-            .zip(pred)
-            .map(|(s, n)| (l.nodes[s.node].name.clone(), s.class, n))
-            .collect(),
+        steps,
     }))
 }
 
@@ -749,8 +740,17 @@ fn resolve_to(
         ))
     })?;
     let stats = fixed_stats(&fixed);
-    let want = stats.totals;
-    if again.networks.first().map(|n| n.summary.min) != Some(want) {
+    // Instructions are predicted for the target's core: none when the
+    // written file keeps its target as a comment (a pick over budget).
+    let got = again
+        .networks
+        .first()
+        .map(|n| (n.summary.min, n.graph.info.target.is_some()));
+    let expected = |kept: bool| mnet_compiler::analysis::space::Totals {
+        instructions: if kept { stats.totals.instructions } else { 0 },
+        ..stats.totals
+    };
+    if got.map(|(t, kept)| t == expected(kept)) != Some(true) {
         return Err(UserError(
             "internal error: the resolved network's stats differ from the pick\n".into(),
         ));
@@ -761,9 +761,9 @@ fn resolve_to(
         file.display(),
         output.display(),
         stats.rows.len(),
-        want.ops(),
-        want.flash_bytes,
-        want.peak_working_bytes
+        stats.totals.ops(),
+        stats.totals.flash_bytes,
+        stats.totals.peak_working_bytes
     );
     Ok(())
 }
@@ -1092,20 +1092,11 @@ fn memory_report(
     } else {
         // Without the cross compiler: the constants the C holds, ~600 B of
         // helpers and ~350 B a layer of code (the loop nests at -O2; the
-        // DSP kernels add ~3 KB), and a stack of 128 B plus the matrix
-        // kernel's widened inputs (4 bytes per input of the widest conv).
+        // DSP kernels add ~3 KB), and the stack estimate the search uses.
         r.rodata = c.constant_bytes as u64;
         let layers = l.nodes.len() as u64 - 1;
         r.text = 600 + 350 * layers + if cpu.dsp() { 3000 } else { 0 };
-        let widest = l
-            .nodes
-            .iter()
-            .filter(|n| n.kind.is_weighted())
-            .filter_map(|n| n.inputs.first())
-            .map(|&i| *l.nodes[i].shape.last().unwrap_or(&0) as u64)
-            .max()
-            .unwrap_or(0);
-        r.stack = 128 + if cpu.dsp() { 4 * widest * 10 } else { 0 };
+        r.stack = mnet_compiler::back::c::stack_estimate(l, &art.plan, cpu);
     }
     Ok(r)
 }

@@ -314,7 +314,7 @@ pub fn html(
         fit.memory.arena,
         fit.memory.input,
         fit.memory.output,
-        mnet_search::dnas::STACK_BYTES,
+        fit.memory.stack,
         accuracy.0,
         accuracy.1
     ));
@@ -372,7 +372,16 @@ pub fn html(
             budgets.working,
             |e: &EpochRecord| e.expected_working,
         ),
+        (
+            "E[instructions] (latency model)",
+            budgets.instructions,
+            |e: &EpochRecord| e.expected_instructions,
+        ),
     ] {
+        // No latency model for the target: no such chart.
+        if budget.is_none() && history.iter().all(|e| get(e) == 0.0) {
+            continue;
+        }
         let v: Vec<Option<f64>> = history.iter().map(|e| Some(get(e))).collect();
         body.push_str(&lines(
             name,

@@ -8,6 +8,7 @@ use crate::{create_dir, load, one_network, read, write_set, Result, UserError};
 use clap::Args;
 use mnet_compiler::ir::{Budget, BudgetKind};
 use mnet_compiler::pipeline;
+use mnet_grammar::ast::Dim;
 use mnet_search::dnas::{self, Limits, SearchConfig, SearchProgress, State};
 use mnet_search::engine::Net;
 use mnet_search::train::{train, TrainConfig};
@@ -30,10 +31,10 @@ pub struct SearchArgs {
     /// A held-out set of its own (else --data's validation split: 10% of each class of npy:DIR, or DIR/val).
     #[arg(long)]
     val: Option<String>,
-    /// The board (its SRAM and flash are budgets), instead of the file's `target`.
+    /// The board (its SRAM and flash are budgets, its core and clock what a latency budget is measured at), instead of the file's `target`.
     #[arg(long)]
     target: Option<String>,
-    /// Budgets that replace the file's: ops=60M,sram=200KiB,flash=1MiB.
+    /// Budgets that replace the file's: ops=60M,sram=200KiB,flash=1MiB,latency=100ms.
     #[arg(long, value_delimiter = ',')]
     budget: Vec<String>,
     /// Output directory (new or empty, or --force).
@@ -71,6 +72,9 @@ pub struct SearchArgs {
     /// Weight of E[ops] / ops budget in the architecture loss.
     #[arg(long, default_value_t = 0.1)]
     lambda_ops: f32,
+    /// Weight of E[instructions] / latency budget (the target core's latency model) in the architecture loss.
+    #[arg(long, default_value_t = 0.0)]
+    lambda_latency: f32,
     /// Weight of each hinge penalty over a budget.
     #[arg(long, default_value_t = 2.0)]
     penalty: f32,
@@ -115,16 +119,19 @@ impl std::str::FromStr for Retrain {
     }
 }
 
-/// `60M`, `200KiB`, `1MiB`, `4096`.
-fn quantity(s: &str) -> Option<u64> {
+/// `60M`, `200KiB`, `1MiB`, `4096`, `100ms` in the units of `dim` (a
+/// plain number is a count or bytes, never a time).
+fn quantity(s: &str, dim: Dim) -> Option<u64> {
     let s = s.trim();
     let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let value: u64 = s[..digits].parse().ok()?;
     let unit = s[digits..].trim();
     if unit.is_empty() {
-        return Some(value);
+        return (dim != Dim::Time).then_some(value);
     }
-    value.checked_mul(mnet_grammar::ast::Unit::parse(unit)?.factor())
+    let unit = mnet_grammar::ast::Unit::parse(unit)?;
+    (unit.dim() == dim).then_some(())?;
+    value.checked_mul(unit.factor())
 }
 
 fn err(msg: String) -> UserError {
@@ -191,21 +198,20 @@ pub fn search(args: &SearchArgs) -> Result<()> {
         let (k, v) = item
             .split_once('=')
             .ok_or_else(|| err(format!("--budget `{item}`: write KIND=VALUE, e.g. ops=60M")))?;
-        let kind = match k.trim() {
-            "ops" => BudgetKind::Ops,
-            "sram" => BudgetKind::Sram,
-            "flash" => BudgetKind::Flash,
+        let (kind, dim, example) = match k.trim() {
+            "ops" => (BudgetKind::Ops, Dim::Count, "a count like 60M"),
+            "sram" => (BudgetKind::Sram, Dim::Bytes, "a size like 200KiB"),
+            "flash" => (BudgetKind::Flash, Dim::Bytes, "a size like 1MiB"),
+            "latency" => (BudgetKind::Latency, Dim::Time, "a time like 100ms"),
             other => {
                 return Err(err(format!(
-                    "--budget `{item}`: unknown budget `{other}` (expected ops, sram or flash)"
+                    "--budget `{item}`: unknown budget `{other}` (expected ops, sram, flash or latency)"
                 )))
             }
         };
-        let limit = quantity(v).filter(|&l| l > 0).ok_or_else(|| {
-            err(format!(
-                "--budget `{item}`: `{v}` is not a size like 60M or 200KiB"
-            ))
-        })?;
+        let limit = quantity(v, dim)
+            .filter(|&l| l > 0)
+            .ok_or_else(|| err(format!("--budget `{item}`: `{v}` is not {example}")))?;
         g.info.budgets.retain(|b| b.kind != kind);
         g.info.budgets.push(Budget {
             kind,
@@ -215,10 +221,33 @@ pub fn search(args: &SearchArgs) -> Result<()> {
     }
     let checks = mnet_compiler::analysis::stats::budgets(&g.info);
     let limit_of = |k: BudgetKind| checks.iter().find(|b| b.kind == k).map(|b| b.limit);
+    // A latency budget is measured with the target's core model at its
+    // clock (the file's own budget was checked with its target; --target
+    // and --budget are checked here).
+    let model = g
+        .info
+        .target
+        .as_ref()
+        .map(|(board, _)| mnet_compiler::analysis::latency::BoardModel::of(board));
+    if limit_of(BudgetKind::Latency).is_some() {
+        match &model {
+            None => {
+                return Err(err(format!(
+                    "{}: a latency budget needs a target board (`target` in the file or --target)",
+                    args.file.display()
+                )))
+            }
+            Some(Err(e)) => return Err(err(format!("{}: {e}", args.file.display()))),
+            Some(Ok(_)) => {}
+        }
+    }
+    let model = model.and_then(|m| m.ok());
     let limits = Limits {
         ops: limit_of(BudgetKind::Ops),
         flash: limit_of(BudgetKind::Flash),
         sram: limit_of(BudgetKind::Sram),
+        latency_us: limit_of(BudgetKind::Latency),
+        clock_hz: model.as_ref().map(|m| m.clock_hz),
     };
     let quick = |q: usize, full: usize| if args.quick { q } else { full };
     let cfg = SearchConfig {
@@ -230,6 +259,7 @@ pub fn search(args: &SearchArgs) -> Result<()> {
         tau_start: args.tau_start,
         tau_end: args.tau_end,
         lambda_ops: args.lambda_ops,
+        lambda_latency: args.lambda_latency,
         penalty: args.penalty,
         seed: args.seed,
         ..SearchConfig::default()
@@ -253,6 +283,10 @@ pub fn search(args: &SearchArgs) -> Result<()> {
             "--lambda-ops",
             args.lambda_ops.is_finite() && args.lambda_ops >= 0.0,
         ),
+        (
+            "--lambda-latency",
+            args.lambda_latency.is_finite() && args.lambda_latency >= 0.0,
+        ),
         ("--penalty", args.penalty.is_finite() && args.penalty >= 0.0),
         (
             "--tau-start/--tau-end",
@@ -267,7 +301,26 @@ pub fn search(args: &SearchArgs) -> Result<()> {
         }
     }
     // A budget no network of the space meets is an error before training.
-    let s = &net.summary;
+    // Another target has another core: the space's instructions are
+    // predicted for it.
+    let summary;
+    let s = if args.target.is_some() {
+        summary = mnet_compiler::analysis::space::analyze(&g, &checked.sources)
+            .map_err(|d| err(format!("{}: {}", args.file.display(), d[0].message)))?;
+        &summary
+    } else {
+        &net.summary
+    };
+    if let (Some(l), Some(us)) = (limits.latency_us, limits.micros(s.min.instructions)) {
+        if us > l {
+            return Err(err(format!(
+                "{}: no network of the space meets the latency budget of {l} us: the smallest needs {us} us ({} instructions at {} MHz, the latency model's estimate)",
+                args.file.display(),
+                s.min.instructions,
+                limits.clock_hz.unwrap_or(0) as f64 / 1e6
+            )));
+        }
+    }
     for (kind, smallest, limit) in [
         ("ops", s.min.ops(), limits.ops),
         ("flash", s.min.flash_bytes, limits.flash),
@@ -297,7 +350,7 @@ pub fn search(args: &SearchArgs) -> Result<()> {
             smallest_fit.memory.arena,
             smallest_fit.memory.input,
             smallest_fit.memory.output,
-            dnas::STACK_BYTES
+            smallest_fit.memory.stack
         )));
     }
     // Outputs: a new or empty directory, or --force, or --resume.
@@ -394,7 +447,25 @@ pub fn search(args: &SearchArgs) -> Result<()> {
     } else {
         dnas::start(&g, &cfg).map_err(|e| fail(err(format!("{}: {e}", args.file.display()))))?
     };
-    let ops_ref = limits.ops.map_or(s.max.ops() as f64, |o| o as f64);
+    // The loss's SRAM budget allows the stack of the space's largest
+    // network (the widest matrix kernel's buffers).
+    let largest = mnet_compiler::analysis::resolve::resolve(
+        &g,
+        &mnet_compiler::analysis::resolve::assignment(
+            &g,
+            s,
+            mnet_compiler::analysis::resolve::Pick::Max,
+        ),
+    )
+    .map_err(err)?;
+    let budgets =
+        limits.budgets(&mnet_compiler::pipeline::memory(&largest).map_err(|e| err(e.to_string()))?);
+    let refs = dnas::Refs {
+        ops: limits.ops.map_or(s.max.ops() as f64, |o| o as f64),
+        instructions: budgets
+            .instructions
+            .map_or(s.max.instructions as f64, |i| i as f64),
+    };
     let stop = args.stop_after_epoch;
     let total_epochs = cfg.warmup_epochs + cfg.epochs;
     let mut bar: Option<indicatif::ProgressBar> = None;
@@ -406,7 +477,11 @@ pub fn search(args: &SearchArgs) -> Result<()> {
         Some(l) => format!("{:.0}/{}", v, l),
         None => format!("{v:.0}"),
     };
-    let budgets = limits.budgets(&smallest);
+    let instructions_text = |v: f64| match (budgets.instructions, v > 0.0) {
+        (Some(l), _) => format!(", E[instructions] {v:.0}/{l}"),
+        (None, true) => format!(", E[instructions] {v:.0}"),
+        (None, false) => String::new(),
+    };
     let stopped = std::cell::Cell::new(false);
     let outcome = dnas::search(
         &g,
@@ -415,7 +490,7 @@ pub fn search(args: &SearchArgs) -> Result<()> {
         &val_set,
         &limits,
         &budgets,
-        ops_ref,
+        refs,
         &cfg,
         args.extra_epochs,
         |st: &State| {
@@ -443,11 +518,12 @@ pub fn search(args: &SearchArgs) -> Result<()> {
                 });
                 b.set_position(step as u64);
                 let costs = match expected {
-                    Some([o, f, w]) => format!(
-                        ", E[ops] {}, E[flash] {}, E[SRAM] {}",
+                    Some([o, f, w, i]) => format!(
+                        ", E[ops] {}, E[flash] {}, E[SRAM] {}{}",
                         budget_text(o, budgets.ops),
                         budget_text(f, budgets.flash),
-                        budget_text(w, budgets.working)
+                        budget_text(w, budgets.working),
+                        instructions_text(i)
                     ),
                     None => String::new(),
                 };
@@ -474,13 +550,14 @@ pub fn search(args: &SearchArgs) -> Result<()> {
                     )
                 };
                 eprintln!(
-                    "epoch {at} ({}): loss {:.4}, accuracy {:.3}{v}; E[ops] {}, E[flash] {}, E[working] {}; temperature {:.3}",
+                    "epoch {at} ({}): loss {:.4}, accuracy {:.3}{v}; E[ops] {}, E[flash] {}, E[working] {}{}; temperature {:.3}",
                     r.phase.name(),
                     r.loss,
                     r.accuracy,
                     budget_text(r.expected_ops, budgets.ops),
                     budget_text(r.expected_flash, budgets.flash),
                     budget_text(r.expected_working, budgets.working),
+                    instructions_text(r.expected_instructions),
                     r.temperature
                 );
             }
@@ -501,7 +578,10 @@ pub fn search(args: &SearchArgs) -> Result<()> {
         .fit
         .over
         .iter()
-        .map(|(k, need, l)| format!("{k} {need} > {l}"))
+        .map(|(k, need, l)| match *k {
+            "latency" => format!("latency {need} us > {l} us"),
+            _ => format!("{k} {need} > {l}"),
+        })
         .collect();
     if !over.is_empty() && !args.allow_over_budget {
         return Err(fail(err(format!(
@@ -687,6 +767,12 @@ fn limits_text(l: &Limits) -> String {
     if let Some(s) = l.sram {
         v.push(format!("sram <= {s} B"));
     }
+    if let Some(t) = l.latency_us {
+        v.push(format!(
+            "latency <= {t} us at {} MHz",
+            l.clock_hz.unwrap_or(0) as f64 / 1e6
+        ));
+    }
     if v.is_empty() {
         "none".into()
     } else {
@@ -759,6 +845,7 @@ fn search_json(
                 "expected_ops": e.expected_ops,
                 "expected_flash": e.expected_flash,
                 "expected_working_memory": e.expected_working,
+                "expected_instructions": e.expected_instructions,
                 "resource_loss": e.resource_loss,
             })
         })
@@ -784,10 +871,14 @@ fn search_json(
         "config": {
             "warmup_epochs": cfg.warmup_epochs, "epochs": cfg.epochs, "batch": cfg.batch,
             "lr": cfg.lr, "arch_lr": cfg.arch_lr, "tau_start": cfg.tau_start, "tau_end": cfg.tau_end,
-            "lambda_ops": cfg.lambda_ops, "penalty": cfg.penalty, "seed": cfg.seed,
+            "lambda_ops": cfg.lambda_ops, "lambda_latency": cfg.lambda_latency,
+            "penalty": cfg.penalty, "seed": cfg.seed,
             "retrain": format!("{:?}", r.retrain).to_lowercase(), "retrain_epochs": r.retrain_epochs,
         },
-        "limits": { "ops": limits.ops, "flash": limits.flash, "sram": limits.sram },
+        "limits": {
+            "ops": limits.ops, "flash": limits.flash, "sram": limits.sram,
+            "latency_us": limits.latency_us, "clock_hz": limits.clock_hz,
+        },
         "data": { "spec": r.data, "train_samples": r.samples.0, "held_out_samples": r.samples.1 },
         "epochs": epochs,
         "choices": choices,
@@ -795,7 +886,8 @@ fn search_json(
             "ops": f.ops, "params": f.params, "flash": f.flash,
             "peak_working_memory": f.peak_working,
             "arena": r.arena, "input_bytes": f.memory.input, "output_bytes": f.memory.output,
-            "stack_allowance": dnas::STACK_BYTES, "sram": f.sram,
+            "stack_allowance": f.memory.stack, "sram": f.sram,
+            "instructions": f.instructions, "latency_us": f.latency_us,
             "over_budget": r.over,
             "kept_retrain_epoch": r.kept_epoch,
             "held_out_float_loss": r.float.0,

@@ -433,7 +433,7 @@ fn resolve_keeps_a_users_board() {
     let src = dir.join("b.mnet");
     std::fs::write(
         &src,
-        "board mine { core: cortex_m0, sram: 16 KiB, flash: 64 KiB }\n\nnetwork b(x: i8[8, 8, 1]) -> [2] {\n    target mine\n    x = conv2d(x, out: width(4, 8), kernel: 3) |> relu |> global_avg_pool |> flatten |> dense(out: 2)\n}\n",
+        "board mine { core: cortex_m4, sram: 16 KiB, flash: 64 KiB, clock: 48 MHz }\n\nnetwork b(x: i8[8, 8, 1]) -> [2] {\n    target mine\n    budget latency <= 2500us\n    x = conv2d(x, out: width(4, 8), kernel: 3) |> relu |> global_avg_pool |> flatten |> dense(out: 2)\n}\n",
     )
     .unwrap();
     let out = dir.join("r.mnet");
@@ -448,16 +448,18 @@ fn resolve_keeps_a_users_board() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let text = std::fs::read_to_string(&out).unwrap();
     assert!(
-        text.contains("board mine { core: cortex_m0, sram: 16 KiB, flash: 64 KiB }"),
+        text.contains("board mine { core: cortex_m4, sram: 16 KiB, flash: 64 KiB, clock: 48 MHz }")
+            && text.contains("budget latency <= 2500us"),
         "{text}"
     );
     let o = mnet(&["stats", out.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(
-        stdout(&o).contains("target mine (cortex_m0): 16.0 KiB SRAM"),
+        stdout(&o).contains("target mine (cortex_m4, 48 MHz): 16.0 KiB SRAM"),
         "{}",
         stdout(&o)
     );
+    assert!(stdout(&o).contains("latency (predicted)"), "{}", stdout(&o));
 }
 
 /// Issue 9 item 15: outputs are written as a set: a network name as long
@@ -938,6 +940,72 @@ fn compile_reports_memory_against_the_board() {
         .map(|k| m[k].as_u64().unwrap())
         .sum::<u64>();
     assert_eq!(m["sram"].as_u64().unwrap(), sum);
+}
+
+/// A latency budget over a space: the exact min and max of the latency
+/// model's estimate against it, the JSON's instruction ranges, and a
+/// fixed network's estimate near its emulated run.
+#[test]
+fn stats_checks_a_latency_budget() {
+    let dir = scratch("latency-budget");
+    let src = dir.join("l.mnet");
+    std::fs::write(
+        &src,
+        "use std::blocks::{conv_bn, ds_block}\n\nnetwork l(x: i8[24, 24, 1]) -> [4] {\n    target stm32f446re\n    budget latency <= 2ms\n    x = conv_bn(x, out: width(8..=32 step 8), kernel: 3, stride: 2)\n    x = ds_block(x, out: width(16..=64 step 16))\n    x = global_avg_pool(x) |> dense(4) |> softmax\n}\n",
+    )
+    .unwrap();
+    let o = mnet(&["stats", src.to_str().unwrap(), "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let (lo, hi) = (
+        v["instructions"]["min"].as_u64().unwrap(),
+        v["instructions"]["max"].as_u64().unwrap(),
+    );
+    // 2 ms at 180 MHz: 360 000 instructions, between the smallest and the
+    // largest network.
+    assert!(lo < 360_000 && 360_000 < hi, "{lo}..{hi}");
+    let o = mnet(&["stats", src.to_str().unwrap()]);
+    assert!(
+        stdout(&o).contains("latency (predicted)")
+            && stdout(&o).contains("some networks exceed it"),
+        "{}",
+        stdout(&o)
+    );
+    // The smallest network: its estimate near the emulator's count.
+    let o = mnet(&["stats", src.to_str().unwrap(), "--pick", "min", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let estimate = v["instructions"].as_f64().unwrap();
+    let e = mnet(&[
+        "emulate",
+        src.to_str().unwrap(),
+        "--pick",
+        "min",
+        "--random-weights",
+        "1",
+        "--inputs",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(e.status.code(), Some(0), "{}", stderr(&e));
+    let e: serde_json::Value = serde_json::from_str(&stdout(&e)).unwrap();
+    let measured = e["instructions"][0].as_f64().unwrap();
+    assert!(
+        (estimate - measured).abs() < 0.15 * measured,
+        "estimated {estimate}, measured {measured}"
+    );
+    // Without a clock there is no latency.
+    std::fs::write(
+        &src,
+        "board b { core: cortex_m4, sram: 64 KiB, flash: 256 KiB }\nnetwork l(x: i8[8, 8, 1]) {\n    target b\n    budget latency <= 2ms\n    x = conv2d(x, out: 4, kernel: 3)\n}\n",
+    )
+    .unwrap();
+    let o = mnet(&["stats", src.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("board `b` has no `clock`"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

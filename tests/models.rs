@@ -501,6 +501,16 @@ fn m4(m: &Model, picks: &[Pick]) -> Result<(), Failed> {
                     .into());
                 }
             }
+            // The stack the search allows for (without a build) holds what
+            // the emulated run painted.
+            let allowed = c::stack_estimate(l, &art.plan, b.cpu);
+            if r.stack > allowed {
+                return Err(format!(
+                    "{name} ({}): the run used {} bytes of stack, over the {allowed} estimated",
+                    b.what, r.stack
+                )
+                .into());
+            }
             eprintln!(
                 "{name} {} on {}: {:?} instructions, .text {} .rodata {} .bss {}, stack {}",
                 b.what,

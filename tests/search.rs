@@ -244,6 +244,7 @@ fn unmeetable_budgets_fail_before_training() {
             "sram budget of 300: the smallest (--pick min) needs",
         ),
         ("flash=10", "flash budget of 10"),
+        ("latency=1us", "latency budget of 1 us: the smallest needs"),
     ] {
         let dir = scratch("unmeetable");
         let o = mnet(&[
@@ -271,7 +272,23 @@ fn unmeetable_budgets_fail_before_training() {
         "/tmp/x",
     ]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("is not a size"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is not a count"), "{}", stderr(&o));
+    let o = mnet(&[
+        "search",
+        "examples/tiny.mnet",
+        "--data",
+        "synthetic-tiny:64",
+        "--budget",
+        "latency=100",
+        "-o",
+        "/tmp/x",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("`100` is not a time like 100ms"),
+        "{}",
+        stderr(&o)
+    );
     let o = mnet(&[
         "search",
         "examples/tiny.mnet",
@@ -352,6 +369,53 @@ fn tight_sram_budget_gives_a_network_that_fits() {
     );
     assert_ne!(a["choices"], b["choices"], "the budget changes the network");
     assert!(a["result"]["sram"].as_u64().unwrap() > sram);
+}
+
+/// A tight latency budget on the KWS space gives another network, whose
+/// latency by the target core's model (search.json, and `mnet stats` on
+/// the written network) is within it.
+#[test]
+fn tight_latency_budget_gives_a_network_that_fits() {
+    let (free, tight) = (scratch("latency-free"), scratch("latency-tight"));
+    let args = ["--lambda-ops", "0", "--retrain-epochs", "0"];
+    let o = search("kws", &free, &args);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let a = json(&free.join("search.json"));
+    let free_us = a["result"]["latency_us"].as_u64().unwrap();
+    let space = checked(Path::new(&format!(
+        "{}/examples/kws.mnet",
+        env!("CARGO_MANIFEST_DIR")
+    )));
+    let clock = a["limits"]["clock_hz"].as_u64().unwrap();
+    let min_us = (space.summary.min.instructions * 1_000_000).div_ceil(clock);
+    assert!(
+        free_us > 2 * min_us,
+        "room for a tighter budget: {free_us} us vs {min_us} us"
+    );
+    let budget = free_us / 2;
+    let mut with = args.to_vec();
+    let b = format!("latency={budget}us");
+    with.extend(["--budget", &b]);
+    let o = search("kws", &tight, &with);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let t = json(&tight.join("search.json"));
+    let us = t["result"]["latency_us"].as_u64().unwrap();
+    assert!(us <= budget, "{us} us over the {budget} us budget");
+    assert_eq!(t["limits"]["latency_us"].as_u64(), Some(budget));
+    assert_ne!(a["choices"], t["choices"], "the budget changes the network");
+    // The written network keeps the budget and meets it.
+    let o = mnet(&["stats", tight.join("kws.mnet").to_str().unwrap(), "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let stats: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        stats["instructions"].as_u64(),
+        t["result"]["instructions"].as_u64()
+    );
+    assert!(stats["budgets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|b| b["kind"] == "latency" && b["limit"].as_u64() == Some(budget)));
 }
 
 /// `npy:DIR` takes `DIR/val/` as the held-out split when it is there, and
@@ -435,7 +499,7 @@ fn a_network_that_does_not_fit_is_an_error_unless_allowed() {
             "--extra-epochs",
             "0",
             "--budget",
-            "sram=720",
+            "sram=915",
             "-o",
             dir.to_str().unwrap(),
         ];
@@ -445,7 +509,7 @@ fn a_network_that_does_not_fit_is_an_error_unless_allowed() {
     let o = args(&[]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        stderr(&o).contains("does not fit after 0 extra epochs: sram 723 > 720"),
+        stderr(&o).contains("does not fit after 0 extra epochs: sram 927 > 915"),
         "{}",
         stderr(&o)
     );
@@ -453,10 +517,10 @@ fn a_network_that_does_not_fit_is_an_error_unless_allowed() {
     let o = args(&["--allow-over-budget"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let s = json(&dir.join("search.json"));
-    assert_eq!(s["result"]["over_budget"][0], "sram 723 > 720");
+    assert_eq!(s["result"]["over_budget"][0], "sram 927 > 915");
     let text = std::fs::read_to_string(dir.join("tiny.mnet")).unwrap();
     assert!(
-        text.contains("OVER BUDGET (--allow-over-budget): sram 723 > 720"),
+        text.contains("OVER BUDGET (--allow-over-budget): sram 927 > 915"),
         "{text}"
     );
 }

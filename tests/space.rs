@@ -38,11 +38,13 @@ fn brute_force(net: &CheckedNetwork) -> (Totals, Totals, usize) {
         lo.params = lo.params.min(t.params);
         lo.flash_bytes = lo.flash_bytes.min(t.flash_bytes);
         lo.peak_working_bytes = lo.peak_working_bytes.min(t.peak_working_bytes);
+        lo.instructions = lo.instructions.min(t.instructions);
         let hi = max.get_or_insert(t);
         hi.macs = hi.macs.max(t.macs);
         hi.params = hi.params.max(t.params);
         hi.flash_bytes = hi.flash_bytes.max(t.flash_bytes);
         hi.peak_working_bytes = hi.peak_working_bytes.max(t.peak_working_bytes);
+        hi.instructions = hi.instructions.max(t.instructions);
     }
     assert!(structures.len() <= distinct.len());
     (min.unwrap(), max.unwrap(), distinct.len())
@@ -225,6 +227,11 @@ fn resolved_networks_round_trip() {
                     net.summary.max.flash_bytes,
                 ),
                 (
+                    net.summary.min.instructions,
+                    t.instructions,
+                    net.summary.max.instructions,
+                ),
+                (
                     net.summary.min.peak_working_bytes,
                     t.peak_working_bytes,
                     net.summary.max.peak_working_bytes,
@@ -244,13 +251,25 @@ fn resolved_networks_round_trip() {
                 again.graph.choices.is_empty(),
                 "{name} --pick {pick}: resolved file has choices"
             );
+            // Instructions are predicted for the target's core: none when
+            // the target was dropped.
+            let want = Totals {
+                instructions: if again.graph.info.target.is_some() {
+                    t.instructions
+                } else {
+                    0
+                },
+                ..t
+            };
             assert_eq!(
-                again.summary.min, t,
+                again.summary.min, want,
                 "{name} --pick {pick}: resolved totals differ\n{text}"
             );
-            let refixed = resolve(&again.graph, &[]).unwrap();
+            let mut refixed = resolve(&again.graph, &[]).unwrap();
             // Per-layer figures and names agree (the target and budgets are
-            // dropped when the pick exceeds them).
+            // dropped when the pick exceeds them: the instructions are
+            // compared for the original target).
+            refixed.info = fixed.info.clone();
             let layers = |v: serde_json::Value| v["layers"].as_array().unwrap().clone();
             let ok = layers(fixed_json(&refixed.info, &fixed_stats(&refixed)))
                 == layers(fixed_json(&fixed.info, &stats));
@@ -352,6 +371,7 @@ fn relaxable_spaces() -> Vec<(String, String)> {
 #[test]
 fn relaxed_costs_are_exact_at_one_hot() {
     use mnet_compiler::analysis::relax::Relaxed;
+    let mut with_latency = 0;
     for (name, src) in relaxable_spaces() {
         let net = checked(&name, &src);
         let relaxed = Relaxed::new(&net.graph).unwrap_or_else(|e| panic!("{name}: {e:?}"));
@@ -366,19 +386,26 @@ fn relaxed_costs_are_exact_at_one_hot() {
                 e.params.value,
                 e.flash_bytes.value,
                 e.peak_working(),
+                e.instructions.value,
             );
             let want = (
                 t.macs as f64,
                 t.params as f64,
                 t.flash_bytes as f64,
                 t.peak_working_bytes as f64,
+                t.instructions as f64,
             );
             assert_eq!(
                 got, want,
-                "{name} --pick {pick}: (macs, params, flash, peak)"
+                "{name} --pick {pick}: (macs, params, flash, peak, instructions)"
             );
+            with_latency += usize::from(t.instructions > 0);
         }
     }
+    assert!(
+        with_latency >= 18,
+        "some example spaces target a board with a latency model"
+    );
 }
 
 /// Seeded probabilities inside the simplex, every option above 5%.
@@ -414,6 +441,7 @@ fn relaxed_cost_gradients_match_finite_differences() {
             e.params.clone(),
             e.flash_bytes.clone(),
             e.smooth_peak_working(64.0),
+            e.instructions.clone(),
         ];
         v.extend(e.working.iter().map(|(_, d)| d.clone()));
         v

@@ -20,7 +20,17 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-const SPACES: &[&str] = &["tiny", "kws", "ad", "vww", "fashion"];
+/// The spaces sampled: the example spaces, and a probe of the layers they
+/// do not have (max pooling, padding, concatenation, unfused activations,
+/// depthwise convs no conv streams into), so every step class has a model.
+const SPACES: &[&str] = &["tiny", "kws", "ad", "vww", "fashion", "probe"];
+
+fn path_of(space: &str) -> String {
+    match space {
+        "probe" => "compiler/examples/latency_probe.mnet".to_string(),
+        _ => format!("examples/{space}.mnet"),
+    }
+}
 const CORES: &[(Cpu, Core)] = &[(Cpu::CortexM4, Core::M4), (Cpu::CortexM7, Core::M7)];
 
 struct Sample {
@@ -33,7 +43,7 @@ struct Sample {
 }
 
 fn measure(space: &'static str, seed: u64, cpu: Cpu, core: Core) -> Result<Sample, String> {
-    let path = format!("examples/{space}.mnet");
+    let path = path_of(space);
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
     let checked = mnet_compiler::check_source(&path, &text).map_err(|f| f.render())?;
     let net = &checked.networks[0];
@@ -209,7 +219,7 @@ fn main() {
                     .iter()
                     .sum();
                 recorded.push(Recorded {
-                    file: format!("examples/{space}.mnet"),
+                    file: path_of(space),
                     pick: format!("random:{}", s.seed),
                     core: cpu.name().to_string(),
                     predicted: p.round() as u64,
@@ -227,19 +237,11 @@ fn main() {
     }
     let stored = Stored {
         about: format!(
-            "Latency model of mnet's generated C: instructions per step, a linear model per core and step class over the features of mnet_compiler::analysis::latency. Fitted by `cargo run --release -p mnet-compiler --example latency_fit {fit_n} {held_n}` on QEMU mps2-an386 (cortex-m4) and mps2-an500 (cortex-m7), arm-none-eabi-gcc -O2, {} networks sampled from examples/{{{}}}.mnet. Latency in ms assumes one instruction per cycle at the board's clock.",
+            "Latency model of mnet's generated C: instructions per step, a linear model per core and step class over the features of mnet_compiler::analysis::latency. Fitted by `cargo run --release -p mnet-compiler --example latency_fit {fit_n} {held_n}` on QEMU mps2-an386 (cortex-m4) and mps2-an500 (cortex-m7), arm-none-eabi-gcc -O2, {} networks sampled from {}. Latency in ms assumes one instruction per cycle at the board's clock (`clock` in the board profiles, stdlib/boards.mnet).",
             samples.len() / CORES.len(),
-            SPACES.join(",")
+            SPACES.iter().map(|s| path_of(s)).collect::<Vec<_>>().join(", ")
         ),
         coefficients,
-        clocks: [
-            ("stm32f446re", 180e6),
-            ("stm32f746zg", 216e6),
-            ("stm32f767zi", 216e6),
-        ]
-        .into_iter()
-        .map(|(b, c)| (b.to_string(), c))
-        .collect(),
         recorded,
     };
     let json = serde_json::to_string_pretty(&stored).expect("json");

@@ -173,6 +173,8 @@ pub struct Board {
     pub core: String,
     pub sram_bytes: u64,
     pub flash_bytes: u64,
+    /// The core clock, Hz (what a latency budget is measured at).
+    pub clock_hz: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -180,6 +182,9 @@ pub enum BudgetKind {
     Ops,
     Sram,
     Flash,
+    /// Microseconds per inference at the target board's clock, predicted by
+    /// the latency model of its core.
+    Latency,
 }
 
 impl BudgetKind {
@@ -188,6 +193,7 @@ impl BudgetKind {
             BudgetKind::Ops => "ops",
             BudgetKind::Sram => "sram",
             BudgetKind::Flash => "flash",
+            BudgetKind::Latency => "latency",
         }
     }
 }

@@ -177,13 +177,15 @@ fn size_errors(g: &SearchGraph, s: &SpaceSummary) -> Diagnostics {
 fn budget_errors(g: &SearchGraph, s: &SpaceSummary) -> Diagnostics {
     stats::budgets(&g.info)
         .into_iter()
-        .filter(|b| s.min.get(b.kind) > b.limit)
+        .filter(|b| b.needed(&s.min) > b.limit)
         .map(|b| {
-            let (what, fmt): (&str, fn(u64) -> String) = match b.kind {
-                BudgetKind::Ops => ("ops", stats::human_count),
-                BudgetKind::Sram => ("peak working memory", stats::human_bytes),
-                BudgetKind::Flash => ("flash", stats::human_bytes),
+            let what = match b.kind {
+                BudgetKind::Ops => "ops",
+                BudgetKind::Sram => "peak working memory",
+                BudgetKind::Flash => "flash",
+                BudgetKind::Latency => "predicted latency",
             };
+            let fmt = |v: u64| stats::fmt_budget_value(b.kind, v);
             let who = if s.count == 1u32.into() {
                 "the network needs"
             } else {
@@ -197,7 +199,7 @@ fn budget_errors(g: &SearchGraph, s: &SpaceSummary) -> Diagnostics {
                     fmt(b.limit)
                 ),
             )
-            .with_label(format!("{who} {} of {what}", fmt(s.min.get(b.kind))))
+            .with_label(format!("{who} {} of {what}", fmt(b.needed(&s.min))))
             .with_note(format!("from {}", b.source))
             .with_hint("raise the budget, choose a larger board, or allow smaller widths")
         })

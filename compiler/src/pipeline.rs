@@ -97,6 +97,17 @@ pub struct Memory {
     pub arena: u64,
     pub input: u64,
     pub output: u64,
+    /// The generated C's stack on the target's core (cortex-m4 without a
+    /// target), estimated: [`c::stack_estimate`].
+    pub stack: u64,
+}
+
+impl Memory {
+    /// The SRAM the network needs: arena, the caller's input and output
+    /// buffers, and stack.
+    pub fn sram(&self) -> u64 {
+        self.arena + self.input + self.output + self.stack
+    }
 }
 
 /// The memory plan's figures for `g` without weights or calibration (the
@@ -106,10 +117,17 @@ pub fn memory(g: &FixedGraph) -> Result<Memory, Error> {
     let lowered = lowered(g)?;
     let plan = plan::check(&lowered, plan::plan(&lowered))?;
     let bytes = |s: &[u32]| s.iter().map(|&d| d as u64).product::<u64>();
+    let cpu = g
+        .info
+        .target
+        .as_ref()
+        .and_then(|(b, _)| c::Cpu::parse(&b.core))
+        .unwrap_or_default();
     Ok(Memory {
         arena: plan.arena_size as u64,
         input: bytes(&lowered.nodes[0].shape),
         output: bytes(&lowered.nodes[lowered.output].shape),
+        stack: c::stack_estimate(&lowered, &plan, cpu),
     })
 }
 

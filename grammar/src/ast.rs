@@ -164,56 +164,106 @@ pub enum Unit {
     K,
     M,
     G,
+    Hz,
+    KHz,
+    MHz,
+    GHz,
+    Us,
+    Ms,
+    S,
 }
 
-impl Unit {
-    pub fn as_str(self) -> &'static str {
+/// What a quantity measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Dim {
+    /// A plain count (`40M` ops).
+    Count,
+    Bytes,
+    /// In microseconds.
+    Time,
+    /// In hertz.
+    Frequency,
+}
+
+impl Dim {
+    pub fn name(self) -> &'static str {
         match self {
-            Unit::B => "B",
-            Unit::KiB => "KiB",
-            Unit::MiB => "MiB",
-            Unit::GiB => "GiB",
-            Unit::KB => "KB",
-            Unit::MB => "MB",
-            Unit::GB => "GB",
-            Unit::K => "K",
-            Unit::M => "M",
-            Unit::G => "G",
+            Dim::Count => "a count",
+            Dim::Bytes => "bytes",
+            Dim::Time => "a time",
+            Dim::Frequency => "a frequency",
         }
+    }
+}
+
+const UNITS: [(Unit, &str, u64, Dim); 17] = [
+    (Unit::B, "B", 1, Dim::Bytes),
+    (Unit::KiB, "KiB", 1 << 10, Dim::Bytes),
+    (Unit::MiB, "MiB", 1 << 20, Dim::Bytes),
+    (Unit::GiB, "GiB", 1 << 30, Dim::Bytes),
+    (Unit::KB, "KB", 1_000, Dim::Bytes),
+    (Unit::MB, "MB", 1_000_000, Dim::Bytes),
+    (Unit::GB, "GB", 1_000_000_000, Dim::Bytes),
+    (Unit::K, "K", 1_000, Dim::Count),
+    (Unit::M, "M", 1_000_000, Dim::Count),
+    (Unit::G, "G", 1_000_000_000, Dim::Count),
+    (Unit::Hz, "Hz", 1, Dim::Frequency),
+    (Unit::KHz, "kHz", 1_000, Dim::Frequency),
+    (Unit::MHz, "MHz", 1_000_000, Dim::Frequency),
+    (Unit::GHz, "GHz", 1_000_000_000, Dim::Frequency),
+    (Unit::Us, "us", 1, Dim::Time),
+    (Unit::Ms, "ms", 1_000, Dim::Time),
+    (Unit::S, "s", 1_000_000, Dim::Time),
+];
+
+impl Unit {
+    fn row(self) -> &'static (Unit, &'static str, u64, Dim) {
+        UNITS
+            .iter()
+            .find(|r| r.0 == self)
+            .expect("every unit is in UNITS")
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.row().1
     }
 
     pub fn parse(s: &str) -> Option<Unit> {
-        Some(match s {
-            "B" => Unit::B,
-            "KiB" => Unit::KiB,
-            "MiB" => Unit::MiB,
-            "GiB" => Unit::GiB,
-            "KB" => Unit::KB,
-            "MB" => Unit::MB,
-            "GB" => Unit::GB,
-            "K" => Unit::K,
-            "M" => Unit::M,
-            "G" => Unit::G,
-            _ => return None,
-        })
+        UNITS.iter().find(|r| r.1 == s).map(|r| r.0)
     }
 
-    /// Multiplier of the unit.
+    /// Multiplier of the unit (to bytes, counts, microseconds or hertz).
     pub fn factor(self) -> u64 {
-        match self {
-            Unit::B => 1,
-            Unit::KiB => 1 << 10,
-            Unit::MiB => 1 << 20,
-            Unit::GiB => 1 << 30,
-            Unit::KB | Unit::K => 1_000,
-            Unit::MB | Unit::M => 1_000_000,
-            Unit::GB | Unit::G => 1_000_000_000,
-        }
+        self.row().2
+    }
+
+    pub fn dim(self) -> Dim {
+        self.row().3
     }
 
     /// Byte units (as opposed to plain counts like `M` ops).
     pub fn is_bytes(self) -> bool {
-        !matches!(self, Unit::K | Unit::M | Unit::G)
+        self.dim() == Dim::Bytes
+    }
+
+    /// The largest unit of dimension `dim` that divides `v` (a nonzero
+    /// value), for printing: `(v / factor, unit)`; the base unit for 0.
+    /// Counts under a thousand have no unit (None).
+    pub fn largest_dividing(dim: Dim, v: u64) -> (u64, Option<Unit>) {
+        let best = UNITS
+            .iter()
+            .filter(|r| r.3 == dim && v > 0 && v.is_multiple_of(r.2))
+            // Binary byte units first, as budgets and boards are written.
+            .filter(|r| dim != Dim::Bytes || r.2.is_power_of_two())
+            .max_by_key(|r| r.2);
+        match best {
+            Some(r) => (v / r.2, Some(r.0)),
+            None if dim == Dim::Count => (v, None),
+            None => (
+                v,
+                UNITS.iter().find(|r| r.3 == dim && r.2 == 1).map(|r| r.0),
+            ),
+        }
     }
 }
 

@@ -173,7 +173,9 @@ pub fn expr(e: &Expr) -> String {
         ExprKind::Decimal(v) => v.clone(),
         ExprKind::Str(v) => format!("\"{v}\""),
         ExprKind::Quantity { value, unit } => match unit {
-            Unit::K | Unit::M | Unit::G => format!("{value}{}", unit.as_str()),
+            Unit::K | Unit::M | Unit::G | Unit::Us | Unit::Ms | Unit::S => {
+                format!("{value}{}", unit.as_str())
+            }
             _ => format!("{value} {}", unit.as_str()),
         },
         ExprKind::Ident(s) => s.clone(),

@@ -20,6 +20,7 @@ fn record_json(e: &EpochRecord) -> Value {
         "val_loss": e.val_loss, "val_accuracy": e.val_accuracy, "temperature": e.temperature,
         "probabilities": e.probabilities, "expected_ops": e.expected_ops,
         "expected_flash": e.expected_flash, "expected_working": e.expected_working,
+        "expected_instructions": e.expected_instructions,
         "resource_loss": e.resource_loss, "penalty": e.penalty, "lr": e.lr,
     })
 }
@@ -58,6 +59,7 @@ fn record_of(v: &Value) -> Option<EpochRecord> {
         expected_ops: v["expected_ops"].as_f64()?,
         expected_flash: v["expected_flash"].as_f64()?,
         expected_working: v["expected_working"].as_f64()?,
+        expected_instructions: v["expected_instructions"].as_f64()?,
         resource_loss: v["resource_loss"].as_f64()?,
         penalty: f32_of("penalty")?,
         lr: f32_of("lr")?,

@@ -11,9 +11,10 @@
 //! through the gates plus
 //!
 //! ```text
-//! λ_ops · E[ops] / ops_ref
+//! λ_ops · E[ops] / ops_ref + λ_lat · E[instructions] / instructions_ref
 //!   + μ · (relu(E[ops] / ops_budget − 1) + relu(E[flash] / flash_budget − 1)
-//!          + relu(smoothmax_n E[working_n] / working_budget − 1))
+//!          + relu(smoothmax_n E[working_n] / working_budget − 1)
+//!          + relu(E[instructions] / latency_budget − 1))
 //! ```
 //!
 //! where the expectations are under the softmax of the logits over the
@@ -21,7 +22,12 @@
 //! gradients from [`mnet_compiler::analysis::relax`]), `ops_ref` is the ops
 //! budget (or the largest network's ops without one) and the working-memory
 //! budget is the board's SRAM minus what the generated C needs besides its
-//! arena ([`sram_overhead`]). Every random draw of an epoch comes from
+//! arena (the caller's input and output buffers, and the stack of the
+//! space's largest network: [`mnet_compiler::back::c::stack_estimate`]). Instructions are the latency model's
+//! per-layer prediction for the target board's core
+//! ([`mnet_compiler::analysis::latency::layer_cost`]); a latency budget is
+//! the instructions that fit in it at the board's clock, and
+//! `instructions_ref` that budget (or the largest network's instructions). Every random draw of an epoch comes from
 //! generators seeded by (seed, epoch), so a run resumed at an epoch
 //! boundary continues exactly as an uninterrupted one.
 
@@ -53,6 +59,9 @@ pub struct SearchConfig {
     pub tau_end: f32,
     /// Weight of E[ops] / ops_ref.
     pub lambda_ops: f32,
+    /// Weight of E[instructions] / instructions_ref (the latency model's
+    /// term next to ops; 0 leaves latency to its budget's hinge).
+    pub lambda_latency: f32,
     /// Weight of each hinge penalty over a budget.
     pub penalty: f32,
     pub seed: u64,
@@ -71,30 +80,30 @@ impl Default for SearchConfig {
             tau_start: 5.0,
             tau_end: 0.1,
             lambda_ops: 0.1,
+            lambda_latency: 0.0,
             penalty: 2.0,
             seed: 0,
         }
     }
 }
 
-/// Bytes of a board's SRAM the generated C needs besides its arena for a
-/// network with `input` and `output` bytes: the caller's input and output
-/// buffers, and 256 bytes of stack (the generated code measures 100–124
-/// bytes on a Cortex-M4; twice that, rounded).
-pub fn sram_overhead(input: u64, output: u64) -> u64 {
-    input + output + STACK_BYTES
-}
-
-/// Stack the generated C is allowed in the SRAM budget.
-pub const STACK_BYTES: u64 = 256;
-
-/// What the network must fit: ops, flash bytes (weights and biases) and
-/// the SRAM bytes left for the working memory (the arena).
+/// What the network must fit: ops, flash bytes (weights and biases), the
+/// SRAM bytes left for the working memory (the arena) and the instructions
+/// a latency budget allows.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Budgets {
     pub ops: Option<u64>,
     pub flash: Option<u64>,
     pub working: Option<u64>,
+    pub instructions: Option<u64>,
+}
+
+/// The references the linear terms of the loss divide by: ops and
+/// instructions.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Refs {
+    pub ops: f64,
+    pub instructions: f64,
 }
 
 /// Which part of the schedule an epoch is.
@@ -133,6 +142,8 @@ pub struct EpochRecord {
     pub expected_ops: f64,
     pub expected_flash: f64,
     pub expected_working: f64,
+    /// E[instructions] (0 without a latency model).
+    pub expected_instructions: f64,
     pub resource_loss: f64,
     /// The penalty weight in force.
     pub penalty: f32,
@@ -222,7 +233,7 @@ fn rng_for(seed: u64, epoch: usize, purpose: u64) -> rand_chacha::ChaCha8Rng {
 /// the figures of the argmax network, which is the one that must fit; a
 /// hinge also holds while the argmax network itself is over budget): its
 /// value, its gradient with respect to the logits, and E[ops], E[flash],
-/// the smooth peak working memory.
+/// the smooth peak working memory, E[instructions].
 #[allow(clippy::too_many_arguments)]
 pub fn resource_loss(
     s: &Supernet,
@@ -230,10 +241,10 @@ pub fn resource_loss(
     offsets: &[usize],
     tau: f32,
     budgets: &Budgets,
-    ops_ref: f64,
-    lambda_ops: f32,
+    refs: Refs,
+    cfg: &SearchConfig,
     penalty: f32,
-) -> Result<(f64, Vec<f32>, [f64; 3]), String> {
+) -> Result<(f64, Vec<f32>, [f64; 4]), String> {
     let p = softmax(logits, offsets, tau);
     let pf: Vec<f64> = p.iter().map(|&v| v as f64).collect();
     let e = s.relaxed.eval(&pf)?;
@@ -254,7 +265,13 @@ pub fn resource_loss(
             *g += k * x;
         }
     };
-    add(&ops, lambda_ops as f64 / ops_ref.max(1.0));
+    add(&ops, cfg.lambda_ops as f64 / refs.ops.max(1.0));
+    if cfg.lambda_latency > 0.0 {
+        add(
+            &e.instructions,
+            cfg.lambda_latency as f64 / refs.instructions.max(1.0),
+        );
+    }
     // A hinge holds while the expectation or the most likely network (the
     // one resolution takes) is over its budget: with many options the
     // expectation can fit while the argmax does not. Its gradient is the
@@ -271,6 +288,11 @@ pub fn resource_loss(
         (&ops, top.ops().value, budgets.ops),
         (&e.flash_bytes, top.flash_bytes.value, budgets.flash),
         (&wm, top.peak_working(), budgets.working),
+        (
+            &e.instructions,
+            top.instructions.value,
+            budgets.instructions,
+        ),
     ] {
         if let Some(b) = b.map(|b| b as f64).filter(|&b| d.value.max(hard) > b) {
             add(d, penalty as f64 / b);
@@ -280,7 +302,16 @@ pub fn resource_loss(
     value += offset;
     let dp: Vec<f32> = grad.iter().map(|&g| g as f32).collect();
     let dx = softmax_back(&p, &dp, offsets, tau);
-    Ok((value, dx, [ops.value, e.flash_bytes.value, wm.value]))
+    Ok((
+        value,
+        dx,
+        [
+            ops.value,
+            e.flash_bytes.value,
+            wm.value,
+            e.instructions.value,
+        ],
+    ))
 }
 
 /// Start a search: the supernet with its weights seeded, uniform logits.
@@ -325,7 +356,7 @@ pub enum SearchProgress<'a> {
         loss: f32,
         accuracy: f32,
         temperature: f32,
-        expected: Option<[f64; 3]>,
+        expected: Option<[f64; 4]>,
     },
     Epoch(&'a EpochRecord),
 }
@@ -339,7 +370,7 @@ pub fn run_epoch(
     train: &Dataset,
     val: &Dataset,
     budgets: &Budgets,
-    ops_ref: f64,
+    refs: Refs,
     cfg: &SearchConfig,
     phase: Phase,
     total: usize,
@@ -395,16 +426,7 @@ pub fn run_epoch(
     let mut lr = cfg.lr;
     let penalty = state.penalty;
     let resource = |s: &Supernet, logits: &[f32]| {
-        resource_loss(
-            s,
-            logits,
-            &off,
-            tau,
-            budgets,
-            ops_ref,
-            cfg.lambda_ops,
-            penalty,
-        )
+        resource_loss(s, logits, &off, tau, budgets, refs, cfg, penalty)
     };
     let arch_steps = phase != Phase::Warmup && !val.is_empty();
     let mut expected = None;
@@ -497,7 +519,7 @@ pub fn run_epoch(
     if s.net.batch != batch {
         s.net.set_batch(batch);
     }
-    let (res, _, [e_ops, e_flash, e_wm]) = resource(s, &state.arch.logits.value)?;
+    let (res, _, [e_ops, e_flash, e_wm, e_instr]) = resource(s, &state.arch.logits.value)?;
     let p = softmax(&state.arch.logits.value, &off, 1.0);
     let record = EpochRecord {
         epoch,
@@ -511,6 +533,7 @@ pub fn run_epoch(
         expected_ops: e_ops,
         expected_flash: e_flash,
         expected_working: e_wm,
+        expected_instructions: e_instr,
         resource_loss: res,
         penalty: state.penalty,
         lr,
@@ -521,30 +544,40 @@ pub fn run_epoch(
     Ok(())
 }
 
-/// A board's limits: ops, flash bytes, SRAM bytes.
+/// A board's limits: ops, flash bytes, SRAM bytes, latency in
+/// microseconds at the board's clock.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Limits {
     pub ops: Option<u64>,
     pub flash: Option<u64>,
     pub sram: Option<u64>,
+    pub latency_us: Option<u64>,
+    /// The target board's clock, Hz (a latency limit needs it).
+    pub clock_hz: Option<u64>,
 }
 
 impl Limits {
-    /// The budgets of the loss for the networks of a space, given any one
-    /// of them (they share their input and output bytes).
-    pub fn budgets(&self, any: &mnet_compiler::ir::FixedGraph) -> Budgets {
-        let bytes = |s: &[u32]| s.iter().map(|&d| d as u64).product::<u64>();
-        let (input, output) = (
-            bytes(&any.info.input_shape),
-            bytes(&any.node(any.output).shape),
-        );
+    /// The budgets of the loss for the networks of a space, given the
+    /// memory of its largest network (they share their input and output
+    /// bytes; the largest has the largest stack).
+    pub fn budgets(&self, largest: &mnet_compiler::pipeline::Memory) -> Budgets {
+        let overhead = largest.input + largest.output + largest.stack;
         Budgets {
             ops: self.ops,
             flash: self.flash,
-            working: self
-                .sram
-                .map(|s| s.saturating_sub(sram_overhead(input, output))),
+            working: self.sram.map(|s| s.saturating_sub(overhead)),
+            instructions: self
+                .latency_us
+                .zip(self.clock_hz)
+                .map(|(us, hz)| (us as u128 * hz as u128 / 1_000_000).min(u64::MAX as u128) as u64),
         }
+    }
+
+    /// Microseconds of `instructions` at the board's clock (one instruction
+    /// a cycle), rounded up.
+    pub fn micros(&self, instructions: u64) -> Option<u64> {
+        self.clock_hz
+            .map(|hz| (instructions as u128 * 1_000_000).div_ceil(hz.max(1) as u128) as u64)
     }
 }
 
@@ -557,8 +590,12 @@ pub struct Fit {
     /// The SpArSe peak working memory.
     pub peak_working: u64,
     pub memory: mnet_compiler::pipeline::Memory,
-    /// Arena, input, output and stack: the SRAM it needs.
+    /// Arena, input, output and stack (estimated): the SRAM it needs.
     pub sram: u64,
+    /// The latency model's instructions (0 without one) and microseconds at
+    /// the board's clock.
+    pub instructions: u64,
+    pub latency_us: Option<u64>,
     /// Every limit it exceeds: (budget, needed, limit).
     pub over: Vec<(&'static str, u64, u64)>,
 }
@@ -566,14 +603,17 @@ pub struct Fit {
 /// Measure a fixed network against the limits: exact costs (`mnet stats`)
 /// and the real memory plan (`mnet compile`'s arena).
 pub fn fit(fixed: &mnet_compiler::ir::FixedGraph, limits: &Limits) -> Result<Fit, String> {
-    let t = mnet_compiler::analysis::stats::fixed_stats(fixed).totals;
+    // Instructions as predicted with the network's memory plan.
+    let t = mnet_compiler::analysis::stats::fixed_stats(fixed).budget_totals();
     let memory = mnet_compiler::pipeline::memory(fixed).map_err(|e| e.to_string())?;
-    let sram = memory.arena + sram_overhead(memory.input, memory.output);
+    let sram = memory.sram();
+    let latency_us = limits.micros(t.instructions).filter(|_| t.instructions > 0);
     let mut over = Vec::new();
     for (name, needed, limit) in [
         ("ops", t.ops(), limits.ops),
         ("flash", t.flash_bytes, limits.flash),
         ("sram", sram, limits.sram),
+        ("latency", latency_us.unwrap_or(u64::MAX), limits.latency_us),
     ] {
         if let Some(l) = limit.filter(|&l| needed > l) {
             over.push((name, needed, l));
@@ -586,6 +626,8 @@ pub fn fit(fixed: &mnet_compiler::ir::FixedGraph, limits: &Limits) -> Result<Fit
         peak_working: t.peak_working_bytes,
         memory,
         sram,
+        instructions: t.instructions,
+        latency_us,
         over,
     })
 }
@@ -612,7 +654,7 @@ pub fn search(
     val: &Dataset,
     limits: &Limits,
     budgets: &Budgets,
-    ops_ref: f64,
+    refs: Refs,
     cfg: &SearchConfig,
     extra: usize,
     mut after_epoch: impl FnMut(&State) -> Result<(), String>,
@@ -646,7 +688,7 @@ pub fn search(
             fresh.as_ref().unwrap_or(&train.data),
             val,
             budgets,
-            ops_ref,
+            refs,
             cfg,
             phase,
             total,
@@ -695,12 +737,24 @@ mod tests {
             ops: Some(8_000),
             flash: Some(300),
             working: Some(300),
+            instructions: Some(20_000),
+        };
+        let refs = Refs {
+            ops: 20_000.0,
+            instructions: 50_000.0,
+        };
+        let cfg = SearchConfig {
+            lambda_ops: 0.3,
+            lambda_latency: 0.2,
+            ..SearchConfig::default()
         };
         for tau in [1.0f32, 0.5] {
-            let f =
-                |l: &[f32]| resource_loss(s, l, &off, tau, &budgets, 20_000.0, 0.3, 2.0).unwrap();
+            let f = |l: &[f32]| resource_loss(s, l, &off, tau, &budgets, refs, &cfg, 2.0).unwrap();
             let (_, grad, e) = f(&logits);
-            assert!(e[0] > 8_000.0 && e[1] > 300.0 && e[2] > 300.0, "{e:?}");
+            assert!(
+                e[0] > 8_000.0 && e[1] > 300.0 && e[2] > 300.0 && e[3] > 20_000.0,
+                "{e:?}"
+            );
             for k in 0..logits.len() {
                 let h = 1e-3;
                 let mut l = logits.clone();

@@ -7,7 +7,7 @@
 //! A step's features are counts its kernel's cost follows: for the matrix
 //! kernel, the inner-loop steps of pixel pairs and odd pixels (pairs x
 //! channel pairs x groups of 4 inputs), the epilogues, the widening and
-//! the gather; for the depthwise row kernel, the taps of 4 channels on its
+//! the gather (bytes and kernel rows); for the depthwise row kernel, the taps of 4 channels on its
 //! fast (all rows, 2 or 3 columns) and general paths, the requantized
 //! groups, pixels and rows; for the rest, the elements moved. A fused
 //! conv+depthwise step has both. The same features serve the fit and the
@@ -15,8 +15,10 @@
 
 use crate::back::c::Cpu;
 use crate::back::dsp::{self, Kernel};
+use crate::ir::{Board, NetworkInfo};
 use crate::lower::{LKind, Lowered};
-use crate::ops::PoolKind;
+use crate::ops::shape::{cost, LayerCost};
+use crate::ops::{Op, PoolKind, Window};
 use crate::plan::MemoryPlan;
 use std::collections::BTreeMap;
 
@@ -41,7 +43,22 @@ fn mm_features(l: &Lowered, plan: &MemoryPlan, i: usize, runs: &[usize]) -> Vec<
             (inp[2] as usize, false)
         }
     };
-    let cout = n.shape[2] as usize;
+    let rows = match &n.kind {
+        LKind::Conv { window, .. } if gather => window.kernel[0] as usize,
+        _ => 0,
+    };
+    mm_x(k, rows, n.shape[2] as usize, runs)
+}
+
+/// How many features [`mm_x`] gives (a fused conv+depthwise step's
+/// depthwise features follow them).
+const MM_FEATURES: usize = 8;
+
+/// The matrix kernel's features: `k` inputs per output, gathered by im2col
+/// from `rows` kernel rows (0: read in place), `cout` outputs per pixel,
+/// pixels in runs of `runs`.
+fn mm_x(k: usize, rows: usize, cout: usize, runs: &[usize]) -> Vec<f64> {
+    let gather = rows > 0;
     let (ocp, k4) = (cout.div_ceil(2) as f64, k.div_ceil(4) as f64);
     let pairs: f64 = runs.iter().map(|&r| (r / 2) as f64).sum();
     let singles: f64 = runs.iter().map(|&r| (r % 2) as f64).sum();
@@ -53,6 +70,7 @@ fn mm_features(l: &Lowered, plan: &MemoryPlan, i: usize, runs: &[usize]) -> Vec<
         singles * ocp,
         pixels * k4,
         if gather { pixels * k as f64 } else { 0.0 },
+        pixels * rows as f64,
         pairs + singles,
     ]
 }
@@ -62,11 +80,14 @@ fn dw_features(l: &Lowered, d: usize) -> Vec<f64> {
     let LKind::Depthwise { window } = &n.kind else {
         unreachable!("a depthwise conv")
     };
-    let inp = &l.nodes[n.inputs[0]].shape;
+    dw_x(&l.nodes[n.inputs[0]].shape, window, n.shape[2])
+}
+
+/// The depthwise row kernel's features on input `inp` ([H, W, C]).
+fn dw_x(inp: &[u32], window: &Window, c: u32) -> Vec<f64> {
     let p = window.over([inp[0], inp[1]]);
     let ([ph, pw], [oh, ow]) = (p.pad, p.out);
     let ([kh, kw], [sh, sw]) = (window.kernel, window.stride);
-    let c = n.shape[2] as usize;
     let (g, tail) = ((c / 4) as f64, (c % 4) as f64);
     let valid = |o: u32, s: u32, pad: u32, k: u32, len: u32| {
         let i0 = o as i64 * s as i64 - pad as i64;
@@ -75,11 +96,16 @@ fn dw_features(l: &Lowered, d: usize) -> Vec<f64> {
         (hi - lo).max(0)
     };
     let (mut fast, mut slow, mut all) = (0f64, 0f64, 0f64);
+    // Taps depend on the column only through its valid count: count columns
+    // by it once, not per row.
+    let mut cols_by: BTreeMap<i64, u32> = BTreeMap::new();
+    for ox in 0..ow {
+        *cols_by.entry(valid(ox, sw, pw, kw, inp[1])).or_default() += 1;
+    }
     for oy in 0..oh {
         let rows = valid(oy, sh, ph, kh, inp[0]);
-        for ox in 0..ow {
-            let cols = valid(ox, sw, pw, kw, inp[1]);
-            let taps = (rows * cols) as f64;
+        for (&cols, &count) in &cols_by {
+            let taps = (rows * cols) as f64 * count as f64;
             all += taps;
             if kh == 3 && kw == 3 && rows == 3 && (cols == 2 || cols == 3) {
                 fast += taps;
@@ -145,12 +171,13 @@ pub fn features(l: &Lowered, plan: &MemoryPlan, cpu: Cpu) -> Vec<Step> {
                 (LKind::Reshape, _) if plan.places[i] == plan.places[n.inputs[0]] => {
                     ("alias", vec![])
                 }
+                (LKind::Act(a), _) => (act_class(*a), vec![elems(&n.shape)]),
+                (LKind::Concat, _) => ("concat", vec![elems(&n.shape)]),
+                (LKind::Pad { .. }, _) => ("pad", vec![elems(&n.shape)]),
+                (LKind::Requantize, _) => ("requantize", vec![elems(&n.shape)]),
                 _ => ("copy", vec![elems(&n.shape)]),
             };
-            x.push(1.0);
-            if class == "alias" {
-                x.clear();
-            }
+            finish(class, &mut x);
             Step {
                 node: i,
                 fused,
@@ -160,6 +187,237 @@ pub fn features(l: &Lowered, plan: &MemoryPlan, cpu: Cpu) -> Vec<Step> {
         })
         .collect()
 }
+
+/// The step class of an activation that runs as its own step.
+fn act_class(a: crate::ops::Activation) -> &'static str {
+    use crate::ops::Activation::*;
+    match a {
+        Relu | Relu6 => "relu",
+        HardSwish => "hard-swish",
+        LeakyRelu { .. } => "leaky-relu",
+    }
+}
+
+/// Append the constant feature (none for a step that runs nothing).
+fn finish(class: &str, x: &mut Vec<f64>) {
+    x.push(1.0);
+    if class == "alias" {
+        x.clear();
+    }
+}
+
+/// The step class and features of one layer of a network, without the
+/// memory plan (see [`layer_cost`]), and where in the class's coefficients
+/// the features start; None for layers that run no step.
+fn layer_features(
+    op: &Op,
+    inputs: &[&[u32]],
+    out: &[u32],
+    fused: bool,
+    dsp: bool,
+) -> Option<(&'static str, usize, Vec<f64>)> {
+    let inp = inputs.first().copied().unwrap_or(&[]);
+    let (class, mut x) = match op {
+        _ if fused => return None,
+        Op::Input { .. } | Op::Dropout { .. } | Op::Reshape { .. } | Op::Flatten => return None,
+        // Batch norms only exist folded (the fusion rule rejects others).
+        Op::BatchNorm => return None,
+        Op::Conv2d { window, .. } => {
+            let k = (window.kernel[0] * window.kernel[1] * inp[2]) as usize;
+            let direct = window.kernel == [1, 1] && window.stride == [1, 1];
+            let runs = [(out[0] * out[1]) as usize];
+            let rows = if direct { 0 } else { window.kernel[0] as usize };
+            ("conv", mm_x(k, rows, out[2] as usize, &runs))
+        }
+        Op::Dense { out: c } => {
+            let k = elems(inp) as usize;
+            ("conv", mm_x(k, 0, *c as usize, &[1]))
+        }
+        // The row kernel, as the conv+depthwise model costs it (where most
+        // depthwise convs run, so it is fitted on them).
+        Op::DepthwiseConv2d { window } if dsp => {
+            return Some(("conv+dw", MM_FEATURES, dw_x(inp, window, out[2])))
+        }
+        Op::DepthwiseConv2d { window } => {
+            let macs = elems(out) * (window.kernel[0] * window.kernel[1]) as f64;
+            ("dw-loop", vec![macs, elems(out)])
+        }
+        Op::Pool { kind, window } => {
+            let reads = elems(out) * (window.kernel[0] * window.kernel[1]) as f64;
+            let name = match kind {
+                PoolKind::Avg => "avg-pool",
+                PoolKind::Max => "max-pool",
+            };
+            (name, vec![reads, elems(out)])
+        }
+        Op::GlobalAvgPool => ("avg-pool", vec![elems(inp), elems(out)]),
+        Op::Add => ("add", vec![elems(out)]),
+        Op::Softmax => {
+            let depth = *out.last().unwrap_or(&1) as f64;
+            ("softmax", vec![elems(out) / depth, elems(out)])
+        }
+        Op::Act(a) => (act_class(*a), vec![elems(out)]),
+        Op::Concat => ("concat", vec![elems(out)]),
+        Op::Pad { .. } => ("pad", vec![elems(out)]),
+    };
+    finish(class, &mut x);
+    Some((class, 0, x))
+}
+
+/// The latency model a network's budget is measured with: its target
+/// board's core, the core's coefficients and the board's clock.
+#[derive(Clone, Debug)]
+pub struct BoardModel {
+    pub cpu: Cpu,
+    pub clock_hz: u64,
+    classes: &'static BTreeMap<String, Vec<f64>>,
+}
+
+impl BoardModel {
+    /// The model of a board, or why it has none.
+    pub fn of(board: &Board) -> Result<BoardModel, String> {
+        let cpu = Cpu::parse(&board.core).ok_or_else(|| {
+            format!(
+                "board `{}` has core `{}`, which mnet does not know",
+                board.name, board.core
+            )
+        })?;
+        let fitted = || {
+            stored()
+                .coefficients
+                .cores
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let classes = stored().coefficients.cores.get(cpu.name()).ok_or_else(|| {
+            format!(
+                "mnet has no latency model for `{}` (board `{}`); the model is fitted for {}",
+                cpu.name(),
+                board.name,
+                fitted()
+            )
+        })?;
+        let clock_hz = board.clock_hz.ok_or_else(|| {
+            format!(
+                "board `{}` has no `clock`; a latency is measured at the board's clock (add e.g. `clock: 80 MHz`)",
+                board.name
+            )
+        })?;
+        Ok(BoardModel {
+            cpu,
+            clock_hz,
+            classes,
+        })
+    }
+
+    /// The model of a network's target board, if it has a usable one.
+    pub fn of_network(info: &NetworkInfo) -> Option<BoardModel> {
+        BoardModel::of(&info.target.as_ref()?.0).ok()
+    }
+
+    /// Microseconds of `instructions` at the board's clock (one
+    /// instruction per cycle).
+    pub fn micros(&self, instructions: f64) -> f64 {
+        instructions * 1e6 / self.clock_hz as f64
+    }
+
+    /// The instruction count a budget of `us` microseconds allows.
+    pub fn instructions_in(&self, us: u64) -> u64 {
+        (us as u128 * self.clock_hz as u128 / 1_000_000).min(u64::MAX as u128) as u64
+    }
+
+    /// Coefficients `at..` of `class` applied to `x` (0 for a class the
+    /// model lacks: [`CLASSES`] are all fitted, as a test checks).
+    fn apply(&self, class: &str, at: usize, x: &[f64]) -> f64 {
+        match self.classes.get(class) {
+            Some(w) if w.len() >= at + x.len() => w[at..]
+                .iter()
+                .zip(x)
+                .map(|(a, b)| a * b)
+                .sum::<f64>()
+                .max(0.0),
+            _ => 0.0,
+        }
+    }
+}
+
+/// [`cost`] of one layer with its predicted instructions filled in under
+/// `model`. The prediction of a layer without the memory plan: every conv
+/// and dense layer its own matrix-kernel step, every depthwise conv the
+/// row kernel, unfused activations and concats copies; the plan's fusion
+/// of a 1x1 conv into the depthwise conv it streams into and its in-place
+/// placements are not known per layer. This is what search spaces are
+/// costed with (`mnet stats` ranges and the search's loss); a network's
+/// own budget check uses [`network_instructions`].
+pub fn layer_cost(
+    model: Option<&BoardModel>,
+    op: &Op,
+    inputs: &[&[u32]],
+    out: &[u32],
+    fused: bool,
+) -> LayerCost {
+    let mut c = cost(op, inputs, out, fused);
+    if let Some(m) = model {
+        if let Some((class, at, x)) = layer_features(op, inputs, out, fused, m.cpu.dsp()) {
+            c.instructions = m.apply(class, at, &x).round() as u64;
+        }
+    }
+    c
+}
+
+/// One step's prediction: its name, class and instructions.
+pub type StepPrediction = (String, &'static str, f64);
+
+/// A fixed network's predicted instructions per step of its generated C on
+/// `cpu` (with the memory plan's fusions and placements); None when the
+/// model has no coefficients for the core or a step's class.
+pub fn network_steps(
+    f: &crate::ir::FixedGraph,
+    cpu: Cpu,
+) -> Result<Option<Vec<StepPrediction>>, String> {
+    let l = crate::pipeline::lowered(f).map_err(|e| e.to_string())?;
+    let plan = crate::plan::plan(&l);
+    let steps = features(&l, &plan, cpu);
+    let Some(pred) = predict(&stored().coefficients, cpu, &steps) else {
+        return Ok(None);
+    };
+    Ok(Some(
+        steps
+            .iter()
+            .zip(pred)
+            .map(|(s, n)| (l.nodes[s.node].name.clone(), s.class, n))
+            .collect(),
+    ))
+}
+
+/// A fixed network's predicted instructions per inference on its target
+/// board (the sum of [`network_steps`]); None without a usable model.
+pub fn network_instructions(f: &crate::ir::FixedGraph) -> Option<u64> {
+    let m = BoardModel::of_network(&f.info)?;
+    let steps = network_steps(f, m.cpu).ok()??;
+    Some(steps.iter().map(|s| s.2).sum::<f64>().round() as u64)
+}
+
+/// Every step class [`features`] gives that runs code (`alias` runs none).
+pub const CLASSES: &[&str] = &[
+    "conv",
+    "conv+dw",
+    "dw",
+    "dw-loop",
+    "avg-pool",
+    "max-pool",
+    "add",
+    "softmax",
+    "concat",
+    "pad",
+    "requantize",
+    "relu",
+    "hard-swish",
+    "leaky-relu",
+    "copy",
+];
 
 /// Fitted coefficients: per core, per step class, one per feature.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -172,8 +430,6 @@ pub struct Coefficients {
 pub struct Stored {
     pub about: String,
     pub coefficients: Coefficients,
-    /// Clocks of the standard boards, Hz.
-    pub clocks: BTreeMap<String, f64>,
     /// (file, pick, core, predicted total) the fit wrote, to test that the
     /// stored coefficients reproduce them.
     pub recorded: Vec<Recorded>,
@@ -190,8 +446,9 @@ pub struct Recorded {
 const STORED: &str = include_str!("../../../stdlib/latency.json");
 
 /// The model in `stdlib/latency.json`.
-pub fn stored() -> Stored {
-    serde_json::from_str(STORED).expect("stdlib/latency.json is valid")
+pub fn stored() -> &'static Stored {
+    static S: std::sync::OnceLock<Stored> = std::sync::OnceLock::new();
+    S.get_or_init(|| serde_json::from_str(STORED).expect("stdlib/latency.json is valid"))
 }
 
 /// Predicted instructions of each step (None: no model for the core or a
@@ -326,6 +583,24 @@ mod tests {
                 r.pick,
                 r.core
             );
+        }
+    }
+
+    /// Every step class has coefficients for every fitted core, so no
+    /// step is costed 0 for want of a model ("copy", a reshape that cannot
+    /// alias, no sampled network has).
+    #[test]
+    fn every_step_class_is_fitted() {
+        for (core, classes) in &stored().coefficients.cores {
+            for class in CLASSES.iter().filter(|&&c| c != "copy") {
+                assert!(
+                    classes.contains_key(*class),
+                    "{core} has no model of {class}"
+                );
+            }
+            for class in classes.keys() {
+                assert!(CLASSES.contains(&class.as_str()), "{class} is not a class");
+            }
         }
     }
 

@@ -20,10 +20,11 @@
 //! forward with every value (a [`Dual`] holds one partial derivative per
 //! option), so they are exact, not differences.
 
+use crate::analysis::latency::{layer_cost, BoardModel};
 use crate::analysis::space::{bind_op, shortcut_op, Producer};
 use crate::ir::*;
 use crate::ops::fusion::fuse;
-use crate::ops::shape::{cost, infer, set_attr, LayerCost};
+use crate::ops::shape::{infer, set_attr, LayerCost};
 use crate::ops::FusionClass;
 use mnet_grammar::Span;
 
@@ -138,6 +139,8 @@ pub struct Relaxed {
     shapes: Vec<Vec<u32>>,
     names: Vec<String>,
     output: usize,
+    /// The target board's latency model, if it has one.
+    model: Option<BoardModel>,
 }
 
 /// The expected figures at one point of the probabilities.
@@ -146,6 +149,9 @@ pub struct Expected {
     pub macs: Dual,
     pub params: Dual,
     pub flash_bytes: Dual,
+    /// Predicted instructions on the target board's core (constant 0
+    /// without a model).
+    pub instructions: Dual,
     /// Per costed layer (and skip shortcut): its name and liveness times
     /// its expected working bytes (inputs plus output, 0 when fused).
     pub working: Vec<(String, Dual)>,
@@ -353,6 +359,7 @@ impl Relaxed {
             shapes,
             names,
             output: g.output.0.index(),
+            model: BoardModel::of_network(&g.info),
         })
     }
 
@@ -532,6 +539,7 @@ impl Relaxed {
             macs: totals.macs,
             params: totals.params,
             flash_bytes: totals.flash,
+            instructions: totals.instructions,
             working: totals.working,
             liveness: live.iter().map(|d| d.value).collect(),
             channels: channels.iter().map(|d| d.value).collect(),
@@ -641,7 +649,7 @@ impl Relaxed {
             }
             let refs: Vec<&[u32]> = shapes.iter().map(|s| s.as_slice()).collect();
             let shape = infer(&op, &refs)?;
-            let c = cost(&op, &refs, &shape, fused);
+            let c = layer_cost(self.model.as_ref(), &op, &refs, &shape, fused);
             total.add_corner(&c, *shape.last().unwrap_or(&1), &weight);
         }
         Ok(total)
@@ -661,6 +669,7 @@ struct NodeCost {
     params: Dual,
     weight_bytes: Dual,
     working: Dual,
+    instructions: Dual,
     channels: Dual,
 }
 
@@ -672,6 +681,7 @@ impl NodeCost {
             params: z.clone(),
             weight_bytes: z.clone(),
             working: z.clone(),
+            instructions: z.clone(),
             channels: z,
         }
     }
@@ -681,6 +691,7 @@ impl NodeCost {
         self.params.add_scaled(w, c.params as f64);
         self.weight_bytes.add_scaled(w, c.weight_bytes as f64);
         self.working.add_scaled(w, c.working_bytes as f64);
+        self.instructions.add_scaled(w, c.instructions as f64);
         self.channels.add_scaled(w, channels as f64);
     }
 
@@ -690,6 +701,7 @@ impl NodeCost {
             (&mut self.params, &o.params),
             (&mut self.weight_bytes, &o.weight_bytes),
             (&mut self.working, &o.working),
+            (&mut self.instructions, &o.instructions),
             (&mut self.channels, &o.channels),
         ] {
             *a = add(a, &b.mul(w));
@@ -701,6 +713,7 @@ struct Totals {
     macs: Dual,
     params: Dual,
     flash: Dual,
+    instructions: Dual,
     working: Vec<(String, Dual)>,
 }
 
@@ -710,7 +723,8 @@ impl Totals {
         Totals {
             macs: z.clone(),
             params: z.clone(),
-            flash: z,
+            flash: z.clone(),
+            instructions: z,
             working: Vec::new(),
         }
     }
@@ -719,6 +733,7 @@ impl Totals {
         self.macs = add(&self.macs, &c.macs.mul(live));
         self.params = add(&self.params, &c.params.mul(live));
         self.flash = add(&self.flash, &c.weight_bytes.mul(live));
+        self.instructions = add(&self.instructions, &c.instructions.mul(live));
         self.working.push((name.to_string(), c.working.mul(live)));
     }
 }

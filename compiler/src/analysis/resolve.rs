@@ -116,7 +116,7 @@ pub fn resolve(g: &SearchGraph, choice: &[u16]) -> Result<FixedGraph, String> {
                 let ins: Vec<(FNodeId, TensorInfo)> =
                     inputs.iter().map(get).collect::<Result<_, _>>()?;
                 let infos: Vec<&TensorInfo> = ins.iter().map(|(_, t)| t).collect();
-                let ev = eval_layer(&op, &infos, true)
+                let ev = eval_layer(&op, &infos, true, None)
                     .map_err(|(m, _)| format!("{}: {m}", node.name))?;
                 let fid = add(
                     &mut graph,
@@ -144,7 +144,7 @@ pub fn resolve(g: &SearchGraph, choice: &[u16]) -> Result<FixedGraph, String> {
                                 None => (fid, info),
                                 Some(p) => {
                                     let op = shortcut_op(*p);
-                                    let ev = eval_layer(&op, &[&info], true)
+                                    let ev = eval_layer(&op, &[&info], true, None)
                                         .map_err(|(m, _)| format!("{}: {m}", node.name))?;
                                     let pid = add(
                                         &mut graph,

@@ -21,8 +21,9 @@
 //! choices that never matter (a width inside a skipped block or in dead
 //! code) count once.
 
+use crate::analysis::latency::{layer_cost, BoardModel};
 use crate::ir::*;
-use crate::ops::shape::{cost, infer, set_attr, LayerCost, MAX_WEIGHT_BYTES};
+use crate::ops::shape::{infer, set_attr, LayerCost, MAX_WEIGHT_BYTES};
 use crate::ops::{FusionClass, PoolKind, Window};
 use mnet_grammar::{Diagnostic, Sources};
 use num_bigint::BigUint;
@@ -67,13 +68,14 @@ pub fn eval_layer(
     op: &Op,
     inputs: &[&TensorInfo],
     sole_reader: bool,
+    model: Option<&BoardModel>,
 ) -> Result<LayerEval, LayerError> {
     let shapes: Vec<&[u32]> = inputs.iter().map(|t| t.shape.as_slice()).collect();
     let shape = infer(op, &shapes).map_err(|m| (m, None))?;
     let input = inputs.first().map_or(Producer::Closed, |t| t.producer);
     let (fused, producer) =
         crate::ops::fusion::fuse(op, input, sole_reader).map_err(|e| (e.message, e.hint))?;
-    let cost = cost(op, &shapes, &shape, fused);
+    let cost = layer_cost(model, op, &shapes, &shape, fused);
     if cost.weight_bytes > MAX_WEIGHT_BYTES {
         return Err((
             format!(
@@ -129,6 +131,9 @@ pub struct Totals {
     pub params: u64,
     pub flash_bytes: u64,
     pub peak_working_bytes: u64,
+    /// Predicted instructions on the target board's core (0 without a
+    /// model; [`crate::analysis::latency::layer_cost`]).
+    pub instructions: u64,
 }
 
 impl Totals {
@@ -141,6 +146,7 @@ impl Totals {
         self.params = self.params.saturating_add(c.params);
         self.flash_bytes = self.flash_bytes.saturating_add(c.weight_bytes);
         self.peak_working_bytes = self.peak_working_bytes.max(c.working_bytes);
+        self.instructions = self.instructions.saturating_add(c.instructions);
     }
 
     fn min_with(&mut self, o: &Totals) {
@@ -148,6 +154,7 @@ impl Totals {
         self.params = self.params.min(o.params);
         self.flash_bytes = self.flash_bytes.min(o.flash_bytes);
         self.peak_working_bytes = self.peak_working_bytes.min(o.peak_working_bytes);
+        self.instructions = self.instructions.min(o.instructions);
     }
 
     fn max_with(&mut self, o: &Totals) {
@@ -155,13 +162,17 @@ impl Totals {
         self.params = self.params.max(o.params);
         self.flash_bytes = self.flash_bytes.max(o.flash_bytes);
         self.peak_working_bytes = self.peak_working_bytes.max(o.peak_working_bytes);
+        self.instructions = self.instructions.max(o.instructions);
     }
 
+    /// The total a budget of `kind` limits (instructions for a latency
+    /// budget: [`crate::analysis::stats::BudgetCheck::needed`] converts).
     pub fn get(&self, kind: BudgetKind) -> u64 {
         match kind {
             BudgetKind::Ops => self.ops(),
             BudgetKind::Sram => self.peak_working_bytes,
             BudgetKind::Flash => self.flash_bytes,
+            BudgetKind::Latency => self.instructions,
         }
     }
 }
@@ -447,6 +458,9 @@ fn usage(g: &SearchGraph, consumer: SNodeId, slot: u32, key: &Key) -> Use {
 /// exact range of every total. Errors are diagnostics on the failing nodes.
 pub fn analyze(g: &SearchGraph, sources: &Sources) -> Result<SpaceSummary, Vec<Diagnostic>> {
     let n = g.order.len();
+    // Instructions are predicted for the target board's core, if it has a
+    // model (and a clock).
+    let model = BoardModel::of_network(&g.info);
     // Last use of every tensor and every choice, by position.
     let mut tensor_last = vec![0usize; n];
     let mut choice_last = vec![0usize; g.choices.len()];
@@ -636,7 +650,15 @@ pub fn analyze(g: &SearchGraph, sources: &Sources) -> Result<SpaceSummary, Vec<D
                 let result = match memo.get(&memo_key) {
                     Some(r) => r.clone(),
                     None => {
-                        let r = eval_node(g, node, &inputs, &key, &interner.borrow(), sole);
+                        let r = eval_node(
+                            g,
+                            node,
+                            &inputs,
+                            &key,
+                            &interner.borrow(),
+                            sole,
+                            model.as_ref(),
+                        );
                         let r = r.map(|(info, cost, fused)| {
                             if let Some(cost) = cost {
                                 let r = ranges[pos].get_or_insert_with(|| NodeRange {
@@ -657,12 +679,14 @@ pub fn analyze(g: &SearchGraph, sources: &Sources) -> Result<SpaceSummary, Vec<D
                                     params: r.min.params.min(cost.params),
                                     weight_bytes: r.min.weight_bytes.min(cost.weight_bytes),
                                     working_bytes: r.min.working_bytes.min(cost.working_bytes),
+                                    instructions: r.min.instructions.min(cost.instructions),
                                 };
                                 r.max = LayerCost {
                                     macs: r.max.macs.max(cost.macs),
                                     params: r.max.params.max(cost.params),
                                     weight_bytes: r.max.weight_bytes.max(cost.weight_bytes),
                                     working_bytes: r.max.working_bytes.max(cost.working_bytes),
+                                    instructions: r.max.instructions.max(cost.instructions),
                                 };
                                 r.fused &= fused;
                             }
@@ -1257,6 +1281,7 @@ fn eval_node(
     key: &Key,
     interner: &Interner,
     sole_reader: bool,
+    model: Option<&BoardModel>,
 ) -> Result<(TensorInfo, Option<LayerCost>, bool), NodeError> {
     let missing = || {
         (
@@ -1273,7 +1298,7 @@ fn eval_node(
                 .map(|i| key.tensor(*i, interner))
                 .collect::<Option<_>>()
                 .ok_or_else(missing)?;
-            let ev = eval_layer(&op, &ins, sole_reader).map_err(|(m, hint)| {
+            let ev = eval_layer(&op, &ins, sole_reader, model).map_err(|(m, hint)| {
                 let shapes: Vec<String> = ins.iter().map(|t| format!("{:?}", t.shape)).collect();
                 (m, format!("input {}", shapes.join(", ")), hint)
             })?;
@@ -1291,7 +1316,7 @@ fn eval_node(
                     if o == 0 {
                         return Ok(match pool {
                             Some(p) => {
-                                let ev = eval_layer(&shortcut_op(*p), &[identity], true)
+                                let ev = eval_layer(&shortcut_op(*p), &[identity], true, model)
                                     .map_err(|(m, h)| (m, "on the skip path".to_string(), h))?;
                                 (ev.out, Some(ev.cost), false)
                             }

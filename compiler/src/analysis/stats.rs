@@ -7,9 +7,10 @@
 //! number of distinct networks. Budgets (explicit `budget` lines and the
 //! target board's SRAM and flash) are checked against the totals.
 
+use crate::analysis::latency::{layer_cost, BoardModel};
 use crate::analysis::space::{SpaceSummary, Totals};
 use crate::ir::*;
-use crate::ops::shape::{cost, LayerCost};
+use crate::ops::shape::LayerCost;
 use serde_json::{json, Value};
 use std::fmt::Write;
 
@@ -28,13 +29,31 @@ pub struct LayerRow {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FixedStats {
     pub rows: Vec<LayerRow>,
+    /// The sums (instructions: the per-layer estimate a space is costed
+    /// with).
     pub totals: Totals,
+    /// Instructions predicted per step of the generated C with the memory
+    /// plan ([`crate::analysis::latency::network_instructions`]), for a
+    /// target whose core has a model.
+    pub predicted: Option<u64>,
+}
+
+impl FixedStats {
+    /// The totals budgets are checked against: instructions as predicted
+    /// with the memory plan where there is a prediction.
+    pub fn budget_totals(&self) -> Totals {
+        Totals {
+            instructions: self.predicted.unwrap_or(self.totals.instructions),
+            ..self.totals
+        }
+    }
 }
 
 /// Compute the per-layer costs and totals of a fixed network.
 pub fn fixed_stats(g: &FixedGraph) -> FixedStats {
     let mut rows = Vec::new();
     let mut totals = Totals::default();
+    let model = BoardModel::of_network(&g.info);
     for &id in &g.order {
         let node = g.node(id);
         if matches!(node.op, Op::Input { .. }) {
@@ -46,11 +65,12 @@ pub fn fixed_stats(g: &FixedGraph) -> FixedStats {
             .map(|i| g.node(*i).shape.clone())
             .collect();
         let refs: Vec<&[u32]> = ins.iter().map(|s| s.as_slice()).collect();
-        let c = cost(&node.op, &refs, &node.shape, node.fused);
+        let c = layer_cost(model.as_ref(), &node.op, &refs, &node.shape, node.fused);
         totals.macs = totals.macs.saturating_add(c.macs);
         totals.params = totals.params.saturating_add(c.params);
         totals.flash_bytes = totals.flash_bytes.saturating_add(c.weight_bytes);
         totals.peak_working_bytes = totals.peak_working_bytes.max(c.working_bytes);
+        totals.instructions = totals.instructions.saturating_add(c.instructions);
         rows.push(LayerRow {
             name: node.name.clone(),
             op: node.op.name(),
@@ -60,7 +80,15 @@ pub fn fixed_stats(g: &FixedGraph) -> FixedStats {
             fused: node.fused,
         });
     }
-    FixedStats { rows, totals }
+    let predicted = model
+        .is_some()
+        .then(|| crate::analysis::latency::network_instructions(g))
+        .flatten();
+    FixedStats {
+        rows,
+        totals,
+        predicted,
+    }
 }
 
 /// `16.65 M`, `102.4 KiB`: a short human figure beside the exact one.
@@ -107,14 +135,32 @@ fn header(info: &NetworkInfo) -> String {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BudgetCheck {
     pub kind: BudgetKind,
+    /// In the budget's unit: ops, bytes, or microseconds.
     pub limit: u64,
     pub source: String,
     pub span: mnet_grammar::Span,
+    /// The target board's clock (what a latency is measured at).
+    pub clock_hz: Option<u64>,
+}
+
+impl BudgetCheck {
+    /// What a network with totals `t` needs of this budget, in its unit
+    /// (microseconds, rounded up, for latency).
+    pub fn needed(&self, t: &Totals) -> u64 {
+        match (self.kind, self.clock_hz) {
+            (BudgetKind::Latency, Some(hz)) => {
+                (t.instructions as u128 * 1_000_000).div_ceil(hz.max(1) as u128) as u64
+            }
+            (BudgetKind::Latency, None) => u64::MAX,
+            (k, _) => t.get(k),
+        }
+    }
 }
 
 /// The budgets of a network: explicit ones, then the target's SRAM and
 /// flash where no explicit budget replaces them.
 pub fn budgets(info: &NetworkInfo) -> Vec<BudgetCheck> {
+    let clock_hz = info.target.as_ref().and_then(|(b, _)| b.clock_hz);
     let mut out: Vec<BudgetCheck> = info
         .budgets
         .iter()
@@ -123,6 +169,7 @@ pub fn budgets(info: &NetworkInfo) -> Vec<BudgetCheck> {
             limit: b.limit,
             source: "budget".into(),
             span: b.span,
+            clock_hz,
         })
         .collect();
     if let Some((board, span)) = &info.target {
@@ -136,6 +183,7 @@ pub fn budgets(info: &NetworkInfo) -> Vec<BudgetCheck> {
                     limit,
                     source: format!("target {}", board.name),
                     span: *span,
+                    clock_hz,
                 });
             }
         }
@@ -144,19 +192,36 @@ pub fn budgets(info: &NetworkInfo) -> Vec<BudgetCheck> {
     out
 }
 
-fn fmt_budget_value(kind: BudgetKind, v: u64) -> String {
+/// A time in microseconds for people.
+pub fn human_micros(us: u64) -> String {
+    if us >= 1_000_000 {
+        format!("{:.2} s", us as f64 / 1e6)
+    } else if us >= 1_000 {
+        format!("{:.2} ms", us as f64 / 1e3)
+    } else {
+        format!("{us} us")
+    }
+}
+
+/// A budget's value for people, in its unit.
+pub fn fmt_budget_value(kind: BudgetKind, v: u64) -> String {
     match kind {
         BudgetKind::Ops => human_count(v),
-        _ => human_bytes(v),
+        BudgetKind::Latency => human_micros(v),
+        BudgetKind::Sram | BudgetKind::Flash => human_bytes(v),
     }
 }
 
 fn budget_lines(info: &NetworkInfo, min: &Totals, max: &Totals, out: &mut String) {
     let checks = budgets(info);
     if let Some((b, _)) = &info.target {
+        let clock = b
+            .clock_hz
+            .map(|c| format!(", {} MHz", c as f64 / 1e6))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "target {} ({}): {} SRAM, {} flash",
+            "target {} ({}{clock}): {} SRAM, {} flash",
             b.name,
             b.core,
             human_bytes(b.sram_bytes),
@@ -168,11 +233,12 @@ fn budget_lines(info: &NetworkInfo, min: &Totals, max: &Totals, out: &mut String
     }
     let _ = writeln!(out, "budgets");
     for c in checks {
-        let (lo, hi) = (min.get(c.kind), max.get(c.kind));
+        let (lo, hi) = (c.needed(min), c.needed(max));
         let what = match c.kind {
             BudgetKind::Ops => "ops",
             BudgetKind::Sram => "sram (peak working memory)",
             BudgetKind::Flash => "flash",
+            BudgetKind::Latency => "latency (predicted)",
         };
         let status = if hi <= c.limit {
             "ok".to_string()
@@ -270,12 +336,29 @@ pub fn render_fixed(info: &NetworkInfo, stats: &FixedStats) -> String {
         t.peak_working_bytes,
         human_bytes(t.peak_working_bytes)
     );
-    budget_lines(info, t, t, &mut out);
+    if t.instructions > 0 {
+        let _ = writeln!(
+            out,
+            "  instructions (est.) {:>14}  ({}; per layer, as a space is costed)",
+            t.instructions,
+            human_count(t.instructions)
+        );
+    }
+    if let Some(p) = stats.predicted {
+        let _ = writeln!(
+            out,
+            "  instructions        {:>14}  ({}; per step with the memory plan)",
+            p,
+            human_count(p)
+        );
+    }
+    let b = stats.budget_totals();
+    budget_lines(info, &b, &b, &mut out);
     out
 }
 
 fn cost_json(c: &LayerCost) -> Value {
-    json!({"macs": c.macs, "params": c.params, "weight_bytes": c.weight_bytes, "working_bytes": c.working_bytes})
+    json!({"macs": c.macs, "params": c.params, "weight_bytes": c.weight_bytes, "working_bytes": c.working_bytes, "instructions": c.instructions})
 }
 
 fn budgets_json(info: &NetworkInfo) -> Value {
@@ -299,6 +382,8 @@ pub fn fixed_json(info: &NetworkInfo, stats: &FixedStats) -> Value {
         "params": t.params,
         "flash_bytes": t.flash_bytes,
         "peak_working_bytes": t.peak_working_bytes,
+        "instructions": stats.budget_totals().instructions,
+        "instructions_estimate": t.instructions,
         "target": info.target.as_ref().map(|(b, _)| b.name.clone()),
         "budgets": budgets_json(info),
         "layers": stats.rows.iter().map(|r| json!({
@@ -311,6 +396,7 @@ pub fn fixed_json(info: &NetworkInfo, stats: &FixedStats) -> Value {
             "params": r.cost.params,
             "weight_bytes": r.cost.weight_bytes,
             "working_bytes": r.cost.working_bytes,
+            "instructions": r.cost.instructions,
         })).collect::<Vec<_>>(),
     })
 }
@@ -448,6 +534,14 @@ pub fn render_space(g: &SearchGraph, s: &SpaceSummary) -> String {
         s.min.peak_working_bytes,
         s.max.peak_working_bytes,
     );
+    if s.max.instructions > 0 {
+        line(
+            &mut out,
+            "instructions (est.)",
+            s.min.instructions,
+            s.max.instructions,
+        );
+    }
     if !g.choices.is_empty() {
         let _ = writeln!(out, "choices");
         for (i, c) in g.choices.iter().enumerate() {
@@ -472,6 +566,7 @@ pub fn space_json(g: &SearchGraph, s: &SpaceSummary) -> Value {
         "params": mm(s.min.params, s.max.params),
         "flash_bytes": mm(s.min.flash_bytes, s.max.flash_bytes),
         "peak_working_bytes": mm(s.min.peak_working_bytes, s.max.peak_working_bytes),
+        "instructions": mm(s.min.instructions, s.max.instructions),
         "target": g.info.target.as_ref().map(|(b, _)| b.name.clone()),
         "budgets": budgets_json(&g.info),
         "layers": g.order.iter().filter_map(|id| {

@@ -74,6 +74,21 @@ impl Cpu {
     }
 }
 
+/// Bytes of stack `NAME_invoke` may use on `cpu`, without a build: the
+/// loop nests' frames (100-124 B measured on a Cortex-M4) rounded up to
+/// 256, or, with the DSP kernels, 400 B of frames (276-324 B measured on
+/// the MicroNets and `tiny`) plus the largest matrix kernel's stack
+/// buffers ([`dsp::buffer_bytes`]). What the search allows for stack in
+/// the SRAM budget; `mnet compile` measures the real figure with the cross
+/// compiler.
+pub fn stack_estimate(l: &crate::lower::Lowered, plan: &MemoryPlan, cpu: Cpu) -> u64 {
+    if cpu.dsp() {
+        400 + dsp::buffer_bytes(l, plan) as u64
+    } else {
+        256
+    }
+}
+
 /// Options of the C backend.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Options {

@@ -1067,6 +1067,22 @@ pub fn buffers(kernel: Kernel) -> String {
     }
 }
 
+/// Bytes of the largest stack buffers of any step's matrix kernel
+/// ([`buffers`]: two pixels' widened inputs, and an im2col patch when it
+/// gathers).
+pub fn buffer_bytes(l: &crate::lower::Lowered, plan: &MemoryPlan) -> usize {
+    (1..l.nodes.len())
+        .filter_map(|i| match kernel_of(l, plan, i)? {
+            Kernel::Mm { k, direct } => {
+                let k4 = k.div_ceil(4);
+                Some(16 * k4 + if direct { 0 } else { 4 * k4 })
+            }
+            Kernel::Dw { .. } => None,
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 /// The pixels of conv `cv` each output row of the depthwise conv `dw` it
 /// streams into computes (the rows it needs next, as the C's fused loop
 /// runs them; 0 when none are due).

@@ -94,17 +94,18 @@ fn attr_args(op: &Op) -> Vec<Arg> {
 }
 
 fn quantity(kind: BudgetKind, v: u64) -> Expr {
-    let (value, unit) = match kind {
-        BudgetKind::Ops if v.is_multiple_of(1_000_000) && v > 0 => (v / 1_000_000, Some(Unit::M)),
-        BudgetKind::Ops if v.is_multiple_of(1_000) && v > 0 => (v / 1_000, Some(Unit::K)),
-        BudgetKind::Ops => (v, None),
-        _ if v.is_multiple_of(1 << 20) && v > 0 => (v >> 20, Some(Unit::MiB)),
-        _ if v.is_multiple_of(1 << 10) && v > 0 => (v >> 10, Some(Unit::KiB)),
-        _ => (v, Some(Unit::B)),
+    let dim = match kind {
+        BudgetKind::Ops => Dim::Count,
+        BudgetKind::Sram | BudgetKind::Flash => Dim::Bytes,
+        BudgetKind::Latency => Dim::Time,
     };
-    match unit {
-        Some(unit) => e(ExprKind::Quantity { value, unit }),
-        None => e(ExprKind::Int(value)),
+    of_dim(dim, v)
+}
+
+fn of_dim(dim: Dim, v: u64) -> Expr {
+    match Unit::largest_dividing(dim, v) {
+        (value, Some(unit)) => e(ExprKind::Quantity { value, unit }),
+        (value, None) => e(ExprKind::Int(value)),
     }
 }
 
@@ -118,19 +119,16 @@ fn stmt(kind: StmtKind) -> Stmt {
 
 /// Budgets (explicit or from the target) that the network exceeds.
 pub fn exceeded_budgets(g: &FixedGraph) -> Vec<String> {
-    let totals = crate::analysis::stats::fixed_stats(g).totals;
+    let totals = crate::analysis::stats::fixed_stats(g).budget_totals();
     crate::analysis::stats::budgets(&g.info)
         .into_iter()
-        .filter(|b| totals.get(b.kind) > b.limit)
+        .filter(|b| b.needed(&totals) > b.limit)
         .map(|b| {
-            let fmt = match b.kind {
-                BudgetKind::Ops => crate::analysis::stats::human_count,
-                _ => crate::analysis::stats::human_bytes,
-            };
+            let fmt = |v| crate::analysis::stats::fmt_budget_value(b.kind, v);
             format!(
                 "{} {} > {} ({})",
                 b.kind.name(),
-                fmt(totals.get(b.kind)),
+                fmt(b.needed(&totals)),
                 fmt(b.limit),
                 b.source
             )
@@ -345,6 +343,12 @@ fn board_def(b: &Board) -> BoardDef {
             field("core", sym(&b.core)),
             field("sram", quantity(BudgetKind::Sram, b.sram_bytes)),
             field("flash", quantity(BudgetKind::Flash, b.flash_bytes)),
-        ],
+        ]
+        .into_iter()
+        .chain(
+            b.clock_hz
+                .map(|c| field("clock", of_dim(Dim::Frequency, c))),
+        )
+        .collect(),
     }
 }

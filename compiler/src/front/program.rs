@@ -310,6 +310,7 @@ impl Program {
             core: String::new(),
             sram_bytes: 0,
             flash_bytes: 0,
+            clock_hz: None,
         };
         for f in &def.fields {
             match (f.name.name.as_str(), &f.value.kind) {
@@ -320,19 +321,24 @@ impl Program {
                 ("flash", ExprKind::Quantity { value, unit }) if unit.is_bytes() => {
                     board.flash_bytes = value.saturating_mul(unit.factor())
                 }
-                ("core" | "sram" | "flash", _) => return Err(Diagnostic::error(
+                ("clock", ExprKind::Quantity { value, unit })
+                    if unit.dim() == mnet_grammar::ast::Dim::Frequency && *value > 0 =>
+                {
+                    board.clock_hz = Some(value.saturating_mul(unit.factor()))
+                }
+                ("core" | "sram" | "flash" | "clock", _) => return Err(Diagnostic::error(
                     f.value.span,
                     format!("invalid `{}` for a board", f.name.name),
                 )
                 .with_hint(
-                    "boards look like `board b { core: cortex_m4, sram: 128 KiB, flash: 512 KiB }`",
+                    "boards look like `board b { core: cortex_m4, sram: 128 KiB, flash: 512 KiB, clock: 180 MHz }`",
                 )),
                 (other, _) => {
                     return Err(Diagnostic::error(
                         f.name.span,
                         format!("unknown board field `{other}`"),
                     )
-                    .with_label("expected `core`, `sram` or `flash`"))
+                    .with_label("expected `core`, `sram`, `flash` or `clock`"))
                 }
             }
         }

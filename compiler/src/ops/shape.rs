@@ -25,6 +25,9 @@ pub struct LayerCost {
     pub params: u64,
     pub weight_bytes: u64,
     pub working_bytes: u64,
+    /// Predicted instructions on a core (0 when no core's model was asked
+    /// for: [`crate::analysis::latency::layer_cost`]).
+    pub instructions: u64,
 }
 
 fn elems(shape: &[u32]) -> u64 {
@@ -155,6 +158,7 @@ pub fn cost(op: &Op, inputs: &[&[u32]], out: &[u32], fused: bool) -> LayerCost {
         params: weights.saturating_add(biases),
         weight_bytes: weights.saturating_add(4 * biases),
         working_bytes: working,
+        instructions: 0,
     }
 }
 

@@ -18,7 +18,7 @@ mod search;
 use crate::ir::*;
 use crate::ops::shape::{set_attr, MAX_ELEMENTS};
 use crate::ops::{Inputs, OpDef};
-use mnet_grammar::ast::{self, Expr, ExprKind, Ident, StmtKind};
+use mnet_grammar::ast::{self, Dim, Expr, ExprKind, Ident, StmtKind};
 use mnet_grammar::{Diagnostic, Span};
 use petgraph::stable_graph::StableDiGraph;
 use std::collections::BTreeMap;
@@ -45,9 +45,10 @@ enum Value {
     Real(f32),
     /// `"text"` (a layer's `name`).
     Str(String),
+    /// In bytes, a count, microseconds or hertz.
     Quantity {
         value: u64,
-        bytes: bool,
+        dim: Dim,
     },
     Sym(String),
     Tuple(Vec<Value>),
@@ -192,6 +193,23 @@ pub fn elaborate_network(
             None
         }
     };
+    // A latency budget is measured with the target board's core model at
+    // its clock.
+    if let Some(b) = e.budgets.iter().find(|b| b.kind == BudgetKind::Latency) {
+        let why = match &e.target {
+            None => {
+                Some("a latency budget needs a `target` board (its core and clock)".to_string())
+            }
+            Some((board, _)) => crate::analysis::latency::BoardModel::of(board).err(),
+        };
+        if let Some(why) = why {
+            let mut d = Diagnostic::error(b.span, why);
+            if let Some((_, span)) = &e.target {
+                d = d.with_secondary(*span, "the target");
+            }
+            e.diags.push(d);
+        }
+    }
     // Layer names are what weights files and .tflite tensors are named
     // by: no two layers share one (`name:` can make them).
     let mut seen: BTreeMap<&str, SNodeId> = BTreeMap::new();
@@ -503,10 +521,11 @@ impl<'p> Elab<'p> {
             "ops" => BudgetKind::Ops,
             "sram" => BudgetKind::Sram,
             "flash" => BudgetKind::Flash,
+            "latency" => BudgetKind::Latency,
             other => {
                 let mut d = Diagnostic::error(kind.span, format!("unknown budget `{other}`"))
-                    .with_label("expected `ops`, `sram` or `flash`");
-                if let Some(s) = suggest(other, ["ops", "sram", "flash"].into_iter()) {
+                    .with_label("expected `ops`, `sram`, `flash` or `latency`");
+                if let Some(s) = suggest(other, ["ops", "sram", "flash", "latency"].into_iter()) {
                     d = d.with_hint(format!("did you mean `{s}`?"));
                 }
                 self.error(d);
@@ -515,33 +534,32 @@ impl<'p> Elab<'p> {
         };
         let mut env = Env::new();
         let v = self.expr(limit, &mut env);
-        let value = match (k, v) {
-            (_, Value::Poison) => return,
-            (BudgetKind::Ops, Value::Int(n)) => n,
-            (
-                BudgetKind::Ops,
-                Value::Quantity {
-                    value,
-                    bytes: false,
-                },
-            ) => value,
-            (BudgetKind::Ops, Value::Quantity { bytes: true, .. }) => {
+        let (want, example) = match k {
+            BudgetKind::Ops => (Dim::Count, "budget ops <= 40M"),
+            BudgetKind::Sram | BudgetKind::Flash => (Dim::Bytes, "budget sram <= 256 KiB"),
+            BudgetKind::Latency => (Dim::Time, "budget latency <= 100ms"),
+        };
+        let value = match v {
+            Value::Poison => return,
+            Value::Int(n) if k != BudgetKind::Latency => n,
+            Value::Quantity { value, dim } if dim == want => value,
+            Value::Int(_) | Value::Quantity { .. } => {
+                let what = match want {
+                    Dim::Count => "an ops budget is a count".to_string(),
+                    Dim::Time => "a latency budget is a time".to_string(),
+                    _ => format!("{} budgets are in bytes", kind.name),
+                };
+                let got = match v {
+                    Value::Quantity { dim, .. } => dim.name(),
+                    _ => "a plain number",
+                };
                 self.error(
-                    Diagnostic::error(limit.span, "an ops budget is a count, not bytes")
-                        .with_hint("write `budget ops <= 40M`"),
+                    Diagnostic::error(limit.span, format!("{what}, not {got}"))
+                        .with_hint(format!("write `{}`", example.replace("sram", &kind.name))),
                 );
                 return;
             }
-            (_, Value::Quantity { value, bytes: true }) => value,
-            (_, Value::Int(n)) => n,
-            (_, Value::Quantity { bytes: false, .. }) => {
-                self.error(
-                    Diagnostic::error(limit.span, format!("a {} budget is in bytes", kind.name))
-                        .with_hint(format!("write `budget {} <= 256 KiB`", kind.name)),
-                );
-                return;
-            }
-            (_, other) => {
+            other => {
                 self.error(
                     Diagnostic::error(limit.span, "a budget limit must be a number")
                         .with_label(format!("this is {}", other.kind())),
@@ -576,7 +594,7 @@ impl<'p> Elab<'p> {
             ExprKind::Quantity { value, unit } => match value.checked_mul(unit.factor()) {
                 Some(v) => Value::Quantity {
                     value: v,
-                    bytes: unit.is_bytes(),
+                    dim: unit.dim(),
                 },
                 None => self.error(Diagnostic::error(e.span, "quantity is too large")),
             },
