@@ -51,7 +51,8 @@ pub enum InPlace {
     /// Elementwise: no scratch.
     Elementwise,
     /// Depthwise conv channel by channel (TinyEngine): one input plane of
-    /// scratch; output channel c only lands on input channel c's slots.
+    /// scratch (with the padding all round); output channel c only lands
+    /// on input channel c's slots.
     DepthwisePlanes { plane: usize },
     /// 1x1 conv pixel by pixel: one input pixel of scratch. With
     /// `cout <= cin` pixels go forwards (output pixel p ends before input
@@ -66,8 +67,13 @@ pub fn in_place_kind(l: &Lowered, i: usize, j: usize) -> Option<InPlace> {
     let input = &l.nodes[j].shape;
     match n.kind {
         LKind::Add | LKind::Act(_) | LKind::Requantize => Some(InPlace::Elementwise),
-        LKind::Depthwise { .. } if n.inputs[0] == j => Some(InPlace::DepthwisePlanes {
-            plane: (input[0] * input[1]) as usize,
+        // The plane padded all round (the DSP kernels read every window
+        // without bounds checks).
+        LKind::Depthwise { window } if n.inputs[0] == j => Some(InPlace::DepthwisePlanes {
+            plane: {
+                let [h, w] = window.over([input[0], input[1]]).padded();
+                (h * w) as usize
+            },
         }),
         LKind::Conv { window, out }
             if window.kernel == [1, 1]

@@ -89,6 +89,9 @@ pub fn stack_estimate(l: &crate::lower::Lowered, plan: &MemoryPlan, cpu: Cpu) ->
     }
 }
 
+/// Most taps of a depthwise window the in-place kernel unrolls (5x5).
+const MAX_UNROLLED_TAPS: usize = 25;
+
 /// Options of the C backend.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Options {
@@ -683,7 +686,8 @@ pub fn write(
             })
         })
         .collect();
-    if kernels.iter().any(Option::is_some) {
+    let dsp_helpers = kernels.iter().any(Option::is_some);
+    if dsp_helpers {
         c.push_str(dsp::PRIMITIVES);
         if kernels
             .iter()
@@ -912,26 +916,101 @@ pub fn write(
                 let place = window.over([hh, ww]);
                 let ([ph, pw], [oh, ow]) = (place.pad, place.out);
                 let (soff, _) = plan.scratch[i].expect("scratch");
-                let _ = writeln!(c, "        int8_t *buf = {y};\n        int8_t *tmp = mnet_arena + {soff};\n        int k, oy, ox, ch, ky, kx;");
+                let taps = (kernel[0] * kernel[1]) as usize;
+                let unrolled = opts.cpu.dsp() && taps <= MAX_UNROLLED_TAPS;
+                let vars = if unrolled {
+                    "oy, ox, ch"
+                } else {
+                    "k, oy, ox, ch, ky, kx"
+                };
+                let _ = writeln!(c, "        int8_t *buf = {y};\n        int8_t *tmp = mnet_arena + {soff};\n        int {vars};");
                 let _ = writeln!(c, "        for (ch = 0; ch < {ch}; ++ch) {{");
-                let _ = writeln!(
-                    c,
-                    "            for (k = 0; k < {}; ++k) tmp[k] = buf[k * {ch} + ch];",
-                    hh * ww
-                );
-                let _ = writeln!(c, "            for (oy = 0; oy < {oh}; ++oy) {{\n            for (ox = 0; ox < {ow}; ++ox) {{");
-                let _ = writeln!(c, "                int32_t acc = b{i}[ch];");
-                let _ = writeln!(c, "                for (ky = 0; ky < {}; ++ky) {{\n                    const int iy = oy * {} - {ph} + ky;", kernel[0], stride[0]);
-                let _ = writeln!(c, "                    if (iy < 0 || iy >= {hh}) continue;");
-                let _ = writeln!(c, "                    for (kx = 0; kx < {}; ++kx) {{\n                        const int ix = ox * {} - {pw} + kx;", kernel[1], stride[1]);
-                let _ = writeln!(
-                    c,
-                    "                        if (ix < 0 || ix >= {ww}) continue;"
-                );
-                let _ = writeln!(c, "                        acc += w{i}[(ky * {} + kx) * {ch} + ch] * (tmp[iy * {ww} + ix] - ({in_zp}));", kernel[1]);
-                c.push_str("                    }\n                }\n");
-                let _ = writeln!(c, "                buf[(oy * {ow} + ox) * {ch} + ch] = mnet_clamp(mnet_mbqm(acc, m{i}[ch], s{i}[ch]) + ({out_zp}), {act_min}, {act_max});");
-                c.push_str("            }\n            }\n        }\n");
+                if unrolled {
+                    // With a DSP target: the plane copied into the padded
+                    // scratch (padding = the zero point, so it adds
+                    // nothing), every window read without checks, its taps
+                    // unrolled over the weights held in registers and the
+                    // zero point folded into the bias.
+                    let [phh, pww] = place.padded();
+                    let _ = writeln!(
+                        c,
+                        "            const int32_t {};",
+                        (0..taps)
+                            .map(|t| format!("wt{t} = w{i}[{} + ch]", t * ch as usize))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                    let ws: Vec<String> = (0..taps).map(|t| format!("wt{t}")).collect();
+                    let _ = writeln!(
+                        c,
+                        "            const int32_t bz = b{i}[ch] - ({in_zp}) * ({});",
+                        ws.join(" + ")
+                    );
+                    // SMMULR requantization where the compiler proves it
+                    // exact (and the DSP helpers are in the file).
+                    let v = dsp::layer(q, &prep[i], i, taps).variant;
+                    let store = if v.fast && !opts.exact_requant && dsp_helpers {
+                        let _ = writeln!(
+                            c,
+                            "            const int32_t mq = m{i}[ch], rr = -s{i}[ch];\n            const int32_t nz = (int32_t)((1u << (rr - 1)) + ((uint32_t)({out_zp}) << rr));"
+                        );
+                        if v.clamp {
+                            let _ = writeln!(
+                                c,
+                                "            const int32_t lo = {act_min}, hi = {act_max};"
+                            );
+                        }
+                        v.out_of("acc", "mq", "nz", "rr")
+                    } else {
+                        format!("mnet_clamp(mnet_mbqm(acc, m{i}[ch], s{i}[ch]) + ({out_zp}), {act_min}, {act_max})")
+                    };
+                    if [phh, pww] != [hh, ww] {
+                        let _ = writeln!(c, "            memset(tmp, {in_zp}, {});", phh * pww);
+                    }
+                    let _ = writeln!(
+                        c,
+                        "            for (oy = 0; oy < {hh}; ++oy) {{\n                int8_t *d = tmp + (oy + {ph}) * {pww} + {pw};\n                const int8_t *s = buf + oy * {} + ch;\n                for (ox = 0; ox < {ww}; ++ox) d[ox] = s[ox * {ch}];\n            }}",
+                        ww * ch
+                    );
+                    let sum: Vec<String> = (0..taps)
+                        .map(|t| {
+                            let (ky, kx) = (t as u32 / kernel[1], t as u32 % kernel[1]);
+                            format!("wt{t} * t[{}]", ky * pww + kx)
+                        })
+                        .collect();
+                    let _ = writeln!(c, "            for (oy = 0; oy < {oh}; ++oy) {{\n            for (ox = 0; ox < {ow}; ++ox) {{");
+                    let _ = writeln!(
+                        c,
+                        "                const int8_t *t = tmp + oy * {} + ox * {};\n                const int32_t acc = bz + {};",
+                        stride[0] * pww,
+                        stride[1],
+                        sum.join(" + ")
+                    );
+                    let _ = writeln!(
+                        c,
+                        "                buf[(oy * {ow} + ox) * {ch} + ch] = {store};"
+                    );
+                    c.push_str("            }\n            }\n        }\n");
+                } else {
+                    let _ = writeln!(
+                        c,
+                        "            for (k = 0; k < {}; ++k) tmp[k] = buf[k * {ch} + ch];",
+                        hh * ww
+                    );
+                    let _ = writeln!(c, "            for (oy = 0; oy < {oh}; ++oy) {{\n            for (ox = 0; ox < {ow}; ++ox) {{");
+                    let _ = writeln!(c, "                int32_t acc = b{i}[ch];");
+                    let _ = writeln!(c, "                for (ky = 0; ky < {}; ++ky) {{\n                    const int iy = oy * {} - {ph} + ky;", kernel[0], stride[0]);
+                    let _ = writeln!(c, "                    if (iy < 0 || iy >= {hh}) continue;");
+                    let _ = writeln!(c, "                    for (kx = 0; kx < {}; ++kx) {{\n                        const int ix = ox * {} - {pw} + kx;", kernel[1], stride[1]);
+                    let _ = writeln!(
+                        c,
+                        "                        if (ix < 0 || ix >= {ww}) continue;"
+                    );
+                    let _ = writeln!(c, "                        acc += w{i}[(ky * {} + kx) * {ch} + ch] * (tmp[iy * {ww} + ix] - ({in_zp}));", kernel[1]);
+                    c.push_str("                    }\n                }\n");
+                    let _ = writeln!(c, "                buf[(oy * {ow} + ox) * {ch} + ch] = mnet_clamp(mnet_mbqm(acc, m{i}[ch], s{i}[ch]) + ({out_zp}), {act_min}, {act_max});");
+                    c.push_str("            }\n            }\n        }\n");
+                }
             }
             (
                 LKind::Conv { out, .. },

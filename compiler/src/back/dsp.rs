@@ -255,7 +255,7 @@ impl Variant {
     }
 
     /// The same from the multiplier, q and right shift as C expressions.
-    fn out_of(self, acc: &str, m: &str, q: &str, r: &str) -> String {
+    pub(crate) fn out_of(self, acc: &str, m: &str, q: &str, r: &str) -> String {
         let v = if self.fast {
             format!("mnet_rq({acc}, {m}, {r}, {q})")
         } else {

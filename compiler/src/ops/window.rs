@@ -104,6 +104,16 @@ impl Placement {
         ox as i64 * self.stride[1] as i64 - self.pad[1] as i64
     }
 
+    /// Rows and columns of the input padded all round so that every
+    /// window lies inside it: the padding before, the input, and what the
+    /// last window reaches past it.
+    pub fn padded(&self) -> [u32; 2] {
+        [0, 1].map(|i| {
+            (self.pad[i] + self.input[i])
+                .max((self.out[i].max(1) - 1) * self.stride[i] + self.kernel[i])
+        })
+    }
+
     /// The in-image input rows under the window of output row `oy`.
     pub fn rows(&self, oy: usize) -> Range<usize> {
         clip(self.row_start(oy), self.kernel[0], self.input[0])
