@@ -332,15 +332,11 @@ pub fn search(args: &SearchArgs) -> Result<()> {
             )));
         }
     }
-    let smallest = mnet_compiler::analysis::resolve::resolve(
-        &g,
-        &mnet_compiler::analysis::resolve::assignment(
-            &g,
-            s,
-            mnet_compiler::analysis::resolve::Pick::Min,
-        ),
-    )
-    .map_err(err)?;
+    let picked = |pick| {
+        use mnet_compiler::analysis::resolve::{assignment, resolve};
+        resolve(&g, &assignment(&g, s, pick)).map_err(err)
+    };
+    let smallest = picked(mnet_compiler::analysis::resolve::Pick::Min)?;
     let smallest_fit = dnas::fit(&smallest, &limits).map_err(err)?;
     if let Some(l) = limits.sram.filter(|&l| smallest_fit.sram > l) {
         return Err(err(format!(
@@ -402,15 +398,7 @@ pub fn search(args: &SearchArgs) -> Result<()> {
     }
     // The supernet holds every option at its largest: about the largest
     // network's training memory and half again.
-    let largest = mnet_compiler::analysis::resolve::resolve(
-        &g,
-        &mnet_compiler::analysis::resolve::assignment(
-            &g,
-            s,
-            mnet_compiler::analysis::resolve::Pick::Max,
-        ),
-    )
-    .map_err(err)?;
+    let largest = picked(mnet_compiler::analysis::resolve::Pick::Max)?;
     let needs = mnet_search::engine::training_bytes(&largest, args.batch) * 3 / 2;
     if needs > mnet_search::engine::MEMORY_LIMIT {
         return Err(err(format!(
@@ -449,15 +437,7 @@ pub fn search(args: &SearchArgs) -> Result<()> {
     };
     // The loss's SRAM budget allows the stack of the space's largest
     // network (the widest matrix kernel's buffers).
-    let largest = mnet_compiler::analysis::resolve::resolve(
-        &g,
-        &mnet_compiler::analysis::resolve::assignment(
-            &g,
-            s,
-            mnet_compiler::analysis::resolve::Pick::Max,
-        ),
-    )
-    .map_err(err)?;
+    let largest = picked(mnet_compiler::analysis::resolve::Pick::Max)?;
     let budgets =
         limits.budgets(&mnet_compiler::pipeline::memory(&largest).map_err(|e| err(e.to_string()))?);
     let refs = dnas::Refs {
