@@ -569,7 +569,7 @@ impl Limits {
             instructions: self
                 .latency_us
                 .zip(self.clock_hz)
-                .map(|(us, hz)| (us as u128 * hz as u128 / 1_000_000).min(u64::MAX as u128) as u64),
+                .map(|(us, hz)| mnet_compiler::analysis::latency::instructions_in(us, hz)),
         }
     }
 
@@ -577,7 +577,7 @@ impl Limits {
     /// a cycle), rounded up.
     pub fn micros(&self, instructions: u64) -> Option<u64> {
         self.clock_hz
-            .map(|hz| (instructions as u128 * 1_000_000).div_ceil(hz.max(1) as u128) as u64)
+            .map(|hz| mnet_compiler::analysis::latency::micros(instructions, hz))
     }
 }
 

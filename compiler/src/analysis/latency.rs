@@ -317,17 +317,6 @@ impl BoardModel {
         BoardModel::of(&info.target.as_ref()?.0).ok()
     }
 
-    /// Microseconds of `instructions` at the board's clock (one
-    /// instruction per cycle).
-    pub fn micros(&self, instructions: f64) -> f64 {
-        instructions * 1e6 / self.clock_hz as f64
-    }
-
-    /// The instruction count a budget of `us` microseconds allows.
-    pub fn instructions_in(&self, us: u64) -> u64 {
-        (us as u128 * self.clock_hz as u128 / 1_000_000).min(u64::MAX as u128) as u64
-    }
-
     /// Coefficients `at..` of `class` applied to `x` (0 for a class the
     /// model lacks: [`CLASSES`] are all fitted, as a test checks).
     fn apply(&self, class: &str, at: usize, x: &[f64]) -> f64 {
@@ -341,6 +330,17 @@ impl BoardModel {
             _ => 0.0,
         }
     }
+}
+
+/// Microseconds `instructions` take at `clock_hz`, one instruction a
+/// cycle, rounded up.
+pub fn micros(instructions: u64, clock_hz: u64) -> u64 {
+    (instructions as u128 * 1_000_000).div_ceil(clock_hz.max(1) as u128) as u64
+}
+
+/// The instructions that run in `us` microseconds at `clock_hz`.
+pub fn instructions_in(us: u64, clock_hz: u64) -> u64 {
+    (us as u128 * clock_hz as u128 / 1_000_000).min(u64::MAX as u128) as u64
 }
 
 /// [`cost`] of one layer with its predicted instructions filled in under

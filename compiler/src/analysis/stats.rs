@@ -148,9 +148,7 @@ impl BudgetCheck {
     /// (microseconds, rounded up, for latency).
     pub fn needed(&self, t: &Totals) -> u64 {
         match (self.kind, self.clock_hz) {
-            (BudgetKind::Latency, Some(hz)) => {
-                (t.instructions as u128 * 1_000_000).div_ceil(hz.max(1) as u128) as u64
-            }
+            (BudgetKind::Latency, Some(hz)) => crate::analysis::latency::micros(t.instructions, hz),
             (BudgetKind::Latency, None) => u64::MAX,
             (k, _) => t.get(k),
         }
