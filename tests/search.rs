@@ -343,14 +343,26 @@ fn ops_do_not_increase_with_lambda() {
     );
 }
 
+/// The KWS space searched without a budget beyond its own, for the two
+/// tight-budget tests to compare with.
+const FREE_KWS: [&str; 4] = ["--lambda-ops", "0", "--retrain-epochs", "0"];
+
+/// Tight SRAM and latency budgets on the KWS space (one free search to
+/// compare with).
+#[test]
+fn tight_budgets_give_networks_that_fit() {
+    let free = scratch("free");
+    let o = search("kws", &free, &FREE_KWS);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    tight_sram_budget_gives_a_network_that_fits(&free);
+    tight_latency_budget_gives_a_network_that_fits(&free);
+}
+
 /// A tight SRAM budget on the KWS space gives another network, which fits
 /// by the real memory plan (arena + input + output + stack).
-#[test]
-fn tight_sram_budget_gives_a_network_that_fits() {
-    let (free, tight) = (scratch("sram-free"), scratch("sram-tight"));
-    let args = ["--lambda-ops", "0", "--retrain-epochs", "0"];
-    let o = search("kws", &free, &args);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+fn tight_sram_budget_gives_a_network_that_fits(free: &Path) {
+    let tight = scratch("sram-tight");
+    let args = FREE_KWS;
     let mut with = args.to_vec();
     with.extend(["--budget", "sram=24KiB"]);
     let o = search("kws", &tight, &with);
@@ -374,12 +386,9 @@ fn tight_sram_budget_gives_a_network_that_fits() {
 /// A tight latency budget on the KWS space gives another network, whose
 /// latency by the target core's model (search.json, and `mnet stats` on
 /// the written network) is within it.
-#[test]
-fn tight_latency_budget_gives_a_network_that_fits() {
-    let (free, tight) = (scratch("latency-free"), scratch("latency-tight"));
-    let args = ["--lambda-ops", "0", "--retrain-epochs", "0"];
-    let o = search("kws", &free, &args);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+fn tight_latency_budget_gives_a_network_that_fits(free: &Path) {
+    let tight = scratch("latency-tight");
+    let args = FREE_KWS;
     let a = json(&free.join("search.json"));
     let free_us = a["result"]["latency_us"].as_u64().unwrap();
     let space = checked(Path::new(&format!(
