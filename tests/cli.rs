@@ -942,6 +942,25 @@ fn compile_reports_memory_against_the_board() {
     assert_eq!(m["sram"].as_u64().unwrap(), sum);
 }
 
+/// Instructions of one inference of `file --pick pick` with random weights
+/// `seed` on the emulated Cortex-M (`mnet emulate`, outputs checked).
+fn emulated(file: &str, pick: &str, seed: &str) -> f64 {
+    let e = mnet(&[
+        "emulate",
+        file,
+        "--pick",
+        pick,
+        "--random-weights",
+        seed,
+        "--inputs",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(e.status.code(), Some(0), "{}", stderr(&e));
+    let e: serde_json::Value = serde_json::from_str(&stdout(&e)).unwrap();
+    e["instructions"][0].as_f64().unwrap()
+}
+
 /// A latency budget over a space: the exact min and max of the latency
 /// model's estimate against it, the JSON's instruction ranges, and a
 /// fixed network's estimate near its emulated run.
@@ -975,20 +994,7 @@ fn stats_checks_a_latency_budget() {
     let o = mnet(&["stats", src.to_str().unwrap(), "--pick", "min", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     let estimate = v["instructions"].as_f64().unwrap();
-    let e = mnet(&[
-        "emulate",
-        src.to_str().unwrap(),
-        "--pick",
-        "min",
-        "--random-weights",
-        "1",
-        "--inputs",
-        "1",
-        "--json",
-    ]);
-    assert_eq!(e.status.code(), Some(0), "{}", stderr(&e));
-    let e: serde_json::Value = serde_json::from_str(&stdout(&e)).unwrap();
-    let measured = e["instructions"][0].as_f64().unwrap();
+    let measured = emulated(src.to_str().unwrap(), "min", "1");
     assert!(
         (estimate - measured).abs() < 0.15 * measured,
         "estimated {estimate}, measured {measured}"
@@ -1043,20 +1049,7 @@ fn stats_predicts_latency_for_the_target() {
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     let predicted = v["latency"]["instructions"].as_f64().unwrap();
     assert!((v["latency"]["ms"].as_f64().unwrap() - predicted / 1e5).abs() < 1e-5);
-    let e = mnet(&[
-        "emulate",
-        "examples/kws.mnet",
-        "--pick",
-        "random:77",
-        "--random-weights",
-        "3",
-        "--inputs",
-        "1",
-        "--json",
-    ]);
-    assert_eq!(e.status.code(), Some(0), "{}", stderr(&e));
-    let e: serde_json::Value = serde_json::from_str(&stdout(&e)).unwrap();
-    let measured = e["instructions"][0].as_f64().unwrap();
+    let measured = emulated("examples/kws.mnet", "random:77", "3");
     assert!(
         (predicted - measured).abs() < 0.05 * measured,
         "predicted {predicted}, measured {measured}"
