@@ -146,28 +146,14 @@ pub fn features(l: &Lowered, plan: &MemoryPlan, cpu: Cpu) -> Vec<Step> {
                 (LKind::Depthwise { .. }, None) if dspk && plan.scratch[i].is_none() => {
                     ("dw", dw_features(l, i))
                 }
-                (LKind::Depthwise { window }, None) => {
-                    let macs = elems(&n.shape) * (window.kernel[0] * window.kernel[1]) as f64;
-                    ("dw-loop", vec![macs, elems(&n.shape)])
-                }
+                (LKind::Depthwise { window }, None) => dw_loop_step(window, &n.shape),
                 (LKind::Conv { .. }, _) => {
                     let runs = [(n.shape[0] * n.shape[1]) as usize];
                     ("conv", mm_features(l, plan, i, &runs))
                 }
-                (LKind::Pool { kind, window }, _) => {
-                    let reads = elems(&n.shape) * (window.kernel[0] * window.kernel[1]) as f64;
-                    let name = if *kind == PoolKind::Avg {
-                        "avg-pool"
-                    } else {
-                        "max-pool"
-                    };
-                    (name, vec![reads, elems(&n.shape)])
-                }
+                (LKind::Pool { kind, window }, _) => pool_step(*kind, window.kernel, &n.shape),
                 (LKind::Add, _) => ("add", vec![elems(&n.shape)]),
-                (LKind::Softmax, _) => {
-                    let depth = *n.shape.last().unwrap_or(&1) as f64;
-                    ("softmax", vec![elems(&n.shape) / depth, elems(&n.shape)])
-                }
+                (LKind::Softmax, _) => softmax_step(&n.shape),
                 (LKind::Reshape, _) if plan.places[i] == plan.places[n.inputs[0]] => {
                     ("alias", vec![])
                 }
@@ -196,6 +182,34 @@ fn act_class(a: crate::ops::Activation) -> &'static str {
         HardSwish => "hard-swish",
         LeakyRelu { .. } => "leaky-relu",
     }
+}
+
+/// The channel-by-channel depthwise loop's features: MACs and outputs.
+fn dw_loop_step(window: &Window, out: &[u32]) -> (&'static str, Vec<f64>) {
+    let macs = elems(out) * (window.kernel[0] * window.kernel[1]) as f64;
+    ("dw-loop", vec![macs, elems(out)])
+}
+
+/// A pool's features: the inputs it reads and its outputs.
+fn pool_step(kind: PoolKind, kernel: [u32; 2], out: &[u32]) -> (&'static str, Vec<f64>) {
+    let reads = elems(out) * (kernel[0] * kernel[1]) as f64;
+    let name = match kind {
+        PoolKind::Avg => "avg-pool",
+        PoolKind::Max => "max-pool",
+    };
+    (name, vec![reads, elems(out)])
+}
+
+/// Softmax's features: rows and elements.
+fn softmax_step(out: &[u32]) -> (&'static str, Vec<f64>) {
+    let depth = *out.last().unwrap_or(&1) as f64;
+    ("softmax", vec![elems(out) / depth, elems(out)])
+}
+
+/// A step's prediction: its coefficients against its features, never
+/// below zero.
+fn dot(w: &[f64], x: &[f64]) -> f64 {
+    w.iter().zip(x).map(|(a, b)| a * b).sum::<f64>().max(0.0)
 }
 
 /// Append the constant feature (none for a step that runs nothing).
@@ -238,24 +252,12 @@ fn layer_features(
         Op::DepthwiseConv2d { window } if dsp => {
             return Some(("conv+dw", MM_FEATURES, dw_x(inp, window, out[2])))
         }
-        Op::DepthwiseConv2d { window } => {
-            let macs = elems(out) * (window.kernel[0] * window.kernel[1]) as f64;
-            ("dw-loop", vec![macs, elems(out)])
-        }
-        Op::Pool { kind, window } => {
-            let reads = elems(out) * (window.kernel[0] * window.kernel[1]) as f64;
-            let name = match kind {
-                PoolKind::Avg => "avg-pool",
-                PoolKind::Max => "max-pool",
-            };
-            (name, vec![reads, elems(out)])
-        }
-        Op::GlobalAvgPool => ("avg-pool", vec![elems(inp), elems(out)]),
+        Op::DepthwiseConv2d { window } => dw_loop_step(window, out),
+        Op::Pool { kind, window } => pool_step(*kind, window.kernel, out),
+        // Lowered to an average pool over the whole map.
+        Op::GlobalAvgPool => pool_step(PoolKind::Avg, [inp[0], inp[1]], out),
         Op::Add => ("add", vec![elems(out)]),
-        Op::Softmax => {
-            let depth = *out.last().unwrap_or(&1) as f64;
-            ("softmax", vec![elems(out) / depth, elems(out)])
-        }
+        Op::Softmax => softmax_step(out),
         Op::Act(a) => (act_class(*a), vec![elems(out)]),
         Op::Concat => ("concat", vec![elems(out)]),
         Op::Pad { .. } => ("pad", vec![elems(out)]),
@@ -321,12 +323,7 @@ impl BoardModel {
     /// model lacks: [`CLASSES`] are all fitted, as a test checks).
     fn apply(&self, class: &str, at: usize, x: &[f64]) -> f64 {
         match self.classes.get(class) {
-            Some(w) if w.len() >= at + x.len() => w[at..]
-                .iter()
-                .zip(x)
-                .map(|(a, b)| a * b)
-                .sum::<f64>()
-                .max(0.0),
+            Some(w) if w.len() >= at + x.len() => dot(&w[at..], x),
             _ => 0.0,
         }
     }
@@ -462,8 +459,7 @@ pub fn predict(c: &Coefficients, core: Cpu, steps: &[Step]) -> Option<Vec<f64>> 
                 return Some(0.0);
             }
             let w = model.get(s.class)?;
-            (w.len() == s.x.len())
-                .then(|| w.iter().zip(&s.x).map(|(a, b)| a * b).sum::<f64>().max(0.0))
+            (w.len() == s.x.len()).then(|| dot(w, &s.x))
         })
         .collect()
 }
