@@ -3,7 +3,8 @@
 # .tflite size, the Cortex-M4 build size of the generated C, mnet's arena,
 # TFLM's minimal arena for the same .tflite (bisection on arena_size with the
 # tflite-micro Python interpreter, reference kernels), their ratio, and the
-# time of `mnet compile` on kws_l. Prints a markdown table.
+# time of `mnet compile` on kws_l; then the same for the converter-written
+# models of tests/tflite/ imported. Prints markdown tables.
 #
 # usage: bash bench/backends.sh   (needs arm-none-eabi-gcc: scripts/test.sh installs it)
 set -euo pipefail
@@ -43,3 +44,18 @@ for _ in $(seq 10); do
 done
 echo
 echo "compile_kws_l_ms: $best (target 200, ratio $(awk -v a="$best" 'BEGIN { printf "%.2f", a / 200 }'))"
+# The converter-written models of tests/tflite/, imported: mnet's arena
+# against TFLM's minimal arena for the converter's own file.
+echo
+echo "| imported model | tflite bytes | C .text (M4) | mnet arena | TFLM min arena | ratio |"
+echo "|---|---:|---:|---:|---:|---:|"
+for m in tests/tflite/*.tflite; do
+    name=$(basename "$m" .tflite)
+    arena=$(./target/release/mnet compile "$m" --emit c -o "$out" --force --estimate | sed -n 's/^arena: \([0-9]*\) bytes/\1/p')
+    arm-none-eabi-gcc -std=c99 -mcpu=cortex-m4 -mthumb -O2 -Wall -Wextra -Werror -c "$out/$name.c" -o "$out/$name.o"
+    text=$(arm-none-eabi-size "$out/$name.o" | awk 'NR==2 {print $1}')
+    tbytes=$(stat -c %s "$m")
+    tflm=$("$venv/bin/python" bench/tflm_arena.py "$m" | awk '{print $2}')
+    ratio=$(awk -v a="$arena" -v b="$tflm" 'BEGIN { printf "%.2f", a / b }')
+    echo "| $name | $tbytes | $text | $arena | $tflm | $ratio |"
+done

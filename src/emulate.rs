@@ -57,6 +57,7 @@ pub fn emulate(args: &EmulateArgs) -> Result<()> {
     if args.inputs == 0 || args.inputs > 1000 {
         return Err(UserError("error: --inputs must be 1 to 1000\n".into()));
     }
+    args.weights.require()?;
     let (sources, fixed) = fixed_network(&args.net, "emulate")?;
     let cpu = crate::cpu_of(args.cpu.as_deref(), &fixed)?;
     let core = core(cpu)?;

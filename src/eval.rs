@@ -165,15 +165,15 @@ pub fn features(args: &FeaturesArgs) -> Result<()> {
 
 #[derive(Args)]
 pub struct EvalArgs {
-    /// The network (.mnet; a search space with --pick).
+    /// The network: a .mnet (a search space with --pick) with its --weights, or an int8 .tflite.
     file: PathBuf,
     #[arg(long)]
     network: Option<String>,
     #[arg(long)]
     pick: Option<mnet_compiler::analysis::resolve::Pick>,
-    /// The trained float weights (safetensors, e.g. from mnet train or mnet search).
+    /// The trained float weights of a .mnet (safetensors, e.g. from mnet train or mnet search).
     #[arg(long)]
-    weights: PathBuf,
+    weights: Option<PathBuf>,
     #[command(flatten)]
     data: DataArgs,
     #[arg(long, default_value = "test")]
@@ -289,15 +289,18 @@ struct LayerError {
 
 pub fn eval(args: &EvalArgs) -> Result<()> {
     let bad = |m: String| UserError(format!("error: {m}\n"));
-    if args.file.extension().is_some_and(|e| e == "tflite") {
-        return Err(bad(format!(
-            "{}: evaluating a .tflite needs mnet's .tflite reader of issue 13, which is not built yet; evaluate the .mnet with its --weights",
-            args.file.display()
-        )));
-    }
     if args.batch == 0 {
         return Err(bad("--batch must be at least 1".into()));
     }
+    if crate::is_tflite(&args.file) {
+        return eval_tflite(args);
+    }
+    let Some(weights_path) = &args.weights else {
+        return Err(bad(format!(
+            "{}: evaluating a .mnet network needs its trained weights: --weights FILE.safetensors",
+            args.file.display()
+        )));
+    };
     let net = NetworkArgs {
         file: args.file.clone(),
         pick: args.pick,
@@ -315,12 +318,12 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
             args.split.name()
         )));
     }
-    let weights = read_bytes(&args.weights)?;
+    let weights = read_bytes(weights_path)?;
     let mut model =
         mnet_search::engine::Net::from_fixed(&fixed, args.batch.min(set.len()), args.seed);
     model
         .load_safetensors(&weights)
-        .map_err(|e| bad(format!("--weights {}: {e}", args.weights.display())))?;
+        .map_err(|e| bad(format!("--weights {}: {e}", weights_path.display())))?;
     let (loss, _) = mnet_search::train::evaluate(&mut model, &set);
     let logits = mnet_search::train::predict(&mut model, &set);
     let float_pred = mnet_search::train::argmax(&logits, classes);
@@ -330,7 +333,7 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     let mut report = serde_json::json!({
         "network": name,
         "file": args.file.display().to_string(),
-        "weights": args.weights.display().to_string(),
+        "weights": weights_path.display().to_string(),
         "data": args.data.data,
         "split": args.split.name(),
         "samples": set.len(),
@@ -389,6 +392,67 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
         return Ok(());
     }
     print_report(&report, &names, int8_pred.is_some());
+    Ok(())
+}
+
+/// `mnet eval MODEL.tflite`: the imported int8 network through the
+/// reference interpreter (bit-exact with TFLM); the data's features are
+/// quantized with the model's input quantization (the QUANTIZE of a float
+/// input).
+fn eval_tflite(args: &EvalArgs) -> Result<()> {
+    let bad = |m: String| UserError(format!("error: {m}\n"));
+    let file = args.file.display();
+    if args.weights.is_some() || args.calib.is_some() || args.per_layer {
+        return Err(bad(format!(
+            "{file}: a .tflite holds its int8 weights and quantization, and no float network: --weights, --calib and --per-layer are for .mnet networks"
+        )));
+    }
+    let net = crate::NetworkArgs {
+        file: args.file.clone(),
+        pick: args.pick,
+        network: args.network.clone(),
+    };
+    let (name, model) = crate::import_tflite(&net)?;
+    let q = &model.quantized;
+    let l = &q.graph.lowered;
+    let shape: Vec<usize> = l.nodes[0].shape.iter().map(|&d| d as usize).collect();
+    let classes: usize = l.nodes[l.output]
+        .shape
+        .iter()
+        .map(|&d| d as usize)
+        .product();
+    let (source, set) = args.data.split(args.split, &shape, classes, args.seed)?;
+    if set.is_empty() {
+        return Err(bad(format!(
+            "--data {}: the {} split is empty",
+            args.data.data,
+            args.split.name()
+        )));
+    }
+    let outputs = mnet_search::train::int8_predict(q, &set);
+    let pred = mnet_search::train::argmax(&outputs, classes);
+    let oq = q.graph.qparams[l.output];
+    let probabilities: Vec<f32> = outputs.iter().map(|&v| oq.dequantize(v)).collect();
+    let names = source
+        .class_names()
+        .unwrap_or_else(|| (0..classes).map(|c| c.to_string()).collect());
+    let mut report = serde_json::json!({
+        "network": name,
+        "file": args.file.display().to_string(),
+        "data": args.data.data,
+        "split": args.split.name(),
+        "samples": set.len(),
+        "classes": names,
+        "int8": scores(&set.labels, &pred, classes),
+    });
+    if let Some(auc) = anomaly_auc(&set, &probabilities, &names) {
+        report["int8"]["anomaly_auc"] = auc;
+    }
+    if args.json {
+        outln!("{}", serde_json::to_string_pretty(&report).expect("JSON"));
+        return Ok(());
+    }
+    print_report(&report, &names, true);
     Ok(())
 }
 
@@ -488,17 +552,23 @@ fn print_report(r: &serde_json::Value, names: &[String], int8: bool) {
         r["samples"],
         names.len()
     );
-    outln!(
-        "float  accuracy {:.4}  loss {:.4}",
-        f(&r["float"]["accuracy"]),
-        f(&r["float"]["loss"])
-    );
-    if int8 {
+    // A .tflite has no float network.
+    let float = r["float"].is_object();
+    if float {
+        outln!(
+            "float  accuracy {:.4}  loss {:.4}",
+            f(&r["float"]["accuracy"]),
+            f(&r["float"]["loss"])
+        );
+    }
+    if int8 && float {
         outln!(
             "int8   accuracy {:.4}  (the same top-1 as float on {:.2}% of samples)",
             f(&r["int8"]["accuracy"]),
             100.0 * f(&r["int8"]["agreement_with_float"])
         );
+    } else if int8 {
+        outln!("int8   accuracy {:.4}", f(&r["int8"]["accuracy"]));
     }
     for kind in ["float", "int8"] {
         if let Some(ids) = r[kind]["anomaly_auc"]["per_id"].as_array() {
@@ -524,9 +594,9 @@ fn print_report(r: &serde_json::Value, names: &[String], int8: bool) {
     let width = names.iter().map(|n| n.len()).max().unwrap_or(1).max(5);
     outln!();
     outln!(
-        "{:width$}  {:>7}  {}samples",
+        "{:width$}  {}{}samples",
         "class",
-        "float",
+        if float { "  float  " } else { "" },
         if int8 { "   int8  " } else { "" }
     );
     let confusion = if int8 {
@@ -543,8 +613,12 @@ fn print_report(r: &serde_json::Value, names: &[String], int8: bool) {
                 .map_or("     -".to_string(), |a| format!("{a:7.4}"))
         };
         outln!(
-            "{name:width$}  {}  {}{n}",
-            acc(&r["float"]["per_class"][c]),
+            "{name:width$}  {}{}{n}",
+            if float {
+                format!("{}  ", acc(&r["float"]["per_class"][c]))
+            } else {
+                String::new()
+            },
             if int8 {
                 format!("{}  ", acc(&r["int8"]["per_class"][c]))
             } else {

@@ -136,11 +136,7 @@ enum Command {
 #[derive(Args)]
 pub(crate) struct WeightsArgs {
     /// Float weights: a safetensors file (tensor names in the README).
-    #[arg(
-        long,
-        required_unless_present = "random_weights",
-        conflicts_with = "random_weights"
-    )]
+    #[arg(long, conflicts_with = "random_weights")]
     weights: Option<PathBuf>,
     /// Deterministic random weights (and synthetic calibration) from this seed.
     #[arg(long)]
@@ -154,6 +150,16 @@ pub(crate) struct WeightsArgs {
 type Read2 = (Option<Vec<u8>>, Option<Vec<u8>>);
 
 impl WeightsArgs {
+    /// A `.mnet` network's float weights are given (a file or a seed).
+    pub(crate) fn require(&self) -> Result<()> {
+        if self.weights.is_none() && self.random_weights.is_none() {
+            return Err(UserError(
+                "error: a .mnet network needs its float weights: --weights FILE.safetensors or --random-weights SEED\n".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The weights file's and the calibration file's bytes.
     fn read(&self) -> Result<Read2> {
         Ok((
@@ -198,6 +204,14 @@ pub(crate) fn cpu_of(
     flag: Option<&str>,
     fixed: &mnet_compiler::ir::FixedGraph,
 ) -> Result<mnet_compiler::back::c::Cpu> {
+    cpu_for(flag, fixed.info.target.as_ref().map(|(b, _)| b))
+}
+
+/// [`cpu_of`] for a board, if any.
+pub(crate) fn cpu_for(
+    flag: Option<&str>,
+    board: Option<&mnet_compiler::ir::Board>,
+) -> Result<mnet_compiler::back::c::Cpu> {
     use mnet_compiler::back::c::Cpu;
     let names = || {
         Cpu::ALL
@@ -206,14 +220,14 @@ pub(crate) fn cpu_of(
             .collect::<Vec<_>>()
             .join(", ")
     };
-    match (flag, &fixed.info.target) {
+    match (flag, board) {
         (Some(f), _) => Cpu::parse(f).ok_or_else(|| {
             UserError(format!(
                 "error: --cpu `{f}` is not a core mnet knows ({}, or cortex-m0/m0plus/m3/m23 for generic)\n",
                 names()
             ))
         }),
-        (None, Some((board, _))) => Cpu::parse(&board.core).ok_or_else(|| {
+        (None, Some(board)) => Cpu::parse(&board.core).ok_or_else(|| {
             UserError(format!(
                 "error: board `{}` has core `{}`, which mnet does not know ({}); pass --cpu\n",
                 board.name,
@@ -826,16 +840,46 @@ pub(crate) fn compile_error(
                 .render(&[mnet_grammar::Diagnostic::error(*span, e.to_string())
                     .with_label("this network")])
         }
-        pipeline::Error::Tflite(_) | pipeline::Error::C(_) => format!("error: {e}\n"),
+        pipeline::Error::Tflite(_) | pipeline::Error::C(_) | pipeline::Error::Import(_) => {
+            format!("error: {e}\n")
+        }
         pipeline::Error::Internal(_) => format!("{e}\n"),
     })
 }
 
 fn compile_to(net: &NetworkArgs, args: &CompileArgs, out: &OutputArgs) -> Result<()> {
+    if is_tflite(&net.file) {
+        return compile_tflite(net, args, out);
+    }
+    args.weights.require()?;
     let (sources, fixed) = fixed_network(net, "compile")?;
     let cpu = cpu_of(args.cpu.as_deref(), &fixed)?;
+    let opts = emit_options(&args.emit, cpu)?;
+    let (weight_bytes, calib_bytes) = args.weights.read()?;
+    let weights = args.weights.weights(weight_bytes.as_deref());
+    let art = pipeline::compile(&fixed, weights, calib_bytes.as_deref(), &opts)
+        .map_err(|e| compile_error(e, &args.weights, &sources))?;
+    let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+    if let Some(p) = &args.save_weights {
+        let q = &art.quantized;
+        let bytes = mnet_compiler::lower::io::write_weights(&q.graph.lowered, &q.float);
+        files.push((p.clone(), bytes));
+    }
+    let t = fixed_stats(&fixed).totals;
+    let board = fixed.info.target.as_ref().map(|(b, _)| b.clone());
+    write_compiled(&art, board, cpu, files, Some(t.ops()), t.macs, args, out)
+}
+
+/// Whether a path names a `.tflite` model.
+pub(crate) fn is_tflite(p: &std::path::Path) -> bool {
+    p.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("tflite"))
+}
+
+/// What `--emit` asks for.
+fn emit_options(emit: &[String], cpu: mnet_compiler::back::c::Cpu) -> Result<pipeline::Options> {
     let mut opts = pipeline::Options::default();
-    for kind in &args.emit {
+    for kind in emit {
         match kind.as_str() {
             "tflite" => opts.tflite = Some(Default::default()),
             "c" => {
@@ -851,17 +895,71 @@ fn compile_to(net: &NetworkArgs, args: &CompileArgs, out: &OutputArgs) -> Result
             }
         }
     }
-    let (weight_bytes, calib_bytes) = args.weights.read()?;
-    let weights = args.weights.weights(weight_bytes.as_deref());
-    let art = pipeline::compile(&fixed, weights, calib_bytes.as_deref(), &opts)
-        .map_err(|e| compile_error(e, &args.weights, &sources))?;
-    let name = &fixed.info.name;
-    let q = &art.quantized;
-    let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::new();
-    if let Some(p) = &args.save_weights {
-        let bytes = mnet_compiler::lower::io::write_weights(&q.graph.lowered, &q.float);
-        files.push((p.clone(), bytes));
+    Ok(opts)
+}
+
+/// Import a `.tflite` model (the importer of [`pipeline::import`]): its int8
+/// network named by the file stem (a C identifier), no weights or
+/// calibration flags (the file holds both).
+pub(crate) fn import_tflite(net: &NetworkArgs) -> Result<(String, pipeline::ImportedModel)> {
+    let file = net.file.display();
+    if net.pick.is_some() || net.network.is_some() {
+        return Err(UserError(format!(
+            "error: {file}: --pick and --network choose among the networks of a .mnet file; a .tflite holds one\n"
+        )));
     }
+    let bytes = read_bytes(&net.file)?;
+    let stem = net
+        .file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = mnet_compiler::tflite::import::network_name(&stem);
+    let model =
+        pipeline::import(&bytes, &name).map_err(|e| UserError(format!("error: {file}: {e}\n")))?;
+    Ok((name, model))
+}
+
+/// `mnet compile MODEL.tflite`: the imported int8 network through the same
+/// planner and backends.
+fn compile_tflite(net: &NetworkArgs, args: &CompileArgs, out: &OutputArgs) -> Result<()> {
+    let w = &args.weights;
+    if w.weights.is_some()
+        || w.random_weights.is_some()
+        || w.calib.is_some()
+        || args.save_weights.is_some()
+    {
+        return Err(UserError(format!(
+            "error: {}: a .tflite holds its int8 weights and quantization: --weights, --random-weights, --calib and --save-weights are for .mnet networks\n",
+            net.file.display()
+        )));
+    }
+    let (_, model) = import_tflite(net)?;
+    let cpu = cpu_for(args.cpu.as_deref(), None)?;
+    let opts = emit_options(&args.emit, cpu)?;
+    let art = pipeline::emit(model.quantized, &opts)
+        .map_err(|e| UserError(format!("error: {}: {e}\n", net.file.display())))?;
+    let macs: u64 = mnet_compiler::back::lowered_macs(&art.quantized.graph.lowered)
+        .iter()
+        .sum();
+    write_compiled(&art, None, cpu, Vec::new(), None, macs, args, out)
+}
+
+/// Write what a compile made (after the memory report says it fits the
+/// board) and print the summary or the JSON.
+#[allow(clippy::too_many_arguments)]
+fn write_compiled(
+    art: &pipeline::Artifacts,
+    board: Option<mnet_compiler::ir::Board>,
+    cpu: mnet_compiler::back::c::Cpu,
+    mut files: Vec<(PathBuf, Vec<u8>)>,
+    ops: Option<u64>,
+    macs: u64,
+    args: &CompileArgs,
+    out: &OutputArgs,
+) -> Result<()> {
+    let q = &art.quantized;
+    let name = &q.graph.lowered.name;
     if let Some(t) = &art.tflite {
         files.push((out.output.join(format!("{name}.tflite")), t.clone()));
     }
@@ -880,7 +978,7 @@ fn compile_to(net: &NetworkArgs, args: &CompileArgs, out: &OutputArgs) -> Result
     let report = art
         .c
         .as_ref()
-        .map(|c| memory_report(&fixed, &art, c, cpu, !args.estimate))
+        .map(|c| memory_report(board.clone(), art, c, cpu, !args.estimate))
         .transpose()?;
     // Nothing is written for a network that does not fit its board.
     if let Some(r) = &report {
@@ -890,7 +988,6 @@ fn compile_to(net: &NetworkArgs, args: &CompileArgs, out: &OutputArgs) -> Result
     }
     let created = create_dir(&out.output)?;
     write_set(&files, created.as_deref())?;
-    let t = fixed_stats(&fixed).totals;
     if args.json {
         let written: Vec<serde_json::Value> = files
             .iter()
@@ -899,9 +996,9 @@ fn compile_to(net: &NetworkArgs, args: &CompileArgs, out: &OutputArgs) -> Result
         outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
-                "network": fixed.info.name,
-                "ops": t.ops(),
-                "macs": t.macs,
+                "network": name,
+                "ops": ops,
+                "macs": macs,
                 "arena": art.plan.arena_size,
                 "qat_ranges": q.qat_ranges,
                 "files": written,
@@ -923,12 +1020,13 @@ fn compile_to(net: &NetworkArgs, args: &CompileArgs, out: &OutputArgs) -> Result
             q.qat_ranges
         );
     }
-    outln!(
-        "{name}: {} ops ({} MACs); arena {} bytes",
-        t.ops(),
-        t.macs,
-        art.plan.arena_size
-    );
+    match ops {
+        Some(ops) => outln!(
+            "{name}: {ops} ops ({macs} MACs); arena {} bytes",
+            art.plan.arena_size
+        ),
+        None => outln!("{name}: {macs} MACs; arena {} bytes", art.plan.arena_size),
+    }
     if let Some(r) = &report {
         out!("{}", r.render());
     }
@@ -1040,7 +1138,7 @@ impl MemoryReport {
 }
 
 fn memory_report(
-    fixed: &mnet_compiler::ir::FixedGraph,
+    board: Option<mnet_compiler::ir::Board>,
     art: &pipeline::Artifacts,
     c: &mnet_compiler::back::c::CFiles,
     cpu: mnet_compiler::back::c::Cpu,
@@ -1049,7 +1147,6 @@ fn memory_report(
     use mnet_compiler::mcu;
     let l = &art.quantized.graph.lowered;
     let bytes = |s: &[u32]| s.iter().map(|&d| d as u64).product::<u64>();
-    let board = fixed.info.target.as_ref().map(|(b, _)| b.clone());
     let mut r = MemoryReport {
         cpu,
         arena: art.plan.arena_size as u64,

@@ -26,7 +26,7 @@ fn tflite(path: &str) -> Vec<u8> {
 }
 
 #[test]
-fn inspect_never_panics_on_corrupt_files() {
+fn inspect_and_import_never_panic_on_corrupt_files() {
     let good = tflite("tests/models/ops.mnet");
     let mut rng_state = 0x1234_5678u64;
     let mut next = || {
@@ -35,7 +35,7 @@ fn inspect_never_panics_on_corrupt_files() {
         rng_state ^= rng_state << 17;
         rng_state
     };
-    let mut errors = 0;
+    let (mut errors, mut import_errors) = (0, 0);
     for i in 0..3000 {
         let mut bytes = good.clone();
         match i % 3 {
@@ -59,11 +59,184 @@ fn inspect_never_panics_on_corrupt_files() {
             Ok(Err(_)) => errors += 1,
             Err(_) => panic!("inspect panicked on mutation {i}"),
         }
+        // The importer: an error, or a network that plans and emits.
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            pipeline::import(&bytes, "m").and_then(|m| pipeline::emit(m.quantized, &c_only()))
+        }));
+        match r {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => import_errors += 1,
+            Err(_) => panic!("the importer panicked on mutation {i}"),
+        }
     }
     assert!(
-        errors > 100,
-        "corruptions should mostly be detected ({errors})"
+        errors > 100 && import_errors > 100,
+        "corruptions should mostly be detected ({errors}, {import_errors})"
     );
+}
+
+fn c_only() -> pipeline::Options {
+    pipeline::Options {
+        tflite: Some(Default::default()),
+        c: Some(Default::default()),
+    }
+}
+
+/// A mnet-written .tflite edited as the schema's owned types: operators
+/// mnet cannot lower are listed all at once, with index, name, version and
+/// reason, exit 1, and nothing is written.
+#[test]
+fn unsupported_operators_are_listed_together() {
+    use mnet_tflite_schema as fb;
+    use mnet_tflite_schema::planus::ReadAsRoot;
+    let good = tflite("tests/models/ops.mnet");
+    let mut m = fb::Model::try_from(fb::ModelRef::read_as_root(&good).unwrap()).unwrap();
+    let sg = &mut m.subgraphs.as_mut().unwrap()[0];
+    let ops = sg.operators.as_mut().unwrap();
+    // A dilated conv.
+    let conv = ops
+        .iter_mut()
+        .position(|o| {
+            matches!(
+                o.builtin_options,
+                Some(fb::BuiltinOptions::Conv2DOptions(_))
+            )
+        })
+        .unwrap();
+    if let Some(fb::BuiltinOptions::Conv2DOptions(o)) = &mut ops[conv].builtin_options {
+        o.dilation_h_factor = 2;
+    }
+    // A LOGISTIC and a TANH after the last operator (their outputs unused).
+    let last_out = ops.last().unwrap().outputs.as_ref().unwrap()[0];
+    let codes = m.operator_codes.as_mut().unwrap();
+    for (op, version) in [
+        (fb::BuiltinOperator::Logistic, 2),
+        (fb::BuiltinOperator::Tanh, 2),
+    ] {
+        codes.push(fb::OperatorCode {
+            deprecated_builtin_code: op as i8,
+            custom_code: None,
+            version,
+            builtin_code: op,
+        });
+    }
+    let n_codes = codes.len() as u32;
+    let tensors = sg.tensors.as_mut().unwrap();
+    let template = tensors[last_out as usize].clone();
+    for name in ["logistic_out", "tanh_out"] {
+        tensors.push(fb::Tensor {
+            name: Some(name.into()),
+            ..template.clone()
+        });
+    }
+    let n = tensors.len() as i32;
+    ops.push(fb::Operator {
+        opcode_index: n_codes - 2,
+        inputs: Some(vec![last_out]),
+        outputs: Some(vec![n - 2]),
+        ..Default::default()
+    });
+    ops.push(fb::Operator {
+        opcode_index: n_codes - 1,
+        inputs: Some(vec![last_out]),
+        outputs: Some(vec![n - 1]),
+        ..Default::default()
+    });
+    let n_ops = ops.len();
+    let bytes = fb::serialize(&m);
+    let dir = std::env::temp_dir().join(format!("mnet-unsupported-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("edited.tflite");
+    std::fs::write(&file, &bytes).unwrap();
+    let out = dir.join("out");
+    let o = mnet(&[
+        "compile",
+        file.to_str().unwrap(),
+        "--emit",
+        "c",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    for want in [
+        "edited.tflite: 3 operators cannot be compiled:".to_string(),
+        format!("operator {conv} (CONV_2D v3): dilation 2x1: mnet lowers dilation 1"),
+        format!(
+            "operator {} (LOGISTIC v2): mnet does not lower this operator",
+            n_ops - 2
+        ),
+        format!(
+            "operator {} (TANH v2): mnet does not lower this operator",
+            n_ops - 1
+        ),
+    ] {
+        assert!(err.contains(&want), "missing `{want}` in:\n{err}");
+    }
+    assert!(!out.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `mnet compile MODEL.tflite` writes the C that compiling its `.mnet`
+/// writes, and refuses the flags of a float network.
+#[test]
+fn a_tflite_compiles_like_its_mnet() {
+    let dir = std::env::temp_dir().join(format!("mnet-tflite-c-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    let src = format!("{}/tests/models/branches.mnet", env!("CARGO_MANIFEST_DIR"));
+    let o = mnet(&[
+        "compile",
+        &src,
+        "--random-weights",
+        "4",
+        "--emit",
+        "tflite,c",
+        "--cpu",
+        "cortex-m4",
+        "-o",
+        a.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let name = std::fs::read_dir(&a)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "tflite"))
+        .unwrap();
+    let stem = name.file_stem().unwrap().to_str().unwrap().to_string();
+    let o = mnet(&[
+        "compile",
+        name.to_str().unwrap(),
+        "--emit",
+        "c,tflite",
+        "-o",
+        b.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["network"], stem.as_str());
+    for ext in ["c", "h", "tflite"] {
+        let f = format!("{stem}.{ext}");
+        assert_eq!(
+            std::fs::read(a.join(&f)).unwrap(),
+            std::fs::read(b.join(&f)).unwrap(),
+            "{f}"
+        );
+    }
+    for flags in [
+        &["--random-weights", "1"][..],
+        &["--pick", "max"],
+        &["--calib", "x.npy"],
+    ] {
+        let mut args = vec!["compile", name.to_str().unwrap(), "-o", "unused"];
+        args.extend(flags);
+        let o = mnet(&args);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&o.stderr).contains(".tflite"));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn mnet(args: &[&str]) -> std::process::Output {

@@ -469,6 +469,63 @@ fn train_and_eval_on_speech_commands() {
     assert!(text.contains("val split, 24 samples, 12 classes"), "{text}");
     assert!(text.contains("confusion matrix (float"), "{text}");
     assert!(text.contains("_unknown_"), "{text}");
+    // The compiled .tflite evaluates as the .mnet's int8 network does with
+    // the same calibration: the same predictions.
+    let calib = s(&dir.join("calib.npy"));
+    ok(&mnet(&[
+        "features",
+        &s(&net),
+        "--data",
+        &data,
+        "--split",
+        "train",
+        "-o",
+        &calib,
+    ]));
+    let int8_of_mnet: Value = serde_json::from_str(&stdout(&mnet(&[
+        "eval",
+        &s(&net),
+        "--weights",
+        &w,
+        "--data",
+        &data,
+        "--int8",
+        "--calib",
+        &calib,
+        "--json",
+    ])))
+    .unwrap();
+    let model_dir = dir.join("model");
+    ok(&mnet(&[
+        "compile",
+        &s(&net),
+        "--weights",
+        &w,
+        "--calib",
+        &calib,
+        "--emit",
+        "tflite",
+        "-o",
+        &s(&model_dir),
+    ]));
+    let tflite = s(&model_dir.join("kws_tiny.tflite"));
+    let o = mnet(&["eval", &tflite, "--data", &data, "--json"]);
+    ok(&o);
+    let r: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(r["float"].is_null(), "{r}");
+    for key in ["confusion", "accuracy", "per_class", "correct"] {
+        assert_eq!(r["int8"][key], int8_of_mnet["int8"][key], "{key}");
+    }
+    assert_eq!(r["samples"], 24);
+    let text = stdout(&mnet(&["eval", &tflite, "--data", &data]));
+    assert!(text.contains("int8   accuracy"), "{text}");
+    assert!(text.contains("confusion matrix (int8"), "{text}");
+    assert!(!text.contains("float"), "{text}");
+    // A .tflite holds its weights: the float-only flags are refused.
+    fails_with(
+        &mnet(&["eval", &tflite, "--data", &data, "--weights", &w]),
+        &["kws_tiny.tflite", "a .tflite holds its int8 weights"],
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

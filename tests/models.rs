@@ -21,9 +21,15 @@
 //! - `plan`: the memory plan passes its independent checker.
 //! - `c`, `tflite`: the generated C (constants summarised) and header, and
 //!   the `inspect` dump of the .tflite, as snapshots; the .tflite is
-//!   16-byte aligned and the same bytes on a second compile.
+//!   16-byte aligned and the same bytes on a second compile, and imports
+//!   back to the same network (the same bytes written, the same C).
 //! - `oracle`: mnet's reference interpreter, the C compiled with cc, TFLM
 //!   and LiteRT agree bit for bit on 100 random int8 inputs.
+//! - `import` (the converter-written models of `tests/tflite/`, each
+//!   without a header): mnet's reference interpreter, the C it generates,
+//!   TFLM on the converter's file and TFLM on the `.tflite` mnet writes
+//!   back agree bit for bit on 100 random int8 inputs; then the `m4`
+//!   runner's builds.
 //! - `m4`: the C compiles with arm-none-eabi-gcc -Werror for a Cortex-M4
 //!   and a Cortex-M7 (at -O2, and -O0, -Os, -Og, -O1, -O3; and for a
 //!   Cortex-M33 and M55), its static RAM is exactly
@@ -255,6 +261,32 @@ fn plan(m: &Model, picks: &[Pick]) -> Result<(), Failed> {
     Ok(())
 }
 
+/// The written .tflite imports back to the same int8 network: writing the
+/// import gives the same bytes, and it emits the same C.
+fn round_trip(name: &str, art: &Artifacts) -> Result<(), Failed> {
+    let bytes = art.tflite.as_ref().expect("tflite emitted");
+    let l = &art.quantized.graph.lowered;
+    let imported = pipeline::import(bytes, &l.name).map_err(|e| format!("{name}: import: {e}"))?;
+    if imported.float_input || imported.float_output {
+        return Err(format!("{name}: mnet's .tflite imports with float edges").into());
+    }
+    let opts = pipeline::Options {
+        tflite: Some(Default::default()),
+        c: Some(mnet_compiler::back::c::Options {
+            summarize_constants: true,
+            ..Default::default()
+        }),
+    };
+    let again = pipeline::emit(imported.quantized, &opts).map_err(|e| format!("{name}: {e}"))?;
+    if again.tflite.as_ref() != Some(bytes) {
+        return Err(format!("{name}: the imported .tflite writes other bytes").into());
+    }
+    if again.c.as_ref().map(|c| &c.source) != art.c.as_ref().map(|c| &c.source) {
+        return Err(format!("{name}: the imported .tflite emits other C").into());
+    }
+    Ok(())
+}
+
 fn snapshot(runner: &str, m: &Model, picks: &[Pick]) -> Result<(), Failed> {
     let opts = pipeline::Options {
         tflite: Some(Default::default()),
@@ -297,6 +329,7 @@ fn snapshot(runner: &str, m: &Model, picks: &[Pick]) -> Result<(), Failed> {
                     if again.tflite.as_ref() != Some(bytes) {
                         return Err(format!("{name}: a second compile wrote other bytes").into());
                     }
+                    round_trip(&name, &art)?;
                 }
             }
             Ok(())
@@ -434,10 +467,18 @@ const M4_BUILDS: &[M4Build] = &[
 ];
 
 fn m4(m: &Model, picks: &[Pick]) -> Result<(), Failed> {
-    use mnet_compiler::mcu::{self, BuildOptions};
     for (name, g) in m.networks(picks) {
         let q = pipeline::quantize(&g, Weights::Random(seed_of(&name)), None)
             .map_err(|e| format!("{name}: {e}"))?;
+        m4_network(&name, &q)?;
+    }
+    Ok(())
+}
+
+/// The [`M4_BUILDS`] of one quantized network (see the module docs).
+fn m4_network(name: &str, q: &pipeline::Quantized) -> Result<(), Failed> {
+    use mnet_compiler::mcu::{self, BuildOptions};
+    {
         let l = &q.graph.lowered;
         let net = l.name.clone();
         let out_len: usize = l.nodes[l.output]
@@ -445,7 +486,7 @@ fn m4(m: &Model, picks: &[Pick]) -> Result<(), Failed> {
             .iter()
             .map(|&d| d as usize)
             .product();
-        let (inputs, expected) = mcu::random_cases(&q, M4_INPUTS, seed_of(&name) ^ 4);
+        let (inputs, expected) = mcu::random_cases(q, M4_INPUTS, seed_of(name) ^ 4);
         let macs: u64 = mnet_compiler::back::lowered_macs(l).iter().sum();
         for b in M4_BUILDS.iter().filter(|b| macs <= b.max_macs) {
             let opts = pipeline::Options {
@@ -527,9 +568,89 @@ fn m4(m: &Model, picks: &[Pick]) -> Result<(), Failed> {
     Ok(())
 }
 
+/// The converter-written models of `tests/tflite/` (made by its
+/// `make.py`): each imports, and mnet's reference interpreter, the C it
+/// generates, TFLM on the converter's file and TFLM on the `.tflite` mnet
+/// writes back agree bit for bit on 100 random int8 inputs; then the `m4`
+/// runner's builds and emulated runs.
+fn import(path: &Path) -> Result<(), Failed> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+    let name = mnet_compiler::tflite::import::network_name(&stem);
+    let model = pipeline::import(&bytes, &name).map_err(|e| format!("{stem}: {e}"))?;
+    let opts = pipeline::Options {
+        tflite: Some(Default::default()),
+        c: Some(Default::default()),
+    };
+    let mut art = pipeline::emit(model.quantized, &opts).map_err(|e| format!("{stem}: {e}"))?;
+    let rewritten = art.tflite.replace(bytes).expect("tflite emitted");
+    let in_len: usize = art.quantized.graph.lowered.nodes[0]
+        .shape
+        .iter()
+        .map(|&d| d as usize)
+        .product();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed_of(&stem));
+    let inputs: Vec<i8> = (0..ORACLE_INPUTS * in_len)
+        .map(|_| rng.random::<i8>())
+        .collect();
+    let dir = scratch(&format!("import-{stem}"));
+    let expected = Reference.run(&art, &inputs, &dir)?;
+    let mut written = art.clone();
+    written.tflite = Some(rewritten);
+    // Not LiteRT: its reference kernels differ from TFLM's on 8 of the
+    // 1000 outputs of residual_blocks (TFLM, the runtime the C replaces, is
+    // the contract; `reference/tflite-int8.md` §2.4).
+    let checks: [(&str, &dyn Runner, &Artifacts); 3] = [
+        ("the generated C", &HostC, &art),
+        (
+            "TFLM on the converter's file",
+            &Python { runtime: "tflm" },
+            &art,
+        ),
+        (
+            "TFLM on mnet's .tflite",
+            &Python { runtime: "tflm" },
+            &written,
+        ),
+    ];
+    for (what, r, a) in checks {
+        let got = r
+            .run(a, &inputs, &dir)
+            .map_err(|e| format!("{stem}: {what}: {e}"))?;
+        let diff = expected.iter().zip(&got).filter(|(a, b)| a != b).count();
+        if got.len() != expected.len() || diff > 0 {
+            return Err(format!(
+                "{stem}: {what}: {diff} of {} output values differ from mnet's reference ({} values)",
+                expected.len(),
+                got.len()
+            )
+            .into());
+        }
+    }
+    let distinct: std::collections::BTreeSet<i8> = expected.iter().copied().collect();
+    if distinct.len() <= 4 {
+        return Err(format!("{stem}: outputs are degenerate: {distinct:?}").into());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    // And on the emulated Cortex-M4 and M7, as the `m4` runner.
+    m4_network(&format!("import-{stem}"), &art.quantized)
+}
+
 fn main() {
     let args = Arguments::from_args();
     let mut trials = Vec::new();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tflite");
+    let mut converted: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "tflite"))
+        .collect();
+    converted.sort();
+    assert!(!converted.is_empty(), "no models in {}", dir.display());
+    for path in converted {
+        let name = format!("import/{}", path.file_stem().unwrap().to_string_lossy());
+        trials.push(Trial::test(name, move || import(&path)));
+    }
     for (model, header) in models() {
         let groups = parse_header(&header, &model.rel).unwrap_or_else(|e| panic!("{e}"));
         if groups.is_empty() {

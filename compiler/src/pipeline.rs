@@ -53,6 +53,9 @@ pub enum Error {
     },
     #[error(transparent)]
     Tflite(#[from] tflite::write::Error),
+    /// A `.tflite` file that does not import.
+    #[error(transparent)]
+    Import(#[from] tflite::import::ImportError),
     #[error(transparent)]
     C(#[from] c::Error),
     /// A bug of mnet's: a stage produced what the next one rejects.
@@ -222,6 +225,41 @@ pub fn quantize(
         prepared,
         float,
         qat_ranges,
+    })
+}
+
+/// An imported `.tflite` model, ready to run or emit.
+#[derive(Clone, Debug)]
+pub struct ImportedModel {
+    /// The int8 network (no float weights: `float` is empty).
+    pub quantized: Quantized,
+    /// The file's float32 input and output, quantized and dequantized at
+    /// the edges (see [`tflite::import::Imported`]).
+    pub float_input: bool,
+    pub float_output: bool,
+}
+
+/// Import a `.tflite` model ([`tflite::import::import`]) and prepare its
+/// kernels as [`quantize`] does; `name` names it in the generated code.
+pub fn import(bytes: &[u8], name: &str) -> Result<ImportedModel, Error> {
+    let imported = tflite::import::import(bytes, name)?;
+    let graph = imported.graph;
+    let prepared = interp::prepare(&graph).map_err(|e| Error::Unsupported {
+        origin: Origin::default(),
+        layer: e.layer,
+        message: e.message,
+    })?;
+    Ok(ImportedModel {
+        quantized: Quantized {
+            graph,
+            prepared,
+            float: FloatWeights {
+                layers: Default::default(),
+            },
+            qat_ranges: 0,
+        },
+        float_input: imported.float_input,
+        float_output: imported.float_output,
     })
 }
 

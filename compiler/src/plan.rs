@@ -93,7 +93,8 @@ pub fn in_place_kind(l: &Lowered, i: usize, j: usize) -> Option<InPlace> {
         | LKind::Concat
         | LKind::Pad { .. }
         | LKind::Reshape
-        | LKind::Softmax => None,
+        | LKind::Softmax
+        | LKind::Mean => None,
     }
 }
 

@@ -152,6 +152,12 @@ pub fn features(l: &Lowered, plan: &MemoryPlan, cpu: Cpu) -> Vec<Step> {
                     ("conv", mm_features(l, plan, i, &runs))
                 }
                 (LKind::Pool { kind, window }, _) => pool_step(*kind, window.kernel, &n.shape),
+                // A loop like a whole-map average pool's (its class: no
+                // model of its own is fitted).
+                (LKind::Mean, _) => {
+                    let x = &l.nodes[n.inputs[0]].shape;
+                    pool_step(PoolKind::Avg, [x[0], x[1]], &[1, 1, x[2]])
+                }
                 (LKind::Add, _) => ("add", vec![elems(&n.shape)]),
                 (LKind::Softmax, _) => softmax_step(&n.shape),
                 (LKind::Reshape, _) if plan.places[i] == plan.places[n.inputs[0]] => {

@@ -234,6 +234,7 @@ fn prelude(l: &crate::lower::Lowered) -> String {
         let (m, f, c) = match n.kind {
             LKind::Conv { .. } | LKind::Depthwise { .. } => (true, true, true),
             LKind::Add | LKind::Softmax => (false, true, true),
+            LKind::Mean => (true, true, true),
             LKind::Pool { .. } => (false, false, true),
             LKind::Input
             | LKind::Concat
@@ -1197,6 +1198,21 @@ pub fn write(
                 let rows: u32 = n.shape.iter().product::<u32>() / depth;
                 let _ = writeln!(c, "        int r;\n        for (r = 0; r < {rows}; ++r) mnet_softmax_row({} + r * {depth}, {y} + r * {depth}, {depth}, {mult}, {shift}, {diff_min});", xs[0]);
             }
+            (LKind::Mean, Prepared::Mean { mult, shift }) => {
+                let (pixels, ch) = (in_shape[0] * in_shape[1], in_shape[2]);
+                let in_zp = q.qparams[n.inputs[0]].zero_point;
+                let _ = writeln!(
+                    c,
+                    "        const int8_t *x = {};\n        int8_t *y = {y};\n        int ch, p;",
+                    xs[0]
+                );
+                let _ = writeln!(
+                    c,
+                    "        for (ch = 0; ch < {ch}; ++ch) {{\n            int32_t acc = 0;"
+                );
+                let _ = writeln!(c, "            for (p = 0; p < {pixels}; ++p) acc += x[p * {ch} + ch] - ({in_zp});");
+                let _ = writeln!(c, "            y[ch] = mnet_clamp(mnet_mbqm(acc, {mult}, {shift}) + ({out_zp}), -128, 127);\n        }}");
+            }
             (LKind::Input, _) => unreachable!("the input is not a step"),
             (
                 k @ (LKind::Conv { .. }
@@ -1205,7 +1221,8 @@ pub fn write(
                 | LKind::Add
                 | LKind::Act(_)
                 | LKind::Requantize
-                | LKind::Softmax),
+                | LKind::Softmax
+                | LKind::Mean),
                 p,
             ) => unreachable!("{k:?} prepared as {p:?}"),
         }

@@ -63,6 +63,15 @@ pub fn mbqm(x: i32, m: i32, shift: i32) -> i32 {
     rdbpot(srdhm(x.wrapping_mul(1 << left), m), right)
 }
 
+/// TFLM's MEAN over height and width (`reference/tflite-int8.md` §2.8):
+/// the rescale's multiplier `(m, e)` with the element count folded in,
+/// `k = min(floor(log2 N), 32, 31 + e)`, `m' = (m << k) / N`, `e' = e - k`.
+pub fn mean_multiplier(m: i32, e: i32, count: i64) -> (i32, i32) {
+    let log2 = 63 - (count.max(1) as u64).leading_zeros() as i32;
+    let k = log2.min(32).min(31 + e).max(0);
+    ((((m as i64) << k) / count.max(1)) as i32, e - k)
+}
+
 /// Quantize a float to the output scale for activation clamps:
 /// `zp + round_half_away(f / scale)` in float32.
 pub fn quantize_f32(f: f32, scale: f32, zp: i32) -> i32 {

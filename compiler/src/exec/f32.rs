@@ -38,6 +38,12 @@ pub fn forward(l: &Lowered, w: &FloatWeights, input: &[f32]) -> Vec<Vec<f32>> {
             (LKind::Pad { pads }, Some((x, s))) => pad(x, s, *pads, 0.0),
             (LKind::Reshape | LKind::Requantize, Some((x, _))) => x.clone(),
             (LKind::Softmax, Some((x, _))) => softmax(x, n),
+            (LKind::Mean, Some((x, s))) => {
+                let (pixels, c) = ((s[0] * s[1]) as usize, s[2] as usize);
+                (0..c)
+                    .map(|ch| (0..pixels).map(|p| x[p * c + ch]).sum::<f32>() / pixels as f32)
+                    .collect()
+            }
             (LKind::Act(a), Some((x, _))) => x.iter().map(|v| a.apply(*v)).collect(),
             (k, None) => unreachable!("{k:?} without an input"),
         };

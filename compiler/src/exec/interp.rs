@@ -7,8 +7,8 @@
 //! check that they do, and that TFLM agrees with both.
 
 use super::arith::{
-    hard_swish, hard_swish_params, mbqm, quantize_f32, quantize_multiplier, rdbpot, softmax_params,
-    softmax_row, srdhm, HardSwishParams,
+    hard_swish, hard_swish_params, mbqm, mean_multiplier, quantize_f32, quantize_multiplier,
+    rdbpot, softmax_params, softmax_row, srdhm, HardSwishParams,
 };
 use super::pad;
 use crate::lower::{LKind, QParams, QuantGraph};
@@ -45,6 +45,11 @@ pub enum Prepared {
         mult: i32,
         shift: i32,
         diff_min: i32,
+    },
+    /// MEAN: TFLM's multiplier and shift with the element count folded in.
+    Mean {
+        mult: i32,
+        shift: i32,
     },
     /// An int8 to int8 function of one value: a lone activation or a
     /// requantize.
@@ -335,6 +340,16 @@ pub fn prepare(q: &QuantGraph) -> Result<Vec<Prepared>, PrepareError> {
                         shift,
                     })
                 }
+                LKind::Mean => {
+                    let x = &l.nodes[n.inputs[0]].shape;
+                    let count = (x[0] * x[1]) as i64;
+                    let input = q.qparams[n.inputs[0]];
+                    let (m, e) = multiplier(input.scale as f64 / out.scale as f64, name, || {
+                        "the mean's rescale".into()
+                    })?;
+                    let (mult, shift) = mean_multiplier(m, e, count);
+                    Prepared::Mean { mult, shift }
+                }
                 LKind::Input | LKind::Concat | LKind::Pad { .. } | LKind::Reshape => Prepared::None,
             })
         })
@@ -482,6 +497,18 @@ pub fn run(q: &QuantGraph, prep: &[Prepared], input: &[i8]) -> Vec<Vec<i8>> {
                 out_q.zero_point as i8,
             ),
             (LKind::Reshape, _) => values[n.inputs[0]].clone(),
+            (LKind::Mean, Prepared::Mean { mult, shift }) => {
+                let x = &values[n.inputs[0]];
+                let s = &l.nodes[n.inputs[0]].shape;
+                let (pixels, c) = ((s[0] * s[1]) as usize, s[2] as usize);
+                let in_zp = q.qparams[n.inputs[0]].zero_point;
+                (0..c)
+                    .map(|ch| {
+                        let acc: i32 = (0..pixels).map(|p| x[p * c + ch] as i32 - in_zp).sum();
+                        (mbqm(acc, *mult, *shift) + out_q.zero_point).clamp(-128, 127) as i8
+                    })
+                    .collect()
+            }
             (LKind::Act(_) | LKind::Requantize, Prepared::Unary(u)) => {
                 values[n.inputs[0]].iter().map(|&v| u.apply(v)).collect()
             }
@@ -508,7 +535,8 @@ pub fn run(q: &QuantGraph, prep: &[Prepared], input: &[i8]) -> Vec<Vec<i8>> {
                 | LKind::Add
                 | LKind::Act(_)
                 | LKind::Requantize
-                | LKind::Softmax),
+                | LKind::Softmax
+                | LKind::Mean),
                 p,
             ) => unreachable!("node {i} {k:?} prepared as {p:?}"),
         };

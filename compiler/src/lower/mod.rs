@@ -46,6 +46,12 @@ pub enum LKind {
     },
     Reshape,
     Softmax,
+    /// The mean over height and width, requantized to its own quantization
+    /// (TFLite MEAN over axes 1 and 2, what Keras' GlobalAveragePooling2D
+    /// converts to; imported models only: mnet lowers its own global
+    /// average pooling to an average pool). The output is `[1, 1, C]` or
+    /// `[C]`.
+    Mean,
     /// An activation that runs as its own op (one that could not fuse).
     Act(Activation),
     /// int8 to int8 in another quantization (TFLite QUANTIZE): a concat
@@ -74,6 +80,7 @@ impl LKind {
             | LKind::Conv { .. }
             | LKind::Depthwise { .. }
             | LKind::Add
+            | LKind::Mean
             | LKind::Concat => true,
         }
     }
@@ -89,6 +96,7 @@ impl LKind {
             LKind::Pad { .. } => "pad",
             LKind::Reshape => "reshape",
             LKind::Softmax => "softmax",
+            LKind::Mean => "mean",
             LKind::Act(a) => a.name(),
             LKind::Requantize => "requantize",
         }
@@ -106,6 +114,7 @@ impl LKind {
             | LKind::Pad { .. }
             | LKind::Reshape
             | LKind::Softmax
+            | LKind::Mean
             | LKind::Act(_)
             | LKind::Requantize => None,
         }
@@ -406,6 +415,7 @@ pub fn verify(l: &Lowered) -> Result<(), String> {
             | LKind::Pad { .. }
             | LKind::Reshape
             | LKind::Softmax
+            | LKind::Mean
             | LKind::Act(_)
             | LKind::Requantize => n.inputs.len() == 1,
         };
@@ -430,6 +440,10 @@ pub fn verify(l: &Lowered) -> Result<(), String> {
                 x[2],
             ]),
             LKind::Reshape => (elems(x) == elems(&n.shape)).then(|| n.shape.clone()),
+            LKind::Mean => match (&x[..], &n.shape[..]) {
+                ([_, _, c], [1, 1, d]) | ([_, _, c], [d]) if c == d => Some(n.shape.clone()),
+                _ => None,
+            },
             LKind::Concat => {
                 let mut s = x.clone();
                 let last = s.len() - 1;

@@ -46,6 +46,7 @@ pub fn weight_shape(l: &Lowered, n: &LNode) -> (Vec<usize>, usize) {
         | LKind::Pad { .. }
         | LKind::Reshape
         | LKind::Softmax
+        | LKind::Mean
         | LKind::Act(_)
         | LKind::Requantize => unreachable!("{} has no weights", n.name),
     }

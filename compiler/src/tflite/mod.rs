@@ -1,48 +1,50 @@
-//! The TFLite flatbuffer format: the writer ([`write`]), the bounds-checked
-//! reader behind `mnet inspect` ([`inspect`]), and the one table of the
-//! builtin operator codes and option tags both use (`schema.fbs`).
+//! The TFLite flatbuffer format: the one reader ([`read`], through the
+//! accessors generated from the official `schema.fbs`), the importer of
+//! int8 models ([`import`]), the writer ([`write`]), the dump behind
+//! `mnet inspect` ([`inspect`]), and the builtin operator codes and option
+//! tags they use.
 
+pub mod import;
 pub mod inspect;
+pub mod read;
 pub mod write;
 
-macro_rules! operators {
-    ($($name:ident = $code:expr),* $(,)?) => {
-        /// Builtin operator codes.
-        pub mod opcode {
-            $(pub const $name: i32 = $code;)*
-        }
-
-        /// (code, schema name) of every builtin operator mnet writes or
-        /// names.
-        pub const OPERATORS: &[(i32, &str)] = &[$(($code, stringify!($name))),*];
-    };
-}
-
-operators! {
-    ADD = 0,
-    AVERAGE_POOL_2D = 1,
-    CONCATENATION = 2,
-    CONV_2D = 3,
-    DEPTHWISE_CONV_2D = 4,
-    DEQUANTIZE = 6,
-    FULLY_CONNECTED = 9,
-    LOGISTIC = 14,
-    MAX_POOL_2D = 17,
-    MUL = 18,
-    RELU = 19,
-    RELU6 = 21,
-    RESHAPE = 22,
-    SOFTMAX = 25,
-    PAD = 34,
-    MEAN = 40,
-    LEAKY_RELU = 98,
-    QUANTIZE = 114,
-    HARD_SWISH = 117,
+/// The builtin operator codes mnet reads or writes, from the generated
+/// schema.
+pub mod opcode {
+    use mnet_tflite_schema::BuiltinOperator as B;
+    pub const ADD: i32 = B::Add as i32;
+    pub const AVERAGE_POOL_2D: i32 = B::AveragePool2d as i32;
+    pub const CONCATENATION: i32 = B::Concatenation as i32;
+    pub const CONV_2D: i32 = B::Conv2d as i32;
+    pub const DEPTHWISE_CONV_2D: i32 = B::DepthwiseConv2d as i32;
+    pub const DEQUANTIZE: i32 = B::Dequantize as i32;
+    pub const FULLY_CONNECTED: i32 = B::FullyConnected as i32;
+    pub const LOGISTIC: i32 = B::Logistic as i32;
+    pub const MAX_POOL_2D: i32 = B::MaxPool2d as i32;
+    pub const MUL: i32 = B::Mul as i32;
+    pub const RELU: i32 = B::Relu as i32;
+    pub const RELU6: i32 = B::Relu6 as i32;
+    pub const RESHAPE: i32 = B::Reshape as i32;
+    pub const SOFTMAX: i32 = B::Softmax as i32;
+    pub const CUSTOM: i32 = B::Custom as i32;
+    pub const GATHER: i32 = B::Gather as i32;
+    pub const PAD: i32 = B::Pad as i32;
+    pub const MEAN: i32 = B::Mean as i32;
+    pub const SQUEEZE: i32 = B::Squeeze as i32;
+    pub const STRIDED_SLICE: i32 = B::StridedSlice as i32;
+    pub const CAST: i32 = B::Cast as i32;
+    pub const PADV2: i32 = B::Padv2 as i32;
+    pub const SHAPE: i32 = B::Shape as i32;
+    pub const PACK: i32 = B::Pack as i32;
+    pub const LEAKY_RELU: i32 = B::LeakyRelu as i32;
+    pub const QUANTIZE: i32 = B::Quantize as i32;
+    pub const HARD_SWISH: i32 = B::HardSwish as i32;
 }
 
 /// The schema name of a builtin operator code.
 pub fn operator_name(code: i32) -> Option<&'static str> {
-    OPERATORS.iter().find(|(c, _)| *c == code).map(|(_, n)| *n)
+    mnet_tflite_schema::builtin_operator_name(code)
 }
 
 /// `BuiltinOptions` union tags.
@@ -56,6 +58,7 @@ pub mod options {
     pub const ADD: u8 = 11;
     pub const RESHAPE: u8 = 17;
     pub const PAD: u8 = 22;
+    pub const REDUCER: u8 = 27;
     pub const LEAKY_RELU: u8 = 75;
     pub const QUANTIZE: u8 = 89;
     pub const HARD_SWISH: u8 = 91;

@@ -54,6 +54,7 @@ pub fn op_code(kind: &LKind) -> (i32, i32) {
         LKind::Pad { .. } => (opcode::PAD, 2),
         LKind::Reshape => (opcode::RESHAPE, 1),
         LKind::Softmax => (opcode::SOFTMAX, 2),
+        LKind::Mean => (opcode::MEAN, 2),
         LKind::Requantize => (opcode::QUANTIZE, 1),
         LKind::Act(Activation::Relu) => (opcode::RELU, 2),
         LKind::Act(Activation::Relu6) => (opcode::RELU6, 2),
@@ -232,6 +233,11 @@ pub fn write(q: &QuantGraph, opts: &Options) -> Result<Vec<u8>, Error> {
                 new_shape = with_batch(&n.shape);
                 let dims = vec![new_shape.len() as i32];
                 inputs.push(w.int32_constant(format!("{}.shape", n.name), dims, &new_shape));
+            }
+            LKind::Mean => {
+                // Axes 1 and 2; the output's rank says keep_dims.
+                new_shape = with_batch(&n.shape);
+                inputs.push(w.int32_constant(format!("{}.axes", n.name), vec![2], &[1, 2]));
             }
             LKind::Input
             | LKind::Conv { .. }
@@ -429,6 +435,11 @@ fn builtin_options(
         LKind::Pad { .. } => {
             let t = b.start_table();
             (options::PAD, b.end_table(t))
+        }
+        LKind::Mean => {
+            let t = b.start_table();
+            b.push_slot(slot(0), new_shape.len() == 4, false);
+            (options::REDUCER, b.end_table(t))
         }
         LKind::Act(Activation::LeakyRelu { alpha }) => {
             let t = b.start_table();

@@ -1,0 +1,1154 @@
+//! `.tflite` import: a full-integer int8 model (TensorFlow's converter's or
+//! mnet's) to mnet's quantized network ([`QuantGraph`]), which the memory
+//! planner, the C backend, the TFLite writer and the reference interpreter
+//! take as they take a network written in `.mnet`.
+//!
+//! Every operator is checked on its own — opcode, version, tensor types,
+//! quantization and options — and every one mnet cannot lower is reported,
+//! all at once ([`ImportError::Unsupported`]). A float32 input through
+//! QUANTIZE and a float32 output through DEQUANTIZE are taken as the int8
+//! network between them ([`Imported::float_input`], `float_output`).
+//! FULLY_CONNECTED becomes a 1x1 conv between reshapes, as mnet lowers a
+//! dense layer; a per-tensor weight scale becomes one scale per channel. A
+//! RESHAPE takes its output's static shape, and the int32 shape arithmetic
+//! a dynamic batch puts before it (Keras' Flatten) is dropped.
+
+use super::read::{self, Budget, Context, ReadError, Tensor};
+use crate::lower::{LKind, LNode, Lowered, NodeParams, QParams, QWeights, QuantGraph};
+use crate::ops::{Activation, FusedAct, Padding, PoolKind, WeightLayout, Window};
+use mnet_tflite_schema as fb;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use super::opcode;
+
+/// An operator mnet cannot lower, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// Index in the subgraph's operator list.
+    pub operator: usize,
+    /// Schema name (`MEAN`) or custom code.
+    pub opcode: String,
+    pub version: i32,
+    pub reason: String,
+}
+
+/// Why a `.tflite` file does not import.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ImportError {
+    /// Not a readable flatbuffer.
+    Read(ReadError),
+    /// A readable model that is not one network mnet compiles (several
+    /// subgraphs, inputs or outputs, float tensors, a graph that does not
+    /// connect).
+    Model(String),
+    /// Operators mnet cannot lower, every one of them.
+    Unsupported(Vec<Problem>),
+}
+
+impl From<ReadError> for ImportError {
+    fn from(e: ReadError) -> ImportError {
+        ImportError::Read(e)
+    }
+}
+
+impl fmt::Display for ImportError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            ImportError::Read(e) => write!(f, "{e}"),
+            ImportError::Model(m) => write!(f, "{m}"),
+            ImportError::Unsupported(ps) => {
+                write!(
+                    f,
+                    "{} operator{} cannot be compiled:",
+                    ps.len(),
+                    if ps.len() == 1 { "" } else { "s" }
+                )?;
+                for p in ps {
+                    write!(
+                        f,
+                        "\n  operator {} ({} v{}): {}",
+                        p.operator, p.opcode, p.version, p.reason
+                    )?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ImportError {}
+
+/// An imported model.
+#[derive(Clone, Debug)]
+pub struct Imported {
+    pub graph: QuantGraph,
+    /// The file's input is float32, quantized by a QUANTIZE the import took
+    /// as the int8 input (with that QUANTIZE's output quantization).
+    pub float_input: bool,
+    /// The file's output is float32, dequantized by a DEQUANTIZE the import
+    /// took as the int8 output.
+    pub float_output: bool,
+    /// The model's description field.
+    pub description: String,
+}
+
+/// The newest version of each operator mnet lowers (what LiteRT 2.3
+/// registers; the tensor types and options each version adds are checked
+/// one by one).
+const VERSIONS: &[(i32, i32)] = &[
+    (opcode::ADD, 5),
+    (opcode::AVERAGE_POOL_2D, 3),
+    (opcode::CONCATENATION, 4),
+    (opcode::CONV_2D, 8),
+    (opcode::DEPTHWISE_CONV_2D, 7),
+    (opcode::DEQUANTIZE, 6),
+    (opcode::FULLY_CONNECTED, 14),
+    (opcode::MAX_POOL_2D, 3),
+    (opcode::MEAN, 3),
+    (opcode::RELU, 3),
+    (opcode::RELU6, 3),
+    (opcode::RESHAPE, 2),
+    (opcode::SOFTMAX, 3),
+    (opcode::PAD, 4),
+    (opcode::PADV2, 4),
+    (opcode::SQUEEZE, 2),
+    (opcode::LEAKY_RELU, 2),
+    (opcode::QUANTIZE, 4),
+    (opcode::HARD_SWISH, 1),
+];
+
+/// A C-safe, bounded form of a tensor name for the node (comments, the
+/// weights' names).
+fn node_name(name: &str, index: usize) -> String {
+    let clean: String = name
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_./:-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect::<String>()
+        .replace("*/", "_/")
+        .replace("/*", "/_");
+    if clean.is_empty() {
+        format!("t{index}")
+    } else {
+        clean
+    }
+}
+
+/// A network name from a file stem: a C identifier.
+pub fn network_name(stem: &str) -> String {
+    let mut s: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .take(48)
+        .collect();
+    if !s.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        s.insert_str(0, "model_");
+    }
+    s
+}
+
+type R<T> = Result<T, String>;
+
+/// An option field's value, or the planus error as text.
+fn fbr<T>(r: fb::planus::Result<T>) -> R<T> {
+    r.map_err(|e| e.to_string())
+}
+
+fn dtype_name(d: &Result<fb::TensorType, i128>) -> String {
+    match d {
+        Ok(t) => format!("{t:?}").to_uppercase(),
+        Err(v) => format!("type {v}"),
+    }
+}
+
+fn is(t: &Tensor, want: fb::TensorType) -> bool {
+    t.dtype == Ok(want)
+}
+
+/// Activation quantization: int8, one scale and zero point.
+fn act_q(t: &Tensor) -> R<QParams> {
+    if !is(t, fb::TensorType::Int8) {
+        return Err(format!(
+            "tensor `{}` is {}: mnet compiles int8 activations",
+            t.name,
+            dtype_name(&t.dtype)
+        ));
+    }
+    let q = t
+        .quant
+        .as_ref()
+        .filter(|q| !q.scales.is_empty())
+        .ok_or_else(|| format!("int8 tensor `{}` has no quantization", t.name))?;
+    if q.details || q.scales.len() != 1 || q.zero_points.len() != 1 {
+        return Err(format!(
+            "tensor `{}` is quantized per axis ({} scales): activations take one scale",
+            t.name,
+            q.scales.len()
+        ));
+    }
+    let (scale, zp) = (q.scales[0], q.zero_points[0]);
+    if !(scale.is_finite() && scale > 0.0 && (-128..=127).contains(&zp)) {
+        return Err(format!(
+            "tensor `{}` has scale {scale:e} and zero point {zp}",
+            t.name
+        ));
+    }
+    Ok(QParams {
+        scale,
+        zero_point: zp as i32,
+    })
+}
+
+/// An activation's shape without the batch dimension of 1.
+fn act_shape(t: &Tensor) -> R<Vec<u32>> {
+    if t.shape.len() < 2 || t.shape.len() > 4 {
+        return Err(format!(
+            "tensor `{}` has shape {:?}: mnet compiles [1, ...] tensors of rank 2 to 4",
+            t.name, t.shape
+        ));
+    }
+    if t.shape[0] != 1 {
+        return Err(format!(
+            "tensor `{}` has batch {} (shape {:?}): mnet compiles batch 1",
+            t.name, t.shape[0], t.shape
+        ));
+    }
+    t.shape[1..]
+        .iter()
+        .map(|&d| {
+            u32::try_from(d)
+                .ok()
+                .filter(|&d| d > 0)
+                .ok_or_else(|| format!("tensor `{}` has shape {:?}", t.name, t.shape))
+        })
+        .collect()
+}
+
+fn fused(a: fb::ActivationFunctionType) -> R<Option<FusedAct>> {
+    match a {
+        fb::ActivationFunctionType::None => Ok(None),
+        fb::ActivationFunctionType::Relu => Ok(Some(FusedAct::Relu)),
+        fb::ActivationFunctionType::Relu6 => Ok(Some(FusedAct::Relu6)),
+        other => Err(format!("fused activation {other:?} is not lowered")),
+    }
+}
+
+fn padding(p: fb::Padding) -> Padding {
+    match p {
+        fb::Padding::Same => Padding::Same,
+        fb::Padding::Valid => Padding::Valid,
+    }
+}
+
+fn stride(h: i32, w: i32) -> R<[u32; 2]> {
+    match (u32::try_from(h), u32::try_from(w)) {
+        (Ok(h), Ok(w)) if h > 0 && w > 0 && h <= 1 << 16 && w <= 1 << 16 => Ok([h, w]),
+        _ => Err(format!("stride {h}x{w}")),
+    }
+}
+
+fn no_dilation(h: i32, w: i32) -> R<()> {
+    if (h, w) == (1, 1) {
+        Ok(())
+    } else {
+        Err(format!("dilation {h}x{w}: mnet lowers dilation 1"))
+    }
+}
+
+/// What one operator reads and writes, as the file declares them.
+struct OpView<'a> {
+    model: fb::ModelRef<'a>,
+    tensors: &'a [Tensor],
+    inputs: Vec<i32>,
+    outputs: Vec<i32>,
+}
+
+impl<'a> OpView<'a> {
+    fn tensor(&self, i: i32) -> R<&'a Tensor> {
+        usize::try_from(i)
+            .ok()
+            .and_then(|i| self.tensors.get(i))
+            .ok_or_else(|| {
+                format!(
+                    "names tensor {i}, but the subgraph has {}",
+                    self.tensors.len()
+                )
+            })
+    }
+
+    fn input(&self, k: usize) -> R<&'a Tensor> {
+        match self.inputs.get(k) {
+            Some(&i) if i >= 0 => self.tensor(i),
+            _ => Err(format!("has no input {k}")),
+        }
+    }
+
+    fn optional_input(&self, k: usize) -> R<Option<&'a Tensor>> {
+        match self.inputs.get(k) {
+            Some(&i) if i >= 0 => self.tensor(i).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    fn output(&self) -> R<&'a Tensor> {
+        if self.outputs.len() != 1 {
+            return Err(format!(
+                "has {} outputs; mnet lowers one",
+                self.outputs.len()
+            ));
+        }
+        self.tensor(self.outputs[0])
+    }
+
+    /// The bytes of a constant tensor of `n` elements of `size` bytes.
+    fn constant(&self, t: &Tensor, n: usize, size: usize) -> R<&'a [u8]> {
+        if t.buffer == 0 {
+            return Err(format!("`{}` is not a constant", t.name));
+        }
+        let data = read::buffer_data(self.model, t.buffer).map_err(|e| e.0)?;
+        if data.len() != n * size {
+            return Err(format!(
+                "constant `{}` of shape {:?} holds {} bytes, not {}",
+                t.name,
+                t.shape,
+                data.len(),
+                n * size
+            ));
+        }
+        Ok(data)
+    }
+
+    fn int32s(&self, t: &Tensor) -> R<Vec<i32>> {
+        if !is(t, fb::TensorType::Int32) {
+            return Err(format!(
+                "`{}` is {}, not INT32",
+                t.name,
+                dtype_name(&t.dtype)
+            ));
+        }
+        let n = elements(t)?;
+        Ok(self
+            .constant(t, n, 4)?
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes")))
+            .collect())
+    }
+}
+
+fn elements(t: &Tensor) -> R<usize> {
+    t.shape.iter().try_fold(1usize, |acc, &d| {
+        usize::try_from(d)
+            .ok()
+            .and_then(|d| acc.checked_mul(d))
+            .filter(|&n| n <= 1 << 30)
+            .ok_or_else(|| format!("tensor `{}` has shape {:?}", t.name, t.shape))
+    })
+}
+
+/// Per-output-channel weight scales: one per channel along `dim`, or one
+/// for the whole tensor repeated; the zero points must be 0.
+fn weight_scales(t: &Tensor, channels: usize, dim: i32) -> R<Vec<f32>> {
+    if !is(t, fb::TensorType::Int8) {
+        return Err(format!(
+            "weights `{}` are {}: mnet compiles int8 weights",
+            t.name,
+            dtype_name(&t.dtype)
+        ));
+    }
+    if t.sparse {
+        return Err(format!("weights `{}` are sparse", t.name));
+    }
+    let q = t
+        .quant
+        .as_ref()
+        .filter(|q| !q.scales.is_empty() && !q.details)
+        .ok_or_else(|| format!("weights `{}` have no int8 quantization", t.name))?;
+    if q.zero_points.iter().any(|&z| z != 0) {
+        return Err(format!(
+            "weights `{}` have a nonzero zero point: TFLite int8 weights are symmetric",
+            t.name
+        ));
+    }
+    let scales = if q.scales.len() == 1 {
+        vec![q.scales[0]; channels]
+    } else if q.scales.len() == channels && q.dimension == dim {
+        q.scales.clone()
+    } else {
+        return Err(format!(
+            "weights `{}` have {} scales along axis {}; mnet takes one, or one per output channel along axis {dim}",
+            t.name,
+            q.scales.len(),
+            q.dimension
+        ));
+    };
+    if let Some(s) = scales.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+        return Err(format!("weights `{}` have scale {s:e}", t.name));
+    }
+    Ok(scales)
+}
+
+/// Int8 weights and int32 bias of a weighted op.
+fn weights(v: &OpView, channels: usize, dim: i32) -> R<QWeights> {
+    let w = v.input(1)?;
+    let n = elements(w)?;
+    let scales = weight_scales(w, channels, dim)?;
+    let weight = v.constant(w, n, 1)?.iter().map(|&b| b as i8).collect();
+    let bias = match v.optional_input(2)? {
+        None => vec![0; channels],
+        Some(b) => {
+            if !is(b, fb::TensorType::Int32) {
+                return Err(format!(
+                    "bias `{}` is {}: mnet takes an int32 bias",
+                    b.name,
+                    dtype_name(&b.dtype)
+                ));
+            }
+            if elements(b)? != channels {
+                return Err(format!(
+                    "bias `{}` has shape {:?} for {channels} output channels",
+                    b.name, b.shape
+                ));
+            }
+            v.int32s(b)?
+        }
+    };
+    Ok(QWeights {
+        weight,
+        bias,
+        scales,
+    })
+}
+
+/// A node to add: kind, inputs (tensor indices or earlier nodes of this
+/// op), shape, fused activation, quantization, weights.
+struct New {
+    kind: LKind,
+    inputs: Vec<Src>,
+    shape: Vec<u32>,
+    act: Option<FusedAct>,
+    q: QParams,
+    weights: Option<(QWeights, WeightLayout)>,
+    suffix: &'static str,
+}
+
+#[derive(Clone, Copy)]
+enum Src {
+    Tensor(i32),
+    /// The previous node this op added.
+    Previous,
+}
+
+fn same_q(a: QParams, b: QParams, what: &str) -> R<()> {
+    if a == b {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what}: output quantization ({:e}, {}) differs from the input's ({:e}, {}), which TFLM's kernel does not rescale",
+            b.scale, b.zero_point, a.scale, a.zero_point
+        ))
+    }
+}
+
+/// Lower one operator to nodes, or say why not.
+fn lower_op(v: &OpView, code: i32, options: Option<fb::BuiltinOptionsRef>) -> R<Vec<New>> {
+    use fb::BuiltinOptionsRef as O;
+    let out = v.output()?;
+    let oq = act_q(out)?;
+    let oshape = act_shape(out)?;
+    let x = v.input(0)?;
+    let xq = act_q(x)?;
+    let xshape = act_shape(x)?;
+    let one = |kind: LKind, act: Option<FusedAct>, weights: Option<(QWeights, WeightLayout)>| {
+        let mut inputs = vec![Src::Tensor(v.inputs[0])];
+        if matches!(kind, LKind::Add) || matches!(kind, LKind::Concat) {
+            inputs = v.inputs.iter().map(|&i| Src::Tensor(i)).collect();
+        }
+        vec![New {
+            kind,
+            inputs,
+            shape: oshape.clone(),
+            act,
+            q: oq,
+            weights,
+            suffix: "",
+        }]
+    };
+    let chw = |s: &[u32]| -> R<[u32; 3]> {
+        match s {
+            [h, w, c] => Ok([*h, *w, *c]),
+            _ => Err(format!(
+                "input shape {s:?}: mnet convolves [1, H, W, C] tensors"
+            )),
+        }
+    };
+    match code {
+        opcode::CONV_2D => {
+            let Some(O::Conv2DOptions(o)) = options else {
+                return Err("no Conv2DOptions".into());
+            };
+            no_dilation(fbr(o.dilation_h_factor())?, fbr(o.dilation_w_factor())?)?;
+            let bias_type = o.quantized_bias_type().map_err(|e| e.to_string())?;
+            if !matches!(bias_type, fb::TensorType::Float32 | fb::TensorType::Int32) {
+                return Err(format!(
+                    "quantized_bias_type {bias_type:?}: mnet accumulates in int32"
+                ));
+            }
+            let [_, _, cin] = chw(&xshape)?;
+            let w = v.input(1)?;
+            let [o_, kh, kw, wi] = match w.shape[..] {
+                [a, b, c, d] if a > 0 && b > 0 && c > 0 && d > 0 => [a, b, c, d].map(|d| d as u32),
+                _ => return Err(format!("weights `{}` have shape {:?}", w.name, w.shape)),
+            };
+            if wi != cin {
+                return Err(format!(
+                    "weights `{}` take {wi} input channels of {cin}: grouped convolutions are not lowered",
+                    w.name
+                ));
+            }
+            let qw = weights(v, o_ as usize, 0)?;
+            let window = Window {
+                kernel: [kh, kw],
+                stride: stride(fbr(o.stride_h())?, fbr(o.stride_w())?)?,
+                padding: padding(fbr(o.padding())?),
+            };
+            let layout = WeightLayout {
+                channels: o_ as usize,
+                per_channel: (kh * kw * cin) as usize,
+                channel_last: false,
+            };
+            Ok(one(
+                LKind::Conv { out: o_, window },
+                fused(fbr(o.fused_activation_function())?)?,
+                Some((qw, layout)),
+            ))
+        }
+        opcode::DEPTHWISE_CONV_2D => {
+            let Some(O::DepthwiseConv2DOptions(o)) = options else {
+                return Err("no DepthwiseConv2DOptions".into());
+            };
+            no_dilation(fbr(o.dilation_h_factor())?, fbr(o.dilation_w_factor())?)?;
+            let [_, _, c] = chw(&xshape)?;
+            let w = v.input(1)?;
+            let [kh, kw] = match w.shape[..] {
+                [1, b, cc, d] if b > 0 && cc > 0 && d as u32 == c => [b as u32, cc as u32],
+                [1, _, _, d] if d > 0 && d as u32 != c => {
+                    return Err(format!(
+                        "depth multiplier {} ({d} output channels of {c} inputs): mnet lowers multiplier 1",
+                        d as u32 / c.max(1)
+                    ))
+                }
+                _ => return Err(format!("weights `{}` have shape {:?}", w.name, w.shape)),
+            };
+            let qw = weights(v, c as usize, 3)?;
+            let window = Window {
+                kernel: [kh, kw],
+                stride: stride(fbr(o.stride_h())?, fbr(o.stride_w())?)?,
+                padding: padding(fbr(o.padding())?),
+            };
+            let layout = WeightLayout {
+                channels: c as usize,
+                per_channel: (kh * kw) as usize,
+                channel_last: true,
+            };
+            Ok(one(
+                LKind::Depthwise { window },
+                fused(fbr(o.fused_activation_function())?)?,
+                Some((qw, layout)),
+            ))
+        }
+        opcode::FULLY_CONNECTED => {
+            let Some(O::FullyConnectedOptions(o)) = options else {
+                return Err("no FullyConnectedOptions".into());
+            };
+            if fbr(o.weights_format())? != fb::FullyConnectedOptionsWeightsFormat::Default {
+                return Err("shuffled weights are not lowered".into());
+            }
+            let bias_type = o.quantized_bias_type().map_err(|e| e.to_string())?;
+            if !matches!(bias_type, fb::TensorType::Float32 | fb::TensorType::Int32) {
+                return Err(format!(
+                    "quantized_bias_type {bias_type:?}: mnet accumulates in int32"
+                ));
+            }
+            let w = v.input(1)?;
+            let (units, depth) = match w.shape[..] {
+                [a, b] if a > 0 && b > 0 => (a as u32, b as u32),
+                _ => return Err(format!("weights `{}` have shape {:?}", w.name, w.shape)),
+            };
+            let qw = weights(v, units as usize, 0)?;
+            let act = fused(fbr(o.fused_activation_function())?)?;
+            let layout = WeightLayout {
+                channels: units as usize,
+                per_channel: depth as usize,
+                channel_last: false,
+            };
+            let in_elems: u64 = xshape.iter().map(|&d| d as u64).product();
+            let keep = fbr(o.keep_num_dims())?;
+            if keep && xshape.last() != Some(&depth) {
+                return Err(format!(
+                    "keep_num_dims with input {xshape:?} for weights of depth {depth}"
+                ));
+            }
+            if !keep && in_elems != depth as u64 {
+                return Err(format!(
+                    "input of {in_elems} values for weights of depth {depth}: mnet compiles batch 1"
+                ));
+            }
+            let conv = |inputs: Vec<Src>, shape: Vec<u32>| New {
+                kind: LKind::Conv {
+                    out: units,
+                    window: Window::tiling([1, 1]),
+                },
+                inputs,
+                shape,
+                act,
+                q: oq,
+                weights: Some((qw.clone(), layout)),
+                suffix: "",
+            };
+            // [h, w, depth] with keep_num_dims is a 1x1 conv; anything else
+            // is flattened to [1, 1, depth] and the result reshaped.
+            if keep && xshape.len() == 3 {
+                return Ok(vec![conv(vec![Src::Tensor(v.inputs[0])], oshape)]);
+            }
+            let mut nodes = Vec::new();
+            let mut src = Src::Tensor(v.inputs[0]);
+            if xshape != [1, 1, depth] {
+                nodes.push(New {
+                    kind: LKind::Reshape,
+                    inputs: vec![src],
+                    shape: vec![1, 1, depth],
+                    act: None,
+                    q: xq,
+                    weights: None,
+                    suffix: "/flatten",
+                });
+                src = Src::Previous;
+            }
+            nodes.push(conv(vec![src], vec![1, 1, units]));
+            if oshape != [1, 1, units] {
+                let last = nodes.last_mut().expect("the conv");
+                last.suffix = "/conv";
+                nodes.push(New {
+                    kind: LKind::Reshape,
+                    inputs: vec![Src::Previous],
+                    shape: oshape,
+                    act: None,
+                    q: oq,
+                    weights: None,
+                    suffix: "",
+                });
+            }
+            Ok(nodes)
+        }
+        opcode::AVERAGE_POOL_2D | opcode::MAX_POOL_2D => {
+            let Some(O::Pool2DOptions(o)) = options else {
+                return Err("no Pool2DOptions".into());
+            };
+            same_q(xq, oq, "pooling")?;
+            chw(&xshape)?;
+            let kernel = stride(fbr(o.filter_height())?, fbr(o.filter_width())?)
+                .map_err(|_| "filter size out of range".to_string())?;
+            let window = Window {
+                kernel,
+                stride: stride(fbr(o.stride_h())?, fbr(o.stride_w())?)?,
+                padding: padding(fbr(o.padding())?),
+            };
+            let kind = if code == opcode::MAX_POOL_2D {
+                PoolKind::Max
+            } else {
+                PoolKind::Avg
+            };
+            Ok(one(
+                LKind::Pool { kind, window },
+                fused(fbr(o.fused_activation_function())?)?,
+                None,
+            ))
+        }
+        opcode::ADD => {
+            let act = match options {
+                Some(O::AddOptions(o)) => fused(fbr(o.fused_activation_function())?)?,
+                None => None,
+                Some(_) => return Err("options of another operator".into()),
+            };
+            if v.inputs.len() != 2 {
+                return Err(format!("{} inputs", v.inputs.len()));
+            }
+            let y = v.input(1)?;
+            act_q(y)?;
+            if act_shape(y)? != xshape || xshape != oshape {
+                return Err(format!(
+                    "shapes {:?} + {:?} -> {:?}: mnet adds tensors of one shape (no broadcasting)",
+                    x.shape, y.shape, out.shape
+                ));
+            }
+            Ok(one(LKind::Add, act, None))
+        }
+        opcode::CONCATENATION => {
+            let Some(O::ConcatenationOptions(o)) = options else {
+                return Err("no ConcatenationOptions".into());
+            };
+            if fused(fbr(o.fused_activation_function())?)?.is_some() {
+                return Err("a fused activation on a concatenation".into());
+            }
+            let rank = out.shape.len() as i32;
+            let axis = fbr(o.axis())?;
+            if axis != -1 && axis != rank - 1 {
+                return Err(format!(
+                    "axis {axis} of rank {rank}: mnet concatenates along the channels (the last axis)"
+                ));
+            }
+            for k in 0..v.inputs.len() {
+                let t = v.input(k)?;
+                same_q(act_q(t)?, oq, "concatenation")?;
+                let s = act_shape(t)?;
+                if s.len() != oshape.len() || s[..s.len() - 1] != oshape[..oshape.len() - 1] {
+                    return Err(format!(
+                        "input shape {:?} for output {:?}",
+                        t.shape, out.shape
+                    ));
+                }
+            }
+            Ok(one(LKind::Concat, None, None))
+        }
+        opcode::RESHAPE | opcode::SQUEEZE => {
+            same_q(xq, oq, "reshape")?;
+            let n = |s: &[u32]| s.iter().map(|&d| d as u64).product::<u64>();
+            if n(&xshape) != n(&oshape) {
+                return Err(format!("{:?} -> {:?} changes the size", x.shape, out.shape));
+            }
+            let mut nodes = one(LKind::Reshape, None, None);
+            nodes[0].inputs.truncate(1);
+            Ok(nodes)
+        }
+        opcode::PAD | opcode::PADV2 => {
+            same_q(xq, oq, "pad")?;
+            let p = v.int32s(v.input(1)?)?;
+            if code == opcode::PADV2 {
+                if let Some(c) = v.optional_input(2)? {
+                    act_q(c)?;
+                    let value = v.constant(c, 1, 1)?[0] as i8;
+                    if value as i32 != oq.zero_point {
+                        return Err(format!(
+                            "pads with {value}, not the zero point {}: mnet pads with zeros",
+                            oq.zero_point
+                        ));
+                    }
+                }
+            }
+            if xshape.len() != 3 || p.len() != 8 {
+                return Err(format!("paddings {p:?} of input {:?}", x.shape));
+            }
+            if p[0] != 0 || p[1] != 0 || p[6] != 0 || p[7] != 0 {
+                return Err(format!("paddings {p:?}: mnet pads height and width only"));
+            }
+            let pads = [p[2], p[3], p[4], p[5]];
+            if pads.iter().any(|&d| !(0..=1 << 16).contains(&d)) {
+                return Err(format!("paddings {p:?}"));
+            }
+            Ok(one(
+                LKind::Pad {
+                    pads: pads.map(|d| d as u32),
+                },
+                None,
+                None,
+            ))
+        }
+        opcode::SOFTMAX => {
+            let Some(O::SoftmaxOptions(o)) = options else {
+                return Err("no SoftmaxOptions".into());
+            };
+            let beta = fbr(o.beta())?;
+            if beta != 1.0 {
+                return Err(format!("beta {beta}: mnet's softmax has beta 1"));
+            }
+            if oq.scale != 1.0 / 256.0 || oq.zero_point != -128 {
+                return Err(format!(
+                    "output quantization ({:e}, {}): TFLM's int8 softmax writes (1/256, -128)",
+                    oq.scale, oq.zero_point
+                ));
+            }
+            if xshape != oshape {
+                return Err(format!("{:?} -> {:?}", x.shape, out.shape));
+            }
+            Ok(one(LKind::Softmax, None, None))
+        }
+        opcode::MEAN => {
+            let Some(O::ReducerOptions(o)) = options else {
+                return Err("no ReducerOptions".into());
+            };
+            let keep = fbr(o.keep_dims())?;
+            let axes = v.int32s(v.input(1)?)?;
+            let rank = x.shape.len() as i32;
+            let mut norm: Vec<i32> = axes
+                .iter()
+                .map(|&a| if a < 0 { a + rank } else { a })
+                .collect();
+            norm.sort_unstable();
+            if rank != 4 || norm != [1, 2] {
+                return Err(format!(
+                    "axes {axes:?} of a rank-{rank} input: mnet lowers the mean over height and width"
+                ));
+            }
+            let [_, _, c] = chw(&xshape)?;
+            let want = if keep { vec![1, 1, c] } else { vec![c] };
+            if oshape != want {
+                return Err(format!("{:?} -> {:?}", x.shape, out.shape));
+            }
+            Ok(one(LKind::Mean, None, None))
+        }
+        opcode::QUANTIZE => {
+            if xshape != oshape {
+                return Err(format!("{:?} -> {:?}", x.shape, out.shape));
+            }
+            Ok(one(LKind::Requantize, None, None))
+        }
+        opcode::RELU | opcode::RELU6 => {
+            same_q(xq, oq, "relu")?;
+            let a = if code == opcode::RELU {
+                Activation::Relu
+            } else {
+                Activation::Relu6
+            };
+            Ok(one(LKind::Act(a), None, None))
+        }
+        opcode::HARD_SWISH => Ok(one(LKind::Act(Activation::HardSwish), None, None)),
+        opcode::LEAKY_RELU => {
+            let Some(O::LeakyReluOptions(o)) = options else {
+                return Err("no LeakyReluOptions".into());
+            };
+            let alpha = fbr(o.alpha())?;
+            if !alpha.is_finite() {
+                return Err(format!("alpha {alpha}"));
+            }
+            Ok(one(
+                LKind::Act(Activation::LeakyRelu {
+                    alpha: crate::ops::Real(alpha),
+                }),
+                None,
+                None,
+            ))
+        }
+        _ => Err("mnet does not lower this operator".into()),
+    }
+}
+
+/// Import a `.tflite` model (see the module docs). `name` is the network's
+/// name in the generated code (see [`network_name`]).
+pub fn import(bytes: &[u8], name: &str) -> Result<Imported, ImportError> {
+    let m = read::model_v3(bytes)?;
+    let budget = Budget::for_file(bytes.len());
+    let model_err = |s: String| ImportError::Model(s);
+    let description = m
+        .description()
+        .at(|| "the model".into())?
+        .unwrap_or("")
+        .to_string();
+    let subgraphs = m
+        .subgraphs()
+        .at(|| "the model".into())?
+        .ok_or_else(|| model_err("the model has no subgraphs".into()))?;
+    if subgraphs.len() != 1 {
+        return Err(model_err(format!(
+            "the model has {} subgraphs (control flow or several signatures): mnet compiles one",
+            subgraphs.len()
+        )));
+    }
+    let sg = subgraphs
+        .get(0)
+        .expect("one subgraph")
+        .at(|| "subgraph 0".into())?;
+    let mut tensors = Vec::new();
+    if let Some(ts) = sg.tensors().at(|| "subgraph 0".into())? {
+        for (i, t) in ts.iter().enumerate() {
+            tensors.push(read::tensor(t.at(|| format!("tensor {i}"))?, i, &budget)?);
+        }
+    }
+    let mut codes = Vec::new();
+    if let Some(cs) = m.operator_codes().at(|| "the model".into())? {
+        for (i, c) in cs.iter().enumerate() {
+            let c = c.at(|| format!("operator code {i}"))?;
+            let (code, version) = read::builtin_code(c, i)?;
+            let label = if code == opcode::CUSTOM {
+                format!(
+                    "custom `{}`",
+                    c.custom_code()
+                        .at(|| format!("operator code {i}"))?
+                        .unwrap_or("")
+                )
+            } else {
+                read::operator_name(code)
+            };
+            codes.push((code, version, label));
+        }
+    }
+    let ends = |v: Option<fb::planus::Vector<i32>>, what: &str| -> Result<i32, ImportError> {
+        let v = read::values(v, &budget)?;
+        match v[..] {
+            [t] if t >= 0 && (t as usize) < tensors.len() => Ok(t),
+            _ => Err(model_err(format!(
+                "the model has {} {what}s ({v:?}): mnet compiles a network of one input and one output",
+                v.len()
+            ))),
+        }
+    };
+    let mut input = ends(sg.inputs().at(|| "subgraph 0".into())?, "input")?;
+    let mut output = ends(sg.outputs().at(|| "subgraph 0".into())?, "output")?;
+    let ops_ref = sg.operators().at(|| "subgraph 0".into())?;
+    let mut ops = Vec::new();
+    if let Some(os) = ops_ref {
+        for (k, op) in os.iter().enumerate() {
+            let at = || format!("operator {k}");
+            let op = op.at(at)?;
+            let index = op.opcode_index().at(at)? as usize;
+            let Some(c) = codes.get(index) else {
+                return Err(model_err(format!(
+                    "operator {k} names operator code {index}, but the model has {}",
+                    codes.len()
+                )));
+            };
+            let view = OpView {
+                model: m,
+                tensors: &tensors,
+                inputs: read::values(op.inputs().at(at)?, &budget)?,
+                outputs: read::values(op.outputs().at(at)?, &budget)?,
+            };
+            ops.push((k, c.clone(), view, op));
+        }
+    }
+    // The float edges: QUANTIZE from a float32 input, DEQUANTIZE to a
+    // float32 output.
+    let mut skip = vec![false; ops.len()];
+    let mut float_input = false;
+    let mut float_output = false;
+    if is(&tensors[input as usize], fb::TensorType::Float32) {
+        let first = ops
+            .iter()
+            .position(|(_, _, v, _)| v.inputs.contains(&input));
+        match first {
+            Some(k)
+                if ops[k].1 .0 == opcode::QUANTIZE
+                    && ops[k].2.outputs.len() == 1
+                    && ops
+                        .iter()
+                        .filter(|(_, _, v, _)| v.inputs.contains(&input))
+                        .count()
+                        == 1 =>
+            {
+                skip[k] = true;
+                input = ops[k].2.outputs[0];
+                float_input = true;
+            }
+            _ => {
+                return Err(model_err(format!(
+                    "the input `{}` is FLOAT32 and not quantized by one QUANTIZE: mnet compiles int8 models (full-integer quantization)",
+                    tensors[input as usize].name
+                )))
+            }
+        }
+    }
+    if is(&tensors[output as usize], fb::TensorType::Float32) {
+        match ops
+            .iter()
+            .position(|(_, _, v, _)| v.outputs.contains(&output))
+        {
+            Some(k) if ops[k].1 .0 == opcode::DEQUANTIZE && ops[k].2.inputs.len() == 1 => {
+                skip[k] = true;
+                output = ops[k].2.inputs[0];
+                float_output = true;
+            }
+            _ => {
+                return Err(model_err(format!(
+                    "the output `{}` is FLOAT32 and not made by a DEQUANTIZE: mnet compiles int8 models (full-integer quantization)",
+                    tensors[output as usize].name
+                )))
+            }
+        }
+    }
+    // The int32 shape arithmetic a dynamic batch adds before a RESHAPE
+    // (Keras' Flatten: SHAPE, STRIDED_SLICE, PACK): a RESHAPE takes its
+    // output tensor's static shape, so operators whose int32 outputs only
+    // feed RESHAPE's shape input, or other such operators, are skipped.
+    let shape_arith = [
+        opcode::SHAPE,
+        opcode::STRIDED_SLICE,
+        opcode::PACK,
+        opcode::CONCATENATION,
+        opcode::GATHER,
+        opcode::CAST,
+    ];
+    loop {
+        let mut changed = false;
+        for k in 0..ops.len() {
+            let (_, (code, _, _), view, _) = &ops[k];
+            if skip[k] || !shape_arith.contains(code) || view.outputs.is_empty() {
+                continue;
+            }
+            let only_shapes = view.outputs.iter().all(|&t| {
+                t != output
+                    && usize::try_from(t)
+                        .ok()
+                        .and_then(|t| tensors.get(t))
+                        .is_some_and(|t| is(t, fb::TensorType::Int32))
+                    && ops.iter().enumerate().all(|(c, (_, (code, _, _), v, _))| {
+                        v.inputs.iter().enumerate().all(|(slot, &i)| {
+                            i != t || skip[c] || (*code == opcode::RESHAPE && slot == 1)
+                        })
+                    })
+            });
+            if only_shapes {
+                skip[k] = true;
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    let input_t = &tensors[input as usize];
+    let input_q = act_q(input_t).map_err(|e| model_err(format!("the input: {e}")))?;
+    let input_shape = act_shape(input_t).map_err(|e| model_err(format!("the input: {e}")))?;
+    let mut nodes = vec![LNode {
+        kind: LKind::Input,
+        inputs: vec![],
+        shape: input_shape,
+        act: None,
+        name: node_name(&input_t.name, input as usize),
+        batch_norm: None,
+        params: None,
+        fused: vec![],
+    }];
+    let mut qparams = vec![input_q];
+    let mut weights = BTreeMap::new();
+    // Tensor -> node holding its value.
+    let mut value: BTreeMap<i32, usize> = BTreeMap::from([(input, 0)]);
+    let mut problems = Vec::new();
+    let mut names = std::collections::BTreeSet::from([nodes[0].name.clone()]);
+    for (k, (index, (code, version, label), view, op)) in ops.iter().enumerate() {
+        if skip[k] {
+            continue;
+        }
+        let problem = |reason: String| Problem {
+            operator: *index,
+            opcode: label.clone(),
+            version: *version,
+            reason,
+        };
+        let max = VERSIONS.iter().find(|(c, _)| c == code).map(|&(_, v)| v);
+        let lowered = match max {
+            None => Err("mnet does not lower this operator".to_string()),
+            Some(max) if *version > max || *version < 1 => Err(format!(
+                "version {version}: mnet knows this operator up to version {max}"
+            )),
+            Some(_) => match op.builtin_options() {
+                Err(e) => Err(format!("its options: {e}")),
+                Ok(options) => lower_op(view, *code, options),
+            },
+        };
+        let news = match lowered {
+            Ok(n) => n,
+            Err(reason) => {
+                problems.push(problem(reason));
+                continue;
+            }
+        };
+        // Link to the nodes holding the inputs.
+        let mut missing = None;
+        let mut previous = None;
+        let out_t = view.outputs[0];
+        let base = node_name(&tensors[out_t as usize].name, out_t as usize);
+        for n in &news {
+            let mut ins = Vec::new();
+            for s in &n.inputs {
+                match s {
+                    Src::Previous => ins.push(previous.expect("a previous node")),
+                    Src::Tensor(t) => match value.get(t) {
+                        Some(&i) => ins.push(i),
+                        None => missing = Some(*t),
+                    },
+                }
+            }
+            if missing.is_some() {
+                break;
+            }
+            let mut name = format!("{base}{}", n.suffix);
+            let stem = name.clone();
+            let mut dup = 1;
+            while !names.insert(name.clone()) {
+                dup += 1;
+                name = format!("{stem}_{dup}");
+            }
+            let params = n.weights.as_ref().map(|(_, layout)| NodeParams {
+                tensors: vec![],
+                layout: *layout,
+            });
+            if let Some((qw, _)) = &n.weights {
+                weights.insert(nodes.len(), qw.clone());
+            }
+            nodes.push(LNode {
+                kind: n.kind.clone(),
+                inputs: ins,
+                shape: n.shape.clone(),
+                act: n.act,
+                name,
+                batch_norm: None,
+                params,
+                fused: vec![],
+            });
+            qparams.push(n.q);
+            previous = Some(nodes.len() - 1);
+        }
+        match missing {
+            // Fed by an operator already reported.
+            Some(_) if !problems.is_empty() => continue,
+            Some(t) => {
+                return Err(model_err(format!(
+                    "operator {index} ({label}) reads tensor {t} `{}`, which is neither the input, a constant it takes, nor computed before it",
+                    tensors.get(t as usize).map_or("", |t| t.name.as_str())
+                )))
+            }
+            None => {}
+        }
+        value.insert(out_t, nodes.len() - 1);
+    }
+    if !problems.is_empty() {
+        return Err(ImportError::Unsupported(problems));
+    }
+    let out = *value.get(&output).ok_or_else(|| {
+        model_err(format!(
+            "the output `{}` is computed by no operator",
+            tensors[output as usize].name
+        ))
+    })?;
+    let lowered = Lowered {
+        name: name.to_string(),
+        nodes,
+        output: out,
+    };
+    crate::lower::verify(&lowered).map_err(|e| model_err(format!("the imported network: {e}")))?;
+    Ok(Imported {
+        graph: QuantGraph {
+            lowered,
+            qparams,
+            weights,
+        },
+        float_input,
+        float_output,
+        description,
+    })
+}
