@@ -310,14 +310,7 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     let name = fixed.info.name.clone();
     let shape: Vec<usize> = fixed.info.input_shape.iter().map(|&d| d as usize).collect();
     let classes = fixed.node(fixed.output).shape.iter().product::<u32>() as usize;
-    let (source, set) = args.data.split(args.split, &shape, classes, args.seed)?;
-    if set.is_empty() {
-        return Err(bad(format!(
-            "--data {}: the {} split is empty",
-            args.data.data,
-            args.split.name()
-        )));
-    }
+    let (source, set) = eval_split(args, &shape, classes)?;
     let weights = read_bytes(weights_path)?;
     let mut model =
         mnet_search::engine::Net::from_fixed(&fixed, args.batch.min(set.len()), args.seed);
@@ -395,6 +388,19 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     Ok(())
 }
 
+/// The split `mnet eval` scores, not empty.
+fn eval_split(args: &EvalArgs, shape: &[usize], classes: usize) -> Result<(data::Source, Dataset)> {
+    let (source, set) = args.data.split(args.split, shape, classes, args.seed)?;
+    if set.is_empty() {
+        return Err(UserError(format!(
+            "error: --data {}: the {} split is empty\n",
+            args.data.data,
+            args.split.name()
+        )));
+    }
+    Ok((source, set))
+}
+
 /// `mnet eval MODEL.tflite`: the imported int8 network through the
 /// reference interpreter (bit-exact with TFLM); the data's features are
 /// quantized with the model's input quantization (the QUANTIZE of a float
@@ -421,14 +427,7 @@ fn eval_tflite(args: &EvalArgs) -> Result<()> {
         .iter()
         .map(|&d| d as usize)
         .product();
-    let (source, set) = args.data.split(args.split, &shape, classes, args.seed)?;
-    if set.is_empty() {
-        return Err(bad(format!(
-            "--data {}: the {} split is empty",
-            args.data.data,
-            args.split.name()
-        )));
-    }
+    let (source, set) = eval_split(args, &shape, classes)?;
     let outputs = mnet_search::train::int8_predict(q, &set);
     let pred = mnet_search::train::argmax(&outputs, classes);
     let oq = q.graph.qparams[l.output];

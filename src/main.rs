@@ -196,6 +196,9 @@ struct CompileArgs {
     /// Estimate code size and stack instead of building the C with arm-none-eabi-gcc (which takes ~0.1-1 s).
     #[arg(long)]
     estimate: bool,
+    /// Leave the activations' placement to TFLM: no OfflineMemoryAllocation metadata in the .tflite.
+    #[arg(long)]
+    no_offline_plan: bool,
 }
 
 /// The C backend's core: `--cpu`, else the target board's core, else
@@ -854,7 +857,7 @@ fn compile_to(net: &NetworkArgs, args: &CompileArgs, out: &OutputArgs) -> Result
     args.weights.require()?;
     let (sources, fixed) = fixed_network(net, "compile")?;
     let cpu = cpu_of(args.cpu.as_deref(), &fixed)?;
-    let opts = emit_options(&args.emit, cpu)?;
+    let opts = emit_options(args, cpu)?;
     let (weight_bytes, calib_bytes) = args.weights.read()?;
     let weights = args.weights.weights(weight_bytes.as_deref());
     let art = pipeline::compile(&fixed, weights, calib_bytes.as_deref(), &opts)
@@ -877,11 +880,16 @@ pub(crate) fn is_tflite(p: &std::path::Path) -> bool {
 }
 
 /// What `--emit` asks for.
-fn emit_options(emit: &[String], cpu: mnet_compiler::back::c::Cpu) -> Result<pipeline::Options> {
+fn emit_options(args: &CompileArgs, cpu: mnet_compiler::back::c::Cpu) -> Result<pipeline::Options> {
     let mut opts = pipeline::Options::default();
-    for kind in emit {
+    for kind in &args.emit {
         match kind.as_str() {
-            "tflite" => opts.tflite = Some(Default::default()),
+            "tflite" => {
+                opts.tflite = Some(mnet_compiler::tflite::write::Options {
+                    offline_plan: !args.no_offline_plan,
+                    ..Default::default()
+                })
+            }
             "c" => {
                 opts.c = Some(mnet_compiler::back::c::Options {
                     cpu,
@@ -936,7 +944,7 @@ fn compile_tflite(net: &NetworkArgs, args: &CompileArgs, out: &OutputArgs) -> Re
     }
     let (_, model) = import_tflite(net)?;
     let cpu = cpu_for(args.cpu.as_deref(), None)?;
-    let opts = emit_options(&args.emit, cpu)?;
+    let opts = emit_options(args, cpu)?;
     let art = pipeline::emit(model.quantized, &opts)
         .map_err(|e| UserError(format!("error: {}: {e}\n", net.file.display())))?;
     let macs: u64 = mnet_compiler::back::lowered_macs(&art.quantized.graph.lowered)

@@ -239,6 +239,79 @@ fn a_tflite_compiles_like_its_mnet() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The `.tflite` carries mnet's TFLM-safe plan as `OfflineMemoryAllocation`
+/// metadata, TFLM follows it (the outputs equal the reference's, as in
+/// every oracle test), and it does follow it: the same model with every
+/// offset zeroed (all tensors on one another) gives other outputs.
+#[test]
+fn tflm_follows_the_offline_plan() {
+    use common::runners::{Python, Reference, Runner};
+    use mnet_tflite_schema as fb;
+    use mnet_tflite_schema::planus::ReadAsRoot;
+    let text =
+        common::read(format!("{}/tests/models/ops.mnet", env!("CARGO_MANIFEST_DIR")).as_ref());
+    let c =
+        mnet_compiler::check_source("ops.mnet", &text).unwrap_or_else(|f| panic!("{}", f.render()));
+    let net = &c.networks[0];
+    let fixed = resolve(&net.graph, &assignment(&net.graph, &net.summary, Pick::Min)).unwrap();
+    let opts = pipeline::Options {
+        tflite: Some(Default::default()),
+        c: None,
+    };
+    let art = pipeline::compile(&fixed, pipeline::Weights::Random(3), None, &opts).unwrap();
+    let bytes = art.tflite.clone().unwrap();
+    let mut m = fb::Model::try_from(fb::ModelRef::read_as_root(&bytes).unwrap()).unwrap();
+    let entry = &m.metadata.as_ref().expect("metadata")[0];
+    assert_eq!(entry.name.as_deref(), Some("OfflineMemoryAllocation"));
+    let index = entry.buffer as usize;
+    let buffer = &mut m.buffers.as_mut().unwrap()[index];
+    let words: Vec<i32> = buffer
+        .data
+        .as_ref()
+        .unwrap()
+        .chunks_exact(4)
+        .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let tensors = m.subgraphs.as_ref().unwrap()[0]
+        .tensors
+        .as_ref()
+        .unwrap()
+        .len();
+    assert_eq!(words[..3], [1, 0, tensors as i32]);
+    let planned = words[3..].iter().filter(|&&o| o >= 0).count();
+    assert_eq!(
+        planned,
+        art.quantized.graph.lowered.nodes.len(),
+        "one offset per activation"
+    );
+    let zeroed: Vec<u8> = words
+        .iter()
+        .enumerate()
+        .flat_map(|(k, &w)| if k >= 3 && w > 0 { 0 } else { w }.to_le_bytes())
+        .collect();
+    buffer.data = Some(zeroed);
+    let mut bad = art.clone();
+    bad.tflite = Some(fb::serialize(&m));
+    let in_len: usize = art.quantized.graph.lowered.nodes[0]
+        .shape
+        .iter()
+        .map(|&d| d as usize)
+        .product();
+    let inputs: Vec<i8> = (0..20 * in_len)
+        .map(|k| ((k * 37 + 11) % 256) as u8 as i8)
+        .collect();
+    let dir = std::env::temp_dir().join(format!("mnet-offline-{}", std::process::id()));
+    let want = Reference.run(&art, &inputs, &dir).unwrap();
+    let tflm = Python { runtime: "tflm" };
+    assert_eq!(tflm.run(&art, &inputs, &dir).unwrap(), want);
+    assert_ne!(
+        tflm.run(&bad, &inputs, &dir).unwrap(),
+        want,
+        "TFLM ignored the metadata"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn mnet(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_mnet"))
         .args(args)

@@ -64,3 +64,68 @@ fn scheduling_branches_lowers_the_peak() {
         chain
     );
 }
+
+/// The plan written into the .tflite for TFLM: with TFLM's lifetimes (an
+/// operator's inputs and outputs alive together), two tensors alive at the
+/// same step never share bytes unless one is a reshape of the other or an
+/// elementwise op over an input that dies there; every offset is 16-byte
+/// aligned and inside the arena it reports.
+#[test]
+fn the_tflm_plan_never_overlaps_live_tensors() {
+    use mnet_compiler::lower::LKind;
+    for (path, picks) in [
+        ("tests/models/ops.mnet", vec![Pick::Min]),
+        ("tests/models/branches.mnet", vec![Pick::Min]),
+        ("tests/models/self_add.mnet", vec![Pick::Min]),
+        ("examples/kws.mnet", (0..8).map(Pick::Random).collect()),
+        ("examples/ad.mnet", (0..8).map(Pick::Random).collect()),
+    ] {
+        for pick in picks {
+            let l = lowered(path, pick);
+            let (offsets, arena) = mnet_compiler::plan::tflm_offsets(&l);
+            let n = l.nodes.len();
+            let mut last: Vec<usize> = (0..n).collect();
+            for (i, node) in l.nodes.iter().enumerate() {
+                for &j in &node.inputs {
+                    last[j] = last[j].max(i);
+                }
+            }
+            last[l.output] = n;
+            let size = |i: usize| l.nodes[i].shape.iter().product::<u32>() as usize;
+            for a in 0..n {
+                assert_eq!(offsets[a] % 16, 0);
+                assert!(
+                    offsets[a] + size(a) <= arena,
+                    "{path}: node {a} past the arena"
+                );
+                for b in a + 1..n {
+                    let alive = b <= last[a];
+                    let disjoint =
+                        offsets[a] + size(a) <= offsets[b] || offsets[b] + size(b) <= offsets[a];
+                    // b holds a's bytes: a reshape of a, or an elementwise
+                    // op over a (dying there), or a chain of them.
+                    let mut x = b;
+                    let mut shares = false;
+                    while !shares {
+                        let node = &l.nodes[x];
+                        let Some(&j) = node.inputs.iter().find(|&&j| offsets[j] == offsets[x])
+                        else {
+                            break;
+                        };
+                        let elementwise =
+                            matches!(node.kind, LKind::Add | LKind::Act(_) | LKind::Requantize);
+                        if node.kind != LKind::Reshape && !(elementwise && last[j] == x) {
+                            break;
+                        }
+                        shares = j == a;
+                        x = j;
+                    }
+                    assert!(
+                        !alive || disjoint || shares,
+                        "{path} {pick:?}: nodes {a} and {b} overlap while both alive"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -180,6 +180,105 @@ fn last_uses_fused(l: &Lowered, fused: &[Option<usize>]) -> Vec<usize> {
     last
 }
 
+/// Buffers placed together: tensors sharing bytes, or a scratch buffer.
+struct Group {
+    /// (bytes, first step, last step) of each member.
+    members: Vec<(usize, usize, usize)>,
+    /// Its index in the offsets [`place`] returns.
+    id: usize,
+}
+
+/// Place groups largest first, each at the lowest 16-aligned offset where
+/// none of its members overlaps a placed tensor alive at the same time.
+/// Returns the offset of each group id (of `ids` slots) and the arena size.
+fn place(mut groups: Vec<Group>, ids: usize) -> (Vec<usize>, usize) {
+    let biggest = |g: &Group| g.members.iter().map(|m| m.0).max().unwrap_or(0);
+    groups.sort_by(|a, b| biggest(b).cmp(&biggest(a)).then(a.id.cmp(&b.id)));
+    let mut placed: Vec<(usize, usize, usize, usize)> = Vec::new(); // (offset, size, first, last)
+    let mut offsets = vec![0usize; ids];
+    let mut arena_size = 0;
+    for g in &groups {
+        // Offsets o that would collide: o in (off - size + 1, off + psize - 1).
+        let mut forbidden: Vec<(usize, usize)> = Vec::new(); // [lo, hi)
+        for &(size, first, last_step) in &g.members {
+            for &(off, psize, f, la) in &placed {
+                if f <= last_step && first <= la {
+                    forbidden.push(((off + 1).saturating_sub(size), off + psize));
+                }
+            }
+        }
+        forbidden.sort();
+        let mut offset = 0;
+        for (lo, hi) in forbidden {
+            if offset < lo {
+                break;
+            }
+            offset = offset.max(align16(hi));
+        }
+        for &(size, first, last_step) in &g.members {
+            placed.push((offset, size, first, last_step));
+            arena_size = arena_size.max(offset + size);
+        }
+        offsets[g.id] = offset;
+    }
+    (offsets, arena_size)
+}
+
+/// A plan TensorFlow Lite Micro's kernels can run, for the `.tflite`'s
+/// `OfflineMemoryAllocation` metadata: TFLM's lifetimes (an operator's
+/// inputs and outputs are alive together, so nothing runs in place and no
+/// conv streams into a ring), every tensor in the arena (the input and
+/// output too: TFLM keeps them there), a reshape on its input's bytes
+/// (TFLM's RESHAPE skips its copy when the two coincide), and an
+/// elementwise op (ADD, a lone activation, QUANTIZE) over an input of its
+/// size that dies there (TFLM's kernels, reference and CMSIS-NN, read each
+/// element, or block of four, before they write it). Not the depthwise and
+/// 1x1 convs in place, nor the rings, of mnet's own plan: TFLM's kernels
+/// would overwrite inputs they still read. Returns each node's arena offset
+/// and the arena size.
+pub fn tflm_offsets(l: &Lowered) -> (Vec<usize>, usize) {
+    let n = l.nodes.len();
+    let mut last: Vec<usize> = (0..n).collect();
+    for (i, node) in l.nodes.iter().enumerate() {
+        for &j in &node.inputs {
+            last[j] = last[j].max(i);
+        }
+    }
+    last[l.output] = n;
+    let mut root: Vec<usize> = (0..n).collect();
+    for (i, node) in l.nodes.iter().enumerate() {
+        if node.kind == LKind::Reshape {
+            root[i] = root[node.inputs[0]];
+            continue;
+        }
+        if !matches!(in_place_kind(l, i, i), Some(InPlace::Elementwise)) {
+            continue;
+        }
+        let size = elems(&node.shape);
+        let over = node.inputs.iter().copied().find(|&j| {
+            let r = root[j];
+            last[j] == i
+                && elems(&l.nodes[j].shape) == size
+                && (0..n).all(|k| k == j || root[k] != r || last[k] <= i)
+        });
+        if let Some(j) = over {
+            root[i] = root[j];
+        }
+    }
+    let groups = (0..n)
+        .filter(|&i| root[i] == i)
+        .map(|r| Group {
+            members: (0..n)
+                .filter(|&k| root[k] == r)
+                .map(|k| (align16(elems(&l.nodes[k].shape)), k, last[k]))
+                .collect(),
+            id: r,
+        })
+        .collect();
+    let (offsets, arena) = place(groups, n);
+    ((0..n).map(|i| offsets[root[i]]).collect(), arena)
+}
+
 /// Plan the memory of a lowered network.
 pub fn plan(l: &Lowered) -> MemoryPlan {
     let n = l.nodes.len();
@@ -227,12 +326,6 @@ pub fn plan(l: &Lowered) -> MemoryPlan {
     // [offset, offset + its size) during its own life, so an in-place op
     // that shrinks a tensor frees the tail), and each scratch buffer (alive
     // during its node's step).
-    struct Group {
-        /// (bytes, first step, last step) of each member.
-        members: Vec<(usize, usize, usize)>,
-        /// Root node, or `n + i` for the scratch of node i.
-        id: usize,
-    }
     let mut groups: Vec<Group> = (0..n)
         .filter(|&i| root[i] == i && i != 0 && !(i == out_root && out_exclusive))
         .map(|r| Group {
@@ -247,37 +340,7 @@ pub fn plan(l: &Lowered) -> MemoryPlan {
         members: vec![(align16(scratch_size[i]), i, i)],
         id: n + i,
     }));
-    // Largest first; each at the lowest 16-aligned offset where none of its
-    // members overlaps a placed tensor alive at the same time.
-    let biggest = |g: &Group| g.members.iter().map(|m| m.0).max().unwrap_or(0);
-    groups.sort_by(|a, b| biggest(b).cmp(&biggest(a)).then(a.id.cmp(&b.id)));
-    let mut placed: Vec<(usize, usize, usize, usize)> = Vec::new(); // (offset, size, first, last)
-    let mut offsets = vec![0usize; 2 * n];
-    let mut arena_size = 0;
-    for g in &groups {
-        // Offsets o that would collide: o in (off - size + 1, off + psize - 1).
-        let mut forbidden: Vec<(usize, usize)> = Vec::new(); // [lo, hi)
-        for &(size, first, last_step) in &g.members {
-            for &(off, psize, f, la) in &placed {
-                if f <= last_step && first <= la {
-                    forbidden.push(((off + 1).saturating_sub(size), off + psize));
-                }
-            }
-        }
-        forbidden.sort();
-        let mut offset = 0;
-        for (lo, hi) in forbidden {
-            if offset < lo {
-                break;
-            }
-            offset = offset.max(align16(hi));
-        }
-        for &(size, first, last_step) in &g.members {
-            placed.push((offset, size, first, last_step));
-            arena_size = arena_size.max(offset + size);
-        }
-        offsets[g.id] = offset;
-    }
+    let (offsets, arena_size) = place(groups, 2 * n);
     let places = (0..n)
         .map(|i| {
             let r = root[i];

@@ -209,6 +209,34 @@ pub fn dump(buf: &[u8]) -> Result<String, InspectError> {
             let _ = writeln!(out, "{line}");
         }
     }
+    let metadata: Vec<_> = match model.metadata().at(m)? {
+        Some(v) => v.iter().collect::<Result<_, _>>().at(m)?,
+        None => vec![],
+    };
+    if !metadata.is_empty() {
+        let _ = writeln!(out, "metadata:");
+    }
+    for (k, entry) in metadata.iter().enumerate() {
+        let at = || format!("metadata {k}");
+        let name = entry.name().at(at)?.unwrap_or("");
+        budget.take(name.len())?;
+        let index = entry.buffer().at(at)?;
+        let mut line = format!("  {name:?}: buffer {index}");
+        if name == "OfflineMemoryAllocation" {
+            let data = read::buffer_data(model, index)?;
+            let words: Vec<i32> = data
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes")))
+                .collect();
+            if let [version, subgraph, count, offsets @ ..] = &words[..] {
+                let _ = write!(
+                    line,
+                    " (version {version}, subgraph {subgraph}, {count} tensors, offsets {offsets:?})"
+                );
+            }
+        }
+        let _ = writeln!(out, "{line}");
+    }
     let _ = writeln!(out, "buffers:");
     for bi in 0..buffers {
         let data = read::buffer_data(model, bi as u32)?;

@@ -118,12 +118,17 @@ fn with_batch(shape: &[u32]) -> Vec<i32> {
 pub struct Options {
     /// The model's `description` field.
     pub description: String,
+    /// Write mnet's plan of the activations as the model's
+    /// `OfflineMemoryAllocation` metadata ([`crate::plan::tflm_offsets`]),
+    /// which TFLM then follows instead of planning them itself.
+    pub offline_plan: bool,
 }
 
 impl Default for Options {
     fn default() -> Options {
         Options {
             description: format!("mnet {}", env!("CARGO_PKG_VERSION")),
+            offline_plan: true,
         }
     }
 }
@@ -258,6 +263,17 @@ pub fn write(q: &QuantGraph, opts: &Options) -> Result<Vec<u8>, Error> {
             new_shape,
         });
     }
+    // The offline plan: an int32 buffer [version 1, subgraph 0, tensors,
+    // one arena offset per tensor], -1 for the constants (TFLM's format,
+    // `micro_allocation_info.cc`).
+    let offline_buffer = opts.offline_plan.then(|| {
+        let (offsets, _) = crate::plan::tflm_offsets(l);
+        let mut words = vec![1i32, 0, w.tensors.len() as i32];
+        words.extend((0..w.tensors.len()).map(|t| offsets.get(t).map_or(-1, |&o| o as i32)));
+        w.buffers
+            .push(words.iter().flat_map(|v| v.to_le_bytes()).collect());
+        w.buffers.len() as u32
+    });
     // Operator codes in order of first use.
     let mut codes: Vec<(i32, i32)> = Vec::new();
     for op in &ops {
@@ -347,12 +363,23 @@ pub fn write(q: &QuantGraph, opts: &Options) -> Result<Vec<u8>, Error> {
     }
     let operator_codes = b.create_vector(&code_offsets);
     let description = b.create_string(&opts.description);
+    let metadata = offline_buffer.map(|index| {
+        let name = b.create_string("OfflineMemoryAllocation");
+        let t = b.start_table();
+        b.push_slot_always(slot(0), name);
+        b.push_slot(slot(1), index, 0);
+        let entry = b.end_table(t);
+        b.create_vector(&[entry])
+    });
     let m = b.start_table();
     b.push_slot_always(slot(0), 3u32);
     b.push_slot_always(slot(1), operator_codes);
     b.push_slot_always(slot(2), subgraphs);
     b.push_slot_always(slot(3), description);
     b.push_slot_always(slot(4), buffers);
+    if let Some(m) = metadata {
+        b.push_slot_always(slot(6), m);
+    }
     let model = b.end_table(m);
     // Make the whole file a multiple of 16 bytes so offsets that are
     // 16-aligned from the end are 16-aligned from the start: finish adds the
