@@ -20,17 +20,23 @@ trap 'rm -rf "$out"' EXIT
 models="examples/micronets/kws_s.mnet examples/micronets/kws_m.mnet examples/micronets/kws_l.mnet examples/micronets/ad_s.mnet examples/micronets/ad_m.mnet examples/micronets/ad_l.mnet examples/tiny.mnet"
 echo "| model | tflite bytes | C .text (M4) | mnet arena | TFLM min arena | ratio |"
 echo "|---|---:|---:|---:|---:|---:|"
+# One table row: NAME, the .tflite TFLM runs, mnet's arena; the C in $out.
+row() {
+    local name=$1 tflite=$2 arena=$3
+    arm-none-eabi-gcc -std=c99 -mcpu=cortex-m4 -mthumb -O2 -Wall -Wextra -Werror -c "$out/$name.c" -o "$out/$name.o"
+    local text tbytes tflm ratio
+    text=$(arm-none-eabi-size "$out/$name.o" | awk 'NR==2 {print $1}')
+    tbytes=$(stat -c %s "$tflite")
+    tflm=$("$venv/bin/python" bench/tflm_arena.py "$tflite" | awk '{print $2}')
+    ratio=$(awk -v a="$arena" -v b="$tflm" 'BEGIN { printf "%.2f", a / b }')
+    echo "| $name | $tbytes | $text | $arena | $tflm | $ratio |"
+}
 for m in $models; do
     name=$(basename "$m" .mnet)
     pick=""
     [ "$name" = tiny ] && pick="--pick min"
     arena=$(./target/release/mnet compile "$m" $pick --random-weights 1 --emit tflite,c -o "$out" --force | sed -n 's/^arena: \([0-9]*\) bytes/\1/p')
-    arm-none-eabi-gcc -std=c99 -mcpu=cortex-m4 -mthumb -O2 -Wall -Wextra -Werror -c "$out/$name.c" -o "$out/$name.o"
-    text=$(arm-none-eabi-size "$out/$name.o" | awk 'NR==2 {print $1}')
-    tbytes=$(stat -c %s "$out/$name.tflite")
-    tflm=$("$venv/bin/python" bench/tflm_arena.py "$out/$name.tflite" | awk '{print $2}')
-    ratio=$(awk -v a="$arena" -v b="$tflm" 'BEGIN { printf "%.2f", a / b }')
-    echo "| $name | $tbytes | $text | $arena | $tflm | $ratio |"
+    row "$name" "$out/$name.tflite" "$arena"
 done
 # Compile time of the largest KWS model (best of 10), mnet alone: --estimate
 # skips the arm-none-eabi-gcc build of the memory report (~0.8 s on kws_l).
@@ -52,10 +58,5 @@ echo "|---|---:|---:|---:|---:|---:|"
 for m in tests/tflite/*.tflite; do
     name=$(basename "$m" .tflite)
     arena=$(./target/release/mnet compile "$m" --emit c -o "$out" --force --estimate | sed -n 's/^arena: \([0-9]*\) bytes/\1/p')
-    arm-none-eabi-gcc -std=c99 -mcpu=cortex-m4 -mthumb -O2 -Wall -Wextra -Werror -c "$out/$name.c" -o "$out/$name.o"
-    text=$(arm-none-eabi-size "$out/$name.o" | awk 'NR==2 {print $1}')
-    tbytes=$(stat -c %s "$m")
-    tflm=$("$venv/bin/python" bench/tflm_arena.py "$m" | awk '{print $2}')
-    ratio=$(awk -v a="$arena" -v b="$tflm" 'BEGIN { printf "%.2f", a / b }')
-    echo "| $name | $tbytes | $text | $arena | $tflm | $ratio |"
+    row "$name" "$m" "$arena"
 done

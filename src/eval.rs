@@ -320,9 +320,7 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     let (loss, _) = mnet_search::train::evaluate(&mut model, &set);
     let logits = mnet_search::train::predict(&mut model, &set);
     let float_pred = mnet_search::train::argmax(&logits, classes);
-    let names = source
-        .class_names()
-        .unwrap_or_else(|| (0..classes).map(|c| c.to_string()).collect());
+    let names = class_names(&source, classes);
     let mut report = serde_json::json!({
         "network": name,
         "file": args.file.display().to_string(),
@@ -388,6 +386,13 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     Ok(())
 }
 
+/// The source's class names, or the class numbers.
+fn class_names(source: &data::Source, classes: usize) -> Vec<String> {
+    source
+        .class_names()
+        .unwrap_or_else(|| (0..classes).map(|c| c.to_string()).collect())
+}
+
 /// The split `mnet eval` scores, not empty.
 fn eval_split(args: &EvalArgs, shape: &[usize], classes: usize) -> Result<(data::Source, Dataset)> {
     let (source, set) = args.data.split(args.split, shape, classes, args.seed)?;
@@ -432,9 +437,7 @@ fn eval_tflite(args: &EvalArgs) -> Result<()> {
     let pred = mnet_search::train::argmax(&outputs, classes);
     let oq = q.graph.qparams[l.output];
     let probabilities: Vec<f32> = outputs.iter().map(|&v| oq.dequantize(v)).collect();
-    let names = source
-        .class_names()
-        .unwrap_or_else(|| (0..classes).map(|c| c.to_string()).collect());
+    let names = class_names(&source, classes);
     let mut report = serde_json::json!({
         "network": name,
         "file": args.file.display().to_string(),

@@ -122,6 +122,8 @@ enum Command {
     Features(eval::FeaturesArgs),
     /// Build the C for an emulated Cortex-M (QEMU), run it: instructions, sizes, stack, outputs checked.
     Emulate(emulate::EmulateArgs),
+    /// Run int8 inference on the host (a .tflite, or a .mnet with its weights) over a .npy of inputs.
+    Run(run::RunArgs),
     /// Print a readable dump of a .tflite file (tensors, quantization, operators, buffers).
     Inspect { model: PathBuf },
     /// Print the elaborated IR of each network (search graph, or with --pick the fixed graph).
@@ -326,6 +328,7 @@ mod data_args;
 mod emulate;
 mod eval;
 mod report;
+mod run;
 mod search;
 
 /// A user-facing failure: already formatted, exit code 1.
@@ -596,6 +599,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval(args) => eval::eval(&args),
         Command::Features(args) => eval::features(&args),
         Command::Emulate(args) => emulate::emulate(&args),
+        Command::Run(args) => run::run(&args),
         Command::Inspect { model } => inspect(&model),
         Command::Ir { file, pick } => ir(&file, pick),
     }

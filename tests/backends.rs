@@ -681,3 +681,111 @@ fn quantizations_tflm_cannot_run_are_errors() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `mnet run`: a .tflite and the .mnet it was compiled from give the same
+/// outputs on the same int8 inputs, a float32 input is quantized with the
+/// model's input quantization, and a wrong input is an error naming the file.
+#[test]
+fn run_executes_tflite_and_mnet_alike() {
+    let dir = std::env::temp_dir().join(format!("mnet-run-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = format!("{}/tests/models/ops.mnet", env!("CARGO_MANIFEST_DIR"));
+    let model = dir.join("model");
+    let o = mnet(&[
+        "compile",
+        &src,
+        "--random-weights",
+        "5",
+        "--emit",
+        "tflite",
+        "-o",
+        model.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let tflite = std::fs::read_dir(&model)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let bytes = std::fs::read(&tflite).unwrap();
+    let m = pipeline::import(&bytes, "m").unwrap().quantized;
+    let shape: Vec<usize> = m.graph.lowered.nodes[0]
+        .shape
+        .iter()
+        .map(|&d| d as usize)
+        .collect();
+    let per: usize = shape.iter().product();
+    let rows = 6;
+    let x8: Vec<u8> = (0..rows * per)
+        .map(|k| ((k * 29 + 7) % 256) as u8)
+        .collect();
+    let mut full = vec![rows];
+    full.extend(&shape);
+    let x8_path = dir.join("x8.npy");
+    std::fs::write(&x8_path, mnet_compiler::npy::encode("|i1", &full, &x8)).unwrap();
+    let run = |file: &str, input: &std::path::Path, out: &str, extra: &[&str]| {
+        let out = dir.join(out);
+        let mut args = vec![
+            "run",
+            file,
+            "--input",
+            input.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        let o = mnet(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::read(out).unwrap()
+    };
+    let from_tflite = run(tflite.to_str().unwrap(), &x8_path, "a.npy", &[]);
+    let from_mnet = run(&src, &x8_path, "b.npy", &["--random-weights", "5"]);
+    assert_eq!(from_tflite, from_mnet);
+    // The reference interpreter row by row.
+    let out_len: usize = m.graph.lowered.nodes[m.graph.lowered.output]
+        .shape
+        .iter()
+        .map(|&d| d as usize)
+        .product();
+    let want: Vec<u8> = x8
+        .chunks(per)
+        .flat_map(|x| {
+            let x: Vec<i8> = x.iter().map(|&b| b as i8).collect();
+            let v = mnet_compiler::exec::interp::run(&m.graph, &m.prepared, &x);
+            v[m.graph.lowered.output]
+                .iter()
+                .map(|&b| b as u8)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(
+        &from_tflite[from_tflite.len() - rows * out_len..],
+        &want[..]
+    );
+    // Float inputs: the dequantized int8 ones quantize back to them.
+    let iq = m.graph.qparams[0];
+    let xf: Vec<u8> = x8
+        .iter()
+        .flat_map(|&b| iq.dequantize(b as i8).to_le_bytes())
+        .collect();
+    let xf_path = dir.join("xf.npy");
+    std::fs::write(&xf_path, mnet_compiler::npy::encode("<f4", &full, &xf)).unwrap();
+    assert_eq!(
+        run(tflite.to_str().unwrap(), &xf_path, "c.npy", &[]),
+        from_tflite
+    );
+    // A wrong shape names the file.
+    let bad = dir.join("bad.npy");
+    std::fs::write(&bad, mnet_compiler::npy::encode("|i1", &[2, 3], &[0; 6])).unwrap();
+    let o = mnet(&[
+        "run",
+        tflite.to_str().unwrap(),
+        "--input",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("bad.npy: the array has shape [2, 3]"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,6 +1,6 @@
 //! The one `.npy` reader: NumPy's array format, version 1 to 3, C order,
-//! little-endian float32, int32 and int64 (what calibration data, training
-//! inputs and labels are). Every check names what it found, so a caller
+//! little-endian float32, int32 and int64 and int8 (what calibration data,
+//! training inputs, labels and int8 inputs are). Every check names what it found, so a caller
 //! only adds which file it was.
 
 use thiserror::Error;
@@ -153,6 +153,44 @@ impl Npy<'_> {
         }
         let per: usize = sample.iter().product();
         Ok(values.chunks(per.max(1)).map(|c| c.to_vec()).collect())
+    }
+
+    /// The samples of a `[N, ...sample]` array (N at least 1) as int8:
+    /// int8 data as it is, float32 data quantized with `q` (as TFLite's
+    /// QUANTIZE does).
+    pub fn i8_samples(
+        &self,
+        sample: &[usize],
+        q: crate::lower::QParams,
+    ) -> Result<Vec<Vec<i8>>, NpyError> {
+        if self.descr == "<f4" {
+            return Ok(self
+                .f32_samples(sample)?
+                .into_iter()
+                .map(|row| row.into_iter().map(|v| q.quantize(v)).collect())
+                .collect());
+        }
+        if self.descr != "|i1" {
+            return Err(NpyError::Dtype {
+                got: self.descr.clone(),
+                want: "int8 ('|i1') or float32 ('<f4')",
+            });
+        }
+        if self.shape.len() != sample.len() + 1 || self.shape[1..] != *sample || self.shape[0] == 0
+        {
+            let dims: Vec<String> = sample.iter().map(|d| d.to_string()).collect();
+            return Err(NpyError::Shape {
+                got: self.shape.clone(),
+                want: format!("[N, {}]", dims.join(", ")),
+            });
+        }
+        self.elements(1)?;
+        let per: usize = sample.iter().product();
+        Ok(self
+            .data
+            .chunks(per.max(1))
+            .map(|c| c.iter().map(|&b| b as i8).collect())
+            .collect())
     }
 
     /// Class labels: a one-dimensional int32 or int64 array, no negatives.

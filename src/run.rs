@@ -1,0 +1,117 @@
+//! `mnet run`: int8 inference on the host with the reference interpreter
+//! (bit-exact with TFLM), for an imported `.tflite` or a `.mnet` network
+//! quantized from its weights; batch over the first dimension of an int8
+//! or float32 `.npy` (float32 quantized with the model's input
+//! quantization), outputs printed (top-1 and the dequantized score) or
+//! written as `.npy` (int8, or float32 with `--float`).
+
+use crate::{
+    compile_error, fixed_network, import_tflite, is_tflite, read_bytes, refuse_existing, write_set,
+    NetworkArgs, Result, UserError, WeightsArgs,
+};
+use clap::Args;
+use mnet_compiler::pipeline;
+use rayon::prelude::*;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    net: NetworkArgs,
+    /// For a .mnet network: its float weights (and calibration).
+    #[command(flatten)]
+    weights: WeightsArgs,
+    /// The inputs: .npy, int8 or float32, [N, ...input shape].
+    #[arg(long)]
+    input: PathBuf,
+    /// Write the outputs as .npy [N, ...output shape] (int8; float32 with --float).
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Write the outputs dequantized (float32).
+    #[arg(long, requires = "output")]
+    float: bool,
+    #[arg(long)]
+    force: bool,
+}
+
+pub fn run(args: &RunArgs) -> Result<()> {
+    let file = args.net.file.display().to_string();
+    let q = if is_tflite(&args.net.file) {
+        let w = &args.weights;
+        if w.weights.is_some() || w.random_weights.is_some() || w.calib.is_some() {
+            return Err(UserError(format!(
+                "error: {file}: a .tflite holds its int8 weights and quantization: --weights, --random-weights and --calib are for .mnet networks\n"
+            )));
+        }
+        import_tflite(&args.net)?.1.quantized
+    } else {
+        args.weights.require()?;
+        let (sources, fixed) = fixed_network(&args.net, "run")?;
+        let (weight_bytes, calib_bytes) = args.weights.read()?;
+        let weights = args.weights.weights(weight_bytes.as_deref());
+        pipeline::quantize(&fixed, weights, calib_bytes.as_deref())
+            .map_err(|e| compile_error(e, &args.weights, &sources))?
+    };
+    if let Some(o) = &args.output {
+        refuse_existing([o], args.force)?;
+    }
+    let l = &q.graph.lowered;
+    let (iq, oq) = (q.graph.qparams[0], q.graph.qparams[l.output]);
+    let in_shape: Vec<usize> = l.nodes[0].shape.iter().map(|&d| d as usize).collect();
+    let out_shape: Vec<usize> = l.nodes[l.output]
+        .shape
+        .iter()
+        .map(|&d| d as usize)
+        .collect();
+    let bytes = read_bytes(&args.input)?;
+    let rows = mnet_compiler::npy::parse(&bytes)
+        .and_then(|n| n.i8_samples(&in_shape, iq))
+        .map_err(|e| UserError(format!("error: {}: {e}\n", args.input.display())))?;
+    let outputs: Vec<Vec<i8>> = rows
+        .par_iter()
+        .map(|x| {
+            let mut values = mnet_compiler::exec::interp::run(&q.graph, &q.prepared, x);
+            std::mem::take(&mut values[l.output])
+        })
+        .collect();
+    let mut shape = vec![outputs.len()];
+    shape.extend(&out_shape);
+    if let Some(o) = &args.output {
+        let data = if args.float {
+            let v: Vec<u8> = outputs
+                .iter()
+                .flatten()
+                .flat_map(|&v| oq.dequantize(v).to_le_bytes())
+                .collect();
+            mnet_compiler::npy::encode("<f4", &shape, &v)
+        } else {
+            let v: Vec<u8> = outputs.iter().flatten().map(|&v| v as u8).collect();
+            mnet_compiler::npy::encode("|i1", &shape, &v)
+        };
+        write_set(&[(o.clone(), data)], None)?;
+        outln!(
+            "{}: {} rows through {} (int8 reference interpreter); wrote {} {:?}",
+            args.input.display(),
+            outputs.len(),
+            l.name,
+            o.display(),
+            shape
+        );
+        return Ok(());
+    }
+    for (k, out) in outputs.iter().enumerate() {
+        let (top, &v) = out
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(&a.0)))
+            .expect("an output");
+        let shown: Vec<String> = out.iter().take(16).map(|v| v.to_string()).collect();
+        outln!(
+            "row {k}: top-1 {top} (q {v}, real {:.6}); int8 [{}{}]",
+            oq.dequantize(v),
+            shown.join(", "),
+            if out.len() > 16 { ", ..." } else { "" }
+        );
+    }
+    Ok(())
+}
