@@ -27,8 +27,13 @@ row() {
     local text tbytes tflm ratio
     text=$(arm-none-eabi-size "$out/$name.o" | awk 'NR==2 {print $1}')
     tbytes=$(stat -c %s "$tflite")
-    tflm=$("$venv/bin/python" bench/tflm_arena.py "$tflite" | awk '{print $2}')
-    ratio=$(awk -v a="$arena" -v b="$tflm" 'BEGIN { printf "%.2f", a / b }')
+    # A model TFLM cannot load (an operator it lacks) has no TFLM figure.
+    if tflm=$("$venv/bin/python" bench/tflm_arena.py "$tflite" 2>/dev/null | awk '{print $2}') && [ -n "$tflm" ]; then
+        ratio=$(awk -v a="$arena" -v b="$tflm" 'BEGIN { printf "%.2f", a / b }')
+    else
+        tflm="TFLM cannot run it"
+        ratio="-"
+    fi
     echo "| $name | $tbytes | $text | $arena | $tflm | $ratio |"
 }
 for m in $models; do

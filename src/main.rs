@@ -201,6 +201,9 @@ struct CompileArgs {
     /// Leave the activations' placement to TFLM: no OfflineMemoryAllocation metadata in the .tflite.
     #[arg(long)]
     no_offline_plan: bool,
+    /// The board the memory report checks against (std::boards, or a board of the .mnet file), instead of the file's `target`; a .tflite has none of its own.
+    #[arg(long)]
+    target: Option<String>,
 }
 
 /// The C backend's core: `--cpu`, else the target board's core, else
@@ -859,7 +862,13 @@ fn compile_to(net: &NetworkArgs, args: &CompileArgs, out: &OutputArgs) -> Result
         return compile_tflite(net, args, out);
     }
     args.weights.require()?;
-    let (sources, fixed) = fixed_network(net, "compile")?;
+    let (sources, mut fixed) = fixed_network(net, "compile")?;
+    if let Some(b) = &args.target {
+        let text = String::from_utf8_lossy(&read_bytes(&net.file)?).into_owned();
+        let board = mnet_compiler::find_board(&net.file.display().to_string(), &text, b)
+            .map_err(|e| UserError(format!("error: --target: {e}\n")))?;
+        fixed.info.target = Some((board, fixed.info.span));
+    }
     let cpu = cpu_of(args.cpu.as_deref(), &fixed)?;
     let opts = emit_options(args, cpu)?;
     let (weight_bytes, calib_bytes) = args.weights.read()?;
@@ -947,14 +956,23 @@ fn compile_tflite(net: &NetworkArgs, args: &CompileArgs, out: &OutputArgs) -> Re
         )));
     }
     let (_, model) = import_tflite(net)?;
-    let cpu = cpu_for(args.cpu.as_deref(), None)?;
+    // The standard boards (a .tflite names none).
+    let board = args
+        .target
+        .as_ref()
+        .map(|b| {
+            mnet_compiler::find_board("std::boards", "use std::boards::*;\n", b)
+                .map_err(|e| UserError(format!("error: --target: {e}\n")))
+        })
+        .transpose()?;
+    let cpu = cpu_for(args.cpu.as_deref(), board.as_ref())?;
     let opts = emit_options(args, cpu)?;
     let art = pipeline::emit(model.quantized, &opts)
         .map_err(|e| UserError(format!("error: {}: {e}\n", net.file.display())))?;
     let macs: u64 = mnet_compiler::back::lowered_macs(&art.quantized.graph.lowered)
         .iter()
         .sum();
-    write_compiled(&art, None, cpu, Vec::new(), None, macs, args, out)
+    write_compiled(&art, board, cpu, Vec::new(), None, macs, args, out)
 }
 
 /// Write what a compile made (after the memory report says it fits the

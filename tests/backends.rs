@@ -789,3 +789,51 @@ fn run_executes_tflite_and_mnet_alike() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("bad.npy: the array has shape [2, 3]"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--target` names the board the memory report checks, for a .tflite
+/// (which names none) and instead of a .mnet's own; an unknown board is an
+/// error listing the known ones.
+#[test]
+fn compile_target_names_the_board() {
+    let dir = std::env::temp_dir().join(format!("mnet-target-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let tflite = format!("{}/tests/tflite/ds_cnn.tflite", env!("CARGO_MANIFEST_DIR"));
+    let src = format!(
+        "{}/examples/micronets/kws_s.mnet",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    for (file, extra) in [(&tflite, &[][..]), (&src, &["--random-weights", "1"][..])] {
+        let out = dir.join("out");
+        let mut args = vec![
+            "compile",
+            file.as_str(),
+            "--emit",
+            "c",
+            "--estimate",
+            "--force",
+            "--target",
+            "stm32f767zi",
+            "-o",
+        ];
+        args.push(out.to_str().unwrap());
+        args.extend(extra);
+        let o = mnet(&args);
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(text.contains("fits stm32f767zi"), "{text}");
+        assert!(text.contains("memory (cortex-m7"), "{text}");
+    }
+    let o = mnet(&[
+        "compile",
+        &tflite,
+        "--emit",
+        "c",
+        "--target",
+        "nope",
+        "-o",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown board `nope` (known: stm32f446re"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -11,6 +11,7 @@ calibration data come from fixed seeds.
 
 import os
 import sys
+import zlib
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
@@ -90,10 +91,27 @@ def dense_concat_maxpool():
     return tf.keras.Model(inp, x)
 
 
+def dense_variants(batch=None):
+    """Dense layers as the converter writes them: on a 4-D tensor (applied
+    per pixel: a FULLY_CONNECTED over rows of the map; with a dynamic batch
+    the converter computes the rows' shape with SHAPE, GATHER, REDUCE_PROD
+    and PACK, and TFLM has no REDUCE_PROD), without a bias, with a fused
+    relu, then on the flattened map."""
+    x = inp = L.Input((6, 6, 4), batch_size=batch)
+    x = L.Conv2D(8, 3, padding="same", activation="relu")(x)
+    x = L.Dense(12, use_bias=False, activation="relu")(x)
+    x = L.Flatten()(x)
+    x = L.Dense(6)(x)
+    return tf.keras.Model(inp, x)
+
+
 MODELS = {
     "ds_cnn": ds_cnn,
     "residual_blocks": residual_blocks,
     "dense_concat_maxpool": dense_concat_maxpool,
+    "dense_variants": dense_variants,
+    # The same with a batch of 1: static shapes, which TFLM runs.
+    "dense_variants_batch1": lambda: dense_variants(batch=1),
     "global_pool_keepdims": global_pool_keepdims,
 }
 
@@ -118,7 +136,9 @@ def convert(model, seed):
 
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(__file__)
-    for seed, (name, make) in enumerate(sorted(MODELS.items())):
+    for name, make in sorted(MODELS.items()):
+        # A seed of the model's own (adding a model changes no other).
+        seed = zlib.crc32(name.encode()) % 10000
         tf.keras.utils.set_random_seed(seed)
         model = make()
         # Batch norms with statistics of their own, not the identity.

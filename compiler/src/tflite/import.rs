@@ -9,9 +9,12 @@
 //! QUANTIZE and a float32 output through DEQUANTIZE are taken as the int8
 //! network between them ([`Imported::float_input`], `float_output`).
 //! FULLY_CONNECTED becomes a 1x1 conv between reshapes, as mnet lowers a
-//! dense layer; a per-tensor weight scale becomes one scale per channel. A
-//! RESHAPE takes its output's static shape, and the int32 shape arithmetic
-//! a dynamic batch puts before it (Keras' Flatten) is dropped.
+//! dense layer; a per-tensor weight scale becomes one scale per channel.
+//! Every output's shape is computed from the operator's inputs (a dynamic
+//! batch leaves placeholders in the file) and checked against the declared
+//! one on the dimensions the file fixes; the int32 shape arithmetic a
+//! dynamic batch puts before a RESHAPE (Keras' Flatten and Dense on a map)
+//! is folded into its new shape and the operators dropped.
 
 use super::read::{self, Budget, Context, ReadError, Tensor};
 use crate::lower::{LKind, LNode, Lowered, NodeParams, QParams, QWeights, QuantGraph};
@@ -215,30 +218,42 @@ fn act_q(t: &Tensor) -> R<QParams> {
     })
 }
 
-/// An activation's shape without the batch dimension of 1.
-fn act_shape(t: &Tensor) -> R<Vec<u32>> {
-    if t.shape.len() < 2 || t.shape.len() > 4 {
+/// A TFLite shape as mnet's: without the batch dimension of 1; a shape of
+/// rank 2 or 3 whose first dimension is not 1 keeps it (the rows a reshape
+/// makes of a map for a FULLY_CONNECTED applied per pixel).
+fn mnet_shape(name: &str, s: &[i32]) -> R<Vec<u32>> {
+    let keep_all = s.first() != Some(&1) && (2..=3).contains(&s.len());
+    if s.len() < 2 || s.len() > 4 || (s[0] != 1 && !keep_all) {
         return Err(format!(
-            "tensor `{}` has shape {:?}: mnet compiles [1, ...] tensors of rank 2 to 4",
-            t.name, t.shape
+            "tensor `{name}` has shape {s:?}: mnet compiles [1, ...] tensors of rank 2 to 4 (batch 1)"
         ));
     }
-    if t.shape[0] != 1 {
-        return Err(format!(
-            "tensor `{}` has batch {} (shape {:?}): mnet compiles batch 1",
-            t.name, t.shape[0], t.shape
-        ));
-    }
-    t.shape[1..]
+    let dims: Vec<u32> = s[usize::from(!keep_all)..]
         .iter()
         .map(|&d| {
             u32::try_from(d)
                 .ok()
-                .filter(|&d| d > 0)
-                .ok_or_else(|| format!("tensor `{}` has shape {:?}", t.name, t.shape))
+                .filter(|&d| d > 0 && d <= 1 << 20)
+                .ok_or_else(|| format!("tensor `{name}` has shape {s:?}"))
         })
-        .collect()
+        .collect::<R<_>>()?;
+    if dims.iter().map(|&d| d as u64).product::<u64>() > MAX_ELEMENTS {
+        return Err(format!(
+            "tensor `{name}` has shape {s:?}: more than {MAX_ELEMENTS} values"
+        ));
+    }
+    Ok(dims)
 }
+
+/// The most values one activation may hold (256 MiB of int8).
+const MAX_ELEMENTS: u64 = 1 << 28;
+
+fn act_shape(t: &Tensor) -> R<Vec<u32>> {
+    mnet_shape(&t.name, &t.shape)
+}
+
+/// A folded int32 tensor: its shape and values.
+type Folded = (Vec<i32>, Vec<i32>);
 
 fn fused(a: fb::ActivationFunctionType) -> R<Option<FusedAct>> {
     match a {
@@ -277,6 +292,15 @@ struct OpView<'a> {
     tensors: &'a [Tensor],
     inputs: Vec<i32>,
     outputs: Vec<i32>,
+}
+
+/// What the import knows beyond the file's declared shapes: the shapes it
+/// computed (a dynamic batch leaves placeholders in the file) and the int32
+/// tensors it folded (the shape arithmetic before a reshape).
+#[derive(Default)]
+struct Known {
+    shapes: BTreeMap<i32, Vec<i32>>,
+    consts: BTreeMap<i32, Folded>,
 }
 
 impl<'a> OpView<'a> {
@@ -332,6 +356,25 @@ impl<'a> OpView<'a> {
             ));
         }
         Ok(data)
+    }
+
+    /// The TFLite shape of input `k`: computed, else declared.
+    fn tshape(&self, known: &Known, k: usize) -> R<Vec<i32>> {
+        let t = self.input(k)?;
+        Ok(known
+            .shapes
+            .get(&self.inputs[k])
+            .cloned()
+            .unwrap_or_else(|| t.shape.clone()))
+    }
+
+    /// Input `k` as int32 values with their shape: folded, or a constant.
+    fn folded(&self, known: &Known, k: usize) -> R<Folded> {
+        if let Some(f) = self.inputs.get(k).and_then(|i| known.consts.get(i)) {
+            return Ok(f.clone());
+        }
+        let t = self.input(k)?;
+        Ok((t.shape.clone(), self.int32s(t)?))
     }
 
     fn int32s(&self, t: &Tensor) -> R<Vec<i32>> {
@@ -466,32 +509,53 @@ fn same_q(a: QParams, b: QParams, what: &str) -> R<()> {
 }
 
 /// Lower one operator to nodes, or say why not.
-fn lower_op(v: &OpView, code: i32, options: Option<fb::BuiltinOptionsRef>) -> R<Vec<New>> {
+/// Lower one operator to nodes and its output's TFLite shape (computed
+/// from its inputs), or say why not.
+fn lower_op(
+    v: &OpView,
+    known: &Known,
+    code: i32,
+    options: Option<fb::BuiltinOptionsRef>,
+) -> R<(Vec<New>, Vec<i32>)> {
     use fb::BuiltinOptionsRef as O;
     let out = v.output()?;
     let oq = act_q(out)?;
-    let oshape = act_shape(out)?;
     let x = v.input(0)?;
     let xq = act_q(x)?;
-    let xshape = act_shape(x)?;
-    let one = |kind: LKind, act: Option<FusedAct>, weights: Option<(QWeights, WeightLayout)>| {
+    let xt = v.tshape(known, 0)?;
+    let xshape = mnet_shape(&x.name, &xt)?;
+    let one = |kind: LKind,
+               act: Option<FusedAct>,
+               weights: Option<(QWeights, WeightLayout)>,
+               out_t: Vec<i32>|
+     -> R<(Vec<New>, Vec<i32>)> {
         let mut inputs = vec![Src::Tensor(v.inputs[0])];
         if matches!(kind, LKind::Add) || matches!(kind, LKind::Concat) {
             inputs = v.inputs.iter().map(|&i| Src::Tensor(i)).collect();
         }
-        vec![New {
-            kind,
-            inputs,
-            shape: oshape.clone(),
-            act,
-            q: oq,
-            weights,
-            suffix: "",
-        }]
+        let shape = mnet_shape(&out.name, &out_t)?;
+        Ok((
+            vec![New {
+                kind,
+                inputs,
+                shape,
+                act,
+                q: oq,
+                weights,
+                suffix: "",
+            }],
+            out_t,
+        ))
+    };
+    let map = |s: &[u32], c: u32| -> Vec<i32> {
+        std::iter::once(1)
+            .chain(s.iter().map(|&d| d as i32))
+            .chain(std::iter::once(c as i32))
+            .collect()
     };
     let chw = |s: &[u32]| -> R<[u32; 3]> {
         match s {
-            [h, w, c] => Ok([*h, *w, *c]),
+            [h, w, c] if xt.len() == 4 => Ok([*h, *w, *c]),
             _ => Err(format!(
                 "input shape {s:?}: mnet convolves [1, H, W, C] tensors"
             )),
@@ -509,7 +573,7 @@ fn lower_op(v: &OpView, code: i32, options: Option<fb::BuiltinOptionsRef>) -> R<
                     "quantized_bias_type {bias_type:?}: mnet accumulates in int32"
                 ));
             }
-            let [_, _, cin] = chw(&xshape)?;
+            let [h, w_, cin] = chw(&xshape)?;
             let w = v.input(1)?;
             let [o_, kh, kw, wi] = match w.shape[..] {
                 [a, b, c, d] if a > 0 && b > 0 && c > 0 && d > 0 => [a, b, c, d].map(|d| d as u32),
@@ -532,18 +596,20 @@ fn lower_op(v: &OpView, code: i32, options: Option<fb::BuiltinOptionsRef>) -> R<
                 per_channel: (kh * kw * cin) as usize,
                 channel_last: false,
             };
-            Ok(one(
+            let [oh, ow] = window.out_size([h, w_])?;
+            one(
                 LKind::Conv { out: o_, window },
                 fused(fbr(o.fused_activation_function())?)?,
                 Some((qw, layout)),
-            ))
+                map(&[oh, ow], o_),
+            )
         }
         opcode::DEPTHWISE_CONV_2D => {
             let Some(O::DepthwiseConv2DOptions(o)) = options else {
                 return Err("no DepthwiseConv2DOptions".into());
             };
             no_dilation(fbr(o.dilation_h_factor())?, fbr(o.dilation_w_factor())?)?;
-            let [_, _, c] = chw(&xshape)?;
+            let [h, w_, c] = chw(&xshape)?;
             let w = v.input(1)?;
             let [kh, kw] = match w.shape[..] {
                 [1, b, cc, d] if b > 0 && cc > 0 && d as u32 == c => [b as u32, cc as u32],
@@ -566,11 +632,13 @@ fn lower_op(v: &OpView, code: i32, options: Option<fb::BuiltinOptionsRef>) -> R<
                 per_channel: (kh * kw) as usize,
                 channel_last: true,
             };
-            Ok(one(
+            let [oh, ow] = window.out_size([h, w_])?;
+            one(
                 LKind::Depthwise { window },
                 fused(fbr(o.fused_activation_function())?)?,
                 Some((qw, layout)),
-            ))
+                map(&[oh, ow], c),
+            )
         }
         opcode::FULLY_CONNECTED => {
             let Some(O::FullyConnectedOptions(o)) = options else {
@@ -604,11 +672,26 @@ fn lower_op(v: &OpView, code: i32, options: Option<fb::BuiltinOptionsRef>) -> R<
                     "keep_num_dims with input {xshape:?} for weights of depth {depth}"
                 ));
             }
-            if !keep && in_elems != depth as u64 {
+            if !keep && !in_elems.is_multiple_of(depth as u64) {
                 return Err(format!(
-                    "input of {in_elems} values for weights of depth {depth}: mnet compiles batch 1"
+                    "input of {in_elems} values for weights of depth {depth}"
                 ));
             }
+            // Rows of `depth` values (more than one: the FULLY_CONNECTED
+            // of a dense layer on a map, each row a pixel).
+            let rows = (in_elems / depth as u64) as u32;
+            // TFLite's output: the input's dimensions but the last with
+            // keep_num_dims, else [rows, units].
+            let out_t: Vec<i32> = if keep {
+                xt[..xt.len() - 1]
+                    .iter()
+                    .copied()
+                    .chain(std::iter::once(units as i32))
+                    .collect()
+            } else {
+                vec![rows as i32, units as i32]
+            };
+            let oshape = mnet_shape(&out.name, &out_t)?;
             let conv = |inputs: Vec<Src>, shape: Vec<u32>| New {
                 kind: LKind::Conv {
                     out: units,
@@ -622,17 +705,17 @@ fn lower_op(v: &OpView, code: i32, options: Option<fb::BuiltinOptionsRef>) -> R<
                 suffix: "",
             };
             // [h, w, depth] with keep_num_dims is a 1x1 conv; anything else
-            // is flattened to [1, 1, depth] and the result reshaped.
+            // is flattened to [1, rows, depth] and the result reshaped.
             if keep && xshape.len() == 3 {
-                return Ok(vec![conv(vec![Src::Tensor(v.inputs[0])], oshape)]);
+                return Ok((vec![conv(vec![Src::Tensor(v.inputs[0])], oshape)], out_t));
             }
             let mut nodes = Vec::new();
             let mut src = Src::Tensor(v.inputs[0]);
-            if xshape != [1, 1, depth] {
+            if xshape != [1, rows, depth] {
                 nodes.push(New {
                     kind: LKind::Reshape,
                     inputs: vec![src],
-                    shape: vec![1, 1, depth],
+                    shape: vec![1, rows, depth],
                     act: None,
                     q: xq,
                     weights: None,
@@ -640,8 +723,8 @@ fn lower_op(v: &OpView, code: i32, options: Option<fb::BuiltinOptionsRef>) -> R<
                 });
                 src = Src::Previous;
             }
-            nodes.push(conv(vec![src], vec![1, 1, units]));
-            if oshape != [1, 1, units] {
+            nodes.push(conv(vec![src], vec![1, rows, units]));
+            if oshape != [1, rows, units] {
                 let last = nodes.last_mut().expect("the conv");
                 last.suffix = "/conv";
                 nodes.push(New {
@@ -654,14 +737,14 @@ fn lower_op(v: &OpView, code: i32, options: Option<fb::BuiltinOptionsRef>) -> R<
                     suffix: "",
                 });
             }
-            Ok(nodes)
+            Ok((nodes, out_t))
         }
         opcode::AVERAGE_POOL_2D | opcode::MAX_POOL_2D => {
             let Some(O::Pool2DOptions(o)) = options else {
                 return Err("no Pool2DOptions".into());
             };
             same_q(xq, oq, "pooling")?;
-            chw(&xshape)?;
+            let [h, w_, c] = chw(&xshape)?;
             let kernel = stride(fbr(o.filter_height())?, fbr(o.filter_width())?)
                 .map_err(|_| "filter size out of range".to_string())?;
             let window = Window {
@@ -674,11 +757,13 @@ fn lower_op(v: &OpView, code: i32, options: Option<fb::BuiltinOptionsRef>) -> R<
             } else {
                 PoolKind::Avg
             };
-            Ok(one(
+            let [oh, ow] = window.out_size([h, w_])?;
+            one(
                 LKind::Pool { kind, window },
                 fused(fbr(o.fused_activation_function())?)?,
                 None,
-            ))
+                map(&[oh, ow], c),
+            )
         }
         opcode::ADD => {
             let act = match options {
@@ -691,13 +776,13 @@ fn lower_op(v: &OpView, code: i32, options: Option<fb::BuiltinOptionsRef>) -> R<
             }
             let y = v.input(1)?;
             act_q(y)?;
-            if act_shape(y)? != xshape || xshape != oshape {
+            let yt = v.tshape(known, 1)?;
+            if yt != xt {
                 return Err(format!(
-                    "shapes {:?} + {:?} -> {:?}: mnet adds tensors of one shape (no broadcasting)",
-                    x.shape, y.shape, out.shape
+                    "shapes {xt:?} + {yt:?}: mnet adds tensors of one shape (no broadcasting)"
                 ));
             }
-            Ok(one(LKind::Add, act, None))
+            one(LKind::Add, act, None, xt)
         }
         opcode::CONCATENATION => {
             let Some(O::ConcatenationOptions(o)) = options else {
@@ -706,39 +791,90 @@ fn lower_op(v: &OpView, code: i32, options: Option<fb::BuiltinOptionsRef>) -> R<
             if fused(fbr(o.fused_activation_function())?)?.is_some() {
                 return Err("a fused activation on a concatenation".into());
             }
-            let rank = out.shape.len() as i32;
+            let rank = xt.len() as i32;
             let axis = fbr(o.axis())?;
             if axis != -1 && axis != rank - 1 {
                 return Err(format!(
                     "axis {axis} of rank {rank}: mnet concatenates along the channels (the last axis)"
                 ));
             }
+            let mut out_t = xt.clone();
+            *out_t.last_mut().expect("rank 2 to 4") = 0;
             for k in 0..v.inputs.len() {
                 let t = v.input(k)?;
                 same_q(act_q(t)?, oq, "concatenation")?;
-                let s = act_shape(t)?;
-                if s.len() != oshape.len() || s[..s.len() - 1] != oshape[..oshape.len() - 1] {
-                    return Err(format!(
-                        "input shape {:?} for output {:?}",
-                        t.shape, out.shape
-                    ));
+                let s = v.tshape(known, k)?;
+                if s.len() != xt.len() || s[..s.len() - 1] != xt[..xt.len() - 1] {
+                    return Err(format!("input shapes {xt:?} and {s:?}"));
                 }
+                let last = out_t.last_mut().expect("rank 2 to 4");
+                *last = last.saturating_add(s[s.len() - 1]);
             }
-            Ok(one(LKind::Concat, None, None))
+            one(LKind::Concat, None, None, out_t)
         }
         opcode::RESHAPE | opcode::SQUEEZE => {
             same_q(xq, oq, "reshape")?;
-            let n = |s: &[u32]| s.iter().map(|&d| d as u64).product::<u64>();
-            if n(&xshape) != n(&oshape) {
-                return Err(format!("{:?} -> {:?} changes the size", x.shape, out.shape));
+            let size: i64 = xshape.iter().map(|&d| d as i64).product();
+            let target: Vec<i32> = if code == opcode::SQUEEZE {
+                let dims = match options {
+                    Some(O::SqueezeOptions(o)) => {
+                        read::values(fbr(o.squeeze_dims())?, &Budget::for_file(0))
+                            .map_err(|e| e.0)?
+                    }
+                    _ => vec![],
+                };
+                let rank = xt.len() as i32;
+                let dims: Vec<i32> = dims
+                    .iter()
+                    .map(|&d| if d < 0 { d + rank } else { d })
+                    .collect();
+                xt.iter()
+                    .enumerate()
+                    .filter(|&(k, &d)| !(d == 1 && (dims.is_empty() || dims.contains(&(k as i32)))))
+                    .map(|(_, &d)| d)
+                    .collect()
+            } else if let Ok((_, t)) = v.folded(known, 1) {
+                t
+            } else if let Some(O::ReshapeOptions(o)) = options {
+                read::values(fbr(o.new_shape())?, &Budget::for_file(0)).map_err(|e| e.0)?
+            } else {
+                out.shape.clone()
+            };
+            // One -1 takes what the others leave.
+            let known_part: i64 = target
+                .iter()
+                .filter(|&&d| d != -1)
+                .try_fold(1i64, |a, &d| {
+                    a.checked_mul(d as i64).filter(|p| p.abs() <= 1 << 40)
+                })
+                .ok_or_else(|| format!("new shape {target:?}"))?;
+            let out_t: Vec<i32> = match target.iter().filter(|&&d| d == -1).count() {
+                0 => target.clone(),
+                1 if known_part > 0 && size % known_part == 0 => target
+                    .iter()
+                    .map(|&d| {
+                        if d == -1 {
+                            (size / known_part) as i32
+                        } else {
+                            d
+                        }
+                    })
+                    .collect(),
+                _ => return Err(format!("new shape {target:?} for {xt:?}")),
+            };
+            let out_size = out_t.iter().try_fold(1i64, |a, &d| {
+                a.checked_mul(d as i64).filter(|p| p.abs() <= 1 << 40)
+            });
+            if out_size != Some(size) {
+                return Err(format!("{xt:?} -> {out_t:?} changes the size"));
             }
-            let mut nodes = one(LKind::Reshape, None, None);
+            let (mut nodes, out_t) = one(LKind::Reshape, None, None, out_t)?;
             nodes[0].inputs.truncate(1);
-            Ok(nodes)
+            Ok((nodes, out_t))
         }
         opcode::PAD | opcode::PADV2 => {
             same_q(xq, oq, "pad")?;
-            let p = v.int32s(v.input(1)?)?;
+            let p = v.folded(known, 1)?.1;
             if code == opcode::PADV2 {
                 if let Some(c) = v.optional_input(2)? {
                     act_q(c)?;
@@ -761,13 +897,16 @@ fn lower_op(v: &OpView, code: i32, options: Option<fb::BuiltinOptionsRef>) -> R<
             if pads.iter().any(|&d| !(0..=1 << 16).contains(&d)) {
                 return Err(format!("paddings {p:?}"));
             }
-            Ok(one(
+            let [h, w_, c] = chw(&xshape)?;
+            let out_t = vec![1, h as i32 + p[2] + p[3], w_ as i32 + p[4] + p[5], c as i32];
+            one(
                 LKind::Pad {
                     pads: pads.map(|d| d as u32),
                 },
                 None,
                 None,
-            ))
+                out_t,
+            )
         }
         opcode::SOFTMAX => {
             let Some(O::SoftmaxOptions(o)) = options else {
@@ -783,18 +922,15 @@ fn lower_op(v: &OpView, code: i32, options: Option<fb::BuiltinOptionsRef>) -> R<
                     oq.scale, oq.zero_point
                 ));
             }
-            if xshape != oshape {
-                return Err(format!("{:?} -> {:?}", x.shape, out.shape));
-            }
-            Ok(one(LKind::Softmax, None, None))
+            one(LKind::Softmax, None, None, xt)
         }
         opcode::MEAN => {
             let Some(O::ReducerOptions(o)) = options else {
                 return Err("no ReducerOptions".into());
             };
             let keep = fbr(o.keep_dims())?;
-            let axes = v.int32s(v.input(1)?)?;
-            let rank = x.shape.len() as i32;
+            let axes = v.folded(known, 1)?.1;
+            let rank = xt.len() as i32;
             let mut norm: Vec<i32> = axes
                 .iter()
                 .map(|&a| if a < 0 { a + rank } else { a })
@@ -806,18 +942,14 @@ fn lower_op(v: &OpView, code: i32, options: Option<fb::BuiltinOptionsRef>) -> R<
                 ));
             }
             let [_, _, c] = chw(&xshape)?;
-            let want = if keep { vec![1, 1, c] } else { vec![c] };
-            if oshape != want {
-                return Err(format!("{:?} -> {:?}", x.shape, out.shape));
-            }
-            Ok(one(LKind::Mean, None, None))
+            let out_t = if keep {
+                vec![1, 1, 1, c as i32]
+            } else {
+                vec![1, c as i32]
+            };
+            one(LKind::Mean, None, None, out_t)
         }
-        opcode::QUANTIZE => {
-            if xshape != oshape {
-                return Err(format!("{:?} -> {:?}", x.shape, out.shape));
-            }
-            Ok(one(LKind::Requantize, None, None))
-        }
+        opcode::QUANTIZE => one(LKind::Requantize, None, None, xt),
         opcode::RELU | opcode::RELU6 => {
             same_q(xq, oq, "relu")?;
             let a = if code == opcode::RELU {
@@ -825,9 +957,9 @@ fn lower_op(v: &OpView, code: i32, options: Option<fb::BuiltinOptionsRef>) -> R<
             } else {
                 Activation::Relu6
             };
-            Ok(one(LKind::Act(a), None, None))
+            one(LKind::Act(a), None, None, xt)
         }
-        opcode::HARD_SWISH => Ok(one(LKind::Act(Activation::HardSwish), None, None)),
+        opcode::HARD_SWISH => one(LKind::Act(Activation::HardSwish), None, None, xt),
         opcode::LEAKY_RELU => {
             let Some(O::LeakyReluOptions(o)) = options else {
                 return Err("no LeakyReluOptions".into());
@@ -836,15 +968,119 @@ fn lower_op(v: &OpView, code: i32, options: Option<fb::BuiltinOptionsRef>) -> R<
             if !alpha.is_finite() {
                 return Err(format!("alpha {alpha}"));
             }
-            Ok(one(
+            one(
                 LKind::Act(Activation::LeakyRelu {
                     alpha: crate::ops::Real(alpha),
                 }),
                 None,
                 None,
-            ))
+                xt,
+            )
         }
         _ => Err("mnet does not lower this operator".into()),
+    }
+}
+
+/// Whether a computed shape agrees with a tensor's declared one on every
+/// dimension the file knows (its `shape_signature` has -1 for the others;
+/// a file without one declares them all).
+fn declared_fits(d: &Tensor, t: &[i32]) -> bool {
+    if d.signature.is_empty() {
+        return d.shape == t;
+    }
+    d.signature.len() == t.len()
+        && d.shape.len() == t.len()
+        && (0..t.len()).all(|k| d.signature[k] == -1 || d.shape[k] == t[k])
+}
+
+/// The value of a shape-arithmetic operator on folded or constant int32
+/// inputs (1-D: what a reshape's computed shape is made of), if it can be
+/// computed.
+fn fold(
+    v: &OpView,
+    known: &Known,
+    code: i32,
+    options: Option<fb::BuiltinOptionsRef>,
+) -> Option<Folded> {
+    use fb::BuiltinOptionsRef as O;
+    let input = |k: usize| v.folded(known, k).ok();
+    let index = |i: i32, len: usize| -> Option<usize> {
+        let i = if i < 0 { i + len as i32 } else { i };
+        usize::try_from(i).ok().filter(|&i| i < len)
+    };
+    match code {
+        opcode::SHAPE => {
+            let s = v.tshape(known, 0).ok()?;
+            Some((vec![s.len() as i32], s))
+        }
+        opcode::CAST => input(0),
+        opcode::GATHER => {
+            let ((pd, params), (id, idx)) = (input(0)?, input(1)?);
+            if pd.len() != 1 {
+                return None;
+            }
+            if let Some(O::GatherOptions(o)) = options {
+                if o.axis().ok()? != 0 {
+                    return None;
+                }
+            }
+            let data = idx
+                .iter()
+                .map(|&i| index(i, params.len()).map(|i| params[i]))
+                .collect::<Option<Vec<i32>>>()?;
+            Some((id, data))
+        }
+        opcode::REDUCE_PROD => {
+            let ((xd, x), (_, axes)) = (input(0)?, input(1)?);
+            if xd.len() != 1 || axes != [0] {
+                return None;
+            }
+            let keep = match options {
+                Some(O::ReducerOptions(o)) => o.keep_dims().ok()?,
+                _ => false,
+            };
+            let p = x.iter().try_fold(1i32, |a, &d| a.checked_mul(d))?;
+            Some((if keep { vec![1] } else { vec![] }, vec![p]))
+        }
+        opcode::CONCATENATION | opcode::PACK => {
+            let mut data = Vec::new();
+            for k in 0..v.inputs.len() {
+                let (d, x) = input(k)?;
+                if d.len() > 1 || (code == opcode::PACK && x.len() != 1) {
+                    return None;
+                }
+                data.extend(x);
+            }
+            Some((vec![data.len() as i32], data))
+        }
+        opcode::STRIDED_SLICE => {
+            let ((xd, x), (_, b), (_, e), (_, st)) = (input(0)?, input(1)?, input(2)?, input(3)?);
+            let Some(O::StridedSliceOptions(o)) = options else {
+                return None;
+            };
+            if xd.len() != 1 || b.len() != 1 || e.len() != 1 || st != [1] {
+                return None;
+            }
+            let len = x.len() as i32;
+            let clamp = |i: i32| (if i < 0 { i + len } else { i }).clamp(0, len);
+            let start = if o.begin_mask().ok()? & 1 != 0 {
+                0
+            } else {
+                clamp(b[0])
+            };
+            let end = if o.end_mask().ok()? & 1 != 0 {
+                len
+            } else {
+                clamp(e[0])
+            };
+            if o.shrink_axis_mask().ok()? & 1 != 0 {
+                let i = index(b[0], x.len())?;
+                return Some((vec![], vec![x[i]]));
+            }
+            let data: Vec<i32> = x[start.min(end) as usize..end as usize].to_vec();
+            Some((vec![data.len() as i32], data))
+        }
+        _ => None,
     }
 }
 
@@ -981,9 +1217,10 @@ pub fn import(bytes: &[u8], name: &str) -> Result<Imported, ImportError> {
         }
     }
     // The int32 shape arithmetic a dynamic batch adds before a RESHAPE
-    // (Keras' Flatten: SHAPE, STRIDED_SLICE, PACK): a RESHAPE takes its
-    // output tensor's static shape, so operators whose int32 outputs only
-    // feed RESHAPE's shape input, or other such operators, are skipped.
+    // (Keras' Flatten and Dense on a map: SHAPE, STRIDED_SLICE, GATHER,
+    // REDUCE_PROD, PACK): operators whose int32 outputs only feed RESHAPE's
+    // shape input, or other such operators, are not lowered but folded
+    // ([`fold`]) into the reshape's new shape.
     let shape_arith = [
         opcode::SHAPE,
         opcode::STRIDED_SLICE,
@@ -991,6 +1228,7 @@ pub fn import(bytes: &[u8], name: &str) -> Result<Imported, ImportError> {
         opcode::CONCATENATION,
         opcode::GATHER,
         opcode::CAST,
+        opcode::REDUCE_PROD,
     ];
     loop {
         let mut changed = false;
@@ -1021,6 +1259,12 @@ pub fn import(bytes: &[u8], name: &str) -> Result<Imported, ImportError> {
         }
     }
     let input_t = &tensors[input as usize];
+    if input_t.shape.first() != Some(&1) {
+        return Err(model_err(format!(
+            "the input `{}` has shape {:?}: mnet compiles batch 1",
+            input_t.name, input_t.shape
+        )));
+    }
     let input_q = act_q(input_t).map_err(|e| model_err(format!("the input: {e}")))?;
     let input_shape = act_shape(input_t).map_err(|e| model_err(format!("the input: {e}")))?;
     let mut nodes = vec![LNode {
@@ -1039,8 +1283,19 @@ pub fn import(bytes: &[u8], name: &str) -> Result<Imported, ImportError> {
     let mut value: BTreeMap<i32, usize> = BTreeMap::from([(input, 0)]);
     let mut problems = Vec::new();
     let mut names = std::collections::BTreeSet::from([nodes[0].name.clone()]);
+    let mut known = Known::default();
+    known
+        .shapes
+        .insert(input, tensors[input as usize].shape.clone());
     for (k, (index, (code, version, label), view, op)) in ops.iter().enumerate() {
         if skip[k] {
+            // The shape arithmetic, folded where it can be (a reshape
+            // after it falls back to its options or declared shape).
+            if shape_arith.contains(code) && view.outputs.len() == 1 {
+                if let Some(f) = fold(view, &known, *code, op.builtin_options().ok().flatten()) {
+                    known.consts.insert(view.outputs[0], f);
+                }
+            }
             continue;
         }
         let problem = |reason: String| Problem {
@@ -1057,11 +1312,23 @@ pub fn import(bytes: &[u8], name: &str) -> Result<Imported, ImportError> {
             )),
             Some(_) => match op.builtin_options() {
                 Err(e) => Err(format!("its options: {e}")),
-                Ok(options) => lower_op(view, *code, options),
+                Ok(options) => lower_op(view, &known, *code, options),
             },
         };
         let news = match lowered {
-            Ok(n) => n,
+            // Where the file's shape is static it must be the one computed.
+            Ok((_, t)) if !declared_fits(&tensors[view.outputs[0] as usize], &t) => {
+                let d = &tensors[view.outputs[0] as usize];
+                problems.push(problem(format!(
+                    "its output `{}` is declared {:?}, its inputs give {t:?}",
+                    d.name, d.shape
+                )));
+                continue;
+            }
+            Ok((n, t)) => {
+                known.shapes.insert(view.outputs[0], t);
+                n
+            }
             Err(reason) => {
                 problems.push(problem(reason));
                 continue;

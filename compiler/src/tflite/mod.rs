@@ -36,6 +36,7 @@ pub mod opcode {
     pub const CAST: i32 = B::Cast as i32;
     pub const PADV2: i32 = B::Padv2 as i32;
     pub const SHAPE: i32 = B::Shape as i32;
+    pub const REDUCE_PROD: i32 = B::ReduceProd as i32;
     pub const PACK: i32 = B::Pack as i32;
     pub const LEAKY_RELU: i32 = B::LeakyRelu as i32;
     pub const QUANTIZE: i32 = B::Quantize as i32;

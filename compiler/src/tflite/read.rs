@@ -137,6 +137,9 @@ pub struct Quant {
 pub struct Tensor {
     pub name: String,
     pub shape: Vec<i32>,
+    /// `shape_signature`: the shape with -1 for dimensions known only at
+    /// run time (empty when the file has none).
+    pub signature: Vec<i32>,
     /// The element type, or the unknown raw value.
     pub dtype: std::result::Result<fb::TensorType, i128>,
     pub buffer: u32,
@@ -151,6 +154,7 @@ pub fn tensor(t: fb::TensorRef<'_>, index: usize, budget: &Budget) -> Result<Ten
     let name = t.name().at(at)?.unwrap_or("").to_string();
     budget.take(name.len())?;
     let shape = values(t.shape().at(at)?, budget)?;
+    let signature = values(t.shape_signature().at(at)?, budget)?;
     let dtype = match t.type_() {
         Ok(d) => Ok(d),
         Err(e) => {
@@ -169,6 +173,7 @@ pub fn tensor(t: fb::TensorRef<'_>, index: usize, budget: &Budget) -> Result<Ten
     Ok(Tensor {
         name,
         shape,
+        signature,
         dtype,
         buffer: t.buffer().at(at)?,
         quant,
