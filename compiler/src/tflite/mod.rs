@@ -1,8 +1,8 @@
 //! The TFLite flatbuffer format: the one reader ([`read`], through the
 //! accessors generated from the official `schema.fbs`), the importer of
-//! int8 models ([`import`]), the writer ([`write`]), the dump behind
-//! `mnet inspect` ([`inspect`]), and the builtin operator codes and option
-//! tags they use.
+//! int8 models ([`import`]), the writer ([`write`], through the same
+//! generated types), the dump behind `mnet inspect` ([`inspect`]), and the
+//! builtin operator codes they use.
 
 pub mod import;
 pub mod inspect;
@@ -46,21 +46,4 @@ pub mod opcode {
 /// The schema name of a builtin operator code.
 pub fn operator_name(code: i32) -> Option<&'static str> {
     mnet_tflite_schema::builtin_operator_name(code)
-}
-
-/// `BuiltinOptions` union tags.
-pub mod options {
-    pub const CONV_2D: u8 = 1;
-    pub const DEPTHWISE_CONV_2D: u8 = 2;
-    pub const POOL_2D: u8 = 5;
-    pub const FULLY_CONNECTED: u8 = 8;
-    pub const SOFTMAX: u8 = 9;
-    pub const CONCATENATION: u8 = 10;
-    pub const ADD: u8 = 11;
-    pub const RESHAPE: u8 = 17;
-    pub const PAD: u8 = 22;
-    pub const REDUCER: u8 = 27;
-    pub const LEAKY_RELU: u8 = 75;
-    pub const QUANTIZE: u8 = 89;
-    pub const HARD_SWISH: u8 = 91;
 }

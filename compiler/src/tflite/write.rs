@@ -1,38 +1,33 @@
 //! The TFLite flatbuffer backend.
 //!
-//! Writes the schema subset mnet needs (`reference/tflite-int8.md` section 1)
-//! with the `flatbuffers` builder and hand-written table layouts: `TFL3`,
-//! schema version 3, buffer 0 the empty sentinel, every constant payload at a
-//! 16-byte file offset, operator versions as the TFLite converter writes them
-//! for int8. Each tensor carries a batch dimension of 1 in front of mnet's
-//! shape.
+//! Writes the model through the types planus generates from the official
+//! `schema.fbs` (`mnet-tflite-schema`, the reader's): `TFL3`, schema
+//! version 3, buffer 0 the empty sentinel, every constant payload at a
+//! 16-byte file offset (planus does not apply the schema's `force_align`:
+//! [`aligned_bytes`] does), operator versions as the TFLite
+//! converter writes them for int8, and mnet's plan of the activations as
+//! `OfflineMemoryAllocation` metadata. Each tensor carries a batch
+//! dimension of 1 in front of mnet's shape.
 
 use crate::lower::{LKind, QuantGraph};
 use crate::ops::{Activation, FusedAct, Padding, PoolKind};
-use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
+use mnet_tflite_schema as fb;
+use mnet_tflite_schema::planus::{Builder, Offset};
 
-use super::{opcode, options};
+use super::opcode;
 
-const INT8: i8 = 9;
-const INT32: i8 = 2;
-
-/// Vtable slot of field `id`.
-const fn slot(id: u16) -> u16 {
-    4 + 2 * id
-}
-
-fn act_code(a: Option<FusedAct>) -> i8 {
+fn act(a: Option<FusedAct>) -> fb::ActivationFunctionType {
     match a {
-        None => 0,
-        Some(FusedAct::Relu) => 1,
-        Some(FusedAct::Relu6) => 3,
+        None => fb::ActivationFunctionType::None,
+        Some(FusedAct::Relu) => fb::ActivationFunctionType::Relu,
+        Some(FusedAct::Relu6) => fb::ActivationFunctionType::Relu6,
     }
 }
 
-fn padding_code(p: Padding) -> i8 {
+fn padding(p: Padding) -> fb::Padding {
     match p {
-        Padding::Same => 0,
-        Padding::Valid => 1,
+        Padding::Same => fb::Padding::Same,
+        Padding::Valid => fb::Padding::Valid,
     }
 }
 
@@ -64,46 +59,51 @@ pub fn op_code(kind: &LKind) -> (i32, i32) {
     }
 }
 
-/// A tensor to write.
-struct TensorDesc {
-    shape: Vec<i32>,
-    dtype: i8,
-    buffer: u32,
-    name: String,
-    scales: Vec<f32>,
-    zero_points: Vec<i64>,
-    quantized_dimension: i32,
-}
-
+/// Tensors and constant payloads as they are collected.
 struct Writer {
-    tensors: Vec<TensorDesc>,
+    tensors: Vec<fb::Tensor>,
     /// Constant payloads; index + 1 is the buffer index (0 is the sentinel).
     buffers: Vec<Vec<u8>>,
 }
 
 impl Writer {
-    fn constant(&mut self, desc: TensorDesc, data: Vec<u8>) -> i32 {
+    fn constant(&mut self, mut t: fb::Tensor, data: Vec<u8>) -> i32 {
         self.buffers.push(data);
-        let mut desc = desc;
-        desc.buffer = self.buffers.len() as u32;
-        self.tensors.push(desc);
+        t.buffer = self.buffers.len() as u32;
+        self.tensors.push(t);
         self.tensors.len() as i32 - 1
     }
 
     /// An unquantized INT32 constant (Pad paddings, Reshape new shape).
     fn int32_constant(&mut self, name: String, shape: Vec<i32>, values: &[i32]) -> i32 {
         self.constant(
-            TensorDesc {
-                shape,
-                dtype: INT32,
-                buffer: 0,
-                name,
-                scales: vec![],
-                zero_points: vec![],
-                quantized_dimension: 0,
-            },
+            tensor(name, shape, fb::TensorType::Int32, None),
             values.iter().flat_map(|v| v.to_le_bytes()).collect(),
         )
+    }
+}
+
+fn tensor(
+    name: String,
+    shape: Vec<i32>,
+    dtype: fb::TensorType,
+    quantization: Option<fb::QuantizationParameters>,
+) -> fb::Tensor {
+    fb::Tensor {
+        shape: Some(shape),
+        type_: dtype,
+        name: Some(name),
+        quantization: quantization.map(Box::new),
+        ..Default::default()
+    }
+}
+
+fn quant(scales: Vec<f32>, dimension: i32) -> fb::QuantizationParameters {
+    fb::QuantizationParameters {
+        zero_point: Some(vec![0; scales.len()]),
+        scale: Some(scales),
+        quantized_dimension: dimension,
+        ..Default::default()
     }
 }
 
@@ -158,62 +158,46 @@ pub fn write(q: &QuantGraph, opts: &Options) -> Result<Vec<u8>, Error> {
         tensors: Vec::new(),
         buffers: Vec::new(),
     };
-    // One activation tensor per node that produces a value.
-    let mut act_tensor = vec![-1i32; l.nodes.len()];
+    // One activation tensor per node, in node order (tensor i is node i).
     for (i, n) in l.nodes.iter().enumerate() {
         let qp = q.qparams[i];
-        w.tensors.push(TensorDesc {
-            shape: with_batch(&n.shape),
-            dtype: INT8,
-            buffer: 0,
-            name: n.name.clone(),
-            scales: vec![qp.scale],
-            zero_points: vec![qp.zero_point as i64],
-            quantized_dimension: 0,
-        });
-        act_tensor[i] = w.tensors.len() as i32 - 1;
+        w.tensors.push(tensor(
+            n.name.clone(),
+            with_batch(&n.shape),
+            fb::TensorType::Int8,
+            Some(fb::QuantizationParameters {
+                scale: Some(vec![qp.scale]),
+                zero_point: Some(vec![qp.zero_point as i64]),
+                ..Default::default()
+            }),
+        ));
     }
-    // Operators: (opcode index, inputs, outputs, options).
-    struct OpDesc {
-        code: (i32, i32),
-        inputs: Vec<i32>,
-        outputs: Vec<i32>,
-        kind: LKind,
-        act: Option<FusedAct>,
-        new_shape: Vec<i32>,
-    }
-    let mut ops = Vec::new();
+    let mut ops: Vec<(i32, i32, fb::Operator)> = Vec::new(); // (code, version, op)
     for (i, n) in l.nodes.iter().enumerate() {
         if n.kind == LKind::Input {
             continue;
         }
-        let mut inputs: Vec<i32> = n.inputs.iter().map(|&j| act_tensor[j]).collect();
+        let mut inputs: Vec<i32> = n.inputs.iter().map(|&j| j as i32).collect();
         if let Some(qw) = q.weights.get(&i) {
             let (wshape, cout) = crate::lower::weights::weight_shape(l, n);
             let in_scale = q.qparams[n.inputs[0]].scale;
             let depthwise = matches!(n.kind, LKind::Depthwise { .. });
             let wt = w.constant(
-                TensorDesc {
-                    shape: wshape.iter().map(|&d| d as i32).collect(),
-                    dtype: INT8,
-                    buffer: 0,
-                    name: format!("{}.weight", n.name),
-                    scales: qw.scales.clone(),
-                    zero_points: vec![0; qw.scales.len()],
-                    quantized_dimension: if depthwise { 3 } else { 0 },
-                },
+                tensor(
+                    format!("{}.weight", n.name),
+                    wshape.iter().map(|&d| d as i32).collect(),
+                    fb::TensorType::Int8,
+                    Some(quant(qw.scales.clone(), if depthwise { 3 } else { 0 })),
+                ),
                 qw.weight.iter().map(|&v| v as u8).collect(),
             );
             let bt = w.constant(
-                TensorDesc {
-                    shape: vec![cout as i32],
-                    dtype: INT32,
-                    buffer: 0,
-                    name: format!("{}.bias", n.name),
-                    scales: qw.scales.iter().map(|&s| in_scale * s).collect(),
-                    zero_points: vec![0; qw.scales.len()],
-                    quantized_dimension: 0,
-                },
+                tensor(
+                    format!("{}.bias", n.name),
+                    vec![cout as i32],
+                    fb::TensorType::Int32,
+                    Some(quant(qw.scales.iter().map(|&s| in_scale * s).collect(), 0)),
+                ),
                 qw.bias.iter().flat_map(|b| b.to_le_bytes()).collect(),
             );
             inputs.push(wt);
@@ -222,16 +206,7 @@ pub fn write(q: &QuantGraph, opts: &Options) -> Result<Vec<u8>, Error> {
         let mut new_shape = Vec::new();
         match &n.kind {
             LKind::Pad { pads } => {
-                let p: Vec<i32> = vec![
-                    0,
-                    0,
-                    pads[0] as i32,
-                    pads[1] as i32,
-                    pads[2] as i32,
-                    pads[3] as i32,
-                    0,
-                    0,
-                ];
+                let p = [0, 0, pads[0], pads[1], pads[2], pads[3], 0, 0].map(|v| v as i32);
                 inputs.push(w.int32_constant(format!("{}.paddings", n.name), vec![4, 2], &p));
             }
             LKind::Reshape => {
@@ -254,231 +229,174 @@ pub fn write(q: &QuantGraph, opts: &Options) -> Result<Vec<u8>, Error> {
             | LKind::Act(_)
             | LKind::Requantize => {}
         }
-        ops.push(OpDesc {
-            code: op_code(&n.kind),
-            inputs,
-            outputs: vec![act_tensor[i]],
-            kind: n.kind.clone(),
-            act: n.act,
-            new_shape,
-        });
+        let (code, version) = op_code(&n.kind);
+        ops.push((
+            code,
+            version,
+            fb::Operator {
+                inputs: Some(inputs),
+                outputs: Some(vec![i as i32]),
+                builtin_options: builtin_options(&n.kind, n.act, new_shape),
+                ..Default::default()
+            },
+        ));
     }
     // The offline plan: an int32 buffer [version 1, subgraph 0, tensors,
     // one arena offset per tensor], -1 for the constants (TFLM's format,
     // `micro_allocation_info.cc`).
-    let offline_buffer = opts.offline_plan.then(|| {
+    let mut metadata = Vec::new();
+    if opts.offline_plan {
         let (offsets, _) = crate::plan::tflm_offsets(l);
         let mut words = vec![1i32, 0, w.tensors.len() as i32];
         words.extend((0..w.tensors.len()).map(|t| offsets.get(t).map_or(-1, |&o| o as i32)));
         w.buffers
             .push(words.iter().flat_map(|v| v.to_le_bytes()).collect());
-        w.buffers.len() as u32
-    });
+        metadata.push(fb::Metadata {
+            name: Some("OfflineMemoryAllocation".into()),
+            buffer: w.buffers.len() as u32,
+        });
+    }
     // Operator codes in order of first use.
     let mut codes: Vec<(i32, i32)> = Vec::new();
-    for op in &ops {
-        if !codes.contains(&op.code) {
-            codes.push(op.code);
+    for (code, version, _) in &ops {
+        if !codes.contains(&(*code, *version)) {
+            codes.push((*code, *version));
         }
     }
+    let operators: Vec<fb::Operator> = ops
+        .into_iter()
+        .map(|(code, version, mut op)| {
+            op.opcode_index = codes
+                .iter()
+                .position(|c| *c == (code, version))
+                .expect("a code") as u32;
+            op
+        })
+        .collect();
+    let operator_codes: Vec<fb::OperatorCode> = codes
+        .iter()
+        .map(|&(code, version)| fb::OperatorCode {
+            deprecated_builtin_code: code.min(127) as i8,
+            custom_code: None,
+            version,
+            builtin_code: fb::BuiltinOperator::try_from(code).expect("a schema operator"),
+        })
+        .collect();
+    let subgraph = fb::SubGraph {
+        tensors: Some(std::mem::take(&mut w.tensors)),
+        inputs: Some(vec![0]),
+        outputs: Some(vec![l.output as i32]),
+        operators: Some(operators),
+        name: Some("main".into()),
+        debug_metadata_index: -1,
+    };
 
-    let mut b = FlatBufferBuilder::with_capacity(1 << 16);
-    // Buffers first, payloads 16-byte aligned (see `aligned_bytes`).
-    let mut buffer_offsets = Vec::new();
-    {
-        let t = b.start_table();
-        buffer_offsets.push(b.end_table(t));
-    }
+    let mut b = Builder::with_capacity(bytes as usize + (1 << 16));
+    // Payloads first: they end the file.
+    let mut payloads: Vec<Offset<[u8]>> = Vec::new();
     for data in &w.buffers {
-        let v = aligned_bytes(&mut b, data);
-        let t = b.start_table();
-        b.push_slot_always(slot(0), v);
-        buffer_offsets.push(b.end_table(t));
+        payloads.push(aligned_bytes(&mut b, data));
     }
-    let buffers = b.create_vector(&buffer_offsets);
-
-    let mut tensor_offsets = Vec::new();
-    for t in &w.tensors {
-        let shape = b.create_vector(&t.shape);
-        let name = b.create_string(&t.name);
-        let quant = if t.scales.is_empty() {
-            None
-        } else {
-            let scales = b.create_vector(&t.scales);
-            let zps = b.create_vector(&t.zero_points);
-            let qt = b.start_table();
-            b.push_slot_always(slot(2), scales);
-            b.push_slot_always(slot(3), zps);
-            b.push_slot(slot(6), t.quantized_dimension, 0);
-            Some(b.end_table(qt))
-        };
-        let tt = b.start_table();
-        b.push_slot_always(slot(0), shape);
-        b.push_slot(slot(1), t.dtype, 0);
-        b.push_slot(slot(2), t.buffer, 0);
-        b.push_slot_always(slot(3), name);
-        if let Some(q) = quant {
-            b.push_slot_always(slot(4), q);
-        }
-        tensor_offsets.push(b.end_table(tt));
-    }
-    let tensors = b.create_vector(&tensor_offsets);
-
-    let mut op_offsets = Vec::new();
-    for op in &ops {
-        let (tag, options) = builtin_options(&mut b, op.kind.clone(), op.act, &op.new_shape);
-        let inputs = b.create_vector(&op.inputs);
-        let outputs = b.create_vector(&op.outputs);
-        let index = codes.iter().position(|c| *c == op.code).expect("code") as u32;
-        let t = b.start_table();
-        b.push_slot(slot(0), index, 0);
-        b.push_slot_always(slot(1), inputs);
-        b.push_slot_always(slot(2), outputs);
-        if let Some(o) = options {
-            b.push_slot(slot(3), tag, 0);
-            b.push_slot_always(slot(4), o);
-        }
-        op_offsets.push(b.end_table(t));
-    }
-    let operators = b.create_vector(&op_offsets);
-    let sg_inputs = b.create_vector(&[act_tensor[0]]);
-    let sg_outputs = b.create_vector(&[act_tensor[l.output]]);
-    let sg_name = b.create_string("main");
-    let sg = b.start_table();
-    b.push_slot_always(slot(0), tensors);
-    b.push_slot_always(slot(1), sg_inputs);
-    b.push_slot_always(slot(2), sg_outputs);
-    b.push_slot_always(slot(3), operators);
-    b.push_slot_always(slot(4), sg_name);
-    let sg = b.end_table(sg);
-    let subgraphs = b.create_vector(&[sg]);
-
-    let mut code_offsets = Vec::new();
-    for (code, version) in &codes {
-        let t = b.start_table();
-        b.push_slot(slot(0), (*code).min(127) as i8, 0);
-        b.push_slot(slot(2), *version, 1);
-        b.push_slot(slot(3), *code, 0);
-        code_offsets.push(b.end_table(t));
-    }
-    let operator_codes = b.create_vector(&code_offsets);
-    let description = b.create_string(&opts.description);
-    let metadata = offline_buffer.map(|index| {
-        let name = b.create_string("OfflineMemoryAllocation");
-        let t = b.start_table();
-        b.push_slot_always(slot(0), name);
-        b.push_slot(slot(1), index, 0);
-        let entry = b.end_table(t);
-        b.create_vector(&[entry])
-    });
-    let m = b.start_table();
-    b.push_slot_always(slot(0), 3u32);
-    b.push_slot_always(slot(1), operator_codes);
-    b.push_slot_always(slot(2), subgraphs);
-    b.push_slot_always(slot(3), description);
-    b.push_slot_always(slot(4), buffers);
-    if let Some(m) = metadata {
-        b.push_slot_always(slot(6), m);
-    }
-    let model = b.end_table(m);
-    // Make the whole file a multiple of 16 bytes so offsets that are
-    // 16-aligned from the end are 16-aligned from the start: finish adds the
-    // root offset and the identifier (8 bytes) after aligning to 8.
-    while !(b.unfinished_data().len() + 8).is_multiple_of(16) {
-        b.push(0u8);
-    }
-    b.finish(model, Some("TFL3"));
-    Ok(b.finished_data().to_vec())
+    let mut buffers = vec![fb::Buffer::create(&mut b, (), 0u64, 0u64)];
+    buffers.extend(
+        payloads
+            .into_iter()
+            .map(|p| fb::Buffer::create(&mut b, p, 0u64, 0u64)),
+    );
+    let model = fb::Model::create(
+        &mut b,
+        3u32,
+        operator_codes.as_slice(),
+        &[subgraph][..],
+        opts.description.as_str(),
+        buffers.as_slice(),
+        (),
+        (!metadata.is_empty()).then_some(metadata.as_slice()),
+        (),
+        (),
+        (),
+    );
+    Ok(fb::frame(b.finish(model, None)))
 }
 
-/// A `[ubyte]` vector whose payload ends up at a 16-byte file offset
-/// (the builder writes back to front, and the file length is made a
-/// multiple of 16 in [`write`]).
-fn aligned_bytes<'a>(
-    b: &mut FlatBufferBuilder<'a>,
-    data: &[u8],
-) -> WIPOffset<flatbuffers::Vector<'a, u8>> {
-    while !(b.unfinished_data().len() + data.len()).is_multiple_of(16) {
-        b.push(0u8);
+/// A `[ubyte]` vector whose data is 16-aligned in the file: the data
+/// written with a 16-byte alignment, then its length right before it (the
+/// two writes planus's generated code makes for a vector, with the
+/// alignment the schema's `force_align: 16` asks for, which planus 1.3
+/// does not apply itself).
+fn aligned_bytes(b: &mut Builder, data: &[u8]) -> Offset<[u8]> {
+    // SAFETY: each closure initialises every byte of the slice it is given.
+    unsafe {
+        b.write_with(data.len(), 15, |_, out| {
+            for (o, &v) in out.iter_mut().zip(data) {
+                o.write(v);
+            }
+        });
+        b.write_with(4, 3, |_, out| {
+            for (o, v) in out.iter_mut().zip((data.len() as u32).to_le_bytes()) {
+                o.write(v);
+            }
+        });
     }
-    b.create_vector(data)
+    b.current_offset()
 }
 
 fn builtin_options(
-    b: &mut FlatBufferBuilder,
-    kind: LKind,
-    act: Option<FusedAct>,
-    new_shape: &[i32],
-) -> (u8, Option<WIPOffset<UnionWIPOffset>>) {
-    let (tag, off) = match kind {
-        LKind::Conv { window, .. } => {
-            let t = b.start_table();
-            b.push_slot(slot(0), padding_code(window.padding), 0);
-            b.push_slot(slot(1), window.stride[1] as i32, 0);
-            b.push_slot(slot(2), window.stride[0] as i32, 0);
-            b.push_slot(slot(3), act_code(act), 0);
-            (options::CONV_2D, b.end_table(t))
-        }
+    kind: &LKind,
+    a: Option<FusedAct>,
+    new_shape: Vec<i32>,
+) -> Option<fb::BuiltinOptions> {
+    use fb::BuiltinOptions as O;
+    Some(match kind {
+        LKind::Conv { window, .. } => O::Conv2DOptions(Box::new(fb::Conv2DOptions {
+            padding: padding(window.padding),
+            stride_w: window.stride[1] as i32,
+            stride_h: window.stride[0] as i32,
+            fused_activation_function: act(a),
+            dilation_w_factor: 1,
+            dilation_h_factor: 1,
+            quantized_bias_type: fb::TensorType::Float32,
+        })),
         LKind::Depthwise { window } => {
-            let t = b.start_table();
-            b.push_slot(slot(0), padding_code(window.padding), 0);
-            b.push_slot(slot(1), window.stride[1] as i32, 0);
-            b.push_slot(slot(2), window.stride[0] as i32, 0);
-            b.push_slot(slot(3), 1i32, 0);
-            b.push_slot(slot(4), act_code(act), 0);
-            (options::DEPTHWISE_CONV_2D, b.end_table(t))
+            O::DepthwiseConv2DOptions(Box::new(fb::DepthwiseConv2DOptions {
+                padding: padding(window.padding),
+                stride_w: window.stride[1] as i32,
+                stride_h: window.stride[0] as i32,
+                depth_multiplier: 1,
+                fused_activation_function: act(a),
+                dilation_w_factor: 1,
+                dilation_h_factor: 1,
+            }))
         }
-        LKind::Pool { window, .. } => {
-            let t = b.start_table();
-            b.push_slot(slot(0), padding_code(window.padding), 0);
-            b.push_slot(slot(1), window.stride[1] as i32, 0);
-            b.push_slot(slot(2), window.stride[0] as i32, 0);
-            b.push_slot(slot(3), window.kernel[1] as i32, 0);
-            b.push_slot(slot(4), window.kernel[0] as i32, 0);
-            b.push_slot(slot(5), act_code(act), 0);
-            (options::POOL_2D, b.end_table(t))
-        }
-        LKind::Softmax => {
-            let t = b.start_table();
-            b.push_slot(slot(0), 1.0f32, 0.0);
-            (options::SOFTMAX, b.end_table(t))
-        }
-        LKind::Concat => {
-            let t = b.start_table();
-            b.push_slot(slot(0), -1i32, 0);
-            (options::CONCATENATION, b.end_table(t))
-        }
-        LKind::Add => {
-            let t = b.start_table();
-            b.push_slot(slot(0), act_code(act), 0);
-            (options::ADD, b.end_table(t))
-        }
-        LKind::Reshape => {
-            let v = b.create_vector(new_shape);
-            let t = b.start_table();
-            b.push_slot_always(slot(0), v);
-            (options::RESHAPE, b.end_table(t))
-        }
-        LKind::Pad { .. } => {
-            let t = b.start_table();
-            (options::PAD, b.end_table(t))
-        }
-        LKind::Mean => {
-            let t = b.start_table();
-            b.push_slot(slot(0), new_shape.len() == 4, false);
-            (options::REDUCER, b.end_table(t))
-        }
+        LKind::Pool { window, .. } => O::Pool2DOptions(Box::new(fb::Pool2DOptions {
+            padding: padding(window.padding),
+            stride_w: window.stride[1] as i32,
+            stride_h: window.stride[0] as i32,
+            filter_width: window.kernel[1] as i32,
+            filter_height: window.kernel[0] as i32,
+            fused_activation_function: act(a),
+        })),
+        LKind::Softmax => O::SoftmaxOptions(Box::new(fb::SoftmaxOptions { beta: 1.0 })),
+        LKind::Concat => O::ConcatenationOptions(Box::new(fb::ConcatenationOptions {
+            axis: -1,
+            fused_activation_function: fb::ActivationFunctionType::None,
+        })),
+        LKind::Add => O::AddOptions(Box::new(fb::AddOptions {
+            fused_activation_function: act(a),
+            pot_scale_int16: true,
+        })),
+        LKind::Reshape => O::ReshapeOptions(Box::new(fb::ReshapeOptions {
+            new_shape: Some(new_shape),
+        })),
+        LKind::Pad { .. } => O::PadOptions(Box::new(fb::PadOptions {})),
+        LKind::Mean => O::ReducerOptions(Box::new(fb::ReducerOptions {
+            keep_dims: new_shape.len() == 4,
+        })),
         LKind::Act(Activation::LeakyRelu { alpha }) => {
-            let t = b.start_table();
-            b.push_slot(slot(0), alpha.0, 0.0);
-            (options::LEAKY_RELU, b.end_table(t))
+            O::LeakyReluOptions(Box::new(fb::LeakyReluOptions { alpha: alpha.0 }))
         }
-        LKind::Act(Activation::HardSwish) => {
-            let t = b.start_table();
-            (options::HARD_SWISH, b.end_table(t))
-        }
-        LKind::Act(Activation::Relu | Activation::Relu6) | LKind::Requantize => return (0, None),
-        LKind::Input => unreachable!(),
-    };
-    (tag, Some(off.as_union_value()))
+        LKind::Act(Activation::HardSwish) => O::HardSwishOptions(Box::new(fb::HardSwishOptions {})),
+        LKind::Act(Activation::Relu | Activation::Relu6) | LKind::Requantize => return None,
+        LKind::Input => unreachable!("the input is not an operator"),
+    })
 }

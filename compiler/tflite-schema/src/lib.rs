@@ -23,23 +23,29 @@ pub fn builtin_operator_name(code: i32) -> Option<&'static str> {
         .map(|k| BUILTIN_OPERATOR_NAMES[k].1)
 }
 
-/// A model as `.tflite` bytes: the root offset, the `TFL3` identifier,
-/// then the tables. (planus 1.3's `Builder::finish` with an identifier puts
-/// the identifier before the root offset, which no TFLite reader accepts:
-/// the buffer is built without one and moved 16 bytes back, which keeps
-/// planus's alignments.) planus does not apply the schema's `force_align:
-/// 16` to buffer payloads: this is for models that tests edit; mnet's
-/// writer places its payloads itself.
-pub fn serialize(model: &Model) -> Vec<u8> {
-    let mut b = planus::Builder::new();
-    let bytes = b.finish(model, None);
-    let root = u32::from_le_bytes(bytes[..4].try_into().expect("a root offset"));
-    let mut out = Vec::with_capacity(bytes.len() + 16);
+/// A finished planus buffer (`Builder::finish(root, None)`: root offset
+/// first, every alignment counted from its start) as a `.tflite`: the root
+/// offset, the `TFL3` identifier and 12 bytes of padding (the tables move
+/// by 16, keeping their alignments), the tables, and zeros to a multiple of
+/// 16 bytes. (planus 1.3's `finish` with an identifier puts it before the
+/// root offset, which no TFLite reader accepts.)
+pub fn frame(finished: &[u8]) -> Vec<u8> {
+    let root = u32::from_le_bytes(finished[..4].try_into().expect("a root offset"));
+    let mut out = Vec::with_capacity(finished.len() + 32);
     out.extend((root + 16).to_le_bytes());
     out.extend(b"TFL3");
     out.resize(20, 0);
-    out.extend(&bytes[4..]);
+    out.extend(&finished[4..]);
+    out.resize(out.len().div_ceil(16) * 16, 0);
     out
+}
+
+/// An owned model as `.tflite` bytes ([`frame`]). planus does not apply
+/// the schema's `force_align: 16` to buffer payloads: this is for models
+/// that tests edit; mnet's writer aligns its payloads itself.
+pub fn serialize(model: &Model) -> Vec<u8> {
+    let mut b = planus::Builder::new();
+    frame(b.finish(model, None))
 }
 
 #[cfg(test)]
