@@ -2,7 +2,7 @@
 //! sources, `.tflite` files, safetensors weights, `.npy` data and the files
 //! of real-data trees (WAVs, list files, IDX, PNG/JPEG) go through
 //! `check`, `stats`, `fmt`, `resolve`, `compile`, `train`, `search`,
-//! `features` and `inspect`, each
+//! `features`, `inspect` and `compile` of a `.tflite`, each
 //! run as its own process under a time and a memory cap. Every run must end
 //! with exit 0 or 1 (no panic, no signal, no hang); exit 1 must print a
 //! message naming the mutated file; a failing run must leave no files
@@ -321,12 +321,20 @@ fn make_case(index: usize, rng: &mut ChaCha8Rng, bases: &Bases, root: &Path) -> 
     } else if kind < 55 {
         let data = common::mutate::bytes(rng, &bases.tflite, &[]);
         std::fs::write(dir.join("in.tflite"), data).unwrap();
+        // The dump, or the import compiled (what it writes is verified).
+        let (args, compiles) = if rng.random_bool(0.5) {
+            (s(&["inspect", "in.tflite"]), false)
+        } else {
+            let mut a = s(&["compile", "in.tflite"]);
+            a.extend(s(&emit));
+            (a, true)
+        };
         Case {
             index,
             dir,
-            args: s(&["inspect", "in.tflite"]),
+            args,
             mutated: "in.tflite".into(),
-            compiles: false,
+            compiles,
         }
     } else if kind < 70 {
         std::fs::write(dir.join("base.mnet"), BASE).unwrap();
