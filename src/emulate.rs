@@ -1,4 +1,5 @@
-//! `mnet emulate`: compile a network to C, build it for an emulated
+//! `mnet emulate`: compile a network (a `.mnet`, or an imported `.tflite`)
+//! to C, build it for an emulated
 //! Cortex-M (arm-none-eabi-gcc, QEMU's mps2 boards) and run it there with
 //! exact instruction counts ([`mnet_compiler::mcu`]). The outputs are
 //! compared with the reference interpreter's byte for byte; it prints
@@ -57,25 +58,42 @@ pub fn emulate(args: &EmulateArgs) -> Result<()> {
     if args.inputs == 0 || args.inputs > 1000 {
         return Err(UserError("error: --inputs must be 1 to 1000\n".into()));
     }
-    args.weights.require()?;
-    let (sources, fixed) = fixed_network(&args.net, "emulate")?;
-    let cpu = crate::cpu_of(args.cpu.as_deref(), &fixed)?;
-    let core = core(cpu)?;
-    let opts = pipeline::Options {
+    let c_options = |cpu| pipeline::Options {
         tflite: None,
         c: Some(mnet_compiler::back::c::Options {
             cpu,
             ..Default::default()
         }),
     };
-    let (wbytes, cbytes) = args.weights.read()?;
-    let art = pipeline::compile(
-        &fixed,
-        args.weights.weights(wbytes.as_deref()),
-        cbytes.as_deref(),
-        &opts,
-    )
-    .map_err(|e| compile_error(e, &args.weights, &sources))?;
+    let (cpu, art) = if crate::is_tflite(&args.net.file) {
+        // An imported .tflite: its int8 network, no weights flags.
+        let w = &args.weights;
+        if w.weights.is_some() || w.random_weights.is_some() || w.calib.is_some() {
+            return Err(UserError(format!(
+                "error: {}: a .tflite holds its int8 weights and quantization: --weights, --random-weights and --calib are for .mnet networks\n",
+                args.net.file.display()
+            )));
+        }
+        let (_, model) = crate::import_tflite(&args.net)?;
+        let cpu = crate::cpu_for(args.cpu.as_deref(), None)?;
+        let art = pipeline::emit(model.quantized, &c_options(cpu))
+            .map_err(|e| UserError(format!("error: {}: {e}\n", args.net.file.display())))?;
+        (cpu, art)
+    } else {
+        args.weights.require()?;
+        let (sources, fixed) = fixed_network(&args.net, "emulate")?;
+        let cpu = crate::cpu_of(args.cpu.as_deref(), &fixed)?;
+        let (wbytes, cbytes) = args.weights.read()?;
+        let art = pipeline::compile(
+            &fixed,
+            args.weights.weights(wbytes.as_deref()),
+            cbytes.as_deref(),
+            &c_options(cpu),
+        )
+        .map_err(|e| compile_error(e, &args.weights, &sources))?;
+        (cpu, art)
+    };
+    let core = core(cpu)?;
     let q = &art.quantized;
     let l = &q.graph.lowered;
     let name = &l.name;

@@ -762,6 +762,25 @@ fn emulate_counts_instructions_and_checks_outputs() {
         "{}",
         stdout(&a)
     );
+    // A converter-written .tflite emulates the same way, its outputs checked.
+    let o = mnet(&["emulate", "tests/tflite/ds_cnn.tflite", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let t: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(t["outputs_differing"], 0);
+    assert_eq!(t["macs"], 488384);
+    assert!(t["instructions"][0].as_u64().unwrap() > 488384 / 2);
+    let o = mnet(&[
+        "emulate",
+        "tests/tflite/ds_cnn.tflite",
+        "--random-weights",
+        "1",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("a .tflite holds its int8 weights"),
+        "{}",
+        stderr(&o)
+    );
     // --keep writes only into a new or empty folder.
     let keep = scratch("keep");
     std::fs::write(keep.join("mine.txt"), "mine").unwrap();
