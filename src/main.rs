@@ -624,6 +624,9 @@ fn check(files: &[PathBuf]) -> Result<()> {
 }
 
 fn stats(net: &NetworkArgs, json: bool, cpu: Option<&str>, clock: Option<f64>) -> Result<()> {
+    if is_tflite(&net.file) {
+        return stats_tflite(net, json, cpu, clock);
+    }
     let checked = load(&net.file)?;
     let one = one_network(&checked, &net.file, net.network.as_deref())?;
     let fixed = match net.pick {
@@ -705,6 +708,106 @@ impl Latency {
             })).collect::<Vec<_>>(),
         })
     }
+}
+
+/// `mnet stats MODEL.tflite`: the imported network's layers as the C runs
+/// them (MACs and weight bytes each), its arena, and the latency model's
+/// instructions per step for `--cpu` (default cortex-m4).
+fn stats_tflite(
+    net: &NetworkArgs,
+    json: bool,
+    cpu: Option<&str>,
+    clock: Option<f64>,
+) -> Result<()> {
+    let (name, model) = import_tflite(net)?;
+    let q = &model.quantized;
+    let l = &q.graph.lowered;
+    let plan = mnet_compiler::plan::plan(l);
+    let macs = mnet_compiler::back::lowered_macs(l);
+    let weight_bytes = |i: usize| {
+        q.graph
+            .weights
+            .get(&i)
+            .map_or(0, |w| w.weight.len() + 4 * w.bias.len())
+    };
+    let cpu = cpu_for(cpu, None)?;
+    if let Some(c) = clock {
+        if !(c > 0.0 && c.is_finite()) {
+            return Err(UserError(format!(
+                "error: --clock must be a positive number of MHz, not {c}\n"
+            )));
+        }
+    }
+    let latency =
+        mnet_compiler::analysis::latency::lowered_steps(l, &plan, cpu).map(|steps| Latency {
+            cpu,
+            clock_hz: clock.map(|mhz| mhz * 1e6),
+            steps,
+        });
+    let total_macs: u64 = macs.iter().sum();
+    let total_weights: usize = (0..l.nodes.len()).map(weight_bytes).sum();
+    if json {
+        let layers: Vec<serde_json::Value> = l
+            .nodes
+            .iter()
+            .enumerate()
+            .skip(1)
+            .map(|(i, n)| {
+                serde_json::json!({
+                    "layer": n.name, "op": n.kind.name(), "output": n.shape,
+                    "macs": macs[i], "weight_bytes": weight_bytes(i),
+                })
+            })
+            .collect();
+        let mut v = serde_json::json!({
+            "network": name, "input": l.nodes[0].shape, "layers": layers,
+            "macs": total_macs, "weight_bytes": total_weights, "arena": plan.arena_size,
+        });
+        if let Some(lat) = &latency {
+            v["latency"] = lat.json();
+        }
+        outln!("{}", serde_json::to_string_pretty(&v).expect("json"));
+        return Ok(());
+    }
+    outln!(
+        "network {name} (imported from {}, input i8{:?}) -> {:?}",
+        net.file.display(),
+        l.nodes[0].shape,
+        l.nodes[l.output].shape
+    );
+    let width = l
+        .nodes
+        .iter()
+        .map(|n| n.name.len())
+        .max()
+        .unwrap_or(5)
+        .clamp(5, 48);
+    outln!(
+        "  #  {:width$}  {:16}  {:18}  {:>10}  {:>9}",
+        "layer",
+        "op",
+        "output",
+        "MACs",
+        "weight_B"
+    );
+    for (i, n) in l.nodes.iter().enumerate().skip(1) {
+        outln!(
+            "{i:3}  {:width$}  {:16}  {:18}  {:>10}  {:>9}",
+            n.name,
+            n.kind.name(),
+            format!("{:?}", n.shape),
+            macs[i],
+            weight_bytes(i)
+        );
+    }
+    outln!(
+        "total: {total_macs} MACs, {total_weights} weight bytes, arena {} bytes",
+        plan.arena_size
+    );
+    if let Some(lat) = &latency {
+        out!("{}", lat.render());
+    }
+    Ok(())
 }
 
 fn predicted_latency(

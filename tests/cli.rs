@@ -769,6 +769,19 @@ fn emulate_counts_instructions_and_checks_outputs() {
     assert_eq!(t["outputs_differing"], 0);
     assert_eq!(t["macs"], 488384);
     assert!(t["instructions"][0].as_u64().unwrap() > 488384 / 2);
+    // `mnet stats` of the .tflite: its MACs, and the latency model's
+    // prediction within 5% of the emulated count.
+    let o = mnet(&["stats", "tests/tflite/ds_cnn.tflite", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let st: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(st["macs"], 488384);
+    assert_eq!(st["layers"][0]["op"], "conv2d");
+    let predicted = st["latency"]["instructions"].as_f64().unwrap();
+    let measured = t["instructions"][0].as_f64().unwrap();
+    assert!(
+        (predicted / measured - 1.0).abs() < 0.05,
+        "{predicted} vs {measured}"
+    );
     let o = mnet(&[
         "emulate",
         "tests/tflite/ds_cnn.tflite",

@@ -122,6 +122,19 @@ impl Npy<'_> {
         Ok(count)
     }
 
+    /// The array is `[N, ...sample]` with N at least 1.
+    fn samples_of(&self, sample: &[usize]) -> Result<(), NpyError> {
+        if self.shape.len() != sample.len() + 1 || self.shape[1..] != *sample || self.shape[0] == 0
+        {
+            let dims: Vec<String> = sample.iter().map(|d| d.to_string()).collect();
+            return Err(NpyError::Shape {
+                got: self.shape.clone(),
+                want: format!("[N, {}]", dims.join(", ")),
+            });
+        }
+        Ok(())
+    }
+
     /// Float32 samples shaped `[N, ...sample]` (N at least 1), one vector a
     /// sample; every value finite and at most [`MAX_INPUT`] in magnitude.
     pub fn f32_samples(&self, sample: &[usize]) -> Result<Vec<Vec<f32>>, NpyError> {
@@ -131,14 +144,7 @@ impl Npy<'_> {
                 want: "float32 ('<f4')",
             });
         }
-        if self.shape.len() != sample.len() + 1 || self.shape[1..] != *sample || self.shape[0] == 0
-        {
-            let dims: Vec<String> = sample.iter().map(|d| d.to_string()).collect();
-            return Err(NpyError::Shape {
-                got: self.shape.clone(),
-                want: format!("[N, {}]", dims.join(", ")),
-            });
-        }
+        self.samples_of(sample)?;
         self.elements(4)?;
         let values: Vec<f32> = self
             .data
@@ -176,14 +182,7 @@ impl Npy<'_> {
                 want: "int8 ('|i1') or float32 ('<f4')",
             });
         }
-        if self.shape.len() != sample.len() + 1 || self.shape[1..] != *sample || self.shape[0] == 0
-        {
-            let dims: Vec<String> = sample.iter().map(|d| d.to_string()).collect();
-            return Err(NpyError::Shape {
-                got: self.shape.clone(),
-                want: format!("[N, {}]", dims.join(", ")),
-            });
-        }
+        self.samples_of(sample)?;
         self.elements(1)?;
         let per: usize = sample.iter().product();
         Ok(self

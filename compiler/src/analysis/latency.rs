@@ -381,18 +381,25 @@ pub fn network_steps(
     cpu: Cpu,
 ) -> Result<Option<Vec<StepPrediction>>, String> {
     let l = crate::pipeline::lowered(f).map_err(|e| e.to_string())?;
-    let plan = crate::plan::plan(&l);
-    let steps = features(&l, &plan, cpu);
-    let Some(pred) = predict(&stored().coefficients, cpu, &steps) else {
-        return Ok(None);
-    };
-    Ok(Some(
+    Ok(lowered_steps(&l, &crate::plan::plan(&l), cpu))
+}
+
+/// [`network_steps`] of a lowered network and its plan (an imported
+/// `.tflite`'s as well as a `.mnet`'s).
+pub fn lowered_steps(
+    l: &crate::lower::Lowered,
+    plan: &crate::plan::MemoryPlan,
+    cpu: Cpu,
+) -> Option<Vec<StepPrediction>> {
+    let steps = features(l, plan, cpu);
+    let pred = predict(&stored().coefficients, cpu, &steps)?;
+    Some(
         steps
             .iter()
             .zip(pred)
             .map(|(s, n)| (l.nodes[s.node].name.clone(), s.class, n))
             .collect(),
-    ))
+    )
 }
 
 /// A fixed network's predicted instructions per inference on its target
