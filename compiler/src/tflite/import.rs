@@ -92,8 +92,6 @@ pub struct Imported {
     /// The file's output is float32, dequantized by a DEQUANTIZE the import
     /// took as the int8 output.
     pub float_output: bool,
-    /// The model's description field.
-    pub description: String,
 }
 
 /// The newest version of each operator mnet lowers (what LiteRT 2.3
@@ -247,10 +245,6 @@ fn mnet_shape(name: &str, s: &[i32]) -> R<Vec<u32>> {
 
 /// The most values one activation may hold (256 MiB of int8).
 const MAX_ELEMENTS: u64 = 1 << 28;
-
-fn act_shape(t: &Tensor) -> R<Vec<u32>> {
-    mnet_shape(&t.name, &t.shape)
-}
 
 /// A folded int32 tensor: its shape and values.
 type Folded = (Vec<i32>, Vec<i32>);
@@ -1090,11 +1084,6 @@ pub fn import(bytes: &[u8], name: &str) -> Result<Imported, ImportError> {
     let m = read::model_v3(bytes)?;
     let budget = Budget::for_file(bytes.len());
     let model_err = |s: String| ImportError::Model(s);
-    let description = m
-        .description()
-        .at(|| "the model".into())?
-        .unwrap_or("")
-        .to_string();
     let subgraphs = m
         .subgraphs()
         .at(|| "the model".into())?
@@ -1266,7 +1255,8 @@ pub fn import(bytes: &[u8], name: &str) -> Result<Imported, ImportError> {
         )));
     }
     let input_q = act_q(input_t).map_err(|e| model_err(format!("the input: {e}")))?;
-    let input_shape = act_shape(input_t).map_err(|e| model_err(format!("the input: {e}")))?;
+    let input_shape = mnet_shape(&input_t.name, &input_t.shape)
+        .map_err(|e| model_err(format!("the input: {e}")))?;
     let mut nodes = vec![LNode {
         kind: LKind::Input,
         inputs: vec![],
@@ -1416,6 +1406,5 @@ pub fn import(bytes: &[u8], name: &str) -> Result<Imported, ImportError> {
         },
         float_input,
         float_output,
-        description,
     })
 }
