@@ -606,8 +606,9 @@ fn import(path: &Path) -> Result<(), Failed> {
     // REDUCE_PROD TFLM does not have, in shape arithmetic mnet folds away;
     // dense_variants_batch1 is the same network with static shapes, which
     // TFLM runs): then only the C and TFLM on mnet's rewrite. Not LiteRT:
-    // its FULLY_CONNECTED requantizes in float, and its reference kernels
-    // differ from TFLM's on 8 of the 1000 outputs of residual_blocks (TFLM,
+    // its FULLY_CONNECTED requantizes in float (why mnet writes dense
+    // layers as CONV_2D), and on the converter's files it differs from TFLM
+    // on 2 of ds_cnn's 1200 outputs and 16-22 of dense_variants' 600 (TFLM,
     // the runtime the C replaces, is the contract;
     // `reference/tflite-int8.md` §2.4).
     let tflm = Python { runtime: "tflm" };
