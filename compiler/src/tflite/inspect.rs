@@ -166,6 +166,10 @@ pub fn dump(buf: &[u8]) -> Result<String, InspectError> {
         for (ti, t) in sg.tensors().at(at)?.into_iter().flatten().enumerate() {
             let t = read::tensor(t.at(|| format!("tensor {ti}"))?, ti, &budget)?;
             let mut line = format!("    {ti}: {} {} {:?}", t.name, type_name(&t.dtype), t.shape);
+            if !t.signature.is_empty() && t.signature != t.shape {
+                // Dimensions known only at run time (-1): a dynamic batch.
+                let _ = write!(line, " signature {:?}", t.signature);
+            }
             if t.buffer != 0 {
                 let _ = write!(line, " buffer {}", t.buffer);
             }
