@@ -67,13 +67,7 @@ pub fn emulate(args: &EmulateArgs) -> Result<()> {
     };
     let (cpu, art) = if crate::is_tflite(&args.net.file) {
         // An imported .tflite: its int8 network, no weights flags.
-        let w = &args.weights;
-        if w.weights.is_some() || w.random_weights.is_some() || w.calib.is_some() {
-            return Err(UserError(format!(
-                "error: {}: a .tflite holds its int8 weights and quantization: --weights, --random-weights and --calib are for .mnet networks\n",
-                args.net.file.display()
-            )));
-        }
+        args.weights.refuse_for_tflite(&args.net.file)?;
         let (_, model) = crate::import_tflite(&args.net)?;
         let cpu = crate::cpu_for(args.cpu.as_deref(), None)?;
         let art = pipeline::emit(model.quantized, &c_options(cpu))

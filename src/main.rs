@@ -152,6 +152,17 @@ pub(crate) struct WeightsArgs {
 type Read2 = (Option<Vec<u8>>, Option<Vec<u8>>);
 
 impl WeightsArgs {
+    /// None of the flags of a float network, for a `.tflite` (`file`).
+    pub(crate) fn refuse_for_tflite(&self, file: &Path) -> Result<()> {
+        if self.weights.is_some() || self.random_weights.is_some() || self.calib.is_some() {
+            return Err(UserError(format!(
+                "error: {}: a .tflite holds its int8 weights and quantization: --weights, --random-weights and --calib are for .mnet networks\n",
+                file.display()
+            )));
+        }
+        Ok(())
+    }
+
     /// A `.mnet` network's float weights are given (a file or a seed).
     pub(crate) fn require(&self) -> Result<()> {
         if self.weights.is_none() && self.random_weights.is_none() {
@@ -1047,14 +1058,10 @@ pub(crate) fn import_tflite(net: &NetworkArgs) -> Result<(String, pipeline::Impo
 /// `mnet compile MODEL.tflite`: the imported int8 network through the same
 /// planner and backends.
 fn compile_tflite(net: &NetworkArgs, args: &CompileArgs, out: &OutputArgs) -> Result<()> {
-    let w = &args.weights;
-    if w.weights.is_some()
-        || w.random_weights.is_some()
-        || w.calib.is_some()
-        || args.save_weights.is_some()
-    {
+    args.weights.refuse_for_tflite(&net.file)?;
+    if args.save_weights.is_some() {
         return Err(UserError(format!(
-            "error: {}: a .tflite holds its int8 weights and quantization: --weights, --random-weights, --calib and --save-weights are for .mnet networks\n",
+            "error: {}: a .tflite has no float weights for --save-weights to write\n",
             net.file.display()
         )));
     }

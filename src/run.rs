@@ -35,14 +35,8 @@ pub struct RunArgs {
 }
 
 pub fn run(args: &RunArgs) -> Result<()> {
-    let file = args.net.file.display().to_string();
     let q = if is_tflite(&args.net.file) {
-        let w = &args.weights;
-        if w.weights.is_some() || w.random_weights.is_some() || w.calib.is_some() {
-            return Err(UserError(format!(
-                "error: {file}: a .tflite holds its int8 weights and quantization: --weights, --random-weights and --calib are for .mnet networks\n"
-            )));
-        }
+        args.weights.refuse_for_tflite(&args.net.file)?;
         import_tflite(&args.net)?.1.quantized
     } else {
         args.weights.require()?;

@@ -29,7 +29,12 @@ pub struct FloatWeights {
 /// `[out, kh, kw, in]` (a dense layer's 1x1 conv `[out, 1, 1, in]`),
 /// depthwise `[1, kh, kw, c]`.
 pub fn weight_shape(l: &Lowered, n: &LNode) -> (Vec<usize>, usize) {
-    let cin = *l.nodes[n.inputs[0]].shape.last().unwrap_or(&1) as usize;
+    weight_shape_on(n, &l.nodes[n.inputs[0]].shape)
+}
+
+/// [`weight_shape`] of a node on an input of shape `input`.
+pub fn weight_shape_on(n: &LNode, input: &[u32]) -> (Vec<usize>, usize) {
+    let cin = *input.last().unwrap_or(&1) as usize;
     match &n.kind {
         LKind::Conv { out, window } => {
             let [kh, kw] = window.kernel.map(|k| k as usize);
@@ -49,6 +54,17 @@ pub fn weight_shape(l: &Lowered, n: &LNode) -> (Vec<usize>, usize) {
         | LKind::Mean
         | LKind::Act(_)
         | LKind::Requantize => unreachable!("{} has no weights", n.name),
+    }
+}
+
+/// The weight layout of a weighted node on an input of shape `input`, from
+/// [`weight_shape_on`].
+pub fn weight_layout(n: &LNode, input: &[u32]) -> crate::ops::WeightLayout {
+    let (shape, channels) = weight_shape_on(n, input);
+    crate::ops::WeightLayout {
+        channels,
+        per_channel: shape.iter().product::<usize>() / channels.max(1),
+        channel_last: matches!(n.kind, LKind::Depthwise { .. }),
     }
 }
 

@@ -18,7 +18,7 @@
 
 use super::read::{self, Budget, Context, ReadError, Tensor};
 use crate::lower::{LKind, LNode, Lowered, NodeParams, QParams, QWeights, QuantGraph};
-use crate::ops::{Activation, FusedAct, Padding, PoolKind, WeightLayout, Window};
+use crate::ops::{Activation, FusedAct, Padding, PoolKind, Window};
 use mnet_tflite_schema as fb;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -480,7 +480,7 @@ struct New {
     shape: Vec<u32>,
     act: Option<FusedAct>,
     q: QParams,
-    weights: Option<(QWeights, WeightLayout)>,
+    weights: Option<QWeights>,
     suffix: &'static str,
 }
 
@@ -520,7 +520,7 @@ fn lower_op(
     let xshape = mnet_shape(&x.name, &xt)?;
     let one = |kind: LKind,
                act: Option<FusedAct>,
-               weights: Option<(QWeights, WeightLayout)>,
+               weights: Option<QWeights>,
                out_t: Vec<i32>|
      -> R<(Vec<New>, Vec<i32>)> {
         let mut inputs = vec![Src::Tensor(v.inputs[0])];
@@ -585,16 +585,11 @@ fn lower_op(
                 stride: stride(fbr(o.stride_h())?, fbr(o.stride_w())?)?,
                 padding: padding(fbr(o.padding())?),
             };
-            let layout = WeightLayout {
-                channels: o_ as usize,
-                per_channel: (kh * kw * cin) as usize,
-                channel_last: false,
-            };
             let [oh, ow] = window.out_size([h, w_])?;
             one(
                 LKind::Conv { out: o_, window },
                 fused(fbr(o.fused_activation_function())?)?,
-                Some((qw, layout)),
+                Some(qw),
                 map(&[oh, ow], o_),
             )
         }
@@ -621,16 +616,11 @@ fn lower_op(
                 stride: stride(fbr(o.stride_h())?, fbr(o.stride_w())?)?,
                 padding: padding(fbr(o.padding())?),
             };
-            let layout = WeightLayout {
-                channels: c as usize,
-                per_channel: (kh * kw) as usize,
-                channel_last: true,
-            };
             let [oh, ow] = window.out_size([h, w_])?;
             one(
                 LKind::Depthwise { window },
                 fused(fbr(o.fused_activation_function())?)?,
-                Some((qw, layout)),
+                Some(qw),
                 map(&[oh, ow], c),
             )
         }
@@ -654,11 +644,6 @@ fn lower_op(
             };
             let qw = weights(v, units as usize, 0)?;
             let act = fused(fbr(o.fused_activation_function())?)?;
-            let layout = WeightLayout {
-                channels: units as usize,
-                per_channel: depth as usize,
-                channel_last: false,
-            };
             let in_elems: u64 = xshape.iter().map(|&d| d as u64).product();
             let keep = fbr(o.keep_num_dims())?;
             if keep && xshape.last() != Some(&depth) {
@@ -695,7 +680,7 @@ fn lower_op(
                 shape,
                 act,
                 q: oq,
-                weights: Some((qw.clone(), layout)),
+                weights: Some(qw.clone()),
                 suffix: "",
             };
             // [h, w, depth] with keep_num_dims is a 1x1 conv; anything else
@@ -1350,23 +1335,26 @@ pub fn import(bytes: &[u8], name: &str) -> Result<Imported, ImportError> {
                 dup += 1;
                 name = format!("{stem}_{dup}");
             }
-            let params = n.weights.as_ref().map(|(_, layout)| NodeParams {
-                tensors: vec![],
-                layout: *layout,
-            });
-            if let Some((qw, _)) = &n.weights {
-                weights.insert(nodes.len(), qw.clone());
-            }
-            nodes.push(LNode {
+            let mut node = LNode {
                 kind: n.kind.clone(),
                 inputs: ins,
                 shape: n.shape.clone(),
                 act: n.act,
                 name,
                 batch_norm: None,
-                params,
+                params: None,
                 fused: vec![],
-            });
+            };
+            if let Some(qw) = &n.weights {
+                // The layout follows from the kind and the input's shape.
+                let input = &nodes[node.inputs[0]].shape;
+                node.params = Some(NodeParams {
+                    tensors: vec![],
+                    layout: crate::lower::weights::weight_layout(&node, input),
+                });
+                weights.insert(nodes.len(), qw.clone());
+            }
+            nodes.push(node);
             qparams.push(n.q);
             previous = Some(nodes.len() - 1);
         }
