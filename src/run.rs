@@ -32,6 +32,16 @@ pub struct RunArgs {
     float: bool,
     #[arg(long)]
     force: bool,
+    /// The int8 engine: the Cranelift JIT, or the reference interpreter
+    /// (the two are bit-exact).
+    #[arg(long, value_enum, default_value = "jit")]
+    engine: Engine,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Engine {
+    Jit,
+    Interp,
 }
 
 pub fn run(args: &RunArgs) -> Result<()> {
@@ -61,13 +71,30 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let rows = mnet_compiler::npy::parse(&bytes)
         .and_then(|n| n.i8_samples(&in_shape, iq))
         .map_err(|e| UserError(format!("error: {}: {e}\n", args.input.display())))?;
-    let outputs: Vec<Vec<i8>> = rows
-        .par_iter()
-        .map(|x| {
-            let mut values = mnet_compiler::exec::interp::run(&q.graph, &q.prepared, x);
-            std::mem::take(&mut values[l.output])
-        })
-        .collect();
+    let outputs: Vec<Vec<i8>> = match args.engine {
+        Engine::Jit => {
+            let opts = mnet_compiler::back::jit::Options::default();
+            let f = mnet_compiler::back::jit::compile(&q.graph, &q.prepared, &opts)
+                .map_err(|e| UserError(format!("error: {}: {e}\n", args.net.file.display())))?;
+            rows.par_iter()
+                .map_init(
+                    || f.memory(),
+                    |mem, x| {
+                        let mut y = vec![0i8; out_shape.iter().product()];
+                        f.run(mem, x, &mut y);
+                        y
+                    },
+                )
+                .collect()
+        }
+        Engine::Interp => rows
+            .par_iter()
+            .map(|x| {
+                let mut values = mnet_compiler::exec::interp::run(&q.graph, &q.prepared, x);
+                std::mem::take(&mut values[l.output])
+            })
+            .collect(),
+    };
     let mut shape = vec![outputs.len()];
     shape.extend(&out_shape);
     if let Some(o) = &args.output {

@@ -19,14 +19,18 @@
 //! - `stats`: the layer list `mnet stats` prints is the network `compile`
 //!   lowers (every layer not fused, with its MACs).
 //! - `plan`: the memory plan passes its independent checker.
+//! - `jit`: the Cranelift JIT (its verifier on), with the host's dot
+//!   products and with the i16 pair products, equals the reference
+//!   interpreter on 10 random inputs.
 //! - `c`, `tflite`: the generated C (constants summarised) and header, and
 //!   the `inspect` dump of the .tflite, as snapshots; the .tflite is
 //!   16-byte aligned and the same bytes on a second compile, and imports
 //!   back to the same network (the same bytes written, the same C).
-//! - `oracle`: mnet's reference interpreter, the C compiled with cc, TFLM
-//!   and LiteRT agree bit for bit on 100 random int8 inputs.
+//! - `oracle`: mnet's reference interpreter, its Cranelift JIT (the IR
+//!   verifier on), the C compiled with cc, TFLM and LiteRT agree bit for
+//!   bit on 100 random int8 inputs.
 //! - `import` (the converter-written models of `tests/tflite/`, each
-//!   without a header): mnet's reference interpreter, the C it generates,
+//!   without a header): mnet's reference interpreter, its JIT, the C it generates,
 //!   TFLM on the converter's file and TFLM on the `.tflite` mnet writes
 //!   back agree bit for bit on 100 random int8 inputs; then the `m4`
 //!   runner's builds.
@@ -40,7 +44,7 @@
 
 mod common;
 
-use common::runners::{HostC, Python, Reference, Runner};
+use common::runners::{HostC, Jit, Python, Reference, Runner};
 use libtest_mimic::{Arguments, Failed, Trial};
 use mnet_compiler::analysis::resolve::{assignment, resolve, Pick};
 use mnet_compiler::ir::FixedGraph;
@@ -52,7 +56,7 @@ use std::path::{Path, PathBuf};
 const EXAMPLES: &[(&str, &str)] = &[
     (
         "examples/micronets/*.mnet",
-        "// test: stats plan c tflite oracle m4",
+        "// test: stats plan jit c tflite oracle m4",
     ),
     (
         "examples/tiny.mnet",
@@ -76,7 +80,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ),
 ];
 
-const RUNNERS: &[&str] = &["stats", "plan", "c", "tflite", "oracle", "m4"];
+const RUNNERS: &[&str] = &["stats", "plan", "jit", "c", "tflite", "oracle", "m4"];
 
 const ORACLE_INPUTS: usize = 100;
 
@@ -261,6 +265,46 @@ fn plan(m: &Model, picks: &[Pick]) -> Result<(), Failed> {
     Ok(())
 }
 
+/// Inputs of the `jit` runner per network.
+const JIT_INPUTS: usize = 10;
+
+/// The JIT (Cranelift's verifier on) equals the reference interpreter.
+fn jit(m: &Model, picks: &[Pick]) -> Result<(), Failed> {
+    let opts = pipeline::Options {
+        tflite: None,
+        c: None,
+    };
+    for (name, g) in m.networks(picks) {
+        let art = compile(&g, seed_of(&name), &opts)?;
+        let in_len: usize = art.quantized.graph.lowered.nodes[0]
+            .shape
+            .iter()
+            .map(|&d| d as usize)
+            .product();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed_of(&name) ^ 2);
+        let inputs: Vec<i8> = (0..JIT_INPUTS * in_len)
+            .map(|_| rng.random::<i8>())
+            .collect();
+        let dir = Path::new("unused");
+        let expected = Reference.run(&art, &inputs, dir)?;
+        for r in [Jit { no_vnni: false }, Jit { no_vnni: true }] {
+            let got = r
+                .run(&art, &inputs, dir)
+                .map_err(|e| format!("{name}: {e}"))?;
+            let diff = expected.iter().zip(&got).filter(|(a, b)| a != b).count();
+            if diff > 0 {
+                return Err(format!(
+                    "{name}: {diff} of {} output values differ between mnet's reference and {}",
+                    expected.len(),
+                    r.name()
+                )
+                .into());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The written .tflite imports back to the same int8 network: writing the
 /// import gives the same bytes, and it emits the same C.
 fn round_trip(name: &str, art: &Artifacts) -> Result<(), Failed> {
@@ -343,7 +387,8 @@ fn oracle(m: &Model, picks: &[Pick]) -> Result<(), Failed> {
         tflite: Some(Default::default()),
         c: Some(Default::default()),
     };
-    let runners: [&dyn Runner; 3] = [
+    let runners: [&dyn Runner; 4] = [
+        &Jit { no_vnni: false },
         &HostC,
         &Python { runtime: "tflm" },
         &Python { runtime: "litert" },
@@ -621,7 +666,8 @@ fn import(path: &Path) -> Result<(), Failed> {
         }
         _ => ("TFLM on the converter's file", &art),
     };
-    let checks: [(&str, &dyn Runner, &Artifacts); 3] = [
+    let checks: [(&str, &dyn Runner, &Artifacts); 4] = [
+        ("the JIT", &Jit { no_vnni: false }, &art),
         ("the generated C", &HostC, &art),
         (original.0, &tflm, original.1),
         ("TFLM on mnet's .tflite", &tflm, &written),
@@ -689,6 +735,7 @@ fn main() {
             trials.push(Trial::test(name, move || match runner.as_str() {
                 "stats" => stats(&m, &picks),
                 "plan" => plan(&m, &picks),
+                "jit" => jit(&m, &picks),
                 "c" | "tflite" => snapshot(&runner, &m, &picks),
                 "oracle" => oracle(&m, &picks),
                 "m4" => m4(&m, &picks),

@@ -38,6 +38,46 @@ impl Runner for Reference {
     }
 }
 
+/// The network compiled by mnet's Cranelift JIT, Cranelift's verifier run
+/// on its function.
+pub struct Jit {
+    /// The i16 pair products even where the host has VNNI.
+    pub no_vnni: bool,
+}
+
+impl Runner for Jit {
+    fn name(&self) -> &'static str {
+        if self.no_vnni {
+            "the JIT (i16 pair products)"
+        } else {
+            "the JIT"
+        }
+    }
+
+    fn run(&self, m: &Artifacts, inputs: &[i8], _: &Path) -> Result<Vec<i8>, String> {
+        let q = &m.quantized;
+        let opts = mnet_compiler::back::jit::Options {
+            verify: true,
+            no_vnni: self.no_vnni,
+        };
+        let f = mnet_compiler::back::jit::compile(&q.graph, &q.prepared, &opts)
+            .map_err(|e| e.to_string())?;
+        let l = &q.graph.lowered;
+        let len: usize = l.nodes[0].shape.iter().map(|&d| d as usize).product();
+        let out_len: usize = l.nodes[l.output]
+            .shape
+            .iter()
+            .map(|&d| d as usize)
+            .product();
+        let mut mem = f.memory();
+        let mut out = vec![0i8; inputs.len() / len * out_len];
+        for (x, y) in inputs.chunks(len).zip(out.chunks_mut(out_len)) {
+            f.run(&mut mem, x, y);
+        }
+        Ok(out)
+    }
+}
+
 /// The generated C, compiled by `cc -std=c99 -Wall -Wextra -Werror -O2` with
 /// a driver that maps stdin to stdout.
 pub struct HostC;

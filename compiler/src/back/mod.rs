@@ -1,9 +1,11 @@
-//! Source backends: the int8 network as ahead-of-time C ([`c`]), and a
+//! Source backends: the int8 network as ahead-of-time C ([`c`]) or as
+//! host code compiled by Cranelift ([`jit`]), and a
 //! fixed network written back as `.mnet` ([`mnet`]). The TFLite flatbuffer
 //! has its own module, [`crate::tflite`].
 
 pub mod c;
 pub mod dsp;
+pub mod jit;
 pub mod mnet;
 
 use crate::lower::Lowered;
