@@ -1046,7 +1046,7 @@ impl Gen<'_, '_> {
                 let oc0 = g.b.ins().imul_imm_s(ob, 4);
                 block(g, 4, oc0);
             });
-            if cout % 4 != 0 {
+            if !cout.is_multiple_of(4) {
                 let oc0 = g.b.ins().iconst(I64, (cout / 4 * 4) as i64);
                 block(g, cout % 4, oc0);
             }
@@ -1137,7 +1137,7 @@ impl Gen<'_, '_> {
                 let ch0 = g.b.ins().imul_imm_s(cb, 8);
                 block(g, 8, ch0);
             });
-            if c % 8 != 0 {
+            if !c.is_multiple_of(8) {
                 let ch0 = g.b.ins().iconst(I64, (c / 8 * 8) as i64);
                 block(g, c % 8, ch0);
             }
