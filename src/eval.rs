@@ -1,9 +1,9 @@
 //! `mnet features` and `mnet eval`: the exact tensors a network sees from
 //! a `--data` source, written as `.npy`; and a trained network's accuracy
 //! on a split the way the field reports it — overall and per class, the
-//! confusion matrix, float and int8 (the reference interpreter, bit-exact
-//! with TFLM) and their agreement, and per layer how far the int8 outputs
-//! are from the float ones.
+//! confusion matrix, float and int8 (on the JIT, bit-exact with the
+//! reference interpreter and TFLM) and their agreement, and per layer how
+//! far the int8 outputs are from the float ones.
 
 use crate::data_args::{AugmentArgs, DataArgs};
 use crate::{
@@ -178,7 +178,7 @@ pub struct EvalArgs {
     data: DataArgs,
     #[arg(long, default_value = "test")]
     split: Split,
-    /// Also evaluate the int8 network (the reference interpreter, bit-exact with TFLM).
+    /// Also evaluate the int8 network (on the JIT, bit-exact with the reference interpreter and TFLM).
     #[arg(long)]
     int8: bool,
     /// Per layer, how far the int8 outputs are from the float ones (implies --int8).
@@ -406,10 +406,10 @@ fn eval_split(args: &EvalArgs, shape: &[usize], classes: usize) -> Result<(data:
     Ok((source, set))
 }
 
-/// `mnet eval MODEL.tflite`: the imported int8 network through the
-/// reference interpreter (bit-exact with TFLM); the data's features are
-/// quantized with the model's input quantization (the QUANTIZE of a float
-/// input).
+/// `mnet eval MODEL.tflite`: the imported int8 network on the JIT
+/// (bit-exact with the reference interpreter and TFLM); the data's
+/// features are quantized with the model's input quantization (the
+/// QUANTIZE of a float input).
 fn eval_tflite(args: &EvalArgs) -> Result<()> {
     let bad = |m: String| UserError(format!("error: {m}\n"));
     let file = args.file.display();

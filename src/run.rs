@@ -1,5 +1,5 @@
-//! `mnet run`: int8 inference on the host with the reference interpreter
-//! (bit-exact with TFLM), for an imported `.tflite` or a `.mnet` network
+//! `mnet run`: int8 inference on the host with the Cranelift JIT or the
+//! reference interpreter (bit-exact with each other and TFLM), for an imported `.tflite` or a `.mnet` network
 //! quantized from its weights; batch over the first dimension of an int8
 //! or float32 `.npy` (float32 quantized with the model's input
 //! quantization), outputs printed (top-1 and the dequantized score) or
@@ -10,8 +10,7 @@ use crate::{
     NetworkArgs, Result, UserError, WeightsArgs,
 };
 use clap::Args;
-use mnet_compiler::pipeline;
-use rayon::prelude::*;
+use mnet_compiler::{exec::batch, pipeline};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -71,50 +70,41 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let rows = mnet_compiler::npy::parse(&bytes)
         .and_then(|n| n.i8_samples(&in_shape, iq))
         .map_err(|e| UserError(format!("error: {}: {e}\n", args.input.display())))?;
-    let outputs: Vec<Vec<i8>> = match args.engine {
-        Engine::Jit => {
-            let opts = mnet_compiler::back::jit::Options::default();
-            let f = mnet_compiler::back::jit::compile(&q.graph, &q.prepared, &opts)
-                .map_err(|e| UserError(format!("error: {}: {e}\n", args.net.file.display())))?;
-            rows.par_iter()
-                .map_init(
-                    || f.memory(),
-                    |mem, x| {
-                        let mut y = vec![0i8; out_shape.iter().product()];
-                        f.run(mem, x, &mut y);
-                        y
-                    },
-                )
-                .collect()
-        }
-        Engine::Interp => rows
-            .par_iter()
-            .map(|x| {
-                let mut values = mnet_compiler::exec::interp::run(&q.graph, &q.prepared, x);
-                std::mem::take(&mut values[l.output])
-            })
-            .collect(),
+    let engine = match args.engine {
+        Engine::Jit => batch::Engine::Jit,
+        Engine::Interp => batch::Engine::Interp,
     };
-    let mut shape = vec![outputs.len()];
+    let runner = batch::Runner::new(&q.graph, &q.prepared, engine).map_err(|e| {
+        UserError(format!(
+            "error: {}: {e}; run it with --engine interp\n",
+            args.net.file.display()
+        ))
+    })?;
+    let flat = runner.run_many(rows.len(), |i, x| x.copy_from_slice(&rows[i]));
+    let outputs: Vec<&[i8]> = flat.chunks(runner.output_len().max(1)).collect();
+    let mut shape = vec![rows.len()];
     shape.extend(&out_shape);
     if let Some(o) = &args.output {
         let data = if args.float {
-            let v: Vec<u8> = outputs
+            let v: Vec<u8> = flat
                 .iter()
-                .flatten()
                 .flat_map(|&v| oq.dequantize(v).to_le_bytes())
                 .collect();
             mnet_compiler::npy::encode("<f4", &shape, &v)
         } else {
-            let v: Vec<u8> = outputs.iter().flatten().map(|&v| v as u8).collect();
+            let v: Vec<u8> = flat.iter().map(|&v| v as u8).collect();
             mnet_compiler::npy::encode("|i1", &shape, &v)
         };
         write_set(&[(o.clone(), data)], None)?;
         outln!(
-            "{}: {} rows through {} (int8 reference interpreter); wrote {} {:?}",
+            "{}: {} rows through {} (int8, {}); wrote {} {:?}",
             args.input.display(),
             outputs.len(),
             l.name,
+            match engine {
+                batch::Engine::Jit => "JIT",
+                batch::Engine::Interp => "reference interpreter",
+            },
             o.display(),
             shape
         );

@@ -743,6 +743,21 @@ fn run_executes_tflite_and_mnet_alike() {
     let from_tflite = run(tflite.to_str().unwrap(), &x8_path, "a.npy", &[]);
     let from_mnet = run(&src, &x8_path, "b.npy", &["--random-weights", "5"]);
     assert_eq!(from_tflite, from_mnet);
+    // The JIT (the default engine) and the interpreter agree byte for byte.
+    let interp = run(
+        tflite.to_str().unwrap(),
+        &x8_path,
+        "i.npy",
+        &["--engine", "interp"],
+    );
+    assert_eq!(interp, from_tflite);
+    let jit = run(
+        tflite.to_str().unwrap(),
+        &x8_path,
+        "j.npy",
+        &["--engine", "jit"],
+    );
+    assert_eq!(jit, from_tflite);
     // The reference interpreter row by row.
     let out_len: usize = m.graph.lowered.nodes[m.graph.lowered.output]
         .shape
@@ -836,4 +851,33 @@ fn compile_target_names_the_board() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown board `nope` (known: stm32f446re"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The batch runner gives each input's output in input order, the same on
+/// the JIT and the interpreter, on a converter-written model.
+#[test]
+fn batch_runner_engines_agree_in_order() {
+    use mnet_compiler::exec::batch::{Engine, Runner};
+    let path = format!("{}/tests/tflite/ds_cnn.tflite", env!("CARGO_MANIFEST_DIR"));
+    let q = pipeline::import(&std::fs::read(path).unwrap(), "m")
+        .unwrap()
+        .quantized;
+    let (g, p) = (&q.graph, &q.prepared[..]);
+    let fill = |i: usize, x: &mut [i8]| {
+        for (k, v) in x.iter_mut().enumerate() {
+            *v = ((i * 37 + k * 11) % 256) as u8 as i8;
+        }
+    };
+    let jit = Runner::new(g, p, Engine::Jit).expect("compiles");
+    assert_eq!(jit.engine(), Engine::Jit);
+    let interp = Runner::new(g, p, Engine::Interp).unwrap();
+    let n = 9;
+    let out_len = jit.output_len();
+    let a = jit.run_many(n, fill);
+    assert_eq!(a.len(), n * out_len);
+    assert_eq!(a, interp.run_many(n, fill));
+    let mut x = vec![0i8; g.lowered.nodes[0].shape.iter().product::<u32>() as usize];
+    fill(7, &mut x);
+    let one = mnet_compiler::exec::interp::run(g, p, &x);
+    assert_eq!(&a[7 * out_len..8 * out_len], &one[g.lowered.output][..]);
 }

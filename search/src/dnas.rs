@@ -698,8 +698,9 @@ pub fn search(
     }
 }
 
-/// Top-1 accuracy of an int8 network on a dataset through the reference
-/// interpreter (inputs quantized with the model's input parameters).
+/// Top-1 accuracy of an int8 network on a dataset through
+/// [`crate::train::int8_predict`] (inputs quantized with the model's input
+/// parameters).
 pub fn int8_accuracy(q: &mnet_compiler::pipeline::Quantized, data: &Dataset) -> f32 {
     let outputs = crate::train::int8_predict(q, data);
     let classes = outputs.len() / data.len().max(1);

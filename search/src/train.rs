@@ -345,26 +345,19 @@ pub fn argmax<T: PartialOrd + Copy>(scores: &[T], classes: usize) -> Vec<usize> 
         .collect()
 }
 
-/// The int8 network's outputs for every sample, `[len, classes]`, through
-/// the reference interpreter (inputs quantized with the model's input
-/// parameters), in parallel.
+/// The int8 network's outputs for every sample, `[len, classes]` (inputs
+/// quantized with the model's input parameters), in parallel, on the JIT
+/// (the interpreter where the JIT cannot compile the network: the outputs
+/// are the same).
 pub fn int8_predict(q: &mnet_compiler::pipeline::Quantized, data: &Dataset) -> Vec<i8> {
-    use rayon::prelude::*;
     let len = data.sample_len();
     let iq = q.graph.qparams[0];
-    let out = q.graph.lowered.output;
-    let rows: Vec<Vec<i8>> = (0..data.len())
-        .into_par_iter()
-        .map(|i| {
-            let x: Vec<i8> = data.inputs[i * len..(i + 1) * len]
-                .iter()
-                .map(|&v| iq.quantize(v))
-                .collect();
-            let mut values = mnet_compiler::exec::interp::run(&q.graph, &q.prepared, &x);
-            std::mem::take(&mut values[out])
-        })
-        .collect();
-    rows.concat()
+    let (runner, _) = mnet_compiler::exec::batch::Runner::fastest(&q.graph, &q.prepared);
+    runner.run_many(data.len(), |i, x| {
+        for (d, &v) in x.iter_mut().zip(&data.inputs[i * len..(i + 1) * len]) {
+            *d = iq.quantize(v);
+        }
+    })
 }
 
 /// The logits of every sample in evaluation mode, `[len, classes]`.

@@ -1,10 +1,12 @@
 //! Executing networks on the host: the float forward pass of a lowered
 //! network ([`f32`], what calibration runs), TFLM's fixed-point arithmetic
 //! ([`arith`]) and the int8 reference interpreter built on it ([`interp`]),
-//! the golden model every backend is compared with. The layout helpers
-//! below are shared by both.
+//! the golden model every backend is compared with; many inputs at once on
+//! the JIT or the interpreter ([`batch`]). The layout helpers below are
+//! shared by the interpreter and the float pass.
 
 pub mod arith;
+pub mod batch;
 pub mod f32;
 pub mod interp;
 
