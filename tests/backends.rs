@@ -881,3 +881,62 @@ fn batch_runner_engines_agree_in_order() {
     let one = mnet_compiler::exec::interp::run(g, p, &x);
     assert_eq!(&a[7 * out_len..8 * out_len], &one[g.lowered.output][..]);
 }
+
+/// The JIT's vector requantization is exact over the whole range of
+/// TFLM's multipliers and shifts, not just the ones calibration gives: one
+/// weighted layer (conv, depthwise, dense) of a converter-written model at
+/// a time gets random per-channel multipliers in [2^30, 2^31) (or 0) and
+/// shifts from 31 right to 3 left (0 included), the other layers keep
+/// theirs (so the change reaches the output), and the JIT must equal the
+/// interpreter on random inputs, in both dot-product forms.
+#[test]
+fn jit_requantization_is_exact_for_any_multiplier_and_shift() {
+    use mnet_compiler::back::jit;
+    use mnet_compiler::exec::interp::{self, Prepared};
+    use rand::{RngExt, SeedableRng};
+    let path = format!("{}/tests/tflite/ds_cnn.tflite", env!("CARGO_MANIFEST_DIR"));
+    let base = pipeline::import(&std::fs::read(path).unwrap(), "m")
+        .unwrap()
+        .quantized;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    let len: usize = base.graph.lowered.nodes[0].shape.iter().product::<u32>() as usize;
+    let weighted: Vec<usize> = (0..base.prepared.len())
+        .filter(|&i| matches!(base.prepared[i], Prepared::Weighted { .. }))
+        .collect();
+    assert!(weighted.len() >= 5, "{weighted:?}");
+    let mut differs = 0;
+    for &layer in &weighted {
+        let mut prepared = base.prepared.clone();
+        if let Prepared::Weighted { mult, shift, .. } = &mut prepared[layer] {
+            for (m, s) in mult.iter_mut().zip(shift.iter_mut()) {
+                *m = if rng.random_range(0..20) == 0 {
+                    0
+                } else {
+                    rng.random_range(1 << 30..=i32::MAX)
+                };
+                *s = rng.random_range(-31..=3);
+            }
+        }
+        for no_vnni in [false, true] {
+            let opts = jit::Options {
+                verify: true,
+                no_vnni,
+            };
+            let f = jit::compile(&base.graph, &prepared, &opts).unwrap();
+            for _ in 0..4 {
+                let x: Vec<i8> = (0..len).map(|_| rng.random::<i8>()).collect();
+                let want = &interp::run(&base.graph, &prepared, &x)[base.graph.lowered.output];
+                let before =
+                    &interp::run(&base.graph, &base.prepared, &x)[base.graph.lowered.output];
+                differs += usize::from(want != before);
+                assert_eq!(&f.infer(&x), want, "layer {layer}");
+            }
+        }
+    }
+    // The changed parameters change the outputs (the test sees them).
+    assert!(
+        differs * 2 > weighted.len() * 8,
+        "{differs} of {}",
+        weighted.len() * 8
+    );
+}

@@ -13,16 +13,20 @@
 //! scratch region for a padded copy of a window's input (so the conv,
 //! depthwise and pool loops need no bounds checks).
 //!
-//! Inner products use 128-bit vectors: conv and 1x1 conv take four output
-//! channels at a time, eight input values per step (int8 loaded widened to
-//! i16x8, multiplied with the int16 weights and summed pairwise into i32x4,
-//! which x86-64 lowers to `pmaddwd`); depthwise takes eight channels at a
-//! time, one i16x8 product per tap. The input zero point is folded into
-//! the bias (`Σ w·(x − zp) = Σ w·x − zp·Σ w` in wrapping int32, the same
-//! value modulo 2^32 as TFLM's sum, and padding filled with `zp` adds
-//! nothing). Requantization, ADD, pools, MEAN and table lookups (lone
-//! activations, QUANTIZE) are scalar; SOFTMAX calls the interpreter's row
-//! function.
+//! Inner products use 128-bit vectors: conv and 1x1 conv take two output
+//! pixels by four output channels at a time (each weight load feeds both
+//! pixels), sixteen input values per step where the host multiplies u8 by
+//! i8 (VNNI's `vpdpbusd`, the input flipped to `x + 128`) or eight
+//! (int8 widened to i16x8, multiplied with int16 weights and summed
+//! pairwise into i32x4: `pmaddwd`); a window whose rows are short is
+//! first copied into one patch (im2col). Depthwise takes eight channels
+//! at a time, one i16x8 product per tap. The input zero point is folded
+//! into the bias (`Σ w·(x − zp) = Σ w·x − zp·Σ w` in wrapping int32, the
+//! same value modulo 2^32 as TFLM's sum, and padding filled with `zp`
+//! adds nothing). Requantization of conv and depthwise outputs is four
+//! channels at a time in 32×32→64-bit multiplies ([`Gen::requant4`]);
+//! ADD, pools, MEAN and table lookups (lone activations, QUANTIZE) are
+//! scalar; SOFTMAX calls the interpreter's row function.
 
 use std::any::Any;
 use std::time::{Duration, Instant};
@@ -195,7 +199,8 @@ pub fn compile(q: &QuantGraph, prep: &[Prepared], opts: &Options) -> Result<Comp
                 let cin = l.nodes[n.inputs[0]].shape[2] as usize;
                 let [kh, kw] = window.kernel.map(|k| k as usize);
                 if uses_patch(kh, kw * cin, lanes) {
-                    kh * kw * cin
+                    // Two pixels' patches (the conv takes pixels in pairs).
+                    2 * align16(kh * kw * cin)
                 } else {
                     0
                 }
@@ -504,16 +509,16 @@ struct Kernel {
     out_zp: i32,
 }
 
-/// Per-channel requantization tables: the multiplier and `1 << left
-/// shift` (a wrapping multiply, as TFLM's `x * (1 << left)`) as int32;
-/// for the right shift `e`, `2^(31-e)`, `(2^e - 1) >> 1` and `[e > 0]` as
-/// int64 (see [`Gen::requant4`]).
+/// Per-channel requantization tables, int32: the multiplier, `1 << left
+/// shift` (a wrapping multiply, as TFLM's `x * (1 << left)`), and for the
+/// right shift `e` the factor `2^(31-e)` (0 where `e` = 0) and a mask of
+/// the channels where `e` = 0 (see [`Gen::requant4`]).
 struct Requant {
     mult: Value,
     lmul: Value,
     pow: Value,
-    half: Value,
-    odd: Value,
+    /// Present when some channel has `e` = 0.
+    e0: Option<Value>,
 }
 
 struct Gen<'a, 'b> {
@@ -671,23 +676,24 @@ impl Gen<'_, '_> {
         let right = |s: i32| (-s).max(0);
         let mut m = mult.to_vec();
         let mut lmul: Vec<i32> = shift.iter().map(|&s| 1i32 << s.max(0)).collect();
-        let mut pow: Vec<i64> = shift.iter().map(|&s| 1i64 << (31 - right(s))).collect();
-        let mut half: Vec<i64> = shift
+        let mut pow: Vec<i32> = shift
             .iter()
-            .map(|&s| ((1i64 << right(s)) - 1) >> 1)
+            .map(|&s| match right(s) {
+                0 => 0,
+                e => 1i32 << (31 - e),
+            })
             .collect();
-        let mut odd: Vec<i64> = shift.iter().map(|&s| i64::from(right(s) > 0)).collect();
+        let mut e0: Vec<i32> = shift.iter().map(|&s| -i32::from(right(s) == 0)).collect();
         m.resize(len, 0);
         lmul.resize(len, 0);
         pow.resize(len, 0);
-        half.resize(len, 0);
-        odd.resize(len, 0);
+        e0.resize(len, 0);
+        let any_e0 = e0.iter().any(|&v| v != 0);
         Requant {
             mult: self.konst(m),
             lmul: self.konst(lmul),
             pow: self.konst(pow),
-            half: self.konst(half),
-            odd: self.konst(odd),
+            e0: any_e0.then(|| self.konst(e0)),
         }
     }
 
@@ -705,10 +711,18 @@ impl Gen<'_, '_> {
     /// Four accumulators of channels `ch0..ch0 + 4` requantized as TFLM's
     /// MultiplyByQuantizedMultiplier (each lane its channel's multiplier
     /// and shifts), plus the output zero point, clamped: the int8 results
-    /// in the low four bytes of an i8x16. SaturatingRoundingDoublingHighMul
-    /// runs in 64-bit lanes; RoundingDivideByPOT by a per-lane exponent
-    /// `e` is `floor((q + 2^(e-1) - 1 + [q >= 0]) / 2^e)` (`q` itself for
-    /// e = 0), the division a multiply by `2^(31-e)` and a shift by 31.
+    /// in the low four bytes of an i8x16.
+    ///
+    /// Both steps are one rounding of a 64-bit product, exact in 32×32-bit
+    /// signed multiplies (`pmuldq`) and logical shifts:
+    /// SaturatingRoundingDoublingHighMul(x, m) (never saturating: m ≥ 0)
+    /// is `floor((x·m + 2^30) / 2^31)` — for x·m < 0 TFLM's
+    /// `(x·m + 1 − 2^30) / 2^31` towards zero is the same number — and
+    /// RoundingDivideByPOT(q, e), `(q >> e) + [q & (2^e−1) > ((2^e−1) >> 1)
+    /// plus [q < 0]]`, is `floor((q + 2^(e−1) − [q < 0]) / 2^e)` =
+    /// `floor((q·2^(31−e) + 2^30 − [q < 0]·2^(31−e)) / 2^31)` for e ≥ 1
+    /// (and `q` for e = 0). Every result fits in int32, so the low 32 bits
+    /// of a logical shift are those of the arithmetic one.
     fn requant4(
         &mut self,
         acc: Value,
@@ -718,54 +732,56 @@ impl Gen<'_, '_> {
         clamp: (i32, i32),
     ) -> Value {
         let o4 = self.b.ins().imul_imm_s(ch0, 4);
-        let o8 = self.b.ins().imul_imm_s(ch0, 8);
-        let ld = |g: &mut Self, base: Value, off: Value, ty, at: i32| {
-            let a = g.b.ins().iadd(base, off);
-            g.b.ins().load(ty, flags(), a, at)
+        let ld = |g: &mut Self, base: Value| {
+            let a = g.b.ins().iadd(base, o4);
+            g.b.ins().load(I32X4, flags(), a, 0)
         };
-        let lm = ld(self, t.lmul, o4, I32X4, 0);
-        let m = ld(self, t.mult, o4, I32X4, 0);
+        let lm = ld(self, t.lmul);
+        let m = ld(self, t.mult);
+        let pow = ld(self, t.pow);
         let x = self.b.ins().imul(acc, lm);
-        let mut halves = [x; 2];
-        for (k, out) in halves.iter_mut().enumerate() {
-            let (xw, mw) = if k == 0 {
-                (self.b.ins().swiden_low(x), self.b.ins().swiden_low(m))
-            } else {
-                (self.b.ins().swiden_high(x), self.b.ins().swiden_high(m))
-            };
-            let ab = self.b.ins().imul(xw, mw);
-            // srdhm: (ab + (ab >= 0 ? 2^30 : 1 - 2^30)) / 2^31, towards zero.
-            let sign = self.b.ins().sshr_imm_u(ab, 63);
-            let dn = self.splat(I64X2, 1 - (1i64 << 31));
-            let up = self.splat(I64X2, 1i64 << 30);
-            let nudge = self.b.ins().band(sign, dn);
-            let nudge = self.b.ins().iadd(nudge, up);
-            let tt = self.b.ins().iadd(ab, nudge);
-            let ts = self.b.ins().sshr_imm_u(tt, 63);
-            let low = self.splat(I64X2, (1i64 << 31) - 1);
-            let ts = self.b.ins().band(ts, low);
-            let tt = self.b.ins().iadd(tt, ts);
-            let q = self.b.ins().sshr_imm_u(tt, 31);
-            // rdbpot.
-            let half = ld(self, t.half, o8, I64X2, 16 * k as i32);
-            let odd = ld(self, t.odd, o8, I64X2, 16 * k as i32);
-            let pow = ld(self, t.pow, o8, I64X2, 16 * k as i32);
-            let qs = self.b.ins().sshr_imm_u(q, 63);
-            let nonneg = self.b.ins().band_not(odd, qs);
-            let add = self.b.ins().iadd(half, nonneg);
-            let v = self.b.ins().iadd(q, add);
-            let v = self.b.ins().imul(v, pow);
-            *out = self.b.ins().sshr_imm_u(v, 31);
-        }
-        // The low 32 bits of each 64-bit lane, in order.
-        let (lo, hi) = (
-            self.vbitcast(I8X16, halves[0]),
-            self.vbitcast(I8X16, halves[1]),
-        );
+        let k30 = self.splat(I64X2, 1i64 << 30);
+        // The low 32 bits of each 64-bit lane of `lo` then `hi`, in order.
         let mask: Vec<u8> = [0u8, 8, 16, 24].iter().flat_map(|&s| s..s + 4).collect();
         let mask = self.b.func.dfg.immediates.push(mask.into());
-        let r = self.b.ins().shuffle(lo, hi, mask);
-        let r = self.vbitcast(I32X4, r);
+        let pack = |g: &mut Self, halves: [Value; 2]| {
+            let lo = g.vbitcast(I8X16, halves[0]);
+            let hi = g.vbitcast(I8X16, halves[1]);
+            let r = g.b.ins().shuffle(lo, hi, mask);
+            g.vbitcast(I32X4, r)
+        };
+        let widen = |g: &mut Self, v: Value, k: usize| {
+            if k == 0 {
+                g.b.ins().swiden_low(v)
+            } else {
+                g.b.ins().swiden_high(v)
+            }
+        };
+        // srdhm.
+        let mut halves = [x; 2];
+        for (k, out) in halves.iter_mut().enumerate() {
+            let (xw, mw) = (widen(self, x, k), widen(self, m, k));
+            let ab = self.b.ins().imul(xw, mw);
+            let v = self.b.ins().iadd(ab, k30);
+            *out = self.b.ins().ushr_imm_u(v, 31);
+        }
+        let q = pack(self, halves);
+        // rdbpot.
+        let zero = self.splat(I64X2, 0);
+        for (k, out) in halves.iter_mut().enumerate() {
+            let (qw, pw) = (widen(self, q, k), widen(self, pow, k));
+            let prod = self.b.ins().imul(qw, pw);
+            let neg = self.b.ins().icmp(IntCC::SignedLessThan, prod, zero);
+            let corr = self.b.ins().band(pw, neg);
+            let v = self.b.ins().iadd(prod, k30);
+            let v = self.b.ins().isub(v, corr);
+            *out = self.b.ins().ushr_imm_u(v, 31);
+        }
+        let mut r = pack(self, halves);
+        if let Some(e0) = t.e0 {
+            let e0 = ld(self, e0);
+            r = self.b.ins().bitselect(e0, q, r);
+        }
         let zp = self.splat(I32X4, out_zp as i64);
         let r = self.b.ins().iadd(r, zp);
         let lo = self.splat(I32X4, clamp.0 as i64);
@@ -862,6 +878,23 @@ impl Gen<'_, '_> {
         self.for_range(oh, |g, oy| g.for_range(ow, |g, ox| body(g, oy, ox)));
     }
 
+    /// The output pixels in pairs along each row: `body(oy, ox, 2)` for
+    /// pixels `ox` and `ox + 1`, and `body(oy, ow - 1, 1)` for the last of
+    /// an odd row.
+    fn for_pixel_pairs(&mut self, p: &Placement, body: impl Fn(&mut Self, Value, Value, usize)) {
+        let (oh, ow) = (p.out[0] as u64, p.out[1] as u64);
+        self.for_range(oh, |g, oy| {
+            g.for_range(ow / 2, |g, pair| {
+                let ox = g.b.ins().imul_imm_s(pair, 2);
+                body(g, oy, ox, 2);
+            });
+            if ow % 2 == 1 {
+                let ox = g.b.ins().iconst(I64, ow as i64 - 1);
+                body(g, oy, ox, 1);
+            }
+        });
+    }
+
     /// The first input byte of output pixel (oy, ox)'s window, and the
     /// output pixel's first byte.
     fn window_start(
@@ -935,25 +968,41 @@ impl Gen<'_, '_> {
         let steps = lenp / lanes;
         let row_bytes = (lenp * elem) as i64;
         let oc_stride = rows as i64 * row_bytes;
-        self.for_pixels(&k.p, |g, oy, ox| {
-            let (xp, yp) = g.window_start(k, x, y, oy, ox, cout);
-            let (src, src_row) = if patched {
-                for ky in 0..kh {
-                    let d = g.at(patch, (ky * row) as i64);
-                    let s = g.at(xp, ky as i64 * in_row);
-                    g.copy(d, s, row as u64);
+        let patch_stride = align16(len) as i64;
+        // Two output pixels at a time (each weight load feeds both), the
+        // last of an odd row alone.
+        self.for_pixel_pairs(&k.p, |g, oy, ox, np| {
+            let mut srcs = Vec::with_capacity(np);
+            let mut yps = Vec::with_capacity(np);
+            for p in 0..np {
+                let oxp = g.b.ins().iadd_imm_s(ox, p as i64);
+                let (xp, yp) = g.window_start(k, x, y, oy, oxp, cout);
+                if patched {
+                    let base = g.at(patch, p as i64 * patch_stride);
+                    for ky in 0..kh {
+                        let d = g.at(base, (ky * row) as i64);
+                        let s = g.at(xp, ky as i64 * in_row);
+                        g.copy(d, s, row as u64);
+                    }
+                    srcs.push(base);
+                } else {
+                    srcs.push(xp);
                 }
-                (patch, len as i64)
-            } else {
-                (xp, in_row)
-            };
+                yps.push(yp);
+            }
+            let src_row = if patched { len as i64 } else { in_row };
             let block = |g: &mut Self, nj: usize, oc0: Value| {
                 let zero = g.splat(I32X4, 0);
-                let accs: Vec<Variable> = (0..nj)
+                // accs[j][p]: output channel oc0 + j of pixel p.
+                let accs: Vec<Vec<Variable>> = (0..nj)
                     .map(|_| {
-                        let v = g.b.declare_var(I32X4);
-                        g.b.def_var(v, zero);
-                        v
+                        (0..np)
+                            .map(|_| {
+                                let v = g.b.declare_var(I32X4);
+                                g.b.def_var(v, zero);
+                                v
+                            })
+                            .collect()
                     })
                     .collect();
                 let w0 = g.index(wp, oc0, oc_stride);
@@ -963,15 +1012,26 @@ impl Gen<'_, '_> {
                     None
                 };
                 g.for_range(rows as u64, |g, r| {
-                    let xr = g.index(src, r, src_row);
+                    let xrs: Vec<Value> = srcs.iter().map(|&s| g.index(s, r, src_row)).collect();
                     let wr = g.index(w0, r, row_bytes);
-                    let step = |g: &mut Self, xs: Value, ws: Value| {
+                    // The offset of a step's inputs in each row: a constant
+                    // (unrolled) or a value (in a loop).
+                    let step = |g: &mut Self, at: Result<i32, Value>, ws: Value| {
                         if let Some(flip) = bias128 {
                             // u8 × i8 in fours (`vpdpbusd` where the host has VNNI).
-                            let xv = g.b.ins().load(I8X16, flags(), xs, 0);
-                            let xu = g.b.ins().bxor(xv, flip);
-                            let (xl, xh) = (g.b.ins().uwiden_low(xu), g.b.ins().uwiden_high(xu));
-                            for (j, &acc) in accs.iter().enumerate() {
+                            let xs: Vec<(Value, Value)> = xrs
+                                .iter()
+                                .map(|&xr| {
+                                    let (xa, off) = match at {
+                                        Ok(o) => (xr, o),
+                                        Err(v) => (g.b.ins().iadd(xr, v), 0),
+                                    };
+                                    let xv = g.b.ins().load(I8X16, flags(), xa, off);
+                                    let xu = g.b.ins().bxor(xv, flip);
+                                    (g.b.ins().uwiden_low(xu), g.b.ins().uwiden_high(xu))
+                                })
+                                .collect();
+                            for (j, accj) in accs.iter().enumerate() {
                                 let wv = g.b.ins().load(
                                     I8X16,
                                     flags(),
@@ -980,24 +1040,35 @@ impl Gen<'_, '_> {
                                 );
                                 let (wl, wh) =
                                     (g.b.ins().swiden_low(wv), g.b.ins().swiden_high(wv));
-                                let pl = g.b.ins().imul(wl, xl);
-                                let ph = g.b.ins().imul(wh, xh);
-                                let (pl0, pl1) =
-                                    (g.b.ins().swiden_low(pl), g.b.ins().swiden_high(pl));
-                                let (ph0, ph1) =
-                                    (g.b.ins().swiden_low(ph), g.b.ins().swiden_high(ph));
-                                let sl = g.b.ins().iadd_pairwise(pl0, pl1);
-                                let sh = g.b.ins().iadd_pairwise(ph0, ph1);
-                                let d = g.b.ins().iadd_pairwise(sl, sh);
-                                let a = g.b.use_var(acc);
-                                let a = g.b.ins().iadd(d, a);
-                                g.b.def_var(acc, a);
+                                for (&(xl, xh), &acc) in xs.iter().zip(accj) {
+                                    let pl = g.b.ins().imul(wl, xl);
+                                    let ph = g.b.ins().imul(wh, xh);
+                                    let (pl0, pl1) =
+                                        (g.b.ins().swiden_low(pl), g.b.ins().swiden_high(pl));
+                                    let (ph0, ph1) =
+                                        (g.b.ins().swiden_low(ph), g.b.ins().swiden_high(ph));
+                                    let sl = g.b.ins().iadd_pairwise(pl0, pl1);
+                                    let sh = g.b.ins().iadd_pairwise(ph0, ph1);
+                                    let d = g.b.ins().iadd_pairwise(sl, sh);
+                                    let a = g.b.use_var(acc);
+                                    let a = g.b.ins().iadd(d, a);
+                                    g.b.def_var(acc, a);
+                                }
                             }
                         } else {
                             // i16 pairs (`pmaddwd`).
-                            let xv = g.b.ins().sload8x8(flags(), xs, 0);
-                            let (xl, xh) = (g.b.ins().swiden_low(xv), g.b.ins().swiden_high(xv));
-                            for (j, &acc) in accs.iter().enumerate() {
+                            let xs: Vec<(Value, Value)> = xrs
+                                .iter()
+                                .map(|&xr| {
+                                    let (xa, off) = match at {
+                                        Ok(o) => (xr, o),
+                                        Err(v) => (g.b.ins().iadd(xr, v), 0),
+                                    };
+                                    let xv = g.b.ins().sload8x8(flags(), xa, off);
+                                    (g.b.ins().swiden_low(xv), g.b.ins().swiden_high(xv))
+                                })
+                                .collect();
+                            for (j, accj) in accs.iter().enumerate() {
                                 let wv = g.b.ins().load(
                                     I16X8,
                                     flags(),
@@ -1006,41 +1077,44 @@ impl Gen<'_, '_> {
                                 );
                                 let (wl, wh) =
                                     (g.b.ins().swiden_low(wv), g.b.ins().swiden_high(wv));
-                                let pl = g.b.ins().imul(xl, wl);
-                                let ph = g.b.ins().imul(xh, wh);
-                                let d = g.b.ins().iadd_pairwise(pl, ph);
-                                let a = g.b.use_var(acc);
-                                let a = g.b.ins().iadd(a, d);
-                                g.b.def_var(acc, a);
+                                for (&(xl, xh), &acc) in xs.iter().zip(accj) {
+                                    let pl = g.b.ins().imul(xl, wl);
+                                    let ph = g.b.ins().imul(xh, wh);
+                                    let d = g.b.ins().iadd_pairwise(pl, ph);
+                                    let a = g.b.use_var(acc);
+                                    let a = g.b.ins().iadd(a, d);
+                                    g.b.def_var(acc, a);
+                                }
                             }
                         }
                     };
                     if steps <= 8 {
                         for s in 0..steps {
-                            let xs = g.at(xr, (s * lanes) as i64);
                             let ws = g.at(wr, (s * lanes * elem) as i64);
-                            step(g, xs, ws);
+                            step(g, Ok((s * lanes) as i32), ws);
                         }
                     } else {
                         g.for_range(steps as u64, |g, s| {
-                            let xs = g.index(xr, s, lanes as i64);
+                            let at = g.b.ins().imul_imm_s(s, lanes as i64);
                             let ws = g.index(wr, s, (lanes * elem) as i64);
-                            step(g, xs, ws);
+                            step(g, Err(at), ws);
                         });
                     }
                 });
-                // Lane j of the pairwise tree: the sum of accumulator j.
-                let mut v: Vec<Value> = accs.iter().map(|&a| g.b.use_var(a)).collect();
-                v.resize(4, zero);
-                let s01 = g.b.ins().iadd_pairwise(v[0], v[1]);
-                let s23 = g.b.ins().iadd_pairwise(v[2], v[3]);
-                let sums = g.b.ins().iadd_pairwise(s01, s23);
                 let boff = g.b.ins().imul_imm_s(oc0, 4);
                 let ba = g.b.ins().iadd(bp, boff);
                 let bv = g.b.ins().load(I32X4, flags(), ba, 0);
-                let sums = g.b.ins().iadd(sums, bv);
-                let r = g.requant4(sums, &t, oc0, k.out_zp, (lo, hi));
-                g.store_bytes(r, yp, oc0, nj);
+                for (p, &yp) in yps.iter().enumerate() {
+                    // Lane j of the pairwise tree: the sum of accumulator j.
+                    let mut v: Vec<Value> = accs.iter().map(|a| g.b.use_var(a[p])).collect();
+                    v.resize(4, zero);
+                    let s01 = g.b.ins().iadd_pairwise(v[0], v[1]);
+                    let s23 = g.b.ins().iadd_pairwise(v[2], v[3]);
+                    let sums = g.b.ins().iadd_pairwise(s01, s23);
+                    let sums = g.b.ins().iadd(sums, bv);
+                    let r = g.requant4(sums, &t, oc0, k.out_zp, (lo, hi));
+                    g.store_bytes(r, yp, oc0, nj);
+                }
             };
             g.for_range((cout / 4) as u64, |g, ob| {
                 let oc0 = g.b.ins().imul_imm_s(ob, 4);
