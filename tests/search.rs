@@ -364,7 +364,7 @@ fn tight_sram_budget_gives_a_network_that_fits(free: &Path) {
     let tight = scratch("sram-tight");
     let args = FREE_KWS;
     let mut with = args.to_vec();
-    with.extend(["--budget", "sram=24KiB"]);
+    with.extend(["--budget", "sram=16KiB"]);
     let o = search("kws", &tight, &with);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let (a, b) = (
@@ -372,7 +372,7 @@ fn tight_sram_budget_gives_a_network_that_fits(free: &Path) {
         json(&tight.join("search.json")),
     );
     let sram = b["result"]["sram"].as_u64().unwrap();
-    assert!(sram <= 24 * 1024, "needs {sram} bytes of SRAM");
+    assert!(sram <= 16 * 1024, "needs {sram} bytes of SRAM");
     let arena = b["result"]["arena"].as_u64().unwrap();
     let header = std::fs::read_to_string(tight.join("kws.h")).unwrap();
     assert!(

@@ -144,6 +144,43 @@ pub fn fusions(l: &Lowered) -> Vec<Option<usize>> {
     fused
 }
 
+/// Whether the depthwise conv `d`, with the conv `c` streamed into it, may
+/// write its output over the conv's input from the same offset: `c` is a
+/// 1x1 conv of stride 1 (conv row n reads input row n alone) and, by the
+/// order the fused step runs in — conv rows up to the one the window of
+/// output row `oy` needs, then output row `oy` — every output row lands
+/// on input bytes no conv row still to come reads: `(oy + 1)` output rows
+/// end at or before the first unread input row, for every `oy` after which
+/// conv rows remain.
+pub fn streams_over(l: &Lowered, c: usize, d: usize) -> bool {
+    let (conv, depth) = (&l.nodes[c], &l.nodes[d]);
+    let (LKind::Conv { window: cw, .. }, LKind::Depthwise { window: dw }) =
+        (&conv.kind, &depth.kind)
+    else {
+        return false;
+    };
+    if cw.kernel != [1, 1] || cw.stride != [1, 1] || conv.inputs.len() != 1 {
+        return false;
+    }
+    let x = &l.nodes[conv.inputs[0]].shape;
+    if x.len() != 3 || conv.shape.len() != 3 || depth.shape.len() != 3 {
+        return false;
+    }
+    let x_row = (x[1] * x[2]) as u64;
+    let y_row = (depth.shape[1] * depth.shape[2]) as u64;
+    let hc = conv.shape[0] as i64;
+    let place = dw.over([conv.shape[0], conv.shape[1]]);
+    let (pad, k, s) = (
+        place.pad[0] as i64,
+        dw.kernel[0] as i64,
+        dw.stride[0] as i64,
+    );
+    (0..place.out[0] as i64).all(|oy| {
+        let need = (oy * s - pad + k - 1).min(hc - 1);
+        need >= hc - 1 || (oy as u64 + 1) * y_row <= (need as u64 + 1) * x_row
+    })
+}
+
 /// Rows of a fused conv's output the ring holds: the depthwise kernel height
 /// (at most the conv's output height).
 pub fn ring_rows(l: &Lowered, c: usize, d: usize) -> usize {
@@ -296,7 +333,18 @@ pub fn plan(l: &Lowered) -> MemoryPlan {
             root[i] = root[node.inputs[0]];
             continue;
         }
-        if i == l.output || fused[i].is_some() || node.inputs.iter().any(|&j| fused[j].is_some()) {
+        if i == l.output || fused[i].is_some() {
+            continue;
+        }
+        if let Some(&c) = node.inputs.iter().find(|&&j| fused[j].is_some()) {
+            // A depthwise conv with a conv streamed into it: over the
+            // conv's input where the rows allow ([`streams_over`]).
+            let j = l.nodes[c].inputs[0];
+            let r = root[j];
+            let shared_later = (0..n).any(|k| k != j && root[k] == r && last[k] > i);
+            if streams_over(l, c, i) && last[j] == i && r != 0 && !shared_later {
+                root[i] = r;
+            }
             continue;
         }
         for &j in &node.inputs {
@@ -461,8 +509,18 @@ fn verify(l: &Lowered, p: &MemoryPlan) -> Result<(), String> {
             .flat_map(|&c| l.nodes[c].inputs.iter().copied())
             .collect();
         for &j in node.inputs.iter().chain(&fused_reads) {
+            // The one overlap a fused pair allows: its output from the
+            // start of the conv's dying input, row by row behind the reads.
+            let streamed = fused_reads.contains(&j)
+                && node.inputs.iter().any(|&c| {
+                    p.fused[c] == Some(i) && l.nodes[c].inputs == [j] && streams_over(l, c, i)
+                })
+                && out.0 == span(j).0
+                && out.1 == span(j).1
+                && last[j] == i;
             if (p.fused[i].is_some() || p.fused[j] == Some(i) || fused_reads.contains(&j))
                 && overlap(out, span(j))
+                && !streamed
             {
                 return Err(format!(
                     "{} overwrites {}, which the fused pair reads",
