@@ -515,7 +515,8 @@ struct Kernel {
 /// the channels where `e` = 0 (see [`Gen::requant4`]).
 struct Requant {
     mult: Value,
-    lmul: Value,
+    /// Absent when no channel shifts left.
+    lmul: Option<Value>,
     pow: Value,
     /// Present when some channel has `e` = 0.
     e0: Option<Value>,
@@ -685,13 +686,13 @@ impl Gen<'_, '_> {
             .collect();
         let mut e0: Vec<i32> = shift.iter().map(|&s| -i32::from(right(s) == 0)).collect();
         m.resize(len, 0);
-        lmul.resize(len, 0);
+        lmul.resize(len, 1);
         pow.resize(len, 0);
         e0.resize(len, 0);
         let any_e0 = e0.iter().any(|&v| v != 0);
         Requant {
             mult: self.konst(m),
-            lmul: self.konst(lmul),
+            lmul: lmul.iter().any(|&v| v != 1).then(|| self.konst(lmul)),
             pow: self.konst(pow),
             e0: any_e0.then(|| self.konst(e0)),
         }
@@ -736,10 +737,15 @@ impl Gen<'_, '_> {
             let a = g.b.ins().iadd(base, o4);
             g.b.ins().load(I32X4, flags(), a, 0)
         };
-        let lm = ld(self, t.lmul);
+        let x = match t.lmul {
+            Some(lmul) => {
+                let lm = ld(self, lmul);
+                self.b.ins().imul(acc, lm)
+            }
+            None => acc,
+        };
         let m = ld(self, t.mult);
         let pow = ld(self, t.pow);
-        let x = self.b.ins().imul(acc, lm);
         let k30 = self.splat(I64X2, 1i64 << 30);
         // The low 32 bits of each 64-bit lane of `lo` then `hi`, in order.
         let mask: Vec<u8> = [0u8, 8, 16, 24].iter().flat_map(|&s| s..s + 4).collect();
