@@ -1023,15 +1023,17 @@ impl Gen<'_, '_> {
                     // The offset of a step's inputs in each row: a constant
                     // (unrolled) or a value (in a loop).
                     let step = |g: &mut Self, at: Result<i32, Value>, ws: Value| {
+                        // A row's inputs of this step: base and offset.
+                        let addr = |g: &mut Self, xr: Value| match at {
+                            Ok(o) => (xr, o),
+                            Err(v) => (g.b.ins().iadd(xr, v), 0),
+                        };
                         if let Some(flip) = bias128 {
                             // u8 × i8 in fours (`vpdpbusd` where the host has VNNI).
                             let xs: Vec<(Value, Value)> = xrs
                                 .iter()
                                 .map(|&xr| {
-                                    let (xa, off) = match at {
-                                        Ok(o) => (xr, o),
-                                        Err(v) => (g.b.ins().iadd(xr, v), 0),
-                                    };
+                                    let (xa, off) = addr(g, xr);
                                     let xv = g.b.ins().load(I8X16, flags(), xa, off);
                                     let xu = g.b.ins().bxor(xv, flip);
                                     (g.b.ins().uwiden_low(xu), g.b.ins().uwiden_high(xu))
@@ -1066,10 +1068,7 @@ impl Gen<'_, '_> {
                             let xs: Vec<(Value, Value)> = xrs
                                 .iter()
                                 .map(|&xr| {
-                                    let (xa, off) = match at {
-                                        Ok(o) => (xr, o),
-                                        Err(v) => (g.b.ins().iadd(xr, v), 0),
-                                    };
+                                    let (xa, off) = addr(g, xr);
                                     let xv = g.b.ins().sload8x8(flags(), xa, off);
                                     (g.b.ins().swiden_low(xv), g.b.ins().swiden_high(xv))
                                 })
