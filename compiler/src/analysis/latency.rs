@@ -5,9 +5,9 @@
 //! writes them to `stdlib/latency.json`).
 //!
 //! A step's features are counts its kernel's cost follows: for the matrix
-//! kernel, the inner-loop steps of pixel pairs and odd pixels (pairs x
-//! channel pairs x groups of 4 inputs), the epilogues, the widening and
-//! the gather (bytes and kernel rows); for the depthwise row kernel, the taps of 4 channels on its
+//! kernel, the inner-loop steps of each width of call (channels x groups
+//! of 4 inputs), the channel passes and outputs, the widening and the
+//! gather (bytes and kernel rows); for the depthwise row kernel, the taps of 4 channels on its
 //! fast (all rows, 2 or 3 columns) and general paths, the requantized
 //! groups, pixels and rows; for the rest, the elements moved. A fused
 //! conv+depthwise step has both. The same features serve the fit and the
@@ -52,27 +52,36 @@ fn mm_features(l: &Lowered, plan: &MemoryPlan, i: usize, runs: &[usize]) -> Vec<
 
 /// How many features [`mm_x`] gives (a fused conv+depthwise step's
 /// depthwise features follow them).
-const MM_FEATURES: usize = 8;
+const MM_FEATURES: usize = 11;
 
 /// The matrix kernel's features: `k` inputs per output, gathered by im2col
 /// from `rows` kernel rows (0: read in place), `cout` outputs per pixel,
-/// pixels in runs of `runs`.
+/// pixels in runs of `runs`, each run in the calls of [`dsp::chunks`]: per
+/// width of call (1 to 5 pixels, one output channel at a time) its
+/// inner-loop steps (channels x groups of 4 inputs); the channel passes
+/// and their outputs; the widening, the gather (bytes and kernel rows) and
+/// the calls.
 fn mm_x(k: usize, rows: usize, cout: usize, runs: &[usize]) -> Vec<f64> {
     let gather = rows > 0;
-    let (ocp, k4) = (cout.div_ceil(2) as f64, k.div_ceil(4) as f64);
-    let pairs: f64 = runs.iter().map(|&r| (r / 2) as f64).sum();
-    let singles: f64 = runs.iter().map(|&r| (r % 2) as f64).sum();
+    let k4 = k.div_ceil(4);
+    let mut calls = [0f64; 6];
+    for &r in runs {
+        for w in dsp::chunks(r, k4) {
+            calls[w] += 1.0;
+        }
+    }
+    let c = cout as f64;
     let pixels: f64 = runs.iter().sum::<usize>() as f64;
-    vec![
-        pairs * ocp * k4,
-        pairs * ocp,
-        singles * ocp * k4,
-        singles * ocp,
-        pixels * k4,
+    let mut x: Vec<f64> = (1..=5).map(|w| calls[w] * c * k4 as f64).collect();
+    x.extend([
+        calls.iter().sum::<f64>() * c,
+        pixels * c,
+        pixels * k4 as f64,
         if gather { pixels * k as f64 } else { 0.0 },
         pixels * rows as f64,
-        pairs + singles,
-    ]
+        calls.iter().sum(),
+    ]);
+    x
 }
 
 fn dw_features(l: &Lowered, d: usize) -> Vec<f64> {

@@ -485,46 +485,54 @@ fn fused_dsp(
         ptr(plan.places[conv.inputs[0]]),
         ptr(plan.places[dw]),
         dk[0],
-        dsp::buffers(ck)
+        dsp::buffers(ck, dsp::widest(l, plan, cv))
     );
     let _ = writeln!(c, "        for (oy = 0; oy < {doh}; ++oy) {{");
     need_row(c, ds[0], dph, dk[0], hc);
-    // The rows the window needs next, as one run of pixels (so that pairs
-    // cross rows where two rows are due at once).
+    // The rows the window needs next, as runs of pixels that end where the
+    // ring wraps (so that calls cross rows where two rows are due at once,
+    // and a call's outputs follow each other), each run in the calls of
+    // dsp::pick.
     let _ = writeln!(
         c,
-        "            if (next <= need) {{\n                const int end = (need + 1) * {wc};\n                int q;"
+        "            while (next <= need) {{\n                const int wrap = (next / {rows} + 1) * {rows} - 1;\n                const int last = need < wrap ? need : wrap;\n                const int end = (last + 1) * {wc};\n                int8_t *yq = ring + (next % {rows}) * {};\n                int q = next * {wc};\n                while (q < end) {{",
+        wc * cc
     );
     let load = dsp::loader(cv, ck, x_shape[2], wc, x_zp, None);
-    let out = |p: &str| {
-        format!(
-            "ring + (({p}) / {wc} % {rows}) * {} + (({p}) % {wc}) * {cc}",
-            wc * cc
-        )
-    };
     let s = cvar.suffix();
-    let counts = dsp::fused_counts(l, cv, dw);
-    if counts.iter().any(|&n| n >= 2) {
-        let _ = writeln!(
+    let chain = dsp::chain(&dsp::fused_counts(l, cv, dw), dsp::k4_of(l, plan, cv));
+    let inner = "                        ";
+    for (n, (&w, lefts)) in chain.iter().rev().enumerate() {
+        let open = match (n, n + 1 == chain.len()) {
+            (0, true) => "                    {\n".to_string(),
+            (0, false) => format!(
+                "                    const int r = end - q;\n                    if ({}) {{\n",
+                dsp::chain_condition(lefts, "r")
+            ),
+            (_, true) => " else {\n".to_string(),
+            (_, false) => format!(" else if ({}) {{\n", dsp::chain_condition(lefts, "r")),
+        };
+        c.push_str(&open);
+        for j in 0..w {
+            let at = if j == 0 {
+                "q".to_string()
+            } else {
+                format!("q + {j}")
+            };
+            let _ = writeln!(
+                c,
+                "{inner}{}",
+                load(&at, &(2 * j).to_string(), 2 * w as u32)
+            );
+        }
+        let _ = writeln!(c, "{inner}mnet_mm{w}_{s}(&L{cv}, xb, yq);");
+        let _ = write!(
             c,
-            "                for (q = next * {wc}; q + 2 <= end; q += 2) {{\n                    {}\n                    {}\n                    mnet_mm2_{s}(&L{cv}, xb, {}, {});\n                }}",
-            load("q", "0", 4),
-            load("q + 1", "2", 4),
-            out("q"),
-            out("q + 1")
-        );
-    } else {
-        let _ = writeln!(c, "                q = next * {wc};");
-    }
-    if counts.iter().any(|&n| n % 2 == 1) {
-        let _ = writeln!(
-            c,
-            "                if (q < end) {{\n                    {}\n                    mnet_mm1_{s}(&L{cv}, xb, {});\n                }}",
-            load("q", "0", 2),
-            out("q")
+            "{inner}q += {w};\n{inner}yq += {};\n                    }}",
+            w as u32 * cc
         );
     }
-    c.push_str("                next = need + 1;\n            }\n");
+    c.push_str("\n                }\n                next = last + 1;\n            }\n");
     let _ = writeln!(
         c,
         "            for (ky = 0; ky < {}; ++ky) {{\n                const int iy = oy * {} - {dph} + ky;",
@@ -710,29 +718,25 @@ pub fn write(
         }
         // Each variant's kernels once, only those some layer calls (C
         // warns of unused static functions): the matrix kernel's pixel
-        // pairs and odd last pixel, the depthwise row kernel.
-        let mut mms: std::collections::BTreeMap<dsp::Variant, (bool, bool)> = Default::default();
+        // widths of call (dsp::chunks), the depthwise row kernel.
+        let mut mms: std::collections::BTreeMap<dsp::Variant, std::collections::BTreeSet<usize>> =
+            Default::default();
         let mut dws = std::collections::BTreeSet::new();
         for (i, (k, v)) in kernels.iter().zip(&variants).enumerate() {
             let (Some(k), Some(v)) = (k, v) else { continue };
             match k {
                 dsp::Kernel::Mm { .. } => {
-                    let n = &l.nodes[i];
-                    let counts = match plan.fused[i] {
-                        Some(d) => dsp::fused_counts(l, i, d),
-                        None => vec![(n.shape[0] * n.shape[1]) as usize],
-                    };
-                    let e = mms.entry(*v).or_default();
-                    e.0 |= counts.iter().any(|&n| n >= 2);
-                    e.1 |= counts.iter().any(|&n| n % 2 == 1);
+                    mms.entry(*v).or_default().extend(dsp::widths(l, plan, i));
                 }
                 dsp::Kernel::Dw { .. } => {
                     dws.insert(*v);
                 }
             }
         }
-        for (v, (two, one)) in mms {
-            c.push_str(&dsp::mm(v, two, one));
+        for (v, widths) in mms {
+            for w in widths {
+                c.push_str(&dsp::mm(v, w));
+            }
         }
         for v in dws {
             c.push_str(&dsp::dw(v));
@@ -864,12 +868,13 @@ pub fn write(
                     c,
                     "        const int8_t *x = {};\n        int8_t *y = {y};\n        {}",
                     xs[0],
-                    dsp::buffers(k)
+                    dsp::buffers(k, dsp::widest(l, plan, i))
                 );
                 let load = dsp::loader(i, k, cin, ow, x_zp, None);
                 let out = |p: &str| format!("y + ({p}) * {cout}");
                 dsp::MmLoop {
                     i,
+                    k4: k.k().div_ceil(4),
                     suffix,
                     pixels,
                     load: &load,

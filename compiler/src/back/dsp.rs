@@ -2,18 +2,22 @@
 //! (Cortex-M4, M7, M33, M55): int8 operands widened to packed 16-bit pairs
 //! with the zero point subtracted on the way (`SXTAB16`), multiplied and
 //! accumulated two at a time (`SMLAD`) or one lane each (`SMLABB`/`SMLATT`),
-//! requantized with `SMMULR` where the arithmetic allows. Under
+//! requantized with `SMMULR`/`SMMLAR` where the arithmetic allows. Under
 //! `__ARM_FEATURE_DSP` they use `<arm_acle.h>`; elsewhere the same
 //! operations are written in portable C, which gives the same bits (every
 //! intermediate is an exact integer in both), so the host build of the C
 //! is the same program as the device build.
 //!
-//! Convolutions are one matrix kernel over two output pixels at a time
-//! (`mnet_mm2`, and `mnet_mm1` for an odd last pixel): each pixel's inputs
-//! (its receptive field, gathered by `mnet_im2col` unless a 1x1 conv reads
-//! them in place) widened into a small stack buffer, weights reordered at
-//! compile time so that a pair of output channels is one 8-byte load per
-//! four inputs. Depthwise convs are `mnet_dw_row`: one output row from
+//! Convolutions are a matrix kernel over 1 to 5 output pixels at a time
+//! (`mnet_mm1` .. `mnet_mm5`, a run of pixels split into calls by a cost
+//! model: [`chunks`]), one output channel at a time: four weights loaded
+//! and widened once for all the pixels, in Thumb-2 with all 14 registers
+//! in use, and for the common SMMULR layers the whole kernel in Thumb-2
+//! (its per-channel state in a small frame). Each pixel's inputs (its
+//! receptive field, gathered by `mnet_im2col` unless a 1x1 conv reads them
+//! in place) are widened into a small stack buffer; each output channel's
+//! weights are one row padded to groups of 4. Depthwise convs are
+//! `mnet_dw_row`: one output row from
 //! `kernel` input row pointers (so a plan's ring buffer or padding rows
 //! cost nothing), four channels in the lanes, the valid taps of each
 //! output pixel computed once instead of a bounds check per tap.
@@ -50,6 +54,11 @@ static inline int32_t mnet_smlatt(uint32_t a, uint32_t b, int32_t c) {
 static inline int32_t mnet_smmulr(int32_t a, int32_t b) {
     int32_t r;
     __asm("smmulr %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+}
+static inline int32_t mnet_smmlar(int32_t a, int32_t b, int32_t c) {
+    int32_t r;
+    __asm("smmlar %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(c));
     return r;
 }
 static inline uint32_t mnet_sxtb16_ror8(uint32_t x) {
@@ -95,6 +104,9 @@ static inline int32_t mnet_smlatt(uint32_t a, uint32_t b, int32_t c) {
 static inline int32_t mnet_smmulr(int32_t a, int32_t b) {
     return (int32_t)(((int64_t)a * (int64_t)b + ((int64_t)1 << 31)) >> 32);
 }
+static inline int32_t mnet_smmlar(int32_t a, int32_t b, int32_t c) {
+    return (int32_t)(((int64_t)c * ((int64_t)1 << 32) + (int64_t)a * (int64_t)b + ((int64_t)1 << 31)) >> 32);
+}
 static inline int32_t mnet_ssat8(int32_t v) {
     return v < -128 ? -128 : (v > 127 ? 127 : v);
 }
@@ -107,8 +119,12 @@ static inline uint32_t mnet_sxtab16_ror8(uint32_t a, uint32_t x) {
 #endif
 #if defined(__GNUC__)
 #define MNET_NOINLINE __attribute__((noinline))
+/* Hides how a pointer was computed, so that the compiler steps one pointer
+ * rather than keeping one per output (and spilling them). */
+#define MNET_OPAQUE(v) __asm("" : "+r"(v))
 #else
 #define MNET_NOINLINE
+#define MNET_OPAQUE(v) (void)0
 #endif
 static inline uint32_t mnet_load32(const int8_t *p) {
     uint32_t v;
@@ -118,12 +134,14 @@ static inline uint32_t mnet_load32(const int8_t *p) {
 
 /* MultiplyByQuantizedMultiplier for a right shift r >= 1, plus the output
  * zero point: nz = 2^(r-1) + (zp << r). SMMULR of 2 acc is SRDHM's
- * rounding for every product (the compiler checked that 2 acc and the sum
- * below cannot overflow for this layer), and (h + (h >> 31) + 2^(r-1)) >> r
- * is RoundingDivideByPOT. */
+ * rounding for every product h (the compiler checked that 2 acc and the
+ * sum below cannot overflow for this layer), and (h + (h >> 31) + 2^(r-1))
+ * >> r is RoundingDivideByPOT. SMMLAR adds nz on the way (nz 2^32 leaves
+ * the rounding alone), and acc's sign stands for h's: they agree unless
+ * h = 0, where the -1 cannot carry (2^(r-1) - 1 and 2^(r-1) shift to the
+ * same). */
 static inline int32_t mnet_rq(int32_t acc, int32_t m, int32_t r, int32_t nz) {
-    const int32_t h = mnet_smmulr((int32_t)((uint32_t)acc << 1), m);
-    return (h + (h >> 31) + nz) >> r;
+    return (mnet_smmlar((int32_t)((uint32_t)acc << 1), m, nz) + (acc >> 31)) >> r;
 }
 
 "#;
@@ -269,215 +287,339 @@ impl Variant {
     }
 }
 
-/// One step of the two-pixel inner loop in Thumb-2: four inputs of both
-/// pixels against four weights of both output channels, 16 MACs.
-const MM2_STEP: &str = r#"
-                "ldmia %[xp]!, {%[x0], %[x1], %[x2], %[x3]}\n\t"
-                "ldrd %[w0], %[w1], [%[wp]], #8\n\t"
-                "sxtb16 %[t], %[w0]\n\t"
-                "smlad %[a00], %[x0], %[t], %[a00]\n\t"
-                "smlad %[a10], %[x2], %[t], %[a10]\n\t"
-                "sxtb16 %[w0], %[w0], ror #8\n\t"
-                "smlad %[a00], %[x1], %[w0], %[a00]\n\t"
-                "smlad %[a10], %[x3], %[w0], %[a10]\n\t"
-                "sxtb16 %[t], %[w1]\n\t"
-                "smlad %[a01], %[x0], %[t], %[a01]\n\t"
-                "smlad %[a11], %[x2], %[t], %[a11]\n\t"
-                "sxtb16 %[w1], %[w1], ror #8\n\t"
-                "smlad %[a01], %[x1], %[w1], %[a01]\n\t"
-                "smlad %[a11], %[x3], %[w1], %[a11]\n\t""#;
+/// Lines of an asm statement's text, each a C string literal on its own
+/// line indented by `indent` spaces.
+fn asm_lines<S: AsRef<str>>(indent: usize, lines: &[S]) -> String {
+    lines
+        .iter()
+        .map(|l| format!("\n{:indent$}\"{}\\n\\t\"", "", l.as_ref()))
+        .collect()
+}
 
-/// The one-pixel step: four inputs against four weights of two channels.
-const MM1_STEP: &str = r#"
-                "ldrd %[x0], %[x1], [%[xp]], #8\n\t"
-                "ldrd %[w0], %[w1], [%[wp]], #8\n\t"
-                "sxtb16 %[t], %[w0]\n\t"
-                "smlad %[a0], %[x0], %[t], %[a0]\n\t"
-                "sxtb16 %[w0], %[w0], ror #8\n\t"
-                "smlad %[a0], %[x1], %[w0], %[a0]\n\t"
-                "sxtb16 %[t], %[w1]\n\t"
-                "smlad %[a1], %[x0], %[t], %[a1]\n\t"
-                "sxtb16 %[w1], %[w1], ror #8\n\t"
-                "smlad %[a1], %[x1], %[w1], %[a1]\n\t""#;
+/// A loop of `k` steps unrolled four times, entered at the step that
+/// leaves a multiple of four (`t` is free before the first step): the
+/// lines of an asm statement.
+fn asm_loop4(step: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = [
+        "ands %[t], %[k], #3",
+        "add %[k], %[k], #3",
+        "lsr %[k], %[k], #2",
+        "beq 10f",
+        "cmp %[t], #2",
+        "bhi 11f",
+        "beq 12f",
+        "b 13f",
+    ]
+    .map(String::from)
+    .to_vec();
+    for l in 10..14 {
+        out.push(format!("{l}:"));
+        out.extend_from_slice(step);
+    }
+    out.extend(["subs %[k], %[k], #1".into(), "bne 10b".into()]);
+    out
+}
 
-/// A loop of `k` steps, unrolled twice (an odd first step alone).
-fn asm_loop(step: &str) -> String {
+/// Instructions of one call of the matrix kernel over `w` pixels (1 to 5)
+/// per output channel, with `k4` groups of 4 inputs: the inner loop's
+/// step (16.5 for 5 pixels, 13.5 for 4, 11.5 for 3, 8.5 for 2, 6.5 for 1,
+/// the loop's branch included), about 25 to start and end a channel and 6
+/// per output. What [`chunks`] minimizes.
+fn call_cost(w: usize, k4: usize) -> f64 {
+    let step = [0.0, 6.5, 8.5, 11.5, 13.5, 16.5][w];
+    k4 as f64 * step + 25.0 + 6.0 * w as f64
+}
+
+/// The pixels of each call of the matrix kernel over a run of `r` pixels
+/// with `k4` groups of 4 inputs, in order: the cheapest cover of the run
+/// by calls of 1 to 5 pixels ([`call_cost`]), wider calls first.
+pub fn chunks(r: usize, k4: usize) -> Vec<usize> {
+    // best[n]: the cheapest cost of n pixels and its first call.
+    let mut best: Vec<(f64, usize)> = vec![(0.0, 0); r + 1];
+    for n in 1..=r {
+        best[n] = (1..=5.min(n))
+            .rev()
+            .map(|w| (call_cost(w, k4) + best[n - w].0, w))
+            .fold(
+                (f64::INFINITY, 0),
+                |a, b| if b.0 < a.0 - 1e-9 { b } else { a },
+            );
+    }
+    let mut out = Vec::new();
+    let mut n = r;
+    while n > 0 {
+        out.push(best[n].1);
+        n -= best[n].1;
+    }
+    out
+}
+
+/// The calls a run-time walk over runs of `runs` pixels makes, as the C
+/// chooses them: for each width, the pixels left at which it is called
+/// (every run's [`chunks`], in order).
+pub fn chain(
+    runs: &[usize],
+    k4: usize,
+) -> std::collections::BTreeMap<usize, std::collections::BTreeSet<usize>> {
+    let mut at: std::collections::BTreeMap<usize, std::collections::BTreeSet<usize>> =
+        Default::default();
+    for &r in runs {
+        let mut left = r;
+        for w in chunks(r, k4) {
+            at.entry(w).or_default().insert(left);
+            left -= w;
+        }
+    }
+    at
+}
+
+/// The C condition on `r` (pixels left) of the lefts in `at`.
+pub fn chain_condition(at: &std::collections::BTreeSet<usize>, r: &str) -> String {
+    at.iter()
+        .map(|n| format!("{r} == {n}"))
+        .collect::<Vec<_>>()
+        .join(" || ")
+}
+
+/// One step of the matrix kernel over `p` pixels (1 to 5) and one output
+/// channel: four weights loaded and widened once, against four inputs of
+/// every pixel (pairs of pixels by one LDM, an odd last by LDRD), 4p MACs.
+fn step(p: usize) -> Vec<String> {
+    let mut s: Vec<String> = [
+        "ldr %[w], [%[wp]], #4",
+        "sxtb16 %[t], %[w]",
+        "sxtb16 %[w], %[w], ror #8",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut j = 0;
+    while j < p {
+        if j + 2 <= p {
+            s.push("ldmia %[xp]!, {%[x0], %[x1], %[x2], %[x3]}".into());
+            for (a, x, h) in [(j, 0, "t"), (j, 1, "w"), (j + 1, 2, "t"), (j + 1, 3, "w")] {
+                s.push(format!("smlad %[a{a}], %[x{x}], %[{h}], %[a{a}]"));
+            }
+            j += 2;
+        } else {
+            s.push("ldrd %[x0], %[x1], [%[xp]], #8".into());
+            for (x, h) in [(0, "t"), (1, "w")] {
+                s.push(format!("smlad %[a{j}], %[x{x}], %[{h}], %[a{j}]"));
+            }
+            j += 1;
+        }
+    }
+    s
+}
+
+/// The whole matrix kernel over `p` pixels for SMMULR layers saturating to
+/// int8 (the common case), in Thumb-2: every register in the inner loop
+/// (accumulators r0.., weights r5, r6, count r7, inputs r8-r11, input
+/// pointer r12, weight pointer lr), the per-channel state in a small frame
+/// (x, k4, cout, records, shifts, end and current output). Requantization
+/// as `mnet_rq`; pixel j's output at y + j cout.
+fn naked(p: usize) -> String {
+    let regs = [
+        ("%[w]", "r5"),
+        ("%[t]", "r6"),
+        ("%[k]", "r7"),
+        ("%[x0]", "r8"),
+        ("%[x1]", "r9"),
+        ("%[x2]", "r10"),
+        ("%[x3]", "r11"),
+        ("%[xp]", "r12"),
+        ("%[wp]", "lr"),
+    ];
+    let mut lines: Vec<String> = [
+        "push {r4-r11, lr}",
+        "sub sp, sp, #28",
+        "ldr r3, [r0, #12]",
+        "ldr r4, [r0, #16]",
+        "ldr r5, [r0, #4]",
+        "ldr r6, [r0, #8]",
+        "ldr lr, [r0, #0]",
+        "add r7, r2, r4",
+        "str r1, [sp, #0]",
+        "str r3, [sp, #4]",
+        "str r4, [sp, #8]",
+        "str r5, [sp, #12]",
+        "str r6, [sp, #16]",
+        "str r7, [sp, #20]",
+        "str r2, [sp, #24]",
+        "20:",
+        "ldr r12, [sp, #0]",
+        "ldr r7, [sp, #12]",
+        "ldr r0, [r7]",
+    ]
+    .map(String::from)
+    .to_vec();
+    lines.extend((1..p).map(|j| format!("mov r{j}, r0")));
+    lines.push("ldr r7, [sp, #4]".into());
+    for l in asm_loop4(&step(p)) {
+        let mut l = l;
+        for j in 0..p {
+            l = l.replace(&format!("%[a{j}]"), &format!("r{j}"));
+        }
+        for (from, to) in regs {
+            l = l.replace(from, to);
+        }
+        lines.push(l);
+    }
+    lines.extend(
+        [
+            "ldr r7, [sp, #12]",
+            "ldrd r5, r6, [r7, #4]",
+            "add r7, r7, #12",
+            "str r7, [sp, #12]",
+            "ldr r8, [sp, #16]",
+            "ldrsb r7, [r8], #1",
+            "str r8, [sp, #16]",
+            "ldr r8, [sp, #24]",
+            "ldr r9, [sp, #8]",
+        ]
+        .map(String::from),
+    );
+    for j in 0..p {
+        lines.extend([
+            format!("lsl r11, r{j}, #1"),
+            "smmlar r11, r11, r5, r6".into(),
+            format!("add r11, r11, r{j}, asr #31"),
+            "asr r11, r11, r7".into(),
+            "ssat r11, #8, r11".into(),
+        ]);
+        let store: &[&str] = match j {
+            0 => &["strb r11, [r8]"],
+            1 => &["strb r11, [r8, r9]"],
+            2 => &["add r10, r8, r9, lsl #1", "strb r11, [r10]"],
+            3 => &["strb r11, [r10, r9]"],
+            _ => &["add r10, r10, r9, lsl #1", "strb r11, [r10]"],
+        };
+        lines.extend(store.iter().map(|l| l.to_string()));
+    }
+    lines.extend(
+        [
+            "add r8, r8, #1",
+            "str r8, [sp, #24]",
+            "ldr r9, [sp, #20]",
+            "cmp r8, r9",
+            "bne 20b",
+            "add sp, sp, #28",
+            "pop {r4-r11, pc}",
+        ]
+        .map(String::from),
+    );
+    let text = asm_lines(8, &lines);
     format!(
-        "\n                \"tst %[k], #1\\n\\t\"\n                \"beq 2f\\n\\t\"{step}\n                \"2:\\n\\t\"\n                \"lsrs %[k], %[k], #1\\n\\t\"\n                \"beq 3f\\n\\t\"\n                \"1:\\n\\t\"{step}{step}\n                \"subs %[k], %[k], #1\\n\\t\"\n                \"bne 1b\\n\\t\"\n                \"3:\\n\\t\""
+        r#"
+/* Outputs of {p} pixels (pixel j's at y + j cout), one output channel at
+ * a time, all in Thumb-2 (see mnet_mm{p}_fs below for the same in C). */
+__attribute__((naked, noinline)) static void mnet_mm{p}_fs(const struct mnet_mm *L __attribute__((unused)),
+                                                          const uint32_t *x __attribute__((unused)),
+                                                          int8_t *y __attribute__((unused))) {{
+    __asm volatile({text});
+}}
+"#
     )
 }
 
-/// The matrix kernels of one variant: the two-pixel one, the one-pixel one
-/// or both.
-pub fn mm(v: Variant, two: bool, one: bool) -> String {
+/// The matrix kernel of one variant over `p` pixels (1 to 5): one output
+/// channel at a time, its weights (one row of k4 groups of 4) widened four
+/// at a time for all `p` pixels.
+pub fn mm(v: Variant, p: usize) -> String {
     let s = v.suffix();
-    let mut out = String::new();
-    if two {
-        let _ = write!(
-            out,
-            r#"
-/* Outputs of two pixels (y0, y1) for every output channel: x holds their
- * widened inputs, interleaved per 4 (x0 of pixel 0, then of pixel 1). */
-static void mnet_mm2_{s}(const struct mnet_mm *L, const uint32_t *x, int8_t *y0, int8_t *y1) {{
+    let accs: Vec<String> = (0..p).map(|j| format!("a{j}")).collect();
+    let decl = accs[1..]
+        .iter()
+        .map(|a| format!(", {a} = a0"))
+        .collect::<String>();
+    let operands = accs
+        .iter()
+        .map(|a| format!("[{a}] \"+r\"({a}), "))
+        .collect::<String>();
+    let portable = (0..p)
+        .map(|j| {
+            format!(
+                "\n            {a} = mnet_smlad(xp[{e}], wa, {a});\n            {a} = mnet_smlad(xp[{o}], wb, {a});",
+                a = accs[j],
+                e = 2 * j,
+                o = 2 * j + 1
+            )
+        })
+        .collect::<String>();
+    let stores = (0..p)
+        .map(|j| {
+            format!(
+                "\n            {}*yo = {};",
+                if j == 0 {
+                    ""
+                } else {
+                    "yo += cout;\n            "
+                },
+                v.out_of(&accs[j], "m", "q", "r")
+            )
+        })
+        .collect::<String>();
+    let c = format!(
+        r#"
+/* Outputs of {p} pixels (pixel j's at y + j cout), one output channel at
+ * a time: x holds their widened inputs, interleaved per 4 (pixel 0's two
+ * words, then pixel 1's, ...), so that one widening of four weights
+ * serves all {p}. */
+static void mnet_mm{p}_{s}(const struct mnet_mm *L, const uint32_t *x, int8_t *y) {{
     const int32_t *p = L->p;
-    const int8_t *const rs = L->r;
-    const int8_t *w = L->w;
+    const int8_t *rp = L->r;
+    const int8_t *wp = L->w;
     const int k4 = L->k4, cout = L->cout;
     const int32_t zp = L->zp, lo = L->lo, hi = L->hi;
-    const int8_t *rp = rs;
-    int n;
-    (void)rs;
+    int oc;
     (void)zp;
     (void)lo;
     (void)hi;
-    for (n = cout >> 1; n > 0; --n, p += 6, rp += 2, y0 += 2, y1 += 2) {{
+    for (oc = 0; oc < cout; ++oc, p += 3, ++rp, ++y) {{
+        int32_t a0 = p[0]{decl};
         const uint32_t *xp = x;
-        int32_t a00 = p[0], a01 = p[3];
-        int32_t a10 = a00, a11 = a01;
         int k = k4;
 #if defined(MNET_DSP_ASM)
         {{
-            /* ldmia needs its registers in ascending order. */
             register uint32_t x0 __asm("r8"), x1 __asm("r9"), x2 __asm("r10"), x3 __asm("r11");
-            uint32_t w0, w1, t;
+            uint32_t w, t;
             __asm volatile({body}
-                : [a00] "+r"(a00), [a01] "+r"(a01), [a10] "+r"(a10), [a11] "+r"(a11),
-                  [xp] "+r"(xp), [wp] "+r"(w), [k] "+r"(k), [x0] "=&r"(x0), [x1] "=&r"(x1),
-                  [x2] "=&r"(x2), [x3] "=&r"(x3), [w0] "=&r"(w0), [w1] "=&r"(w1), [t] "=&r"(t)
+                : {operands}[xp] "+r"(xp), [wp] "+r"(wp), [k] "+r"(k),
+                  [x0] "=&r"(x0), [x1] "=&r"(x1), [x2] "=&r"(x2), [x3] "=&r"(x3), [w] "=&r"(w), [t] "=&r"(t)
                 :
                 : "cc", "memory");
         }}
 #else
         do {{
-            const uint32_t w0 = mnet_load32(w), w1 = mnet_load32(w + 4);
-            const uint32_t x0a = xp[0], x0b = xp[1], x1a = xp[2], x1b = xp[3];
-            uint32_t wa = mnet_sxtb16(w0), wb = mnet_sxtb16_ror8(w0);
-            a00 = mnet_smlad(x0a, wa, a00);
-            a00 = mnet_smlad(x0b, wb, a00);
-            a10 = mnet_smlad(x1a, wa, a10);
-            a10 = mnet_smlad(x1b, wb, a10);
-            wa = mnet_sxtb16(w1);
-            wb = mnet_sxtb16_ror8(w1);
-            a01 = mnet_smlad(x0a, wa, a01);
-            a01 = mnet_smlad(x0b, wb, a01);
-            a11 = mnet_smlad(x1a, wa, a11);
-            a11 = mnet_smlad(x1b, wb, a11);
-            xp += 4;
-            w += 8;
+            const uint32_t w0 = mnet_load32(wp);
+            const uint32_t wa = mnet_sxtb16(w0), wb = mnet_sxtb16_ror8(w0);{portable}
+            xp += {xs};
+            wp += 4;
         }} while (--k);
 #endif
         {{
             const int32_t m = p[1], q = p[2], r = rp[0];
+            int8_t *yo = y;
             (void)r;
-            y0[0] = {o00};
-            y1[0] = {o10};
+            MNET_OPAQUE(yo);{stores}
         }}
-        {{
-            const int32_t m = p[4], q = p[5], r = rp[1];
-            (void)r;
-            y0[1] = {o01};
-            y1[1] = {o11};
-        }}
-    }}
-    if (cout & 1) {{
-        const uint32_t *xp = x;
-        int32_t a0 = p[0], a1 = a0;
-        int k = k4;
-        do {{
-            const uint32_t w0 = mnet_load32(w);
-            const uint32_t wa = mnet_sxtb16(w0), wb = mnet_sxtb16_ror8(w0);
-            a0 = mnet_smlad(xp[0], wa, a0);
-            a0 = mnet_smlad(xp[1], wb, a0);
-            a1 = mnet_smlad(xp[2], wa, a1);
-            a1 = mnet_smlad(xp[3], wb, a1);
-            xp += 4;
-            w += 4;
-        }} while (--k);
-        y0[0] = {o0};
-        y1[0] = {o1};
     }}
 }}
 "#,
-            body = asm_loop(MM2_STEP),
-            o00 = v.out_of("a00", "m", "q", "r"),
-            o10 = v.out_of("a10", "m", "q", "r"),
-            o01 = v.out_of("a01", "m", "q", "r"),
-            o11 = v.out_of("a11", "m", "q", "r"),
-            o0 = v.out_of("a0", "p[1]", "p[2]", "rp[0]"),
-            o1 = v.out_of("a1", "p[1]", "p[2]", "rp[0]"),
-        );
+        body = asm_lines(16, &asm_loop4(&step(p))),
+        xs = 2 * p,
+    );
+    if s == "fs" {
+        format!("\n#if defined(MNET_DSP_ASM){}#else{c}#endif\n", naked(p))
+    } else {
+        c
     }
-    if one {
-        let _ = write!(
-            out,
-            r#"
-/* Outputs of one pixel: x holds its widened inputs (2 words per 4). */
-static void mnet_mm1_{s}(const struct mnet_mm *L, const uint32_t *x, int8_t *y) {{
-    const int32_t *p = L->p;
-    const int8_t *const rs = L->r;
-    const int8_t *w = L->w;
-    const int k4 = L->k4, cout = L->cout;
-    const int32_t zp = L->zp, lo = L->lo, hi = L->hi;
-    int oc;
-    (void)rs;
-    (void)zp;
-    (void)lo;
-    (void)hi;
-    for (oc = 0; oc + 2 <= cout; oc += 2, p += 6) {{
-        const uint32_t *xp = x;
-        int32_t a0 = p[0], a1 = p[3];
-        int k = k4;
-#if defined(MNET_DSP_ASM)
-        {{
-            uint32_t x0, x1, w0, w1, t;
-            __asm volatile({body}
-                : [a0] "+r"(a0), [a1] "+r"(a1), [xp] "+r"(xp), [wp] "+r"(w), [k] "+r"(k),
-                  [x0] "=&r"(x0), [x1] "=&r"(x1), [w0] "=&r"(w0), [w1] "=&r"(w1), [t] "=&r"(t)
-                :
-                : "cc", "memory");
-        }}
-#else
-        do {{
-            const uint32_t w0 = mnet_load32(w), w1 = mnet_load32(w + 4);
-            const uint32_t xa = xp[0], xb = xp[1];
-            a0 = mnet_smlad(xa, mnet_sxtb16(w0), a0);
-            a0 = mnet_smlad(xb, mnet_sxtb16_ror8(w0), a0);
-            a1 = mnet_smlad(xa, mnet_sxtb16(w1), a1);
-            a1 = mnet_smlad(xb, mnet_sxtb16_ror8(w1), a1);
-            xp += 2;
-            w += 8;
-        }} while (--k);
-#endif
-        y[oc] = {p0};
-        y[oc + 1] = {p1};
-    }}
-    if (oc < cout) {{
-        const uint32_t *xp = x;
-        int32_t a0 = p[0];
-        int k = k4;
-        do {{
-            const uint32_t w0 = mnet_load32(w);
-            a0 = mnet_smlad(xp[0], mnet_sxtb16(w0), a0);
-            a0 = mnet_smlad(xp[1], mnet_sxtb16_ror8(w0), a0);
-            xp += 2;
-            w += 4;
-        }} while (--k);
-        y[oc] = {p0};
-    }}
-}}
-"#,
-            body = asm_loop(MM1_STEP),
-            p0 = v.out("a0", "p", "oc"),
-            p1 = v.out("a1", "p + 3", "oc + 1"),
-        );
-    }
-    out
 }
 
 /// The Thumb-2 body of a 3x3 window's taps of 4 channels with all rows and
 /// `cols` (3, or 2 at the first or last column) columns: per tap one input
 /// word (the row's last tap steps the row pointer to the next 4 channels),
-/// widened minus the zero point, against the tap's two weight words; the
+/// widened minus the zero point, against the tap's two weight words (one
+/// LDRD); the
 /// weight pointer steps to the next group's 9 taps at the end.
 fn dw_taps(cols: usize) -> String {
     let mut s = String::new();
@@ -492,14 +634,13 @@ fn dw_taps(cols: usize) -> String {
             };
             for line in [
                 format!("ldr %[xv], {load}"),
-                format!("ldr %[w], [%[wp], #{}]", t * 8),
+                format!("ldrd %[w], %[v], [%[wp], #{}]", t * 8),
                 "sxtab16 %[xa], %[nzp], %[xv]".into(),
                 "sxtab16 %[xv], %[nzp], %[xv], ror #8".into(),
                 "smlabb %[a0], %[xa], %[w], %[a0]".into(),
                 "smlatt %[a2], %[xa], %[w], %[a2]".into(),
-                format!("ldr %[w], [%[wp], #{}]", t * 8 + 4),
-                "smlabb %[a1], %[xv], %[w], %[a1]".into(),
-                "smlatt %[a3], %[xv], %[w], %[a3]".into(),
+                "smlabb %[a1], %[xv], %[v], %[a1]".into(),
+                "smlatt %[a3], %[xv], %[v], %[a3]".into(),
             ] {
                 let _ = write!(s, "\"{line}\\n\\t\"\n                        ");
             }
@@ -516,7 +657,7 @@ fn dw_asm(cols: usize) -> String {
                         {}
                         : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [x0] "+r"(x0),
                           [x1] "+r"(x1), [x2] "+r"(x2), [wp] "+r"(wp), [xv] "=&r"(xv), [xa] "=&r"(xa),
-                          [w] "=&r"(w)
+                          [w] "=&r"(w), [v] "=&r"(v)
                         : [c] "r"(c), [nzp] "r"(nzp)
                         : "cc", "memory");"#,
         dw_taps(cols)
@@ -579,16 +720,26 @@ static void mnet_dw_row_{s}(const struct mnet_dw *L, const int8_t *const *rows, 
             for (ch = 0; ch + 4 <= c; ch += 4) {{
                 const int32_t *p = rec + 3 * ch;
                 int32_t a0 = p[0], a1 = p[3], a2 = p[6], a3 = p[9];
-                uint32_t xv, xa, w;
+                uint32_t xv, xa, w, v;
                 if (n == 3) {{
                     {a3}
                 }} else {{
                     {a2}
                 }}
-                y[ch] = {o0};
-                y[ch + 1] = {o1};
-                y[ch + 2] = {o2};
-                y[ch + 3] = {o3};
+                {{
+                    /* Fresh copies: the compiler keeps them in registers
+                     * rather than reloading the spilled originals. */
+                    const int32_t *pe = p;
+                    const int8_t *re = rs + ch;
+                    int8_t *ye = y + ch;
+                    MNET_OPAQUE(pe);
+                    MNET_OPAQUE(re);
+                    MNET_OPAQUE(ye);
+                    ye[0] = {e0};
+                    ye[1] = {e1};
+                    ye[2] = {e2};
+                    ye[3] = {e3};
+                }}
             }}
         }} else
 #endif
@@ -645,6 +796,10 @@ static void mnet_dw_row_{s}(const struct mnet_dw *L, const int8_t *const *rows, 
         o2 = v.out("a2", "p + 6", "ch + 2"),
         o3 = v.out("a3", "p + 9", "ch + 3"),
         t0 = v.out("a0", "p", "ch"),
+        e0 = v.out_of("a0", "pe[1]", "pe[2]", "re[0]"),
+        e1 = v.out_of("a1", "pe[4]", "pe[5]", "re[1]"),
+        e2 = v.out_of("a2", "pe[7]", "pe[8]", "re[2]"),
+        e3 = v.out_of("a3", "pe[10]", "pe[11]", "re[3]"),
         a3 = dw_asm(3),
         a2 = dw_asm(2),
     );
@@ -717,26 +872,13 @@ pub fn layer(
     }
 }
 
-/// A conv's weights (`[out][k]`) in the matrix kernel's order: pairs of
-/// output channels interleaved per 4 inputs, k padded with zeros to groups
-/// of 4, an odd last channel alone.
+/// A conv's weights (`[out][k]`) in the matrix kernel's order: each
+/// output channel's row padded with zeros to groups of 4.
 pub fn mm_weights(w: &[i8], cout: usize, k: usize) -> Vec<i8> {
     let k4 = k.div_ceil(4);
-    let at = |oc: usize, j: usize| if j < k { w[oc * k + j] } else { 0 };
-    let mut out = Vec::with_capacity(cout * k4 * 4);
-    let mut oc = 0;
-    while oc + 2 <= cout {
-        for g in 0..k4 {
-            for o in [oc, oc + 1] {
-                out.extend((0..4).map(|j| at(o, 4 * g + j)));
-            }
-        }
-        oc += 2;
-    }
-    if oc < cout {
-        for g in 0..k4 {
-            out.extend((0..4).map(|j| at(oc, 4 * g + j)));
-        }
+    let mut out = vec![0i8; cout * k4 * 4];
+    for (row, src) in out.chunks_mut(k4 * 4).zip(w.chunks(k)) {
+        row[..k].copy_from_slice(src);
     }
     out
 }
@@ -952,11 +1094,15 @@ pub fn constants(
 }
 
 /// C statements that compute output pixels of conv `i` with the matrix
-/// kernel: `pixels` output pixels, pixel `p`'s inputs loaded by `load(p,
-/// offset, step)`, written at `out(p)`; pairs first, or last to first when
-/// `backwards` (an in-place conv whose output pixels are larger).
+/// kernel: `pixels` output pixels in the calls of [`chunks`], pixel `p`'s
+/// inputs loaded by `load(p, offset, step)`, its outputs at `out(p)` (a
+/// call's pixels' outputs follow each other); first to last, or last to
+/// first when `backwards` (an in-place conv whose output pixels are
+/// larger).
 pub struct MmLoop<'a> {
     pub i: usize,
+    /// Groups of 4 inputs per output.
+    pub k4: usize,
     pub suffix: &'static str,
     pub pixels: usize,
     pub load: &'a dyn Fn(&str, &str, u32) -> String,
@@ -967,41 +1113,69 @@ pub struct MmLoop<'a> {
 }
 
 impl MmLoop<'_> {
-    pub fn emit(&self, c: &mut String) {
-        let (i, s, n, p, ind) = (self.i, self.suffix, self.pixels, self.var, self.indent);
-        let pair = |c: &mut String, a: &str, b: &str, inner: &str| {
-            let _ = writeln!(c, "{inner}{}", (self.load)(a, "0", 4));
-            let _ = writeln!(c, "{inner}{}", (self.load)(b, "2", 4));
+    /// The calls over a chunk of `w` pixels from pixel `a` (an expression).
+    fn chunk(&self, c: &mut String, a: &str, w: usize, inner: &str) {
+        let (i, s) = (self.i, self.suffix);
+        let at = |j: usize| match (j, a.parse::<usize>()) {
+            (0, _) => a.to_string(),
+            (j, Ok(a)) => (a + j).to_string(),
+            (j, Err(_)) => format!("{a} + {j}"),
+        };
+        for j in 0..w {
             let _ = writeln!(
                 c,
-                "{inner}mnet_mm2_{s}(&L{i}, xb, {}, {});",
-                (self.out)(a),
-                (self.out)(b)
+                "{inner}{}",
+                (self.load)(&at(j), &(2 * j).to_string(), 2 * w as u32)
             );
+        }
+        let _ = writeln!(c, "{inner}mnet_mm{w}_{s}(&L{i}, xb, {});", (self.out)(a));
+    }
+
+    pub fn emit(&self, c: &mut String) {
+        let (n, p, ind) = (self.pixels, self.var, self.indent);
+        let cs = chunks(n, self.k4);
+        // A loop over the leading run of 5s, the rest one call each at
+        // constant pixels.
+        let run = cs.iter().take_while(|&&w| w == 5).count();
+        let (looped, rest) = if run >= 2 {
+            (run, &cs[run..])
+        } else {
+            (0, &cs[..])
         };
-        let single = |c: &mut String, a: &str, inner: &str| {
-            let _ = writeln!(c, "{inner}{}", (self.load)(a, "0", 2));
-            let _ = writeln!(c, "{inner}mnet_mm1_{s}(&L{i}, xb, {});", (self.out)(a));
-        };
-        if n == 1 {
-            single(c, "0", ind);
-            return;
+        let mut starts = Vec::new();
+        let mut at = 5 * looped;
+        for &w in rest {
+            starts.push((at, w));
+            at += w;
         }
         let inner = format!("{ind}    ");
-        let _ = writeln!(c, "{ind}int {p};");
-        if self.backwards {
-            let _ = writeln!(c, "{ind}for ({p} = {n}; {p} >= 2; {p} -= 2) {{");
-            pair(c, &format!("{p} - 2"), &format!("{p} - 1"), &inner);
-            let _ = writeln!(c, "{ind}}}");
-            if n % 2 == 1 {
-                single(c, "0", ind);
+        let lp = |c: &mut String| {
+            if looped == 0 {
+                return;
             }
-        } else {
-            let _ = writeln!(c, "{ind}for ({p} = 0; {p} + 2 <= {n}; {p} += 2) {{");
-            pair(c, p, &format!("{p} + 1"), &inner);
+            let _ = writeln!(c, "{ind}int {p};");
+            if self.backwards {
+                let _ = writeln!(
+                    c,
+                    "{ind}for ({p} = {}; {p} >= 0; {p} -= 5) {{",
+                    5 * (looped - 1)
+                );
+            } else {
+                let _ = writeln!(c, "{ind}for ({p} = 0; {p} < {}; {p} += 5) {{", 5 * looped);
+            }
+            self.chunk(c, p, 5, &inner);
             let _ = writeln!(c, "{ind}}}");
-            if n % 2 == 1 {
-                single(c, &(n - 1).to_string(), ind);
+        };
+        if self.backwards {
+            // Last pixels first (an in-place conv whose outputs are larger).
+            for &(a, w) in starts.iter().rev() {
+                self.chunk(c, &a.to_string(), w, ind);
+            }
+            lp(c);
+        } else {
+            lp(c);
+            for &(a, w) in &starts {
+                self.chunk(c, &a.to_string(), w, ind);
             }
         }
     }
@@ -1050,32 +1224,65 @@ pub fn loader(
     }
 }
 
-/// The stack buffers of conv `i`'s matrix kernel.
-pub fn buffers(kernel: Kernel) -> String {
+/// The stack buffers of conv `i`'s matrix kernel, whose widest call is
+/// over `width` pixels ([`widest`]).
+pub fn buffers(kernel: Kernel, width: usize) -> String {
     let Kernel::Mm { k, direct } = kernel else {
         unreachable!("the matrix kernel")
     };
     let k4 = k.div_ceil(4);
     if direct {
-        format!("uint32_t xb[{}];", 4 * k4)
+        format!("uint32_t xb[{}];", 2 * width * k4)
     } else {
         format!(
             "uint32_t xb[{}];\n        int8_t patch[{}];",
-            4 * k4,
+            2 * width * k4,
             4 * k4
         )
     }
 }
 
+/// The runs of pixels conv `i` computes at once: all its pixels, or the
+/// rows of each output row of the depthwise conv it streams into.
+pub fn runs(l: &crate::lower::Lowered, plan: &MemoryPlan, i: usize) -> Vec<usize> {
+    match plan.fused[i] {
+        Some(d) => fused_counts(l, i, d),
+        None => vec![(l.nodes[i].shape[0] * l.nodes[i].shape[1]) as usize],
+    }
+}
+
+/// Groups of 4 inputs per output of conv `i`'s matrix kernel.
+pub fn k4_of(l: &crate::lower::Lowered, plan: &MemoryPlan, i: usize) -> usize {
+    kernel_of(l, plan, i).map_or(1, |k| k.k().div_ceil(4))
+}
+
+/// The widths of the matrix kernel calls of conv `i`.
+pub fn widths(
+    l: &crate::lower::Lowered,
+    plan: &MemoryPlan,
+    i: usize,
+) -> std::collections::BTreeSet<usize> {
+    let k4 = k4_of(l, plan, i);
+    runs(l, plan, i)
+        .into_iter()
+        .flat_map(|r| chunks(r, k4))
+        .collect()
+}
+
+/// The most pixels of any one matrix kernel call of conv `i`.
+pub fn widest(l: &crate::lower::Lowered, plan: &MemoryPlan, i: usize) -> usize {
+    widths(l, plan, i).into_iter().max().unwrap_or(1)
+}
+
 /// Bytes of the largest stack buffers of any step's matrix kernel
-/// ([`buffers`]: two pixels' widened inputs, and an im2col patch when it
-/// gathers).
+/// ([`buffers`]: the widened inputs of its widest call, and an im2col
+/// patch when it gathers).
 pub fn buffer_bytes(l: &crate::lower::Lowered, plan: &MemoryPlan) -> usize {
     (1..l.nodes.len())
         .filter_map(|i| match kernel_of(l, plan, i)? {
             Kernel::Mm { k, direct } => {
                 let k4 = k.div_ceil(4);
-                Some(16 * k4 + if direct { 0 } else { 4 * k4 })
+                Some(8 * widest(l, plan, i) * k4 + if direct { 0 } else { 4 * k4 })
             }
             Kernel::Dw { .. } => None,
         })
@@ -1084,8 +1291,8 @@ pub fn buffer_bytes(l: &crate::lower::Lowered, plan: &MemoryPlan) -> usize {
 }
 
 /// The pixels of conv `cv` each output row of the depthwise conv `dw` it
-/// streams into computes (the rows it needs next, as the C's fused loop
-/// runs them; 0 when none are due).
+/// streams into computes, in runs as the C's fused loop runs them: the
+/// rows each output row needs next, split where the ring of rows wraps.
 pub fn fused_counts(l: &crate::lower::Lowered, cv: usize, dw: usize) -> Vec<usize> {
     let LKind::Depthwise { window } = &l.nodes[dw].kind else {
         unreachable!("fused into a depthwise conv")
@@ -1094,14 +1301,79 @@ pub fn fused_counts(l: &crate::lower::Lowered, cv: usize, dw: usize) -> Vec<usiz
     let place = window.over([l.nodes[cv].shape[0], l.nodes[cv].shape[1]]);
     let (ph, oh) = (place.pad[0] as i64, place.out[0] as i64);
     let (k, s) = (window.kernel[0] as i64, window.stride[0] as i64);
+    let rows = crate::plan::ring_rows(l, cv, dw) as i64;
     let mut next = 0i64;
     let mut counts = Vec::new();
     for oy in 0..oh {
         let need = (oy * s - ph + k - 1).min(hc - 1);
-        if next <= need {
-            counts.push((need + 1 - next) as usize * wc);
-            next = need + 1;
+        // Split where the ring wraps, so that a run's outputs follow each
+        // other in the ring.
+        while next <= need {
+            let last = need.min((next / rows + 1) * rows - 1);
+            counts.push((last + 1 - next) as usize * wc);
+            next = last + 1;
         }
     }
     counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run's calls cover it, and the C chain the fused loop runs at run
+    /// time (compiled with the host's C compiler) makes the same calls.
+    #[test]
+    fn chunks_cover_runs_and_the_c_chain_agrees() {
+        for k4 in [1, 3, 10, 69] {
+            for r in 1..=70 {
+                let c = chunks(r, k4);
+                assert_eq!(c.iter().sum::<usize>(), r, "{r}: {c:?}");
+                assert!(c.iter().all(|&w| (1..=5).contains(&w)), "{r}: {c:?}");
+            }
+        }
+        // Wider calls are cheaper per pixel: long runs are mostly 5s.
+        assert!(chunks(100, 69).iter().filter(|&&w| w == 5).count() >= 18);
+        let runs = [5, 16, 32, 10, 25, 7, 1, 2, 13];
+        let k4 = 12;
+        let at = chain(&runs, k4);
+        let mut src = String::from("#include <stdio.h>\nstatic int pick(int r) {\n");
+        for (w, lefts) in &at {
+            let _ = writeln!(src, "    if ({}) return {w};", chain_condition(lefts, "r"));
+        }
+        src.push_str("    return 0;\n}\nint main(void) {\n");
+        let _ = writeln!(
+            src,
+            "    static const int runs[] = {{{}}};\n    unsigned i;",
+            runs.map(|r| r.to_string()).join(", ")
+        );
+        src.push_str("    for (i = 0; i < sizeof runs / sizeof runs[0]; ++i) {\n        int q = 0;\n        while (q < runs[i]) {\n            const int w = pick(runs[i] - q);\n            if (w == 0) return 1;\n            printf(\"%d \", w);\n            q += w;\n        }\n        printf(\"| \");\n    }\n    return 0;\n}\n");
+        let dir = std::env::temp_dir().join(format!("mnet-pick-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("pick.c"), &src).unwrap();
+        let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
+        let built = std::process::Command::new(&cc)
+            .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-o"])
+            .arg(dir.join("pick"))
+            .arg(dir.join("pick.c"))
+            .status()
+            .expect("a host C compiler");
+        assert!(built.success(), "{src}");
+        let out = std::process::Command::new(dir.join("pick"))
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(out.status.success(), "{src}");
+        let want: String = runs
+            .iter()
+            .map(|&r| {
+                chunks(r, k4)
+                    .iter()
+                    .map(|w| format!("{w} "))
+                    .collect::<String>()
+                    + "| "
+            })
+            .collect();
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), want);
+    }
 }
