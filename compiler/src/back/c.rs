@@ -492,7 +492,7 @@ fn fused_dsp(
     // The rows the window needs next, as runs of pixels that end where the
     // ring wraps (so that calls cross rows where two rows are due at once,
     // and a call's outputs follow each other), each run in the calls of
-    // dsp::pick.
+    // dsp::chunks, chosen at run time by the pixels left (dsp::chain).
     let _ = writeln!(
         c,
         "            while (next <= need) {{\n                const int wrap = (next / {rows} + 1) * {rows} - 1;\n                const int last = need < wrap ? need : wrap;\n                const int end = (last + 1) * {wc};\n                int8_t *yq = ring + (next % {rows}) * {};\n                int q = next * {wc};\n                while (q < end) {{",
@@ -513,19 +513,7 @@ fn fused_dsp(
             (_, false) => format!(" else if ({}) {{\n", dsp::chain_condition(lefts, "r")),
         };
         c.push_str(&open);
-        for j in 0..w {
-            let at = if j == 0 {
-                "q".to_string()
-            } else {
-                format!("q + {j}")
-            };
-            let _ = writeln!(
-                c,
-                "{inner}{}",
-                load(&at, &(2 * j).to_string(), 2 * w as u32)
-            );
-        }
-        let _ = writeln!(c, "{inner}mnet_mm{w}_{s}(&L{cv}, xb, yq);");
+        dsp::call(c, (cv, s), "q", w, &load, "yq", inner);
         let _ = write!(
             c,
             "{inner}q += {w};\n{inner}yq += {};\n                    }}",

@@ -558,6 +558,38 @@ pub fn mm(v: Variant, p: usize) -> String {
             )
         })
         .collect::<String>();
+    let c_loop = format!(
+        r#"
+        do {{
+            const uint32_t w0 = mnet_load32(wp);
+            const uint32_t wa = mnet_sxtb16(w0), wb = mnet_sxtb16_ror8(w0);{portable}
+            xp += {xs};
+            wp += 4;
+        }} while (--k);"#,
+        xs = 2 * p
+    );
+    // Where the inner loop could be asm, the all-Thumb-2 kernel stands in
+    // for the whole of an "fs" kernel, so its C twin needs only the C loop.
+    let inner = if s == "fs" {
+        c_loop
+    } else {
+        format!(
+            r#"
+#if defined(MNET_DSP_ASM)
+        {{
+            register uint32_t x0 __asm("r8"), x1 __asm("r9"), x2 __asm("r10"), x3 __asm("r11");
+            uint32_t w, t;
+            __asm volatile({body}
+                : {operands}[xp] "+r"(xp), [wp] "+r"(wp), [k] "+r"(k),
+                  [x0] "=&r"(x0), [x1] "=&r"(x1), [x2] "=&r"(x2), [x3] "=&r"(x3), [w] "=&r"(w), [t] "=&r"(t)
+                :
+                : "cc", "memory");
+        }}
+#else{c_loop}
+#endif"#,
+            body = asm_lines(16, &asm_loop4(&step(p))),
+        )
+    };
     let c = format!(
         r#"
 /* Outputs of {p} pixels (pixel j's at y + j cout), one output channel at
@@ -577,25 +609,7 @@ static void mnet_mm{p}_{s}(const struct mnet_mm *L, const uint32_t *x, int8_t *y
     for (oc = 0; oc < cout; ++oc, p += 3, ++rp, ++y) {{
         int32_t a0 = p[0]{decl};
         const uint32_t *xp = x;
-        int k = k4;
-#if defined(MNET_DSP_ASM)
-        {{
-            register uint32_t x0 __asm("r8"), x1 __asm("r9"), x2 __asm("r10"), x3 __asm("r11");
-            uint32_t w, t;
-            __asm volatile({body}
-                : {operands}[xp] "+r"(xp), [wp] "+r"(wp), [k] "+r"(k),
-                  [x0] "=&r"(x0), [x1] "=&r"(x1), [x2] "=&r"(x2), [x3] "=&r"(x3), [w] "=&r"(w), [t] "=&r"(t)
-                :
-                : "cc", "memory");
-        }}
-#else
-        do {{
-            const uint32_t w0 = mnet_load32(wp);
-            const uint32_t wa = mnet_sxtb16(w0), wb = mnet_sxtb16_ror8(w0);{portable}
-            xp += {xs};
-            wp += 4;
-        }} while (--k);
-#endif
+        int k = k4;{inner}
         {{
             const int32_t m = p[1], q = p[2], r = rp[0];
             int8_t *yo = y;
@@ -605,8 +619,6 @@ static void mnet_mm{p}_{s}(const struct mnet_mm *L, const uint32_t *x, int8_t *y
     }}
 }}
 "#,
-        body = asm_lines(16, &asm_loop4(&step(p))),
-        xs = 2 * p,
     );
     if s == "fs" {
         format!("\n#if defined(MNET_DSP_ASM){}#else{c}#endif\n", naked(p))
@@ -1112,23 +1124,38 @@ pub struct MmLoop<'a> {
     pub indent: &'a str,
 }
 
+/// C statements of one matrix kernel call of conv `i` over `w` pixels from
+/// pixel `a` (an expression): each pixel's inputs widened by `load(pixel,
+/// offset, step)` into its place in `xb`, then the call writing from `y`.
+pub fn call(
+    c: &mut String,
+    (i, suffix): (usize, &str),
+    a: &str,
+    w: usize,
+    load: &dyn Fn(&str, &str, u32) -> String,
+    y: &str,
+    indent: &str,
+) {
+    let at = |j: usize| match (j, a.parse::<usize>()) {
+        (0, _) => a.to_string(),
+        (j, Ok(a)) => (a + j).to_string(),
+        (j, Err(_)) => format!("{a} + {j}"),
+    };
+    for j in 0..w {
+        let _ = writeln!(
+            c,
+            "{indent}{}",
+            load(&at(j), &(2 * j).to_string(), 2 * w as u32)
+        );
+    }
+    let _ = writeln!(c, "{indent}mnet_mm{w}_{suffix}(&L{i}, xb, {y});");
+}
+
 impl MmLoop<'_> {
     /// The calls over a chunk of `w` pixels from pixel `a` (an expression).
     fn chunk(&self, c: &mut String, a: &str, w: usize, inner: &str) {
-        let (i, s) = (self.i, self.suffix);
-        let at = |j: usize| match (j, a.parse::<usize>()) {
-            (0, _) => a.to_string(),
-            (j, Ok(a)) => (a + j).to_string(),
-            (j, Err(_)) => format!("{a} + {j}"),
-        };
-        for j in 0..w {
-            let _ = writeln!(
-                c,
-                "{inner}{}",
-                (self.load)(&at(j), &(2 * j).to_string(), 2 * w as u32)
-            );
-        }
-        let _ = writeln!(c, "{inner}mnet_mm{w}_{s}(&L{i}, xb, {});", (self.out)(a));
+        let y = (self.out)(a);
+        call(c, (self.i, self.suffix), a, w, self.load, &y, inner);
     }
 
     pub fn emit(&self, c: &mut String) {
