@@ -34,7 +34,7 @@ pub struct Step {
     pub x: Vec<f64>,
 }
 
-fn mm_features(l: &Lowered, plan: &MemoryPlan, i: usize, runs: &[usize]) -> Vec<f64> {
+fn mm_features(l: &Lowered, plan: &MemoryPlan, i: usize, runs: &[usize], max: usize) -> Vec<f64> {
     let n = &l.nodes[i];
     let (k, gather) = match dsp::kernel_of(l, plan, i) {
         Some(Kernel::Mm { k, direct }) => (k, !direct),
@@ -47,32 +47,34 @@ fn mm_features(l: &Lowered, plan: &MemoryPlan, i: usize, runs: &[usize]) -> Vec<
         LKind::Conv { window, .. } if gather => window.kernel[0] as usize,
         _ => 0,
     };
-    mm_x(k, rows, n.shape[2] as usize, runs)
+    mm_x(k, rows, n.shape[2] as usize, runs, max)
 }
 
 /// How many features [`mm_x`] gives (a fused conv+depthwise step's
 /// depthwise features follow them).
-const MM_FEATURES: usize = 11;
+const MM_FEATURES: usize = 12;
 
 /// The matrix kernel's features: `k` inputs per output, gathered by im2col
 /// from `rows` kernel rows (0: read in place), `cout` outputs per pixel,
 /// pixels in runs of `runs`, each run in the calls of [`dsp::chunks`]: per
-/// width of call (1 to 5 pixels, one output channel at a time) its
+/// width of call (1 to 6 pixels, one output channel at a time) its
 /// inner-loop steps (channels x groups of 4 inputs); the channel passes
 /// and their outputs; the widening, the gather (bytes and kernel rows) and
 /// the calls.
-fn mm_x(k: usize, rows: usize, cout: usize, runs: &[usize]) -> Vec<f64> {
+fn mm_x(k: usize, rows: usize, cout: usize, runs: &[usize], max: usize) -> Vec<f64> {
     let gather = rows > 0;
     let k4 = k.div_ceil(4);
-    let mut calls = [0f64; 6];
+    let mut calls = [0f64; dsp::MAX_WIDTH + 1];
     for &r in runs {
-        for w in dsp::chunks(r, k4) {
+        for w in dsp::chunks(r, k4, max) {
             calls[w] += 1.0;
         }
     }
     let c = cout as f64;
     let pixels: f64 = runs.iter().sum::<usize>() as f64;
-    let mut x: Vec<f64> = (1..=5).map(|w| calls[w] * c * k4 as f64).collect();
+    let mut x: Vec<f64> = (1..=dsp::MAX_WIDTH)
+        .map(|w| calls[w] * c * k4 as f64)
+        .collect();
     x.extend([
         calls.iter().sum::<f64>() * c,
         pixels * c,
@@ -135,6 +137,13 @@ fn elems(s: &[u32]) -> f64 {
 /// order.
 pub fn features(l: &Lowered, plan: &MemoryPlan, cpu: Cpu) -> Vec<Step> {
     let checked_fused = |i: usize| plan.fused[i];
+    // The widest matrix kernel call, as the C backend decides it (taking
+    // every layer for an SMMULR one, as nearly all are).
+    let max = if dsp::six(l, plan, &|_| true) {
+        dsp::MAX_WIDTH
+    } else {
+        5
+    };
     (1..l.nodes.len())
         .filter(|&i| checked_fused(i).is_none())
         .map(|i| {
@@ -148,7 +157,7 @@ pub fn features(l: &Lowered, plan: &MemoryPlan, cpu: Cpu) -> Vec<Step> {
             let (class, mut x) = match (&n.kind, fused) {
                 (LKind::Depthwise { .. }, Some(cv)) => {
                     let runs = dsp::fused_counts(l, cv, i);
-                    let mut x = mm_features(l, plan, cv, &runs);
+                    let mut x = mm_features(l, plan, cv, &runs, max);
                     x.extend(dw_features(l, i));
                     ("conv+dw", x)
                 }
@@ -158,7 +167,7 @@ pub fn features(l: &Lowered, plan: &MemoryPlan, cpu: Cpu) -> Vec<Step> {
                 (LKind::Depthwise { window }, None) => dw_loop_step(window, &n.shape),
                 (LKind::Conv { .. }, _) => {
                     let runs = [(n.shape[0] * n.shape[1]) as usize];
-                    ("conv", mm_features(l, plan, i, &runs))
+                    ("conv", mm_features(l, plan, i, &runs, max))
                 }
                 (LKind::Pool { kind, window }, _) => pool_step(*kind, window.kernel, &n.shape),
                 // A loop like a whole-map average pool's (its class: no
@@ -256,11 +265,14 @@ fn layer_features(
             let direct = window.kernel == [1, 1] && window.stride == [1, 1];
             let runs = [(out[0] * out[1]) as usize];
             let rows = if direct { 0 } else { window.kernel[0] as usize };
-            ("conv", mm_x(k, rows, out[2] as usize, &runs))
+            // Calls of up to 5 pixels: whether 6-pixel calls pay is the
+            // whole network's choice (`dsp::six`), which a layer cannot
+            // know, and most networks (KWS, tiny) do not take them.
+            ("conv", mm_x(k, rows, out[2] as usize, &runs, 5))
         }
         Op::Dense { out: c } => {
             let k = elems(inp) as usize;
-            ("conv", mm_x(k, 0, *c as usize, &[1]))
+            ("conv", mm_x(k, 0, *c as usize, &[1], 5))
         }
         // The row kernel, as the conv+depthwise model costs it (where most
         // depthwise convs run, so it is fitted on them).
@@ -490,7 +502,9 @@ pub fn predict(c: &Coefficients, core: Cpu, steps: &[Step]) -> Option<Vec<f64>> 
 /// minimising the squared relative error of `instructions` (each step
 /// weighted by 1 / max(its instructions, 500), so small steps count as much
 /// as large ones; ridge-regularised by a tiny fraction of each column's
-/// scale, so constant or collinear features stay finite).
+/// scale, so constant or collinear features stay finite). A fused
+/// conv+depthwise step takes the conv model's coefficients for its conv
+/// part and fits the rest.
 pub fn fit(samples: &[(Step, f64)]) -> BTreeMap<String, Vec<f64>> {
     let mut by: BTreeMap<&str, Vec<(&[f64], f64)>> = BTreeMap::new();
     for (s, y) in samples {
@@ -498,40 +512,71 @@ pub fn fit(samples: &[(Step, f64)]) -> BTreeMap<String, Vec<f64>> {
             by.entry(s.class).or_default().push((&s.x, *y));
         }
     }
-    by.into_iter()
+    let mut out: BTreeMap<String, Vec<f64>> = by
+        .iter()
+        .filter(|(class, _)| **class != "conv+dw")
         .map(|(class, rows)| {
-            let d = rows[0].0.len();
-            let scale: Vec<f64> = (0..d)
-                .map(|j| {
-                    rows.iter()
-                        .map(|r| r.0[j].abs())
-                        .fold(0.0, f64::max)
-                        .max(1.0)
-                })
-                .collect();
-            let mut a = vec![vec![0.0; d]; d];
-            let mut b = vec![0.0; d];
-            for (x, y) in &rows {
-                let w = 1.0 / y.max(500.0);
-                for i in 0..d {
-                    let xi = w * x[i] / scale[i];
-                    b[i] += xi * w * y;
-                    for j in 0..d {
-                        a[i][j] += xi * w * x[j] / scale[j];
-                    }
-                }
-            }
-            let diag = (0..d).map(|i| a[i][i]).fold(0.0, f64::max);
-            for (i, row) in a.iter_mut().enumerate() {
-                row[i] += 1e-12 * diag.max(1e-300);
-            }
-            let w = solve(a, b);
-            (
-                class.to_string(),
-                w.iter().zip(&scale).map(|(w, s)| w / s).collect(),
-            )
+            let rows: Vec<(&[f64], f64, f64)> = rows.iter().map(|&(x, y)| (x, y, y)).collect();
+            (class.to_string(), least_squares(&rows))
         })
-        .collect()
+        .collect();
+    // A fused step's conv part is the conv model's (so that a network's
+    // per-layer estimate, which costs its conv and depthwise conv apart,
+    // adds up to the step's prediction): only the depthwise part and the
+    // constant are fitted, on what the conv model leaves.
+    if let Some(rows) = by.get("conv+dw") {
+        let conv = out.get("conv").cloned();
+        let w = match &conv {
+            Some(conv) => {
+                let rest: Vec<(&[f64], f64, f64)> = rows
+                    .iter()
+                    .map(|&(x, y)| {
+                        let mm: f64 = x[..MM_FEATURES].iter().zip(conv).map(|(a, b)| a * b).sum();
+                        (&x[MM_FEATURES..], y - mm, y)
+                    })
+                    .collect();
+                let mut w = conv[..MM_FEATURES].to_vec();
+                w.extend(least_squares(&rest));
+                w
+            }
+            None => least_squares(&rows.iter().map(|&(x, y)| (x, y, y)).collect::<Vec<_>>()),
+        };
+        out.insert("conv+dw".to_string(), w);
+    }
+    out
+}
+
+/// Weighted least squares of `target` on `x` over rows (x, target, y),
+/// each weighted by 1 / y (relative errors; y at least 500), the features
+/// scaled to their largest magnitude.
+fn least_squares(rows: &[(&[f64], f64, f64)]) -> Vec<f64> {
+    let d = rows[0].0.len();
+    let scale: Vec<f64> = (0..d)
+        .map(|j| {
+            rows.iter()
+                .map(|r| r.0[j].abs())
+                .fold(0.0, f64::max)
+                .max(1.0)
+        })
+        .collect();
+    let mut a = vec![vec![0.0; d]; d];
+    let mut b = vec![0.0; d];
+    for (x, t, y) in rows {
+        let w = 1.0 / y.max(500.0);
+        for i in 0..d {
+            let xi = w * x[i] / scale[i];
+            b[i] += xi * w * t;
+            for j in 0..d {
+                a[i][j] += xi * w * x[j] / scale[j];
+            }
+        }
+    }
+    let diag = (0..d).map(|i| a[i][i]).fold(0.0, f64::max);
+    for (i, row) in a.iter_mut().enumerate() {
+        row[i] += 1e-12 * diag.max(1e-300);
+    }
+    let w = solve(a, b);
+    w.iter().zip(&scale).map(|(w, s)| w / s).collect()
 }
 
 /// Gaussian elimination with partial pivoting.

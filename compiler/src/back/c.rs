@@ -458,6 +458,7 @@ fn fused_dsp(
     ck: dsp::Kernel,
     cvar: dsp::Variant,
     dvar: dsp::Variant,
+    six: bool,
 ) {
     let l = &q.lowered;
     let (conv, depth) = (&l.nodes[cv], &l.nodes[dw]);
@@ -485,7 +486,7 @@ fn fused_dsp(
         ptr(plan.places[conv.inputs[0]]),
         ptr(plan.places[dw]),
         dk[0],
-        dsp::buffers(ck, dsp::widest(l, plan, cv))
+        dsp::buffers(ck, dsp::widest(l, plan, cv, dsp::max_width(cvar, six)))
     );
     let _ = writeln!(c, "        for (oy = 0; oy < {doh}; ++oy) {{");
     need_row(c, ds[0], dph, dk[0], hc);
@@ -500,7 +501,11 @@ fn fused_dsp(
     );
     let load = dsp::loader(cv, ck, x_shape[2], wc, x_zp, None);
     let s = cvar.suffix();
-    let chain = dsp::chain(&dsp::fused_counts(l, cv, dw), dsp::k4_of(l, plan, cv));
+    let chain = dsp::chain(
+        &dsp::fused_counts(l, cv, dw),
+        dsp::k4_of(l, plan, cv),
+        dsp::max_width(cvar, six),
+    );
     let inner = "                        ";
     for (n, (&w, lefts)) in chain.iter().rev().enumerate() {
         let open = match (n, n + 1 == chain.len()) {
@@ -683,6 +688,8 @@ pub fn write(
             })
         })
         .collect();
+    // 6-pixel calls where they pay for their code in this network.
+    let six = dsp::six(l, plan, &|i| variants[i] == Some(dsp::FS));
     let dsp_helpers = kernels.iter().any(Option::is_some);
     if dsp_helpers {
         c.push_str(dsp::PRIMITIVES);
@@ -714,7 +721,12 @@ pub fn write(
             let (Some(k), Some(v)) = (k, v) else { continue };
             match k {
                 dsp::Kernel::Mm { .. } => {
-                    mms.entry(*v).or_default().extend(dsp::widths(l, plan, i));
+                    mms.entry(*v).or_default().extend(dsp::widths(
+                        l,
+                        plan,
+                        i,
+                        dsp::max_width(*v, six),
+                    ));
                 }
                 dsp::Kernel::Dw { .. } => {
                     dws.insert(*v);
@@ -831,7 +843,7 @@ pub fn write(
         if let Some(&cv) = n.inputs.first().filter(|&&j| plan.fused[j] == Some(i)) {
             match (kernels[cv], kernels[i], variants[cv], variants[i]) {
                 (Some(ck), Some(_), Some(cvar), Some(dvar)) => {
-                    fused_dsp(&mut c, q, plan, cv, i, ck, cvar, dvar)
+                    fused_dsp(&mut c, q, plan, cv, i, ck, cvar, dvar, six)
                 }
                 _ => fused_conv_depthwise(&mut c, q, prep, plan, cv, i),
             }
@@ -841,7 +853,9 @@ pub fn write(
         match (&n.kind, &prep[i]) {
             (LKind::Conv { window, .. }, _) if kernels[i].is_some() => {
                 let k = kernels[i].expect("a kernel");
-                let suffix = variants[i].expect("a variant").suffix();
+                let variant = variants[i].expect("a variant");
+                let suffix = variant.suffix();
+                let max = dsp::max_width(variant, six);
                 let (cin, cout) = (in_shape[2], n.shape[2]);
                 let place = window.over([in_shape[0], in_shape[1]]);
                 let [oh, ow] = place.out;
@@ -856,7 +870,7 @@ pub fn write(
                     c,
                     "        const int8_t *x = {};\n        int8_t *y = {y};\n        {}",
                     xs[0],
-                    dsp::buffers(k, dsp::widest(l, plan, i))
+                    dsp::buffers(k, dsp::widest(l, plan, i, max))
                 );
                 let load = dsp::loader(i, k, cin, ow, x_zp, None);
                 let out = |p: &str| format!("y + ({p}) * {cout}");
@@ -868,6 +882,7 @@ pub fn write(
                     load: &load,
                     out: &out,
                     backwards,
+                    max,
                     var: "p",
                     indent: "        ",
                 }

@@ -8,8 +8,8 @@
 //! intermediate is an exact integer in both), so the host build of the C
 //! is the same program as the device build.
 //!
-//! Convolutions are a matrix kernel over 1 to 5 output pixels at a time
-//! (`mnet_mm1` .. `mnet_mm5`, a run of pixels split into calls by a cost
+//! Convolutions are a matrix kernel over 1 to 6 output pixels at a time
+//! (`mnet_mm1` .. `mnet_mm6`, a run of pixels split into calls by a cost
 //! model: [`chunks`]), one output channel at a time: four weights loaded
 //! and widened once for all the pixels, in Thumb-2 with all 14 registers
 //! in use, and for the common SMMULR layers the whole kernel in Thumb-2
@@ -320,24 +320,88 @@ fn asm_loop4(step: &[String]) -> Vec<String> {
     out
 }
 
-/// Instructions of one call of the matrix kernel over `w` pixels (1 to 5)
+/// Instructions of one call of the matrix kernel over `w` pixels (1 to 6)
 /// per output channel, with `k4` groups of 4 inputs: the inner loop's
-/// step (16.5 for 5 pixels, 13.5 for 4, 11.5 for 3, 8.5 for 2, 6.5 for 1,
-/// the loop's branch included), about 25 to start and end a channel and 6
-/// per output. What [`chunks`] minimizes.
+/// step (18.5 for 6 pixels, 15.5 for 5, 13.5 for 4, 11.5 for 3, 8.5 for 2,
+/// 6.5 for 1, the loop's count and branch included), about 25 to start and
+/// end a channel and 6 per output. What [`chunks`] minimizes.
 fn call_cost(w: usize, k4: usize) -> f64 {
-    let step = [0.0, 6.5, 8.5, 11.5, 13.5, 16.5][w];
+    let step = [0.0, 6.5, 8.5, 11.5, 13.5, 15.5, 18.5][w];
     k4 as f64 * step + 25.0 + 6.0 * w as f64
 }
+
+/// The most pixels of a matrix kernel call of any variant.
+pub const MAX_WIDTH: usize = 6;
+
+/// The most pixels of a matrix kernel call of variant `v`: 6 where the
+/// whole kernel is Thumb-2 (its loop count in the frame) and the network's
+/// 6-pixel calls pay for their kernel ([`six_pays`]), else 5.
+pub fn max_width(v: Variant, six: bool) -> usize {
+    if v == FS && six {
+        MAX_WIDTH
+    } else {
+        5
+    }
+}
+
+/// [`six_pays`] for a network: its matrix kernel layers that `fs` says
+/// are SMMULR layers saturating to int8, its constants counted from the
+/// DSP layers' shapes (a weight a byte, 12 bytes of record per channel).
+pub fn six(l: &crate::lower::Lowered, plan: &MemoryPlan, fs: &dyn Fn(usize) -> bool) -> bool {
+    let mut layers = Vec::new();
+    let mut flash = 0;
+    for i in 1..l.nodes.len() {
+        let Some(k) = kernel_of(l, plan, i) else {
+            continue;
+        };
+        let cout = l.nodes[i].shape.last().copied().unwrap_or(1) as usize;
+        flash += k.k() * cout + 12 * cout;
+        if matches!(k, Kernel::Mm { .. }) && fs(i) {
+            layers.push((runs(l, plan, i), k.k().div_ceil(4), cout));
+        }
+    }
+    six_pays(&layers, flash)
+}
+
+/// Bytes of Thumb-2 a 6-pixel matrix kernel adds (about 980 measured).
+const SIX_BYTES: f64 = 1024.0;
+
+/// Whether 6-pixel calls pay for their kernel's code in a network whose
+/// matrix kernel layers are `layers` (runs of pixels, groups of 4 inputs
+/// and output channels of each SMMULR layer saturating to int8) and whose
+/// constants are `flash` bytes: the share of the matrix kernels'
+/// instructions they save ([`call_cost`]) must be larger than the share of
+/// the flash they add. (KWS rows of 5 pixels gain little from them; AD's
+/// rows of 16 gain 4%.)
+pub fn six_pays(layers: &[(Vec<usize>, usize, usize)], flash: usize) -> bool {
+    let cost = |r: usize, k4: usize, max: usize| -> f64 {
+        chunks(r, k4, max).iter().map(|&w| call_cost(w, k4)).sum()
+    };
+    let (mut saved, mut total) = (0.0, 0.0);
+    for (runs, k4, cout) in layers {
+        for &r in runs {
+            let (five, six) = (cost(r, *k4, 5), cost(r, *k4, MAX_WIDTH));
+            total += five * *cout as f64;
+            saved += (five - six) * *cout as f64;
+        }
+    }
+    total > 0.0 && saved / total > SIX_BYTES / flash.max(1) as f64
+}
+
+/// The common variant: SMMULR requantization saturating to int8.
+pub const FS: Variant = Variant {
+    fast: true,
+    clamp: false,
+};
 
 /// The pixels of each call of the matrix kernel over a run of `r` pixels
 /// with `k4` groups of 4 inputs, in order: the cheapest cover of the run
 /// by calls of 1 to 5 pixels ([`call_cost`]), wider calls first.
-pub fn chunks(r: usize, k4: usize) -> Vec<usize> {
+pub fn chunks(r: usize, k4: usize, max: usize) -> Vec<usize> {
     // best[n]: the cheapest cost of n pixels and its first call.
     let mut best: Vec<(f64, usize)> = vec![(0.0, 0); r + 1];
     for n in 1..=r {
-        best[n] = (1..=5.min(n))
+        best[n] = (1..=max.min(n))
             .rev()
             .map(|w| (call_cost(w, k4) + best[n - w].0, w))
             .fold(
@@ -360,12 +424,13 @@ pub fn chunks(r: usize, k4: usize) -> Vec<usize> {
 pub fn chain(
     runs: &[usize],
     k4: usize,
+    max: usize,
 ) -> std::collections::BTreeMap<usize, std::collections::BTreeSet<usize>> {
     let mut at: std::collections::BTreeMap<usize, std::collections::BTreeSet<usize>> =
         Default::default();
     for &r in runs {
         let mut left = r;
-        for w in chunks(r, k4) {
+        for w in chunks(r, k4, max) {
             at.entry(w).or_default().insert(left);
             left -= w;
         }
@@ -381,10 +446,15 @@ pub fn chain_condition(at: &std::collections::BTreeSet<usize>, r: &str) -> Strin
         .join(" || ")
 }
 
-/// One step of the matrix kernel over `p` pixels (1 to 5) and one output
-/// channel: four weights loaded and widened once, against four inputs of
-/// every pixel (pairs of pixels by one LDM, an odd last by LDRD), 4p MACs.
-fn step(p: usize) -> Vec<String> {
+/// The input registers of an inline-asm step (r8-r11 in the kernels).
+const X4: [&str; 4] = ["%[x0]", "%[x1]", "%[x2]", "%[x3]"];
+
+/// One step of the matrix kernel over `p` pixels and one output channel:
+/// four weights loaded and widened once, against the pixels' inputs loaded
+/// into the registers `x` (ascending) as far as they go: word i of the
+/// step's 2p (pixel i / 2's, even words against the low weights' lanes)
+/// loaded by one LDM per register-full (LDRD for 2), 4p MACs.
+fn step_into(p: usize, x: &[&str]) -> Vec<String> {
     let mut s: Vec<String> = [
         "ldr %[w], [%[wp]], #4",
         "sxtb16 %[t], %[w]",
@@ -392,82 +462,154 @@ fn step(p: usize) -> Vec<String> {
     ]
     .map(String::from)
     .to_vec();
-    let mut j = 0;
-    while j < p {
-        if j + 2 <= p {
-            s.push("ldmia %[xp]!, {%[x0], %[x1], %[x2], %[x3]}".into());
-            for (a, x, h) in [(j, 0, "t"), (j, 1, "w"), (j + 1, 2, "t"), (j + 1, 3, "w")] {
-                s.push(format!("smlad %[a{a}], %[x{x}], %[{h}], %[a{a}]"));
-            }
-            j += 2;
-        } else {
-            s.push("ldrd %[x0], %[x1], [%[xp]], #8".into());
-            for (x, h) in [(0, "t"), (1, "w")] {
-                s.push(format!("smlad %[a{j}], %[x{x}], %[{h}], %[a{j}]"));
-            }
-            j += 1;
+    let words = 2 * p;
+    let mut i = 0;
+    while i < words {
+        let n = x.len().min(words - i);
+        s.push(match n {
+            1 => format!("ldr {}, [%[xp]], #4", x[0]),
+            2 => format!("ldrd {}, {}, [%[xp]], #8", x[0], x[1]),
+            _ => format!("ldmia %[xp]!, {{{}}}", x[..n].join(", ")),
+        });
+        for (r, word) in x[..n].iter().zip(i..) {
+            let a = word / 2;
+            let h = if word % 2 == 0 { "t" } else { "w" };
+            s.push(format!("smlad %[a{a}], {r}, %[{h}], %[a{a}]"));
         }
+        i += n;
     }
     s
 }
 
 /// The whole matrix kernel over `p` pixels for SMMULR layers saturating to
 /// int8 (the common case), in Thumb-2: every register in the inner loop
-/// (accumulators r0.., weights r5, r6, count r7, inputs r8-r11, input
-/// pointer r12, weight pointer lr), the per-channel state in a small frame
-/// (x, k4, cout, records, shifts, end and current output). Requantization
-/// as `mnet_rq`; pixel j's output at y + j cout.
+/// (up to 4 pixels: accumulators r0.., weights r5, r6, count r7, inputs
+/// r8-r11; 5 and 6 pixels: see below; input pointer r12, weight pointer
+/// lr), the per-channel state in a small frame (x, k4 or the count, cout,
+/// records, shifts, end and current output, and for 5 and 6 pixels the
+/// loop count and entry). Requantization as `mnet_rq`; pixel j's output
+/// at y + j cout.
 fn naked(p: usize) -> String {
-    let regs = [
-        ("%[w]", "r5"),
-        ("%[t]", "r6"),
-        ("%[k]", "r7"),
-        ("%[x0]", "r8"),
-        ("%[x1]", "r9"),
-        ("%[x2]", "r10"),
-        ("%[x3]", "r11"),
-        ("%[xp]", "r12"),
-        ("%[wp]", "lr"),
-    ];
-    let mut lines: Vec<String> = [
-        "push {r4-r11, lr}",
-        "sub sp, sp, #28",
-        "ldr r3, [r0, #12]",
-        "ldr r4, [r0, #16]",
-        "ldr r5, [r0, #4]",
-        "ldr r6, [r0, #8]",
-        "ldr lr, [r0, #0]",
-        "add r7, r2, r4",
-        "str r1, [sp, #0]",
-        "str r3, [sp, #4]",
-        "str r4, [sp, #8]",
-        "str r5, [sp, #12]",
-        "str r6, [sp, #16]",
-        "str r7, [sp, #20]",
-        "str r2, [sp, #24]",
-        "20:",
-        "ldr r12, [sp, #0]",
-        "ldr r7, [sp, #12]",
-        "ldr r0, [r7]",
-    ]
-    .map(String::from)
-    .to_vec();
+    // Five and six pixels keep the loop count in the frame (stepped in a
+    // free input register) and enter their loop, unrolled 8 times, through
+    // an address worked out once per call: the weights sit in r{p} and
+    // r{p+1}, the inputs in every register from there to r11 (one LDM
+    // each of 5 words for 5 pixels), the multiplier in r5 or r12 in the
+    // epilogue; the frame is 36 bytes (the stack stays 8-byte aligned).
+    let framed = p >= 5;
+    let (w, t, m, frame) = match p {
+        6 => ("r6", "r7", "r12", 36),
+        5 => ("r5", "r6", "r5", 36),
+        _ => ("r5", "r6", "r5", 28),
+    };
+    let first_x = if framed { p + 2 } else { 8 };
+    let xregs: Vec<String> = (first_x..12).map(|r| format!("r{r}")).collect();
+    let mut lines: Vec<String> = vec!["push {r4-r11, lr}".into(), format!("sub sp, sp, #{frame}")];
+    lines.extend(
+        [
+            "ldr r3, [r0, #12]",
+            "ldr r4, [r0, #16]",
+            "ldr r5, [r0, #4]",
+            "ldr r6, [r0, #8]",
+            "ldr lr, [r0, #0]",
+            "add r7, r2, r4",
+            "str r1, [sp, #0]",
+        ]
+        .map(String::from),
+    );
+    if framed {
+        // Count (k4 + 7) / 8; enter at step (8 - k4 % 8) % 8.
+        lines.extend(["and r8, r3, #7", "add r3, r3, #7", "lsr r3, r3, #3"].map(String::from));
+        for r in 1..8 {
+            lines.extend([
+                format!("cmp r8, #{r}"),
+                format!("bne 3{r}f"),
+                format!("adr.w r9, 1{}f", 8 - r),
+                "b 39f".into(),
+                format!("3{r}:"),
+            ]);
+        }
+        lines.extend(
+            [
+                "adr.w r9, 10f",
+                "39:",
+                "orr r9, r9, #1",
+                "str r9, [sp, #32]",
+            ]
+            .map(String::from),
+        );
+    }
+    lines.extend(
+        [
+            "str r3, [sp, #4]",
+            "str r4, [sp, #8]",
+            "str r5, [sp, #12]",
+            "str r6, [sp, #16]",
+            "str r7, [sp, #20]",
+            "str r2, [sp, #24]",
+            "20:",
+            "ldr r12, [sp, #0]",
+            "ldr r7, [sp, #12]",
+            "ldr r0, [r7]",
+        ]
+        .map(String::from),
+    );
     lines.extend((1..p).map(|j| format!("mov r{j}, r0")));
-    lines.push("ldr r7, [sp, #4]".into());
-    for l in asm_loop4(&step(p)) {
-        let mut l = l;
+    let sub = |l: &str| {
+        let mut l = l.to_string();
         for j in 0..p {
             l = l.replace(&format!("%[a{j}]"), &format!("r{j}"));
         }
-        for (from, to) in regs {
+        for (from, to) in [
+            ("%[w]", w),
+            ("%[t]", t),
+            ("%[k]", "r7"),
+            ("%[xp]", "r12"),
+            ("%[wp]", "lr"),
+        ] {
             l = l.replace(from, to);
         }
-        lines.push(l);
+        l
+    };
+    if framed {
+        lines.extend(
+            [
+                "ldr r8, [sp, #4]",
+                "str r8, [sp, #28]",
+                "ldr r9, [sp, #32]",
+                "bx r9",
+            ]
+            .map(String::from),
+        );
+        let x: Vec<&str> = xregs.iter().map(String::as_str).collect();
+        let st = step_into(p, &x);
+        for l in 10..18 {
+            lines.push(format!("{l}:"));
+            lines.extend(st.iter().map(|l| sub(l)));
+        }
+        lines.extend(
+            [
+                "ldr r8, [sp, #28]",
+                "subs r8, r8, #1",
+                "str r8, [sp, #28]",
+                "bne 10b",
+            ]
+            .map(String::from),
+        );
+    } else {
+        lines.push("ldr r7, [sp, #4]".into());
+        for l in asm_loop4(&step_into(p, &X4)) {
+            let mut l = sub(&l);
+            for (j, x) in xregs.iter().enumerate() {
+                l = l.replace(&format!("%[x{j}]"), x);
+            }
+            lines.push(l);
+        }
     }
     lines.extend(
         [
             "ldr r7, [sp, #12]",
-            "ldrd r5, r6, [r7, #4]",
+            &format!("ldrd {m}, r6, [r7, #4]"),
             "add r7, r7, #12",
             "str r7, [sp, #12]",
             "ldr r8, [sp, #16]",
@@ -481,7 +623,7 @@ fn naked(p: usize) -> String {
     for j in 0..p {
         lines.extend([
             format!("lsl r11, r{j}, #1"),
-            "smmlar r11, r11, r5, r6".into(),
+            format!("smmlar r11, r11, {m}, r6"),
             format!("add r11, r11, r{j}, asr #31"),
             "asr r11, r11, r7".into(),
             "ssat r11, #8, r11".into(),
@@ -490,7 +632,7 @@ fn naked(p: usize) -> String {
             0 => &["strb r11, [r8]"],
             1 => &["strb r11, [r8, r9]"],
             2 => &["add r10, r8, r9, lsl #1", "strb r11, [r10]"],
-            3 => &["strb r11, [r10, r9]"],
+            3 | 5 => &["strb r11, [r10, r9]"],
             _ => &["add r10, r10, r9, lsl #1", "strb r11, [r10]"],
         };
         lines.extend(store.iter().map(|l| l.to_string()));
@@ -502,7 +644,7 @@ fn naked(p: usize) -> String {
             "ldr r9, [sp, #20]",
             "cmp r8, r9",
             "bne 20b",
-            "add sp, sp, #28",
+            &format!("add sp, sp, #{frame}"),
             "pop {r4-r11, pc}",
         ]
         .map(String::from),
@@ -587,7 +729,7 @@ pub fn mm(v: Variant, p: usize) -> String {
         }}
 #else{c_loop}
 #endif"#,
-            body = asm_lines(16, &asm_loop4(&step(p))),
+            body = asm_lines(16, &asm_loop4(&step_into(p, &X4))),
         )
     };
     let c = format!(
@@ -1120,6 +1262,8 @@ pub struct MmLoop<'a> {
     pub load: &'a dyn Fn(&str, &str, u32) -> String,
     pub out: &'a dyn Fn(&str) -> String,
     pub backwards: bool,
+    /// The most pixels of a call ([`max_width`]).
+    pub max: usize,
     pub var: &'a str,
     pub indent: &'a str,
 }
@@ -1160,17 +1304,18 @@ impl MmLoop<'_> {
 
     pub fn emit(&self, c: &mut String) {
         let (n, p, ind) = (self.pixels, self.var, self.indent);
-        let cs = chunks(n, self.k4);
-        // A loop over the leading run of 5s, the rest one call each at
-        // constant pixels.
-        let run = cs.iter().take_while(|&&w| w == 5).count();
+        let cs = chunks(n, self.k4, self.max);
+        // A loop over the leading run of the widest calls, the rest one
+        // call each at constant pixels.
+        let wide = cs.first().copied().unwrap_or(1);
+        let run = cs.iter().take_while(|&&w| w == wide).count();
         let (looped, rest) = if run >= 2 {
             (run, &cs[run..])
         } else {
             (0, &cs[..])
         };
         let mut starts = Vec::new();
-        let mut at = 5 * looped;
+        let mut at = wide * looped;
         for &w in rest {
             starts.push((at, w));
             at += w;
@@ -1184,13 +1329,17 @@ impl MmLoop<'_> {
             if self.backwards {
                 let _ = writeln!(
                     c,
-                    "{ind}for ({p} = {}; {p} >= 0; {p} -= 5) {{",
-                    5 * (looped - 1)
+                    "{ind}for ({p} = {}; {p} >= 0; {p} -= {wide}) {{",
+                    wide * (looped - 1)
                 );
             } else {
-                let _ = writeln!(c, "{ind}for ({p} = 0; {p} < {}; {p} += 5) {{", 5 * looped);
+                let _ = writeln!(
+                    c,
+                    "{ind}for ({p} = 0; {p} < {}; {p} += {wide}) {{",
+                    wide * looped
+                );
             }
-            self.chunk(c, p, 5, &inner);
+            self.chunk(c, p, wide, &inner);
             let _ = writeln!(c, "{ind}}}");
         };
         if self.backwards {
@@ -1288,17 +1437,18 @@ pub fn widths(
     l: &crate::lower::Lowered,
     plan: &MemoryPlan,
     i: usize,
+    max: usize,
 ) -> std::collections::BTreeSet<usize> {
     let k4 = k4_of(l, plan, i);
     runs(l, plan, i)
         .into_iter()
-        .flat_map(|r| chunks(r, k4))
+        .flat_map(|r| chunks(r, k4, max))
         .collect()
 }
 
 /// The most pixels of any one matrix kernel call of conv `i`.
-pub fn widest(l: &crate::lower::Lowered, plan: &MemoryPlan, i: usize) -> usize {
-    widths(l, plan, i).into_iter().max().unwrap_or(1)
+pub fn widest(l: &crate::lower::Lowered, plan: &MemoryPlan, i: usize, max: usize) -> usize {
+    widths(l, plan, i, max).into_iter().max().unwrap_or(1)
 }
 
 /// Bytes of the largest stack buffers of any step's matrix kernel
@@ -1309,7 +1459,7 @@ pub fn buffer_bytes(l: &crate::lower::Lowered, plan: &MemoryPlan) -> usize {
         .filter_map(|i| match kernel_of(l, plan, i)? {
             Kernel::Mm { k, direct } => {
                 let k4 = k.div_ceil(4);
-                Some(8 * widest(l, plan, i) * k4 + if direct { 0 } else { 4 * k4 })
+                Some(8 * widest(l, plan, i, MAX_WIDTH) * k4 + if direct { 0 } else { 4 * k4 })
             }
             Kernel::Dw { .. } => None,
         })
@@ -1354,16 +1504,20 @@ mod tests {
     fn chunks_cover_runs_and_the_c_chain_agrees() {
         for k4 in [1, 3, 10, 69] {
             for r in 1..=70 {
-                let c = chunks(r, k4);
-                assert_eq!(c.iter().sum::<usize>(), r, "{r}: {c:?}");
-                assert!(c.iter().all(|&w| (1..=5).contains(&w)), "{r}: {c:?}");
+                for max in [5, 6] {
+                    let c = chunks(r, k4, max);
+                    assert_eq!(c.iter().sum::<usize>(), r, "{r}: {c:?}");
+                    assert!(c.iter().all(|&w| (1..=max).contains(&w)), "{r}: {c:?}");
+                }
             }
         }
-        // Wider calls are cheaper per pixel: long runs are mostly 5s.
-        assert!(chunks(100, 69).iter().filter(|&&w| w == 5).count() >= 18);
+        // Wider calls are cheaper per pixel: long runs are mostly the
+        // widest.
+        assert!(chunks(100, 69, 5).iter().filter(|&&w| w == 5).count() >= 18);
+        assert!(chunks(100, 69, 6).iter().filter(|&&w| w == 6).count() >= 15);
         let runs = [5, 16, 32, 10, 25, 7, 1, 2, 13];
         let k4 = 12;
-        let at = chain(&runs, k4);
+        let at = chain(&runs, k4, MAX_WIDTH);
         let mut src = String::from("#include <stdio.h>\nstatic int pick(int r) {\n");
         for (w, lefts) in &at {
             let _ = writeln!(src, "    if ({}) return {w};", chain_condition(lefts, "r"));
@@ -1394,7 +1548,7 @@ mod tests {
         let want: String = runs
             .iter()
             .map(|&r| {
-                chunks(r, k4)
+                chunks(r, k4, MAX_WIDTH)
                     .iter()
                     .map(|w| format!("{w} "))
                     .collect::<String>()
