@@ -508,7 +508,7 @@ fn a_network_that_does_not_fit_is_an_error_unless_allowed() {
             "--extra-epochs",
             "0",
             "--budget",
-            "sram=990",
+            "sram=1010",
             "-o",
             dir.to_str().unwrap(),
         ];
@@ -518,7 +518,7 @@ fn a_network_that_does_not_fit_is_an_error_unless_allowed() {
     let o = args(&[]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        stderr(&o).contains("does not fit after 0 extra epochs: sram 999 > 990"),
+        stderr(&o).contains("does not fit after 0 extra epochs: sram 1023 > 1010"),
         "{}",
         stderr(&o)
     );
@@ -526,10 +526,10 @@ fn a_network_that_does_not_fit_is_an_error_unless_allowed() {
     let o = args(&["--allow-over-budget"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let s = json(&dir.join("search.json"));
-    assert_eq!(s["result"]["over_budget"][0], "sram 999 > 990");
+    assert_eq!(s["result"]["over_budget"][0], "sram 1023 > 1010");
     let text = std::fs::read_to_string(dir.join("tiny.mnet")).unwrap();
     assert!(
-        text.contains("OVER BUDGET (--allow-over-budget): sram 999 > 990"),
+        text.contains("OVER BUDGET (--allow-over-budget): sram 1023 > 1010"),
         "{text}"
     );
 }
