@@ -139,11 +139,7 @@ pub fn features(l: &Lowered, plan: &MemoryPlan, cpu: Cpu) -> Vec<Step> {
     let checked_fused = |i: usize| plan.fused[i];
     // The widest matrix kernel call, as the C backend decides it (taking
     // every layer for an SMMULR one, as nearly all are).
-    let max = if dsp::six(l, plan, &|_| true) {
-        dsp::MAX_WIDTH
-    } else {
-        5
-    };
+    let max = dsp::max_width(dsp::FS, dsp::six(l, plan, &|_| true));
     (1..l.nodes.len())
         .filter(|&i| checked_fused(i).is_none())
         .map(|i| {
@@ -268,11 +264,23 @@ fn layer_features(
             // Calls of up to 5 pixels: whether 6-pixel calls pay is the
             // whole network's choice (`dsp::six`), which a layer cannot
             // know, and most networks (KWS, tiny) do not take them.
-            ("conv", mm_x(k, rows, out[2] as usize, &runs, 5))
+            (
+                "conv",
+                mm_x(
+                    k,
+                    rows,
+                    out[2] as usize,
+                    &runs,
+                    dsp::max_width(dsp::FS, false),
+                ),
+            )
         }
         Op::Dense { out: c } => {
             let k = elems(inp) as usize;
-            ("conv", mm_x(k, 0, *c as usize, &[1], 5))
+            (
+                "conv",
+                mm_x(k, 0, *c as usize, &[1], dsp::max_width(dsp::FS, false)),
+            )
         }
         // The row kernel, as the conv+depthwise model costs it (where most
         // depthwise convs run, so it is fitted on them).

@@ -396,7 +396,7 @@ pub const FS: Variant = Variant {
 
 /// The pixels of each call of the matrix kernel over a run of `r` pixels
 /// with `k4` groups of 4 inputs, in order: the cheapest cover of the run
-/// by calls of 1 to 5 pixels ([`call_cost`]), wider calls first.
+/// by calls of 1 to `max` pixels ([`call_cost`]), wider calls first.
 pub fn chunks(r: usize, k4: usize, max: usize) -> Vec<usize> {
     // best[n]: the cheapest cost of n pixels and its first call.
     let mut best: Vec<(f64, usize)> = vec![(0.0, 0); r + 1];
@@ -1497,6 +1497,18 @@ pub fn fused_counts(l: &crate::lower::Lowered, cv: usize, dw: usize) -> Vec<usiz
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// 6-pixel calls pay on AD's 16-pixel rows of wide 1x1 convs, not on
+    /// KWS's rows of 5, nor where their code would be a large share of a
+    /// small network's flash.
+    #[test]
+    fn six_pixel_calls_pay_where_they_save() {
+        let ad = [(vec![16; 16], 69, 276)];
+        assert!(six_pays(&ad, 400_000));
+        assert!(!six_pays(&ad, 2_000));
+        assert!(!six_pays(&[(vec![5; 25], 69, 276)], 400_000));
+        assert!(!six_pays(&[], 400_000));
+    }
 
     /// A run's calls cover it, and the C chain the fused loop runs at run
     /// time (compiled with the host's C compiler) makes the same calls.
